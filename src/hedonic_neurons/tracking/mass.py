@@ -1,0 +1,185 @@
+"""Interaction mass between the coalitions of consecutive layers (paper section 3.4, DESIGN section 3).
+
+numpy only. Every quantity is a matrix product over a coalition-indicator structure, never a Python
+loop over coalition pairs:
+
+* ``coalition_write``: r_C(p) = E_x |sum_{i in C} W_down[p, i] a_i(x)|, each coalition's mean absolute
+  write to each residual dimension (players sorted by coalition, summed with ``np.add.reduceat``,
+  which is the product with the sparse n x n_coal indicator matrix, chunked over samples);
+* ``mlp_interaction_mass``: M(C, C') = 1/(|C||C'|) sum_{q in C'} sum_p (|W_up'[q, p]| + |W_gate'[q, p]|)
+  r_C(p), with the next layer's LoRA-merged weights folded with its input-norm gain;
+* ``residual_interaction_mass``: the same with the mean absolute Jacobian of h_{l+1} with respect to
+  h_l in place of the weights, for residual sites (MNIST), where the players are the coordinates p of
+  h_l themselves and a coalition writes E_x |a_p(x)| on its own coordinates.
+
+Coalition rows/columns follow ``coalition_ids(labels)``: the distinct labels >= 0 in increasing order.
+Negative labels mean "not in any coalition" and are left out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "coalition_ids",
+    "coalition_sizes",
+    "indicator",
+    "coalition_write",
+    "mlp_interaction_mass",
+    "residual_interaction_mass",
+]
+
+
+def _labels(labels, n: int | None, what: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{what} must be a 1-d integer array (labels_[i] = coalition id); "
+                         f"got dtype {labels.dtype} and shape {labels.shape}")
+    if n is not None and labels.size != n:
+        raise ValueError(f"{what} has {labels.size} entries but the arrays have {n} players; "
+                         "pass the partition of this layer's players")
+    if not np.any(labels >= 0):
+        raise ValueError(f"{what} holds no coalition (every label is negative); partition the layer first")
+    return labels.astype(np.int64, copy=False)
+
+
+def coalition_ids(labels) -> np.ndarray:
+    """The coalition ids in row order of every mass matrix: distinct labels >= 0, increasing."""
+    labels = np.asarray(labels)
+    return np.unique(labels[labels >= 0])
+
+
+def coalition_sizes(labels) -> np.ndarray:
+    """|C| for every coalition, in ``coalition_ids`` order."""
+    labels = np.asarray(labels)
+    _, counts = np.unique(labels[labels >= 0], return_counts=True)
+    return counts
+
+
+def indicator(labels, dtype=np.float64) -> np.ndarray:
+    """Dense (n, n_coal) 0/1 coalition-indicator matrix (a row of zeros for unassigned players)."""
+    labels = np.asarray(labels)
+    ids = coalition_ids(labels)
+    col = np.searchsorted(ids, labels)
+    out = np.zeros((labels.size, ids.size), dtype=dtype)
+    keep = labels >= 0
+    out[np.flatnonzero(keep), col[keep]] = 1
+    return out
+
+
+def _sorted_groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Players sorted by coalition (unassigned dropped) and the start offset of each coalition."""
+    keep = np.flatnonzero(labels >= 0)
+    order = keep[np.argsort(labels[keep], kind="stable")]
+    sorted_labels = labels[order]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    return order, starts
+
+
+def coalition_write(
+    W_down: np.ndarray, acts: np.ndarray, labels, *, chunk_bytes: int = 64 << 20,
+    dtype=np.float32,
+) -> np.ndarray:
+    """R (n_coal, d) with R[C, p] = E_x |sum_{i in C} W_down[p, i] a_i(x)| (DESIGN 3, cross-layer tracking).
+
+    ``W_down`` is the (LoRA-merged) down projection (d, n), ``acts`` the players' activations (N, n)
+    at the readout position. Work is O(N d n), chunked over samples to ``chunk_bytes`` of scratch;
+    the per-chunk sums are accumulated in float64.
+    """
+    W_down = np.asarray(W_down)
+    acts = np.asarray(acts)
+    if W_down.ndim != 2 or acts.ndim != 2:
+        raise ValueError(f"W_down must be (d, n) and acts (N, n); got {W_down.shape} and {acts.shape}")
+    d, n = W_down.shape
+    if acts.shape[1] != n:
+        raise ValueError(f"acts has {acts.shape[1]} players but W_down has {n} columns; "
+                         "pass W_down as (d_model, d_ff) and acts as (samples, d_ff)")
+    if acts.shape[0] == 0:
+        raise ValueError("acts holds no samples; pass at least one input's activations")
+    labels = _labels(labels, n, "labels")
+    order, starts = _sorted_groups(labels)
+    W = np.ascontiguousarray(W_down[:, order], dtype=dtype)  # (d, n_kept), columns grouped by coalition
+    A = np.asarray(acts[:, order], dtype=dtype)
+    N, n_kept = A.shape
+    b = max(1, int(chunk_bytes // max(1, d * n_kept * np.dtype(dtype).itemsize)))
+    total = np.zeros((starts.size, d), dtype=np.float64)
+    for s in range(0, N, b):
+        P = A[s:s + b, None, :] * W[None, :, :]            # (b, d, n_kept): each player's write
+        S = np.add.reduceat(P, starts, axis=2)              # (b, d, n_coal) = P @ indicator
+        np.abs(S, out=S)
+        total += S.sum(axis=0, dtype=np.float64).T
+    return total / N
+
+
+def _fold_next(W_up_next, W_gate_next, norm_gain_next) -> np.ndarray:
+    """|W_up'| + |W_gate'| with column p scaled by |gain[p]| (the input norm multiplies h[p] by gain[p])."""
+    W_up_next = np.asarray(W_up_next, dtype=np.float64)
+    if W_up_next.ndim != 2:
+        raise ValueError(f"W_up_next must be (d_ff_next, d_model); got shape {W_up_next.shape}")
+    W = np.abs(W_up_next)
+    if W_gate_next is not None:
+        W_gate_next = np.asarray(W_gate_next, dtype=np.float64)
+        if W_gate_next.shape != W_up_next.shape:
+            raise ValueError(f"W_gate_next has shape {W_gate_next.shape} but W_up_next has "
+                             f"{W_up_next.shape}; pass both as (d_ff_next, d_model)")
+        W = W + np.abs(W_gate_next)
+    if norm_gain_next is not None:
+        g = np.asarray(norm_gain_next, dtype=np.float64).ravel()
+        if g.size != W.shape[1]:
+            raise ValueError(f"norm_gain_next has {g.size} entries but the next layer reads "
+                             f"{W.shape[1]} residual dimensions; pass the input-norm weight (d_model,)")
+        W = W * np.abs(g)[None, :]
+    return W
+
+
+def _aggregate(A: np.ndarray, labels_next: np.ndarray) -> np.ndarray:
+    """Sum the columns of A (rows, n') by next-layer coalition: A @ indicator(labels_next)."""
+    order, starts = _sorted_groups(labels_next)
+    return np.add.reduceat(A[:, order], starts, axis=1)
+
+
+def mlp_interaction_mass(
+    R: np.ndarray, W_up_next: np.ndarray, W_gate_next: np.ndarray | None,
+    norm_gain_next: np.ndarray | None, labels, labels_next,
+) -> np.ndarray:
+    """M (n_coal, n_coal') = 1/(|C||C'|) sum_{q in C'} sum_p (|W_up'[q,p]| + |W_gate'[q,p]|) r_C(p).
+
+    The next layer's weights are LoRA-merged (n', d) and folded with its input-norm gain (d,) when
+    given. ``R`` comes from ``coalition_write`` with ``labels``; ``labels_next`` partitions the n'
+    next-layer players. Two matrix products: (n_coal x d) @ (d x n'), then the column aggregation.
+    """
+    R = np.asarray(R, dtype=np.float64)
+    sizes = coalition_sizes(_labels(labels, None, "labels"))
+    if R.ndim != 2 or R.shape[0] != sizes.size:
+        raise ValueError(f"R has shape {R.shape} but labels define {sizes.size} coalitions; "
+                         "compute R with coalition_write(W_down, acts, labels) for the same labels")
+    W = _fold_next(W_up_next, W_gate_next, norm_gain_next)          # (n', d)
+    if W.shape[1] != R.shape[1]:
+        raise ValueError(f"R writes {R.shape[1]} residual dimensions but the next layer reads "
+                         f"{W.shape[1]}; pass W_up_next as (d_ff_next, d_model)")
+    labels_next = _labels(labels_next, W.shape[0], "labels_next")
+    sizes_next = coalition_sizes(labels_next)
+    M = _aggregate(R @ W.T, labels_next)                            # (n_coal, n_coal')
+    return M / (sizes[:, None] * sizes_next[None, :])
+
+
+def residual_interaction_mass(J_abs: np.ndarray, acts: np.ndarray, labels, labels_next) -> np.ndarray:
+    """M (n_coal, n_coal') = 1/(|C||C'|) sum_{q in C'} sum_{p in C} J_abs[q, p] E_x|a_p(x)| (residual sites).
+
+    ``J_abs`` (d', d) is the mean absolute Jacobian of h_{l+1} with respect to h_l
+    (``tracking.jacobian.residual_jacobian_abs``); ``acts`` (N, d) the coordinates of h_l, or their
+    mean absolute values (d,) directly.
+    """
+    J = np.asarray(J_abs, dtype=np.float64)
+    if J.ndim != 2:
+        raise ValueError(f"J_abs must be (d_next, d); got shape {J.shape}")
+    acts = np.asarray(acts, dtype=np.float64)
+    A = np.abs(acts).mean(axis=0) if acts.ndim == 2 else np.abs(acts)
+    if A.shape != (J.shape[1],):
+        raise ValueError(f"acts describe {A.shape[0]} coordinates but J_abs has {J.shape[1]} columns; "
+                         "pass h_l as (samples, d)")
+    labels = _labels(labels, J.shape[1], "labels")
+    labels_next = _labels(labels_next, J.shape[0], "labels_next")
+    T = _aggregate(J * A[None, :], labels)                          # (d', n_coal): sum over p in C
+    M = _aggregate(T.T, labels_next)                                # (n_coal, n_coal'): sum over q in C'
+    return M / (coalition_sizes(labels)[:, None] * coalition_sizes(labels_next)[None, :])
