@@ -1,0 +1,53 @@
+"""Ranking metrics: NDCG@k with the paper's gain 2^rel - 1 and log2(rank + 1) discount (appendix D.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def dcg_at_k(rels_in_rank_order: Sequence[float], k: int = 10) -> float:
+    """DCG@k = sum_{i<=k} (2^rel_i - 1) / log2(i + 1) for relevances already in ranked order."""
+    r = np.asarray(rels_in_rank_order, dtype=np.float64)[:k]
+    if r.size == 0:
+        return 0.0
+    return float(np.sum((2.0 ** r - 1.0) / np.log2(np.arange(2, r.size + 2))))
+
+
+def ndcg_at_k(scores: Sequence[float], rels: Sequence[float], k: int = 10) -> float:
+    """NDCG@k of one query: rank by `scores` (descending, ties by input order), normalise by ideal DCG.
+
+    A query without any relevant candidate has IDCG = 0 and NDCG 0 by convention (trec_eval's choice).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    r = np.asarray(rels, dtype=np.float64)
+    if s.shape != r.shape:
+        raise ValueError(f"scores {s.shape} and rels {r.shape} differ in shape; pass one score per candidate")
+    order = np.argsort(-s, kind="stable")
+    ideal = dcg_at_k(np.sort(r)[::-1], k)
+    return 0.0 if ideal <= 0 else dcg_at_k(r[order], k) / ideal
+
+
+def mean_ndcg(qids: Sequence, scores: Sequence[float], rels: Sequence[float], k: int = 10,
+              skip_unjudged: bool = True) -> float:
+    """Mean NDCG@k over queries (pairs grouped by qid); queries with no relevant candidate are skipped
+    when `skip_unjudged` (they would score 0 whatever the model does)."""
+    qids = np.asarray(qids)
+    s = np.asarray(scores, dtype=np.float64)
+    r = np.asarray(rels, dtype=np.float64)
+    vals = []
+    for q in dict.fromkeys(qids.tolist()):
+        m = qids == q
+        if skip_unjudged and not np.any(r[m] > 0):
+            continue
+        vals.append(ndcg_at_k(s[m], r[m], k))
+    if not vals:
+        raise ValueError("no query has a relevant candidate; NDCG is undefined (check the qrels / labels)")
+    return float(np.mean(vals))
+
+
+def ndcg_matrix(qids: Sequence, scores: np.ndarray, rels: Sequence[float], k: int = 10) -> np.ndarray:
+    """Mean NDCG@k for each row of `scores` (B, n_pairs): many ablated models scored in one call."""
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    return np.array([mean_ndcg(qids, row, rels, k) for row in scores])
