@@ -1,0 +1,302 @@
+"""Pairwise Ablation Synergy: exact over all pairs (paper eq. 6-7) and its Hessian approximation (sec. 3.2).
+
+Player i's ablation subtracts delta_i(x) = coef[x, i] * C[:, i] (- coef_base[x, i] * C_base[:, i]) from the
+cached residual h(x), and l_-S(x) = tail(h(x) - sum_{i in S} delta_i(x)).
+
+For a norm + linear tail, l(h) = a.P h / s(h) + c with s(h) = sqrt(|P h|^2 / d + eps), a = P (weight * w_t),
+P = I (RMSNorm) or the centring I - 11^T/d (LayerNorm). Every pair's l_-{i,j} then depends on the pair only
+through per-player scalars alpha_i = a.P delta_i, beta_i = P h . P delta_i, gamma_i = |P delta_i|^2 and the
+Gram term P delta_i . P delta_j = coef_i coef_j (P C)^T (P C)_ij (DESIGN trap 3). Exact PAS over all pairs is
+O(N n^2) elementwise after one n x n product; the Hessian form (DESIGN trap 4) is a few n x N x n products.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hedonic_neurons.valuations.tail import NormTail
+
+log = logging.getLogger(__name__)
+
+TailLike = NormTail | Callable[..., Any]
+
+
+@dataclass
+class PASResult:
+    """Exact PAS over every pair (paper eq. 7) with per-entry standard errors and eq. 6 singles."""
+
+    phi: np.ndarray  # (n, n) E_x[Delta_ij(x)], zero diagonal
+    se: np.ndarray  # (n, n) standard error of phi over the inputs (sd / sqrt(N)), zero diagonal
+    psi: np.ndarray  # (n,) E_x[l(x) - l_-i(x)]  (eq. 6)
+    psi_se: np.ndarray  # (n,) its standard error
+    n_samples: int
+    logit_mean: float  # E_x[l(x)]: the scale the synergies compare to
+    kind: str = ""
+    dtype: str = "float64"
+    extra: dict = field(default_factory=dict)
+
+    def matrices(self, prefix: str = "pas") -> dict[str, np.ndarray]:
+        """Arrays to store with `RunDir.save_matrices` (phi, se, psi, psi_se)."""
+        return {prefix: self.phi, f"{prefix}_se": self.se, f"{prefix}_psi": self.psi,
+                f"{prefix}_psi_se": self.psi_se}
+
+
+# ---------------------------------------------------------------------------------------------------
+# shared preparation: per-player scalars in the "RMS form" (centred quantities for LayerNorm)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _to_torch(x: Any, dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", dtype)
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x))).to(dtype)
+
+
+def _check_inputs(H, coef, C, tail, C_base, coef_base) -> tuple[int, int, int]:
+    if not isinstance(tail, NormTail):
+        raise ValueError(f"tail must be a NormTail here, got {type(tail).__name__}: build a NormTail(...)")
+    H_shape, coef_shape = np.shape(H), np.shape(coef)
+    if len(H_shape) != 2:
+        raise ValueError(f"H has shape {H_shape}: pass the cached residuals as an (N, d) array")
+    N, d = H_shape
+    if d != tail.d:
+        raise ValueError(f"H has width {d} but the tail's head has width {tail.d}: use the matching residual")
+    if len(coef_shape) != 2 or coef_shape[0] != N:
+        raise ValueError(f"coef has shape {coef_shape}: must be (N={N}, n): one value per sample and player")
+    n = coef_shape[1]
+    C_shape = (d, d) if C is None else np.shape(C)
+    if C_shape != (d, n):
+        raise ValueError(f"C has shape {C_shape}: it must be (d={d}, n={n}) (W_down, or None = identity)")
+    if (C_base is None) != (coef_base is None):
+        raise ValueError("C_base and coef_base go together: pass both (LoRA on W_down) or neither")
+    if C_base is not None:
+        if np.shape(C_base) != (d, n):
+            raise ValueError(f"C_base has shape {np.shape(C_base)}: it must be (d={d}, n={n})")
+        if np.shape(coef_base) != (N, n):
+            raise ValueError(f"coef_base has shape {np.shape(coef_base)}: it must be (N={N}, n={n})")
+    if N < 1:
+        raise ValueError("H holds no samples: PAS is an expectation over at least one input")
+    return N, d, n
+
+
+@dataclass
+class _Prep:
+    N: int
+    d: int
+    n: int
+    A: torch.Tensor  # (N,) a.Ph
+    s0sq: torch.Tensor  # (N,) |Ph|^2/d + eps
+    alpha: torch.Tensor  # (N, n) a.P delta_i
+    beta: torch.Tensor  # (N, n) Ph . P delta_i
+    gamma: torch.Tensor  # (N, n) |P delta_i|^2
+    coef: torch.Tensor
+    coef_base: torch.Tensor | None
+    Cc: torch.Tensor  # (d, n) P C
+    Cbc: torch.Tensor | None  # (d, n) P C_base
+    logit: torch.Tensor  # (N,) l(x)
+
+
+def _prepare(H, coef, C, tail: NormTail, targets, C_base, coef_base, dtype: torch.dtype) -> _Prep:
+    N, d, n = _check_inputs(H, coef, C, tail, C_base, coef_base)
+    t_idx = torch.from_numpy(tail.target_index(targets, N))
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    u, c = tail.readout(np_dtype)
+    u, c = torch.from_numpy(u), torch.from_numpy(c)
+    Ht = _to_torch(H, dtype)
+    Ct = torch.eye(d, dtype=dtype) if C is None else _to_torch(C, dtype)
+    Cb = None if C_base is None else _to_torch(C_base, dtype)
+    if tail.kind == "layer":
+        # LayerNorm = RMS form on centred vectors: P h, P C, and a = P u (so a.h = a.Ph = u.Ph).
+        Ht = Ht - Ht.mean(1, keepdim=True)
+        Ct = Ct - Ct.mean(0, keepdim=True)
+        Cb = None if Cb is None else Cb - Cb.mean(0, keepdim=True)
+        u = u - u.mean(1, keepdim=True)
+    coef_t = _to_torch(coef, dtype)
+    cb_t = None if coef_base is None else _to_torch(coef_base, dtype)
+
+    A = (Ht * u[t_idx]).sum(1)
+    s0sq = Ht.pow(2).sum(1) / d + tail.eps
+    alpha = coef_t * (u @ Ct)[t_idx]
+    beta = coef_t * (Ht @ Ct)
+    gamma = coef_t.pow(2) * Ct.pow(2).sum(0)
+    if Cb is not None:
+        alpha -= cb_t * (u @ Cb)[t_idx]
+        beta -= cb_t * (Ht @ Cb)
+        gamma += cb_t.pow(2) * Cb.pow(2).sum(0) - 2 * coef_t * cb_t * (Ct * Cb).sum(0)
+    if tail.kind == "none":
+        logit = A + c[t_idx]
+    else:
+        logit = A * torch.rsqrt(s0sq) + c[t_idx]
+    return _Prep(N, d, n, A, s0sq, alpha, beta, gamma, coef_t, cb_t, Ct, Cb, logit)
+
+
+def _resolve_dtype(dtype: Any) -> torch.dtype:
+    dt = np.dtype(dtype)
+    if dt == np.float64:
+        return torch.float64
+    if dt == np.float32:
+        return torch.float32
+    raise ValueError(f"dtype {dt} is not supported: use np.float64 (default) or np.float32 (DESIGN trap 2)")
+
+
+def _finv_sqrt_diff(e: torch.Tensor, s0: torch.Tensor, s0sq: torch.Tensor) -> torch.Tensor:
+    """1/sqrt(s0^2 + e) - 1/s0 without cancellation: -e / (s0 t (s0 + t)), t = sqrt(s0^2 + e)."""
+    t = torch.sqrt(s0sq + e)
+    return -e / (s0 * t * (s0 + t))
+
+
+# ---------------------------------------------------------------------------------------------------
+# exact PAS
+# ---------------------------------------------------------------------------------------------------
+
+
+def exact_pas(
+    H: np.ndarray,
+    coef: np.ndarray,
+    C: np.ndarray | None,
+    tail: NormTail,
+    targets: np.ndarray | None = None,
+    *,
+    C_base: np.ndarray | None = None,
+    coef_base: np.ndarray | None = None,
+    batch_size: int | None = None,
+    block: int = 256,
+    dtype: Any = np.float64,
+    progress: bool = True,
+) -> PASResult:
+    """Exact PAS phi_ij = E_x[l - l_-i - l_-j + l_-ij] for ALL pairs (paper eq. 7), with standard errors.
+
+    H (N, d) cached residuals, coef (N, n) per-player ablation coefficients, C (d, n) their directions
+    (None = identity, n = d). Cost O(N n^2) elementwise after one n x n Gram product, memory O(n^2 + N n):
+    pairs are visited in (block x block) tiles of the upper triangle and samples in chunks of
+    ``batch_size`` (default: about 1M elements per tile); sums and sums of squares are kept in float64.
+    """
+    tdt = _resolve_dtype(dtype)
+    prep = _prepare(H, coef, C, tail, targets, C_base, coef_base, tdt)
+    N, d, n = prep.N, prep.d, prep.n
+    s0sq = prep.s0sq
+    s0 = torch.sqrt(s0sq)
+
+    # singles (eq. 6): l - l_-i = alpha_i / s0 - (A - alpha_i) f_i, f_i = 1/s_i - 1/s0
+    Aa = prep.A[:, None] - prep.alpha  # A - alpha_i
+    if tail.kind == "none":
+        single = prep.alpha.clone()
+        f_i = None
+    else:
+        e_i = (prep.gamma - 2 * prep.beta) / d  # s_i^2 - s0^2
+        f_i = _finv_sqrt_diff(e_i, s0[:, None], s0sq[:, None])
+        single = prep.alpha / s0[:, None] - Aa * f_i
+    single64 = single.double()
+    psi = single64.mean(0).numpy()
+    psi_se = (single64.std(0, unbiased=True) / math.sqrt(N)).numpy() if N > 1 else np.full(n, np.nan)
+    logit_mean = float(prep.logit.double().mean())
+
+    if tail.kind == "none":
+        # the tail is affine in h: l - l_-i - l_-j + l_-ij = 0 identically (DESIGN trap 1)
+        phi = np.zeros((n, n))
+        se = np.zeros((n, n))
+        return PASResult(phi, se, psi, psi_se, N, logit_mean, tail.kind, np.dtype(dtype).name,
+                         extra={"note": "affine tail: pairwise ablation effects vanish exactly"})
+
+    # Pair terms: Delta_ij = (A - alpha_i - alpha_j) f_ij - (A - alpha_i) f_i - (A - alpha_j) f_j with
+    # e_ij = e_i + e_j + 2 P delta_i . P delta_j / d. Written as differences of 1/s so that the linear
+    # parts cancel analytically instead of in floating point.
+    p_i = Aa * f_i
+    G2 = (prep.Cc.T @ prep.Cc) * (2.0 / d)
+    if prep.Cbc is not None:
+        GCB2 = (prep.Cc.T @ prep.Cbc) * (2.0 / d)
+        GBB2 = (prep.Cbc.T @ prep.Cbc) * (2.0 / d)
+    cf, cb = prep.coef, prep.coef_base
+    alpha = prep.alpha
+
+    block = max(1, min(int(block), n))
+    if batch_size is None:
+        batch_size = max(1, (1 << 20) // (block * block))
+    starts = list(range(0, n, block))
+    tiles = [(i0, j0) for k, i0 in enumerate(starts) for j0 in starts[k:]]
+    acc = torch.zeros((n, n), dtype=torch.float64)
+    acc2 = torch.zeros((n, n), dtype=torch.float64)
+    for i0, j0 in tqdm(tiles, desc="exact PAS tiles", disable=not progress, leave=False):
+        I = slice(i0, min(i0 + block, n))
+        J = slice(j0, min(j0 + block, n))
+        g2 = G2[I, J]
+        if prep.Cbc is not None:
+            gcb_ij, gcb_ji, gbb = GCB2[I, J], GCB2[J, I].T, GBB2[I, J]
+        s1 = torch.zeros((g2.shape[0], g2.shape[1]), dtype=torch.float64)
+        s2 = torch.zeros_like(s1)
+        for b0 in range(0, N, batch_size):
+            b = slice(b0, min(b0 + batch_size, N))
+            ci, cj = cf[b, I], cf[b, J]
+            e = ci[:, :, None] * cj[:, None, :]
+            e.mul_(g2)
+            if prep.Cbc is not None:
+                bi, bj = cb[b, I], cb[b, J]
+                e.addcmul_(ci[:, :, None] * bj[:, None, :], gcb_ij, value=-1.0)
+                e.addcmul_(bi[:, :, None] * cj[:, None, :], gcb_ji, value=-1.0)
+                e.addcmul_(bi[:, :, None] * bj[:, None, :], gbb)
+            ei = (prep.gamma[b, I] - 2 * prep.beta[b, I]) / d
+            ej = (prep.gamma[b, J] - 2 * prep.beta[b, J]) / d
+            e.add_(ei[:, :, None]).add_(ej[:, None, :])
+            s0b, s0sqb = s0[b, None, None], s0sq[b, None, None]
+            t = torch.add(e, s0sqb).sqrt_()
+            den = torch.add(t, s0b).mul_(t).mul_(s0b)
+            f = e.div_(den).neg_()  # f_ij
+            delta = Aa[b, I][:, :, None] - alpha[b, J][:, None, :]
+            delta.mul_(f).sub_(p_i[b, I][:, :, None]).sub_(p_i[b, J][:, None, :])
+            s1 += delta.sum(0, dtype=torch.float64)
+            s2 += delta.pow_(2).sum(0, dtype=torch.float64)
+        acc[I, J] = s1
+        acc2[I, J] = s2
+        if i0 != j0:
+            acc[J, I] = s1.T
+            acc2[J, I] = s2.T
+    phi = acc / N
+    if N > 1:
+        var = (acc2 - acc * phi).clamp_(min=0.0) / (N - 1)
+        se = torch.sqrt(var / N)
+    else:
+        log.warning("exact PAS over a single input: standard errors are undefined (NaN)")
+        se = torch.full_like(phi, float("nan"))
+    phi.fill_diagonal_(0.0)
+    se.fill_diagonal_(0.0)
+    return PASResult(phi.numpy(), se.numpy(), psi, psi_se, N, logit_mean, tail.kind, np.dtype(dtype).name)
+
+
+# ---------------------------------------------------------------------------------------------------
+# brute force (reference for tests, any callable tail)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _deltas(coef: np.ndarray, C: np.ndarray | None, C_base=None, coef_base=None) -> np.ndarray:
+    """Per-sample ablation vectors delta (N, n, d)."""
+    coef = np.asarray(coef)
+    Cm = np.eye(coef.shape[1]) if C is None else np.asarray(C)
+    D = coef[:, :, None] * Cm.T[None]
+    if C_base is not None:
+        D = D - np.asarray(coef_base)[:, :, None] * np.asarray(C_base).T[None]
+    return D
+
+
+def brute_force_pas(H, coef, C, tail, targets=None, *, C_base=None,
+                    coef_base=None) -> tuple[np.ndarray, np.ndarray]:
+    """Reference PAS and psi from ``tail.logit(H - delta_i - delta_j)`` for every pair (small n only)."""
+    H = np.asarray(H, dtype=np.float64)
+    D = _deltas(coef, C, C_base, coef_base)
+    n = D.shape[1]
+    logit = tail.logit if isinstance(tail, NormTail) else tail
+    l0 = logit(H, targets)
+    li = np.stack([logit(H - D[:, i], targets) for i in range(n)], 1)
+    phi = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            lij = logit(H - D[:, i] - D[:, j], targets)
+            phi[i, j] = phi[j, i] = np.mean(l0 - li[:, i] - li[:, j] + lij)
+    return phi, np.mean(l0[:, None] - li, 0)

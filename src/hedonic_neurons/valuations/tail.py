@@ -1,0 +1,204 @@
+"""The layer-local logit: the model's final norm and task head applied to a cached residual (DESIGN 1).
+
+`NormTail` is the scalar readout l(h) = head(final_norm(h)) used by PAS (paper eq. 6-7). The final norm
+is what makes PAS non-zero (DESIGN trap 1): with ``kind="none"`` the tail is affine in h and every
+pairwise ablation effect vanishes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+KINDS = ("rms", "layer", "none")
+
+
+@dataclass
+class NormTail:
+    """head(final_norm(h)) at one position: RMSNorm, LayerNorm or no norm, then a linear head.
+
+    ``kind``: "rms" (``h / sqrt(mean(h^2) + eps) * weight``), "layer"
+    (``(h - mean) / sqrt(var + eps) * weight + bias``) or "none" (``h * weight + bias``: no
+    normalisation, the affine part only; identity when weight and bias are None).
+    ``head_w`` (d,) gives one logit; (K, d) gives K and ``targets`` picks one per sample.
+    """
+
+    kind: str
+    head_w: np.ndarray
+    head_b: Any = 0.0
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"NormTail kind {self.kind!r} is unknown: use one of {KINDS}")
+        self.head_w = np.asarray(self.head_w)
+        if self.head_w.ndim not in (1, 2):
+            raise ValueError(
+                f"NormTail head_w has shape {self.head_w.shape}: give a (d,) vector or a (K, d) matrix"
+            )
+        d = self.d
+        if self.head_w.ndim == 2:
+            hb = np.zeros(self.head_w.shape[0]) if self.head_b is None else np.asarray(self.head_b)
+            if hb.ndim == 0:
+                hb = np.full(self.head_w.shape[0], float(hb))
+            if hb.shape != (self.head_w.shape[0],):
+                raise ValueError(
+                    f"NormTail head_b has shape {hb.shape} for a head of {self.head_w.shape[0]} classes: "
+                    "give a (K,) vector or a scalar"
+                )
+            self.head_b = hb
+        else:
+            self.head_b = 0.0 if self.head_b is None else float(np.asarray(self.head_b).reshape(()))
+        for name in ("weight", "bias"):
+            v = getattr(self, name)
+            if v is not None:
+                v = np.asarray(v)
+                if v.shape != (d,):
+                    raise ValueError(f"NormTail {name} has shape {v.shape}: it must be ({d},) like the head")
+                setattr(self, name, v)
+        if self.kind == "rms" and self.bias is not None:
+            raise ValueError("NormTail kind 'rms' takes no bias: pass bias=None (RMSNorm has none)")
+        self.eps = float(self.eps)
+
+    @property
+    def d(self) -> int:
+        """Residual width."""
+        return int(self.head_w.shape[-1])
+
+    @property
+    def n_classes(self) -> int | None:
+        """K for a (K, d) head, None for a vector head."""
+        return int(self.head_w.shape[0]) if self.head_w.ndim == 2 else None
+
+    def check_targets(self, targets: Any, n_samples: int) -> np.ndarray | None:
+        """Validate per-sample targets for a (K, d) head (None for a vector head)."""
+        if self.head_w.ndim == 1:
+            return None
+        if targets is None:
+            raise ValueError(
+                f"this NormTail has a ({self.n_classes}, {self.d}) head: pass targets (one class per sample) "
+                "to pick the logit to read"
+            )
+        t = np.asarray(targets)
+        if t.shape != (n_samples,) or not np.issubdtype(t.dtype, np.integer):
+            raise ValueError(f"targets must be integers of shape ({n_samples},): got {t.dtype} {t.shape}")
+        if t.size and (t.min() < 0 or t.max() >= self.n_classes):
+            raise ValueError(f"targets must lie in [0, {self.n_classes}); got {t.min()}..{t.max()}")
+        return t.astype(np.int64)
+
+    # ---- the readout as a linear functional of the (centred) normalised state ----------------------
+
+    def readout(self, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+        """Per-class folded readout vectors u = weight * head_w (K', d) and constants (K',).
+
+        l(h) = u_t . norm0(h) + c_t, where norm0 is the norm without its affine part. With a vector
+        head K' = 1 and every sample uses row 0.
+        """
+        W = np.atleast_2d(self.head_w).astype(dtype)
+        u = W * (self.weight.astype(dtype) if self.weight is not None else 1.0)
+        c = np.atleast_1d(np.asarray(self.head_b, dtype=dtype)).copy()
+        if self.bias is not None:
+            c = c + W @ self.bias.astype(dtype)
+        return u, c
+
+    def target_index(self, targets: Any, n_samples: int) -> np.ndarray:
+        """Row of `readout` used by each sample (zeros for a vector head)."""
+        t = self.check_targets(targets, n_samples)
+        return np.zeros(n_samples, dtype=np.int64) if t is None else t
+
+    # ---- evaluation -----------------------------------------------------------------------------
+
+    def logit(self, H: np.ndarray, targets: Any = None) -> np.ndarray:
+        """Local logit l(h) for each row of H (N, d) -> (N,), in H's float precision (float32 at least)."""
+        H = np.asarray(H)
+        if H.ndim == 1:
+            H = H[None]
+        if H.ndim != 2 or H.shape[1] != self.d:
+            raise ValueError(f"H has shape {H.shape}: expected (N, {self.d}) residual states")
+        dtype = np.float64 if H.dtype == np.float64 else np.float32
+        H = H.astype(dtype, copy=False)
+        z = self._norm_np(H)
+        if self.head_w.ndim == 1:
+            return z @ self.head_w.astype(dtype) + dtype(self.head_b)
+        t = self.check_targets(targets, H.shape[0])
+        W = self.head_w.astype(dtype)
+        return np.einsum("nd,nd->n", z, W[t]) + self.head_b.astype(dtype)[t]
+
+    def _norm_np(self, H: np.ndarray) -> np.ndarray:
+        dtype = H.dtype
+        if self.kind == "rms":
+            z = H / np.sqrt(np.mean(H * H, axis=1, keepdims=True) + self.eps)
+        elif self.kind == "layer":
+            Hc = H - H.mean(axis=1, keepdims=True)
+            z = Hc / np.sqrt(np.mean(Hc * Hc, axis=1, keepdims=True) + self.eps)
+        else:
+            z = H
+        if self.weight is not None:
+            z = z * self.weight.astype(dtype)
+        if self.bias is not None:
+            z = z + self.bias.astype(dtype)
+        return z
+
+    def logit_torch(self, H: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable torch version of `logit` (H (B, d) -> (B,)), for autograd checks."""
+        dtype, dev = H.dtype, H.device
+        if self.kind == "rms":
+            z = H * torch.rsqrt(H.pow(2).mean(-1, keepdim=True) + self.eps)
+        elif self.kind == "layer":
+            Hc = H - H.mean(-1, keepdim=True)
+            z = Hc * torch.rsqrt(Hc.pow(2).mean(-1, keepdim=True) + self.eps)
+        else:
+            z = H
+        if self.weight is not None:
+            z = z * torch.as_tensor(self.weight, dtype=dtype, device=dev)
+        if self.bias is not None:
+            z = z + torch.as_tensor(self.bias, dtype=dtype, device=dev)
+        W = torch.as_tensor(self.head_w, dtype=dtype, device=dev)
+        if self.head_w.ndim == 1:
+            return z @ W + float(self.head_b)
+        if targets is None:
+            raise ValueError("this NormTail has a (K, d) head: pass targets to logit_torch")
+        t = torch.as_tensor(targets, dtype=torch.long, device=dev)
+        return (z * W[t]).sum(-1) + torch.as_tensor(self.head_b, dtype=dtype, device=dev)[t]
+
+    # ---- construction from torch modules ----------------------------------------------------------
+
+    @classmethod
+    def from_modules(cls, norm: torch.nn.Module | None, head: torch.nn.Module | Any, kind: str | None = None,
+                     row: int | None = None) -> NormTail:
+        """Build from a model's final norm module (LayerNorm / *RMSNorm / None) and linear head.
+
+        ``row`` keeps a single row of a (K, d) head (e.g. the one logit of a 1-label reranker).
+        Norms with other parameterisations (Gemma's ``1 + weight``) are not recognised: build those by hand.
+        """
+        if norm is None:
+            kind = kind or "none"
+            weight = bias = None
+            eps = 0.0
+        else:
+            name = type(norm).__name__.lower()
+            if kind is None:
+                if isinstance(norm, torch.nn.LayerNorm) or "layernorm" in name:
+                    kind = "layer"
+                elif "rms" in name:
+                    kind = "rms"
+                else:
+                    raise ValueError(f"unknown norm {type(norm).__name__}: pass kind='rms' or 'layer'")
+            w = getattr(norm, "weight", None)
+            weight = None if w is None else w.detach().double().cpu().numpy()
+            b = getattr(norm, "bias", None)
+            bias = None if b is None else b.detach().double().cpu().numpy()
+            eps = getattr(norm, "eps", None)
+            if eps is None:
+                eps = getattr(norm, "variance_epsilon", 1e-6)
+        hw = head.weight.detach().double().cpu().numpy()
+        hb = getattr(head, "bias", None)
+        hb = np.zeros(hw.shape[0]) if hb is None else hb.detach().double().cpu().numpy()
+        if row is not None:
+            hw, hb = hw[row], float(hb[row])
+        return cls(kind=kind, head_w=hw, head_b=hb, weight=weight, bias=bias, eps=float(eps))

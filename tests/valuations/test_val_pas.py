@@ -1,0 +1,76 @@
+"""Exact PAS against brute-force pair ablations; trap 1 (no norm -> zero synergy); Hessian form."""
+
+import numpy as np
+import pytest
+
+from hedonic_neurons.valuations.pas import brute_force_pas, exact_pas
+from hedonic_neurons.valuations.tail import NormTail
+
+
+def _case(kind, head, seed=0, N=9, d=7, n=6, K=3):
+    rng = np.random.default_rng(seed)
+    H = rng.normal(size=(N, d)) + rng.normal(size=d)
+    coef = rng.normal(size=(N, n))
+    C = rng.normal(size=(d, n)) * 0.6
+    hw = rng.normal(size=(K, d)) if head == "mat" else rng.normal(size=d)
+    hb = rng.normal(size=K) if head == "mat" else 0.3
+    tail = NormTail(kind, head_w=hw, head_b=hb, weight=1 + 0.3 * rng.normal(size=d),
+                    bias=None if kind == "rms" else rng.normal(size=d), eps=1e-3)
+    targets = rng.integers(0, K, N) if head == "mat" else None
+    base = dict(C_base=rng.normal(size=(d, n)) * 0.5, coef_base=rng.normal(size=(N, n)))
+    return H, coef, C, tail, targets, base
+
+
+@pytest.mark.parametrize("kind", ["rms", "layer", "none"])
+@pytest.mark.parametrize("head", ["vec", "mat"])
+@pytest.mark.parametrize("with_base", [False, True])
+def test_exact_pas_matches_brute_force(kind, head, with_base):
+    H, coef, C, tail, targets, base = _case(kind, head, seed=hash((kind, head, with_base)) % 1000)
+    kw = base if with_base else {}
+    res = exact_pas(H, coef, C, tail, targets, block=4, batch_size=4, progress=False, **kw)
+    phi_ref, psi_ref = brute_force_pas(H, coef, C, tail, targets, **kw)
+    np.testing.assert_allclose(res.phi, phi_ref, atol=1e-10, rtol=0)
+    np.testing.assert_allclose(res.psi, psi_ref, atol=1e-10, rtol=0)
+    assert res.phi.shape == (6, 6) and res.n_samples == 9
+    np.testing.assert_array_equal(np.diag(res.phi), 0.0)
+    np.testing.assert_allclose(res.phi, res.phi.T, atol=0)
+    if kind == "none":
+        # DESIGN trap 1: an affine tail has no pairwise effects; brute force agrees to rounding
+        assert np.abs(phi_ref).max() < 1e-12
+        assert np.abs(res.phi).max() == 0.0
+    else:
+        assert np.abs(res.phi).max() > 1e-3
+
+
+def test_identity_players_and_standard_errors():
+    """C = None (residual coordinates, MNIST) and the se equals sd/sqrt(N) of the per-sample Delta."""
+    H, _, _, tail, targets, _ = _case("layer", "mat", seed=3, N=11, d=5, n=5)
+    coef = H - H.mean(0)  # mean ablation
+    res = exact_pas(H, coef, None, tail, targets, progress=False)
+    D = np.eye(5)[None] * coef[:, :, None]
+    l0 = tail.logit(H, targets)
+    i, j = 1, 3
+    per = l0 - tail.logit(H - D[:, i], targets) - tail.logit(H - D[:, j], targets) \
+        + tail.logit(H - D[:, i] - D[:, j], targets)
+    assert res.phi[i, j] == pytest.approx(per.mean(), abs=1e-12)
+    assert res.se[i, j] == pytest.approx(per.std(ddof=1) / np.sqrt(11), rel=1e-8)
+    assert res.logit_mean == pytest.approx(l0.mean(), abs=1e-12)
+
+
+def test_float32_close_to_float64():
+    H, coef, C, tail, targets, _ = _case("rms", "vec", seed=5, N=20, d=16, n=12)
+    r64 = exact_pas(H, coef, C, tail, progress=False)
+    r32 = exact_pas(H, coef, C, tail, dtype=np.float32, progress=False)
+    assert np.abs(r32.phi - r64.phi).max() < 1e-4 * np.abs(r64.phi).max()
+
+
+def test_exact_pas_errors():
+    H, coef, C, tail, targets, _ = _case("rms", "mat")
+    with pytest.raises(ValueError, match="targets"):
+        exact_pas(H, coef, C, tail)
+    with pytest.raises(ValueError, match="C has shape"):
+        exact_pas(H, coef, C[:, :3], tail, targets)
+    with pytest.raises(ValueError, match="together"):
+        exact_pas(H, coef, C, tail, targets, C_base=C)
+    with pytest.raises(ValueError, match="float16|supported"):
+        exact_pas(H, coef, C, tail, targets, dtype=np.float16)
