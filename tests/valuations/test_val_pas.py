@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hedonic_neurons.valuations.pas import brute_force_pas, exact_pas
+from hedonic_neurons.valuations.pas import brute_force_pas, exact_pas, hessian_pas
 from hedonic_neurons.valuations.tail import NormTail
 
 
@@ -74,3 +74,38 @@ def test_exact_pas_errors():
         exact_pas(H, coef, C, tail, targets, C_base=C)
     with pytest.raises(ValueError, match="float16|supported"):
         exact_pas(H, coef, C, tail, targets, dtype=np.float16)
+
+
+@pytest.mark.parametrize("kind", ["rms", "layer"])
+@pytest.mark.parametrize("head", ["vec", "mat"])
+@pytest.mark.parametrize("with_base", [False, True])
+def test_hessian_closed_form_matches_autograd(kind, head, with_base):
+    H, coef, C, tail, targets, base = _case(kind, head, seed=11 + len(kind) + len(head))
+    kw = base if with_base else {}
+    closed = hessian_pas(H, coef, C, tail, targets, block=4, progress=False, **kw)
+    auto = hessian_pas(H, coef, C, tail, targets, method="autograd", **kw)
+    np.testing.assert_allclose(closed, auto, atol=1e-8 * max(1.0, np.abs(auto).max()), rtol=0)
+    assert np.abs(closed).max() > 1e-3
+    np.testing.assert_allclose(closed, closed.T, atol=1e-12)
+
+
+def test_hessian_callable_tail_and_none():
+    H, coef, C, tail, targets, _ = _case("layer", "vec", seed=4)
+    via_callable = hessian_pas(H, coef, C, lambda h, t: tail.logit_torch(h))
+    np.testing.assert_allclose(via_callable, hessian_pas(H, coef, C, tail, progress=False), atol=1e-10)
+    flat = NormTail("none", head_w=tail.head_w)
+    assert np.abs(hessian_pas(H, coef, C, flat, progress=False)).max() == 0.0
+
+
+@pytest.mark.parametrize("kind", ["rms", "layer"])
+def test_hessian_converges_to_exact_as_ablation_shrinks(kind):
+    H, coef, C, tail, targets, base = _case(kind, "mat", seed=21)
+    hess = hessian_pas(H, coef, C, tail, targets, progress=False, C_base=base["C_base"],
+                       coef_base=base["coef_base"])
+    errs = []
+    for t in (0.1, 0.01, 0.001):
+        ex = exact_pas(H, coef * t, C, tail, targets, C_base=base["C_base"], coef_base=base["coef_base"] * t,
+                       progress=False).phi / t**2
+        errs.append(np.abs(ex - hess).max() / np.abs(hess).max())
+    # the remainder is third order in t: relative error shrinks at least linearly
+    assert errs[1] < 0.2 * errs[0] and errs[2] < 0.2 * errs[1] and errs[2] < 0.02

@@ -271,6 +271,122 @@ def exact_pas(
 
 
 # ---------------------------------------------------------------------------------------------------
+# Hessian approximation (paper sec. 3.2; DESIGN trap 4)
+# ---------------------------------------------------------------------------------------------------
+
+
+def hessian_pas(
+    H: np.ndarray,
+    coef: np.ndarray,
+    C: np.ndarray | None,
+    tail: TailLike,
+    targets: np.ndarray | None = None,
+    *,
+    C_base: np.ndarray | None = None,
+    coef_base: np.ndarray | None = None,
+    method: str = "auto",
+    dtype: Any = np.float64,
+    block: int = 2048,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> np.ndarray:
+    """Second-order PAS phi_ij ~= E_x[delta_i^T Hess_h l(x) delta_j] (paper sec. 3.2), (n, n), zero diagonal.
+
+    ``method="closed"`` (default for a NormTail): for l = a.h/s, s = sqrt(|h|^2/d + eps) (centred vectors for
+    LayerNorm), delta_i^T Hess delta_j = -(alpha_i beta_j + beta_i alpha_j)/(d s^3) - (a.h) D_ij/(d s^3)
+    + 3 (a.h) beta_i beta_j/(d^2 s^5), so the expectation is v^T beta + beta^T v - G o (coef^T W coef) with
+    v = -alpha/(d s^3) + 1.5 (a.h) beta/(d^2 s^5): three n x N x n products and one Gram product, in tiles.
+    ``method="autograd"`` (forced for a callable ``tail(H (B, d) tensor, targets) -> (B,)``) builds each
+    sample's d x d Hessian with torch.func: small d and n only.
+    """
+    if method not in ("auto", "closed", "autograd"):
+        raise ValueError(f"method {method!r} is unknown: use 'auto', 'closed' or 'autograd'")
+    if not isinstance(tail, NormTail):
+        if method == "closed":
+            raise ValueError("method='closed' needs a NormTail; a callable tail uses method='autograd'")
+        return _hessian_autograd(H, coef, C, tail, targets, C_base, coef_base, dtype, batch_size)
+    if method == "autograd":
+        return _hessian_autograd(H, coef, C, tail.logit_torch, tail.target_index(targets, np.shape(H)[0])
+                                 if tail.n_classes else None, C_base, coef_base, dtype, batch_size)
+    tdt = _resolve_dtype(dtype)
+    prep = _prepare(H, coef, C, tail, targets, C_base, coef_base, tdt)
+    N, d, n = prep.N, prep.d, prep.n
+    if tail.kind == "none":
+        return np.zeros((n, n), dtype=np.dtype(dtype))  # affine tail: zero Hessian (trap 1)
+    s0 = torch.sqrt(prep.s0sq)
+    w1 = 1.0 / (d * s0**3)
+    w2 = prep.A * w1
+    w3 = prep.A / (d * d * s0**5)
+    beta = prep.beta
+    v = prep.alpha * (-w1)[:, None]
+    v.add_(beta * (1.5 * w3)[:, None])
+    del prep.alpha
+    out = torch.empty((n, n), dtype=tdt)
+    torch.matmul(v.T, beta, out=out)  # M; the Hessian term is M + M^T
+    del v
+    starts = list(range(0, n, max(1, int(block))))
+    tiles = [(i0, j0) for k, i0 in enumerate(starts) for j0 in starts[k:]]
+    cw = prep.coef * w2[:, None]
+    if prep.Cbc is not None:
+        bw = prep.coef_base * w2[:, None]
+    for i0, j0 in tqdm(tiles, desc="Hessian PAS tiles", disable=not progress, leave=False):
+        I = slice(i0, min(i0 + block, n))
+        J = slice(j0, min(j0 + block, n))
+        # sum_x w2 D_ij(x), D = P delta_i . P delta_j
+        dterm = (prep.Cc[:, I].T @ prep.Cc[:, J]).mul_(cw[:, I].T @ prep.coef[:, J])
+        if prep.Cbc is not None:
+            dterm.sub_((prep.Cc[:, I].T @ prep.Cbc[:, J]).mul_(cw[:, I].T @ prep.coef_base[:, J]))
+            dterm.sub_((prep.Cbc[:, I].T @ prep.Cc[:, J]).mul_(bw[:, I].T @ prep.coef[:, J]))
+            dterm.add_((prep.Cbc[:, I].T @ prep.Cbc[:, J]).mul_(bw[:, I].T @ prep.coef_base[:, J]))
+        if i0 == j0:
+            tile = out[I, J] + out[I, J].T
+            tile.sub_(dterm)
+            out[I, J] = tile
+        else:
+            tile = out[I, J] + out[J, I].T
+            tile.sub_(dterm)
+            out[I, J] = tile
+            out[J, I] = tile.T
+    out.div_(N)
+    out.fill_diagonal_(0.0)
+    return out.numpy()
+
+
+def _hessian_autograd(H, coef, C, f, targets, C_base, coef_base, dtype, batch_size) -> np.ndarray:
+    """E_x[D_x^T Hess_x D_x] with per-sample autograd Hessians (reference / fallback for any tail)."""
+    tdt = _resolve_dtype(dtype)
+    Ht = _to_torch(H, tdt)
+    N, d = Ht.shape
+    cf = _to_torch(coef, tdt)
+    n = cf.shape[1]
+    Ct = torch.eye(d, dtype=tdt) if C is None else _to_torch(C, tdt)
+    if Ct.shape != (d, n) or cf.shape[0] != N:
+        raise ValueError(f"shapes disagree: H {tuple(Ht.shape)}, coef {tuple(cf.shape)}, C {tuple(Ct.shape)}:"
+                         " need (N, d), (N, n), (d, n)")
+    tt = None if targets is None else torch.as_tensor(np.asarray(targets), dtype=torch.long)
+
+    if tt is None:
+        def g(h):
+            return f(h[None], None)[0]
+        hess = torch.func.vmap(torch.func.hessian(g))
+    else:
+        def g(h, t):
+            return f(h[None], t[None])[0]
+        hess = torch.func.vmap(torch.func.hessian(g, argnums=0))
+    out = torch.zeros((n, n), dtype=torch.float64)
+    for b0 in range(0, N, batch_size):
+        b = slice(b0, min(b0 + batch_size, N))
+        Hs = hess(Ht[b]) if tt is None else hess(Ht[b], tt[b])
+        D = Ct[None] * cf[b, None, :]
+        if C_base is not None:
+            D = D - _to_torch(C_base, tdt)[None] * _to_torch(coef_base, tdt)[b, None, :]
+        out += torch.einsum("bdi,bde,bej->ij", D, Hs, D).double()
+    out /= N
+    out.fill_diagonal_(0.0)
+    return out.numpy().astype(np.dtype(dtype), copy=False)
+
+
+# ---------------------------------------------------------------------------------------------------
 # brute force (reference for tests, any callable tail)
 # ---------------------------------------------------------------------------------------------------
 
