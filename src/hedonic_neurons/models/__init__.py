@@ -1,1 +1,50 @@
-"""models"""
+"""Models: adapter registry (LLaMA/Mistral, GPT-NeoX, BERT, the MNIST gated MLP), LoRA base-vs-adapted
+activations, hook-based extraction with early stop, per-layer caches, loaders and `compute_valuations`."""
+
+from hedonic_neurons.models.adapters import (
+    BertAdapter,
+    DecoderAdapter,
+    GatedMLPAdapter,
+    GPTNeoXAdapter,
+    ModelAdapter,
+    ModuleTail,
+    get_adapter,
+    register_adapter,
+    registered_adapters,
+)
+from hedonic_neurons.models.extract import (
+    LayerCache,
+    activation_stats,
+    extract_activations,
+    layer_cache,
+    text_batches,
+)
+from hedonic_neurons.models.loading import load_minilm, load_model, load_smollm2, smollm2_gguf
+from hedonic_neurons.models.lora import lora_config, unwrap_model
+from hedonic_neurons.models.valuate import Valuations, compute_valuations, valuations_from_cache
+
+__all__ = [
+    "BertAdapter",
+    "DecoderAdapter",
+    "GatedMLPAdapter",
+    "GPTNeoXAdapter",
+    "LayerCache",
+    "ModelAdapter",
+    "ModuleTail",
+    "Valuations",
+    "activation_stats",
+    "compute_valuations",
+    "extract_activations",
+    "get_adapter",
+    "layer_cache",
+    "load_minilm",
+    "load_model",
+    "load_smollm2",
+    "lora_config",
+    "register_adapter",
+    "registered_adapters",
+    "smollm2_gguf",
+    "text_batches",
+    "unwrap_model",
+    "valuations_from_cache",
+]

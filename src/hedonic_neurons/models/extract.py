@@ -1,0 +1,413 @@
+"""Activation extraction with forward hooks, and the per-layer cache the valuation math runs on.
+
+Hooks go only on the layers asked for, and the forward pass is stopped (a private exception raised
+from the last hook) once the deepest of them has been read, so layers beyond it cost nothing. Every
+readout is taken at the pooling position (last non-pad token for decoders, CLS for BERT). For a
+LoRA model the same forward pass gives both the adapted activation g and the base activation
+g_base of every MLP channel: g is the down projection's input, g_base is recomputed from the MLP
+input with the base (pre-LoRA) weights at the pooling position only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .adapters import ModelAdapter, get_adapter
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "LayerCache",
+    "layer_cache",
+    "extract_activations",
+    "activation_stats",
+    "text_batches",
+    "ABLATIONS",
+]
+
+ABLATIONS = ("auto", "lora", "zero", "mean")
+
+
+class _StopForward(Exception):
+    """Raised from the deepest hook to end the forward pass early (never escapes this module)."""
+
+
+def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
+    if args:
+        return args[0]
+    for v in kwargs.values():
+        if isinstance(v, torch.Tensor):
+            return v
+    raise RuntimeError("hooked module was called without a tensor input")
+
+
+def _as_tensor_out(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _tqdm(iterable, **kw):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=kw.pop("disable", False) or bool(os.environ.get("TQDM_DISABLE")), **kw)
+
+
+def text_batches(
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 8,
+    max_length: int = 256,
+    targets: Sequence[int] | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """Tokenised, padded batches (dicts of tensors) for `texts`, in order; `targets` go in "labels"."""
+    if isinstance(texts, str):
+        raise ValueError("texts must be a list of strings, not one string: wrap it in a list")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    out = []
+    for s in range(0, len(texts), batch_size):
+        chunk = list(texts[s:s + batch_size])
+        enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        b = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        if targets is not None:
+            b["labels"] = torch.as_tensor(np.asarray(targets[s:s + batch_size]), dtype=torch.long)
+        out.append(b)
+    return out
+
+
+def _prepare(batch: Any, device: torch.device) -> tuple[tuple, dict, torch.Tensor | None]:
+    """(positional args, keyword args, targets) of one batch: a dict of model kwargs (with optional
+    "labels"), an (x, y) pair, or a tensor."""
+    if isinstance(batch, Mapping):
+        kw = dict(batch)
+        targets = kw.pop("labels", None)
+        if targets is None:
+            targets = kw.pop("targets", None)
+        kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+        return (), kw, targets
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        x, y = batch
+        return (torch.as_tensor(x).to(device),), {}, torch.as_tensor(y)
+    if isinstance(batch, (torch.Tensor, np.ndarray)):
+        return (torch.as_tensor(batch).to(device),), {}, None
+    raise ValueError(
+        f"cannot use a batch of type {type(batch).__name__}: give dicts of model inputs (e.g. from "
+        "text_batches), (x, y) pairs or tensors"
+    )
+
+
+def _check_finite(name: str, t: torch.Tensor, layer: int) -> None:
+    if not torch.isfinite(t).all():
+        raise ValueError(
+            f"non-finite values (NaN/inf) in {name} at layer {layer}: check the inputs and the model weights "
+            "(a float16 model may overflow; load it in float32)"
+        )
+
+
+class _Probe:
+    """Hooks on the chosen layers that read H, g (and g_base) at the pooling position of each sample."""
+
+    def __init__(self, adapter: ModelAdapter, layers: Sequence[int], site: str, want_base: bool,
+                 want_x: bool = False):
+        self.adapter = adapter
+        self.layers = sorted(set(layers))
+        self.site = site
+        self.want_base = want_base
+        self.want_x = want_x
+        self.idx: torch.Tensor | None = None
+        self.out: dict[int, dict[str, torch.Tensor]] = {}
+        self.handles: list[Any] = []
+
+    def _pool(self, t: torch.Tensor) -> torch.Tensor:
+        if t.ndim == 3:
+            idx = self.idx.to(t.device) if self.idx is not None else torch.full(
+                (t.shape[0],), t.shape[1] - 1, device=t.device)
+            return t[torch.arange(t.shape[0], device=t.device), idx]
+        return t
+
+    def __enter__(self) -> _Probe:
+        a = self.adapter
+        last = self.layers[-1]
+        for layer in self.layers:
+            path, where = a.residual_spec(layer, self.site)
+            mod = a.module(path)
+            stop = layer == last
+
+            if where == "output":
+                def hook(m, args, out, layer=layer, stop=stop):
+                    self.out[layer]["H"] = self._pool(_as_tensor_out(out)).detach()
+                    if stop:
+                        raise _StopForward
+                self.handles.append(mod.register_forward_hook(hook))
+            else:
+                def pre(m, args, kwargs, layer=layer, stop=stop):
+                    self.out[layer]["H"] = self._pool(_first_tensor(args, kwargs)).detach()
+                    if stop:
+                        raise _StopForward
+                self.handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
+
+            if self.site == "mlp":
+                down = a.mlp_modules(layer)["down"]
+
+                def down_pre(m, args, kwargs, layer=layer):
+                    self.out[layer]["acts"] = self._pool(_first_tensor(args, kwargs)).detach()
+                self.handles.append(down.register_forward_pre_hook(down_pre, with_kwargs=True))
+
+                if self.want_base or self.want_x:
+                    def mlp_pre(m, args, kwargs, layer=layer):
+                        x = self._pool(_first_tensor(args, kwargs)).detach()
+                        if self.want_x:
+                            self.out[layer]["x"] = x
+                        if self.want_base:
+                            self.out[layer]["acts_base"] = a.mlp_activation(layer, x, base=True).detach()
+                    self.handles.append(
+                        a.module(a.mlp_input_path(layer)).register_forward_pre_hook(mlp_pre, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def run(self, model: nn.Module, args: tuple, kwargs: dict) -> dict[int, dict[str, torch.Tensor]]:
+        self.out = {layer: {} for layer in self.layers}
+        seq_len = None
+        for v in list(args) + list(kwargs.values()):
+            if isinstance(v, torch.Tensor) and v.ndim >= 2:
+                seq_len = v.shape[1]
+                break
+        self.idx = self.adapter.pool_index(kwargs, seq_len or 1) if self.adapter.pooling != "none" else None
+        try:
+            model(*args, **kwargs)
+        except _StopForward:
+            pass
+        missing = [la for la in self.layers if "H" not in self.out[la]]
+        if missing:
+            raise RuntimeError(f"the forward pass never reached layer(s) {missing}: the adapter's module paths "
+                               "do not match this model")
+        return self.out
+
+
+def _iter_readouts(model: nn.Module, batches: Iterable[Any], layers: Sequence[int], site: str, *,
+                   want_base: bool, device: str | torch.device, progress: bool, desc: str):
+    """Yield (per-layer readouts, targets) batch by batch, with the model in eval mode and no grad."""
+    adapter = get_adapter(model)
+    for layer in layers:
+        adapter.check_layer(layer, site)
+    base = adapter.model
+    device = torch.device(device)
+    was_training = base.training
+    base.eval()
+    kwargs_extra = {"use_cache": False} if adapter.pooling == "last" else {}
+    try:
+        with torch.no_grad(), _Probe(adapter, layers, site, want_base) as probe:
+            total = len(batches) if hasattr(batches, "__len__") else None
+            for batch in _tqdm(batches, desc=desc, total=total, disable=not progress):
+                args, kw, targets = _prepare(batch, device)
+                out = probe.run(base, args, {**kw, **kwargs_extra})
+                for layer, d in out.items():
+                    for name, t in d.items():
+                        _check_finite(name, t, layer)
+                yield out, targets
+    finally:
+        base.train(was_training)
+
+
+def extract_activations(
+    model: nn.Module,
+    batches: Iterable[Any],
+    layers: int | Sequence[int],
+    *,
+    site: str = "mlp",
+    base: bool | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+) -> dict[int, dict[str, np.ndarray]]:
+    """Per layer: {"H": (N, d) residual, "acts": (N, n) adapted MLP activations, "acts_base" (LoRA),
+    "targets"} at the pooling position. `base=None` reads base activations when the layer has LoRA."""
+    layers = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
+    adapter = get_adapter(model)
+    if base is None:
+        base = site == "mlp" and any(adapter.has_lora(la) for la in layers if la in adapter.layer_range(site))
+    acc: dict[int, dict[str, list[torch.Tensor]]] = {la: {} for la in layers}
+    tgt: list[torch.Tensor] = []
+    for out, targets in _iter_readouts(model, batches, layers, site, want_base=bool(base), device=device,
+                                       progress=progress, desc=f"activations L{','.join(map(str, layers))}"):
+        for layer, d in out.items():
+            for name, t in d.items():
+                acc[layer].setdefault(name, []).append(t.to("cpu", dtype))
+        if targets is not None:
+            tgt.append(torch.as_tensor(targets).reshape(-1).cpu())
+    result: dict[int, dict[str, np.ndarray]] = {}
+    for layer, d in acc.items():
+        result[layer] = {name: torch.cat(v).numpy() for name, v in d.items()}
+        if site == "residual":
+            result[layer]["acts"] = result[layer]["H"]
+        if tgt:
+            result[layer]["targets"] = torch.cat(tgt).numpy().astype(np.int64)
+    return result
+
+
+def activation_stats(
+    model: nn.Module,
+    batches: Iterable[Any],
+    layers: int | Sequence[int],
+    *,
+    site: str = "mlp",
+    key: str = "acts",
+    stats: dict[int, Any] | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict[int, Any]:
+    """Streaming float64 `RunningStats` of the activations (`key`: "acts", "acts_base" or "H") per layer.
+
+    Nothing is kept per sample, so N can grow without bound; pass `stats` back in to keep adding.
+    """
+    from ..valuations.activations import RunningStats
+
+    layers = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
+    stats = {} if stats is None else stats
+    for out, _ in _iter_readouts(model, batches, layers, site, want_base=(key == "acts_base"), device=device,
+                                 progress=progress, desc="activation stats"):
+        for layer, d in out.items():
+            x = d["H"] if (key == "H" or site == "residual") else d[key]
+            x = x.detach().to("cpu", torch.float64).numpy()
+            if layer not in stats:
+                stats[layer] = RunningStats(x.shape[1])
+            stats[layer].update(x)
+    return stats
+
+
+@dataclass
+class LayerCache:
+    """Everything the valuation math needs for one layer, per sample at the pooling position.
+
+    Player i's ablation subtracts delta_i(x) = coef[x, i] C[:, i] - coef_base[x, i] C_base[:, i] from
+    H[x], and the local logit of the ablated model is tail(H - sum_{i in S} delta_i) (DESIGN trap 3).
+    ``ablation``: "lora" (revert the LoRA change of the channel: coef = g - g_base, and for a LoRA on
+    the down projection C_base = Delta W_down, coef_base = -g_base), "zero" (coef = g) or "mean"
+    (coef = g - mean g over these samples).
+    """
+
+    layer: int
+    site: str
+    H: np.ndarray
+    coef: np.ndarray
+    C: np.ndarray
+    tail: Any
+    acts: np.ndarray
+    ablation: str
+    acts_base: np.ndarray | None = None
+    C_base: np.ndarray | None = None
+    coef_base: np.ndarray | None = None
+    targets: np.ndarray | None = None
+    W_down: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.H.shape[0])
+
+    @property
+    def n_players(self) -> int:
+        return int(self.coef.shape[1])
+
+    def delta(self, players: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Sum over `players` of delta_i(x), shape (N, d): what ablating them subtracts from H."""
+        S = np.asarray(players, dtype=np.int64).reshape(-1)
+        d = self.coef[:, S] @ self.C[:, S].T
+        if self.C_base is not None:
+            d = d - self.coef_base[:, S] @ self.C_base[:, S].T
+        return d
+
+    def local_logit(self, ablate: Sequence[int] | None = None) -> np.ndarray:
+        """tail(H) (N,), or tail(H - sum_{i in ablate} delta_i) when players are ablated."""
+        H = self.H if ablate is None or len(ablate) == 0 else self.H - self.delta(ablate)
+        return np.asarray(self.tail.logit(H, self.targets))
+
+    def math_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `exact_pas` / `hessian_pas` (H, coef, C, tail, targets and the base terms)."""
+        kw = {"H": self.H, "coef": self.coef, "C": self.C, "tail": self.tail, "targets": self.targets}
+        if self.C_base is not None:
+            kw.update(C_base=self.C_base, coef_base=self.coef_base)
+        return kw
+
+
+def layer_cache(
+    model: nn.Module,
+    batches: Iterable[Any],
+    layer: int,
+    *,
+    site: str = "mlp",
+    ablation: str = "auto",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+) -> LayerCache:
+    """Run the model up to `layer` on `batches` and cache H, coef, C, tail, acts (see `LayerCache`).
+
+    ``ablation="auto"`` reverts LoRA for a layer with LoRA on its MLP and zero-ablates otherwise.
+    """
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation {ablation!r} is unknown: use one of {ABLATIONS}")
+    adapter = get_adapter(model)
+    layer = adapter.check_layer(layer, site)
+    lora = site == "mlp" and adapter.has_lora(layer)
+    if ablation == "auto":
+        ablation = "lora" if lora else "zero"
+    if ablation == "lora" and not lora:
+        raise ValueError(
+            f"ablation='lora' needs LoRA on the MLP of layer {layer}, and there is none: use ablation='zero' "
+            "or 'mean', or wrap the model with a LoRA adapter on that layer (models.lora_config)"
+        )
+    if site == "residual" and ablation == "lora":
+        raise ValueError("the residual site has no LoRA ablation: use ablation='zero' or 'mean'")
+    out = extract_activations(model, batches, [layer], site=site, base=(ablation == "lora"), device=device,
+                              dtype=dtype, progress=progress)[layer]
+    if "H" not in out or out["H"].shape[0] == 0:
+        raise ValueError("no inputs: `batches` was empty")
+    H = out["H"]
+    np_dtype = H.dtype
+    acts = out["acts"]
+    acts_base = out.get("acts_base")
+    C_base = coef_base = None
+    W_down = None
+    if site == "mlp":
+        W, dW = adapter.down_weights(layer)
+        W_down = W.detach().to("cpu", dtype).numpy()
+        C = W_down
+        if ablation == "lora":
+            coef = acts - acts_base
+            if dW is not None:
+                C_base = dW.detach().to("cpu", dtype).numpy()
+                coef_base = -acts_base
+        elif ablation == "zero":
+            coef = acts.copy()
+        else:
+            coef = acts - acts.mean(0, keepdims=True, dtype=np.float64).astype(np_dtype)
+    else:
+        C = np.eye(H.shape[1], dtype=np_dtype)
+        coef = H.copy() if ablation == "zero" else H - H.mean(0, keepdims=True, dtype=np.float64).astype(np_dtype)
+    tail = adapter.tail(layer, site)
+    targets = out.get("targets")
+    if getattr(tail, "n_classes", None) is None:
+        targets = None
+    elif targets is None:
+        raise ValueError(
+            f"the head of this model has {tail.n_classes} classes: give targets (batches with 'labels', "
+            "or (x, y) pairs) to choose the logit read at each sample"
+        )
+    return LayerCache(
+        layer=layer, site=site, H=H, coef=coef, C=C, tail=tail, acts=acts, ablation=ablation,
+        acts_base=acts_base, C_base=C_base, coef_base=coef_base, targets=targets, W_down=W_down,
+        meta={"adapter": adapter.name, "pooling": adapter.pooling, "tail_is_norm": adapter.tail_is_norm},
+    )

@@ -1,0 +1,314 @@
+"""From a model (or adapter path) and inputs to the pairwise valuations of one layer, in one call.
+
+    from hedonic_neurons.models import compute_valuations
+    v = compute_valuations("runs/x/adapter", texts, layer=10)     # or a model object + tokenizer=
+    v.phi_pas, v.pas_se, v.psi, v.phi_oca, v.phi_hessian, v.agreement
+
+Exact PAS uses the closed form of `valuations.pas.exact_pas` when the tail is a final norm + linear
+head (LLaMA, Mistral, GPT-NeoX, the MNIST model); for any other tail (BERT's post-LN + pooler +
+classifier) the pair ablations are evaluated directly, batched, through the tail modules.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .extract import LayerCache, layer_cache, text_batches
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Valuations", "compute_valuations", "valuations_from_cache", "exact_pas_pairs", "METHODS"]
+
+METHODS = ("oca", "pas", "hessian")
+
+
+@dataclass
+class Valuations:
+    """Pairwise valuations of one layer's players (each (n, n), zero diagonal) and how they were made."""
+
+    layer: int
+    site: str
+    ablation: str
+    n_samples: int
+    n_players: int
+    phi_oca: np.ndarray | None = None
+    oca_null_se: float | None = None
+    phi_pas: np.ndarray | None = None
+    pas_se: np.ndarray | None = None
+    psi: np.ndarray | None = None
+    psi_se: np.ndarray | None = None
+    phi_hessian: np.ndarray | None = None
+    agreement: dict | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+    cache: LayerCache | None = field(default=None, repr=False)
+
+    _ARRAYS = ("phi_oca", "phi_pas", "pas_se", "psi", "psi_se", "phi_hessian")
+
+    def matrices(self) -> dict[str, np.ndarray]:
+        """The arrays that were computed, by name (for `RunDir.save_matrices` or safetensors)."""
+        return {k: getattr(self, k) for k in self._ARRAYS if getattr(self, k) is not None}
+
+    def info(self) -> dict[str, Any]:
+        """Everything but the arrays, JSON-ready."""
+        return {"layer": self.layer, "site": self.site, "ablation": self.ablation, "n_samples": self.n_samples,
+                "n_players": self.n_players, "oca_null_se": self.oca_null_se, "agreement": self.agreement,
+                "timings": self.timings, "meta": self.meta}
+
+    def save(self, directory: str | Path) -> Path:
+        """Write `valuations.safetensors` and `valuations.json` into `directory` (atomic renames)."""
+        from safetensors.numpy import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / "valuations.safetensors.tmp"
+        save_file({k: np.ascontiguousarray(v) for k, v in self.matrices().items()}, str(tmp))
+        tmp.replace(d / "valuations.safetensors")
+        tmpj = d / "valuations.json.tmp"
+        tmpj.write_text(json.dumps(self.info(), indent=2, default=float))
+        tmpj.replace(d / "valuations.json")
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Valuations:
+        """Read what `save` wrote."""
+        from safetensors.numpy import load_file
+
+        d = Path(directory)
+        if not (d / "valuations.json").is_file():
+            raise FileNotFoundError(f"no valuations.json in {d}: compute and save valuations there first")
+        info = json.loads((d / "valuations.json").read_text())
+        arrays = load_file(str(d / "valuations.safetensors"))
+        return cls(**info, **arrays)
+
+
+def _pairs_chunks(n: int, chunk: int):
+    iu, ju = np.triu_indices(n, 1)
+    for s in range(0, iu.size, chunk):
+        yield iu[s:s + chunk], ju[s:s + chunk]
+
+
+def exact_pas_pairs(cache: LayerCache, pairs: tuple[np.ndarray, np.ndarray] | None = None, *,
+                    chunk_elems: int = 4_000_000, dtype: torch.dtype = torch.float64,
+                    progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact Delta_ij means and standard errors for the given pairs (all i < j when None), any tail.
+
+    Evaluates tail(H - delta_i - delta_j) directly, batched over pairs x samples: works for every tail
+    (a `ModuleTail` included) at O(pairs x N x tail cost). Returns (i, j, phi_ij, se_ij) stacked as
+    (pairs_i, pairs_j) arrays and two value arrays; psi (eq. 6) is `cache`-level, see `exact_singles`.
+    """
+    from tqdm.auto import tqdm
+
+    n, N, d = cache.n_players, cache.n_samples, cache.H.shape[1]
+    if pairs is None:
+        pi, pj = np.triu_indices(n, 1)
+    else:
+        pi, pj = (np.asarray(p, dtype=np.int64) for p in pairs)
+    H = torch.as_tensor(cache.H).to(dtype)
+    coef = torch.as_tensor(cache.coef).to(dtype)
+    C = torch.as_tensor(cache.C).to(dtype)
+    Cb = None if cache.C_base is None else torch.as_tensor(cache.C_base).to(dtype)
+    cb = None if cache.coef_base is None else torch.as_tensor(cache.coef_base).to(dtype)
+    tail = cache.tail
+    targets = cache.targets
+    tt = None if targets is None else torch.as_tensor(np.asarray(targets), dtype=torch.long)
+
+    def logit(Hx: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+        with torch.no_grad():
+            return tail.logit_torch(Hx, t)
+
+    def delta(idx: np.ndarray) -> torch.Tensor:  # (P, N, d)
+        ii = torch.as_tensor(idx)
+        D = coef[:, ii].T[:, :, None] * C[:, ii].T[:, None, :]
+        if Cb is not None:
+            D = D - cb[:, ii].T[:, :, None] * Cb[:, ii].T[:, None, :]
+        return D
+
+    l0 = logit(H, tt)
+    players = np.unique(np.concatenate([pi, pj])) if pi.size else np.zeros(0, dtype=np.int64)
+    li = torch.zeros((n, N), dtype=dtype)
+    step = max(1, chunk_elems // max(1, N * d))
+    for s in range(0, players.size, step):
+        idx = players[s:s + step]
+        Hs = (H[None] - delta(idx)).reshape(-1, d)
+        li[torch.as_tensor(idx)] = logit(Hs, None if tt is None else tt.repeat(idx.size)).reshape(idx.size, N)
+    vals = np.empty(pi.size)
+    ses = np.empty(pi.size)
+    for s in tqdm(range(0, pi.size, step), desc="exact PAS (direct)", disable=not progress, leave=False):
+        a, b = pi[s:s + step], pj[s:s + step]
+        Hs = (H[None] - delta(a) - delta(b)).reshape(-1, d)
+        lij = logit(Hs, None if tt is None else tt.repeat(a.size)).reshape(a.size, N)
+        D = (l0[None] - li[torch.as_tensor(a)] - li[torch.as_tensor(b)] + lij).double()
+        vals[s:s + step] = D.mean(1).numpy()
+        ses[s:s + step] = (D.std(1, unbiased=True) / np.sqrt(N)).numpy() if N > 1 else np.nan
+    return np.stack([pi, pj]), vals, ses
+
+
+def exact_singles(cache: LayerCache, dtype: torch.dtype = torch.float64) -> tuple[np.ndarray, np.ndarray]:
+    """psi(i) = E_x[l(x) - l_-i(x)] (paper eq. 6) and its standard error, any tail, by direct evaluation."""
+    n, N = cache.n_players, cache.n_samples
+    out = np.empty((n, N))
+    l0 = cache.local_logit()
+    for i in range(n):
+        out[i] = l0 - cache.local_logit([i])
+    se = out.std(1, ddof=1) / np.sqrt(N) if N > 1 else np.full(n, np.nan)
+    return out.mean(1), se
+
+
+def valuations_from_cache(
+    cache: LayerCache,
+    methods: Sequence[str] = METHODS,
+    *,
+    pas_dtype: Any = np.float64,
+    max_direct_pairs: int = 2_000_000,
+    agreement_pairs: int = 20_000,
+    progress: bool = True,
+) -> Valuations:
+    """OCA, exact PAS (with se and psi) and Hessian PAS of a cached layer, plus Hessian-vs-exact agreement.
+
+    For a tail that is not norm + linear head, exact PAS over all pairs is evaluated directly when the
+    pair-sample count is at most `max_direct_pairs` x 100; otherwise on a random subset of
+    `agreement_pairs` pairs, reported in `agreement` (phi_pas then stays None: use the Hessian).
+    """
+    from ..valuations.agreement import agreement
+    from ..valuations.oca import oca, oca_null_se
+    from ..valuations.pas import exact_pas, hessian_pas
+    from ..valuations.tail import NormTail
+
+    methods = tuple(methods)
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ValueError(f"unknown valuation method(s) {bad or methods}: use any of {METHODS}")
+    n = cache.n_players
+    v = Valuations(layer=cache.layer, site=cache.site, ablation=cache.ablation, n_samples=cache.n_samples,
+                   n_players=n, cache=cache, meta=dict(cache.meta))
+    norm_tail = isinstance(cache.tail, NormTail)
+    v.meta["tail"] = cache.tail.kind if norm_tail else repr(cache.tail)
+    kw = cache.math_kwargs()
+    if "oca" in methods:
+        t = time.perf_counter()
+        # OCA weight term: W_down columns at an MLP site; the identity at a residual site (1 - |cos| = 1).
+        v.phi_oca = oca(cache.acts, cache.W_down if cache.site == "mlp" else None)
+        v.oca_null_se = oca_null_se(cache.n_samples)
+        v.timings["oca"] = time.perf_counter() - t
+    if "pas" in methods:
+        t = time.perf_counter()
+        if norm_tail:
+            res = exact_pas(**kw, dtype=pas_dtype, progress=progress)
+            v.phi_pas, v.pas_se, v.psi, v.psi_se = res.phi, res.se, res.psi, res.psi_se
+            v.meta["logit_mean"] = res.logit_mean
+        elif n * (n - 1) // 2 * cache.n_samples <= max_direct_pairs * 100:
+            (pi, pj), vals, ses = exact_pas_pairs(cache, progress=progress)
+            phi = np.zeros((n, n))
+            se = np.zeros((n, n))
+            phi[pi, pj] = phi[pj, pi] = vals
+            se[pi, pj] = se[pj, pi] = ses
+            v.phi_pas, v.pas_se = phi, se
+            v.psi, v.psi_se = exact_singles(cache)
+        else:
+            log.warning("exact PAS for all %d pairs through a %s tail is too costly; computing psi and a "
+                        "%d-pair subset for the agreement only", n * (n - 1) // 2, v.meta["tail"], agreement_pairs)
+            v.psi, v.psi_se = exact_singles(cache)
+        v.timings["pas_exact"] = time.perf_counter() - t
+    if "hessian" in methods:
+        t = time.perf_counter()
+        if norm_tail:
+            v.phi_hessian = hessian_pas(**kw, dtype=pas_dtype, progress=progress)
+        else:
+            tail = cache.tail
+            v.phi_hessian = hessian_pas(kw["H"], kw["coef"], kw["C"], tail.logit_torch, kw["targets"],
+                                        C_base=kw.get("C_base"), coef_base=kw.get("coef_base"),
+                                        dtype=pas_dtype, progress=progress)
+        v.timings["pas_hessian"] = time.perf_counter() - t
+    if v.phi_hessian is not None and n >= 3:
+        t = time.perf_counter()
+        if v.phi_pas is not None:
+            v.agreement = agreement(v.phi_hessian, v.phi_pas)
+        elif "pas" in methods:
+            rng = np.random.default_rng(0)
+            m = min(agreement_pairs, n * (n - 1) // 2)
+            i = rng.integers(0, n, size=m)
+            j = (i + rng.integers(1, n, size=m)) % n
+            (pi, pj), vals, _ = exact_pas_pairs(cache, (np.minimum(i, j), np.maximum(i, j)))
+            exact = np.zeros((n, n))
+            hess = np.zeros((n, n))
+            exact[pi, pj] = vals
+            hess[pi, pj] = v.phi_hessian[pi, pj]
+            v.agreement = agreement(hess, exact, n_pairs=m)
+            v.agreement["subset"] = "random pairs (exact PAS of a non-norm tail on all pairs is too costly)"
+        v.timings["agreement"] = time.perf_counter() - t
+    return v
+
+
+def _as_batches(inputs: Any, tokenizer: Any, *, batch_size: int, max_length: int,
+                targets: Sequence[int] | None) -> Iterable[Any]:
+    if isinstance(inputs, str):
+        raise ValueError("inputs is one string: pass a list of texts")
+    if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str):
+        if tokenizer is None:
+            raise ValueError("text inputs need a tokenizer: pass tokenizer=..., or give the model as a name/path")
+        return text_batches(tokenizer, list(inputs), batch_size=batch_size, max_length=max_length,
+                            targets=targets)
+    if isinstance(inputs, (np.ndarray, torch.Tensor)):
+        X = torch.as_tensor(inputs)
+        if X.is_floating_point() and not torch.isfinite(X).all():
+            raise ValueError("inputs contain NaN or inf values: clean or drop those samples first")
+        y = None if targets is None else torch.as_tensor(np.asarray(targets))
+        if y is not None and len(y) != len(X):
+            raise ValueError(f"{len(y)} targets for {len(X)} inputs: give one target per input")
+        return [X[s:s + batch_size] if y is None else (X[s:s + batch_size], y[s:s + batch_size])
+                for s in range(0, len(X), batch_size)]
+    if isinstance(inputs, (list, tuple)) and not inputs:
+        raise ValueError("inputs is empty: give at least two inputs")
+    return inputs  # an iterable of ready batches
+
+
+def compute_valuations(
+    model: nn.Module | str | Path,
+    inputs: Any,
+    layer: int,
+    *,
+    tokenizer: Any = None,
+    methods: Sequence[str] = METHODS,
+    site: str = "mlp",
+    ablation: str = "auto",
+    targets: Sequence[int] | None = None,
+    batch_size: int = 8,
+    max_length: int = 256,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    pas_dtype: Any = np.float64,
+    progress: bool = True,
+) -> Valuations:
+    """Valuations (OCA, exact PAS + se + psi, Hessian PAS, their agreement) of `layer` over `inputs`.
+
+    `model`: a (PEFT) model object, or "smollm2" / "minilm" / a local path / a PEFT adapter directory
+    (then the tokenizer comes with it). `inputs`: texts, an (N, d_in) array (with `targets` for a
+    classifier read at the true class), or an iterable of ready batches (dicts of model inputs).
+    """
+    if isinstance(model, (str, Path)):
+        from .loading import load_model
+
+        model, tok = load_model(model, dtype=dtype)
+        tokenizer = tokenizer or tok
+        model = model.to(device)
+    batches = _as_batches(inputs, tokenizer, batch_size=batch_size, max_length=max_length, targets=targets)
+    t = time.perf_counter()
+    cache = layer_cache(model, batches, layer, site=site, ablation=ablation, device=device, dtype=dtype,
+                        progress=progress)
+    t_cache = time.perf_counter() - t
+    if cache.n_samples < 2:
+        raise ValueError(f"{cache.n_samples} input(s): valuations are expectations over inputs; give at least 2")
+    v = valuations_from_cache(cache, methods, pas_dtype=pas_dtype, progress=progress)
+    v.timings = {"forward": t_cache, **v.timings}
+    return v
