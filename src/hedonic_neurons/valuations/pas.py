@@ -168,7 +168,7 @@ def exact_pas(
     C_base: np.ndarray | None = None,
     coef_base: np.ndarray | None = None,
     batch_size: int | None = None,
-    block: int = 256,
+    block: int = 128,
     dtype: Any = np.float64,
     progress: bool = True,
 ) -> PASResult:
@@ -177,7 +177,7 @@ def exact_pas(
     H (N, d) cached residuals, coef (N, n) per-player ablation coefficients, C (d, n) their directions
     (None = identity, n = d). Cost O(N n^2) elementwise after one n x n Gram product, memory O(n^2 + N n):
     pairs are visited in (block x block) tiles of the upper triangle and samples in chunks of
-    ``batch_size`` (default: about 1M elements per tile); sums and sums of squares are kept in float64.
+    ``batch_size`` (default: about 256K elements per tile); sums and sums of squares are kept in float64.
     """
     tdt = _resolve_dtype(dtype)
     prep = _prepare(H, coef, C, tail, targets, C_base, coef_base, tdt)
@@ -210,16 +210,18 @@ def exact_pas(
     # e_ij = e_i + e_j + 2 P delta_i . P delta_j / d. Written as differences of 1/s so that the linear
     # parts cancel analytically instead of in floating point.
     p_i = Aa * f_i
+    Aa_s = Aa / s0[:, None]
+    al_s = prep.alpha / s0[:, None]
+    del Aa, f_i
     G2 = (prep.Cc.T @ prep.Cc) * (2.0 / d)
     if prep.Cbc is not None:
         GCB2 = (prep.Cc.T @ prep.Cbc) * (2.0 / d)
         GBB2 = (prep.Cbc.T @ prep.Cbc) * (2.0 / d)
     cf, cb = prep.coef, prep.coef_base
-    alpha = prep.alpha
 
     block = max(1, min(int(block), n))
     if batch_size is None:
-        batch_size = max(1, (1 << 20) // (block * block))
+        batch_size = max(1, (1 << 18) // (block * block))  # ~2 MB float64 temporaries: cache-sized
     starts = list(range(0, n, block))
     tiles = [(i0, j0) for k, i0 in enumerate(starts) for j0 in starts[k:]]
     acc = torch.zeros((n, n), dtype=torch.float64)
@@ -242,15 +244,12 @@ def exact_pas(
                 e.addcmul_(ci[:, :, None] * bj[:, None, :], gcb_ij, value=-1.0)
                 e.addcmul_(bi[:, :, None] * cj[:, None, :], gcb_ji, value=-1.0)
                 e.addcmul_(bi[:, :, None] * bj[:, None, :], gbb)
-            ei = (prep.gamma[b, I] - 2 * prep.beta[b, I]) / d
-            ej = (prep.gamma[b, J] - 2 * prep.beta[b, J]) / d
-            e.add_(ei[:, :, None]).add_(ej[:, None, :])
-            s0b, s0sqb = s0[b, None, None], s0sq[b, None, None]
-            t = torch.add(e, s0sqb).sqrt_()
-            den = torch.add(t, s0b).mul_(t).mul_(s0b)
-            f = e.div_(den).neg_()  # f_ij
-            delta = Aa[b, I][:, :, None] - alpha[b, J][:, None, :]
-            delta.mul_(f).sub_(p_i[b, I][:, :, None]).sub_(p_i[b, J][:, None, :])
+            e.add_(e_i[b, I][:, :, None]).add_(e_i[b, J][:, None, :])
+            t = torch.add(e, s0sq[b, None, None]).sqrt_()
+            den = torch.add(t, s0[b, None, None]).mul_(t)
+            # (A - alpha_i - alpha_j) f_ij = (alpha_j - (A - alpha_i)) / s0 * e / (t (s0 + t))
+            delta = al_s[b, J][:, None, :] - Aa_s[b, I][:, :, None]
+            delta.mul_(e).div_(den).sub_(p_i[b, I][:, :, None]).sub_(p_i[b, J][:, None, :])
             s1 += delta.sum(0, dtype=torch.float64)
             s2 += delta.pow_(2).sum(0, dtype=torch.float64)
         acc[I, J] = s1
