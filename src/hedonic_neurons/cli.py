@@ -10,6 +10,8 @@ import sys
 # Each module exposes `register(subparsers)`, which adds its sub-command(s) and sets `func`.
 _COMMAND_MODULES = [
     "hedonic_neurons.game.cli",
+    "hedonic_neurons.data.fetch",
+    "hedonic_neurons.report.cli",
 ]
 
 
@@ -24,6 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    # --quiet / --verbose are accepted after the sub-command too (`hedonic-neurons mnist --quiet`)
+    for child in sub.choices.values():
+        common = ((("--quiet",), "no progress bars or log lines"), (("-v", "--verbose"), "debug logging"))
+        for flags, helptext in common:
+            try:
+                child.add_argument(*flags, action="store_true", default=argparse.SUPPRESS, help=helptext)
+            except argparse.ArgumentError:
+                pass  # the sub-command defines it itself
     return parser
 
 
