@@ -1,0 +1,221 @@
+"""Sankey views of coalition flow across layers (paper Figure 2): plotly for the report, matplotlib PNG.
+
+Nodes are coalitions, one column per layer, coloured by the event of the coalition as a source
+(persist green, split orange, merge blue, vanish grey; the last layer's coalitions are neutral).
+A link C -> C' is drawn when the share of C's outgoing mass reaching C' is at least ``lo``; its width
+is that share times |C| (so a source's outflow is at most its size in neurons) and its colour is the
+source's event. The mass a vanishing coalition does not send through a drawn link goes to one grey
+"vanished" node per transition, so disappearance is visible as in the paper's figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hedonic_neurons.tracking.events import EVENT_COLORS, layer_sort_key
+from hedonic_neurons.tracking.mass import coalition_ids
+
+__all__ = ["sankey_data", "sankey_figure", "sankey_png", "save_view"]
+
+_NEUTRAL = "#7f7fbf"
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def sankey_data(
+    labels_by_layer: Mapping[Any, np.ndarray], mass_by_transition: Mapping[tuple, np.ndarray],
+    rows: Sequence[dict], lo: float = 0.1, max_nodes_per_layer: int | None = None,
+) -> dict[str, Any]:
+    """Nodes and links (plain lists) for the transitions in ``mass_by_transition``; see module doc.
+
+    ``rows`` are ``track_layers`` rows (they give each source's event). ``max_nodes_per_layer`` keeps
+    the largest coalitions of each layer (links to the others are dropped) to keep big views light.
+    """
+    if not mass_by_transition:
+        raise ValueError("no transition to draw; pass the mass matrix of at least one (layer, next) pair")
+    transitions = sorted(mass_by_transition, key=lambda k: (layer_sort_key(k[0]), layer_sort_key(k[1])))
+    layers = sorted({t[0] for t in transitions} | {t[1] for t in transitions}, key=layer_sort_key)
+    event_of = {(r["from_layer"], r["source"]): r["event"] for r in rows}
+    col = {lay: i for i, lay in enumerate(layers)}
+    nodes: list[dict] = []
+    index: dict[tuple, int] = {}
+    kept: dict[Any, set] = {}
+    for lay in layers:
+        lab = np.asarray(labels_by_layer[lay])
+        ids, sizes = np.unique(lab[lab >= 0], return_counts=True)
+        order = np.argsort(-sizes, kind="stable")
+        if max_nodes_per_layer is not None:
+            order = order[:max_nodes_per_layer]
+        kept[lay] = set(ids[order].tolist())
+        for j in order:
+            ev = event_of.get((str(lay), int(ids[j])))
+            index[(lay, int(ids[j]))] = len(nodes)
+            nodes.append({"layer": str(lay), "coalition": int(ids[j]), "size": int(sizes[j]),
+                          "event": ev or "", "x": col[lay],
+                          "label": f"L{lay} C{int(ids[j])} ({int(sizes[j])})"})
+    links: list[dict] = []
+    for l1, l2 in transitions:
+        M = np.asarray(mass_by_transition[(l1, l2)], dtype=np.float64)
+        ids1 = coalition_ids(labels_by_layer[l1])
+        ids2 = coalition_ids(labels_by_layer[l2])
+        out = M.sum(axis=1)
+        sink = None
+        for a, ca in enumerate(ids1.tolist()):
+            if ca not in kept[l1] or out[a] <= 0:
+                continue
+            src = index[(l1, ca)]
+            ev = event_of.get((str(l1), ca), "vanish")
+            share = M[a] / out[a]
+            drawn = 0.0
+            for b in np.flatnonzero(share >= lo):
+                cb = int(ids2[b])
+                if cb not in kept[l2]:
+                    continue
+                links.append({"source": src, "target": index[(l2, cb)], "share": float(share[b]),
+                              "value": float(share[b]) * nodes[src]["size"], "event": ev})
+                drawn += float(share[b])
+            if ev == "vanish" and drawn < 1.0:
+                if sink is None:
+                    sink = len(nodes)
+                    nodes.append({"layer": f"{l1}->{l2}", "coalition": -1, "size": 0, "event": "vanish",
+                                  "x": col[l1] + 0.5, "label": f"vanished {l1}->{l2}"})
+                links.append({"source": src, "target": sink, "share": 1.0 - drawn,
+                              "value": (1.0 - drawn) * nodes[src]["size"], "event": "vanish"})
+    return {"layers": [str(x) for x in layers], "nodes": nodes, "links": links}
+
+
+def _positions(data: dict) -> tuple[list[float], list[float]]:
+    """Column x by layer, y stacked by event then size, so columns line up with layers."""
+    n_cols = max(1, len(data["layers"]) - 1)
+    rank = {"persist": 0, "merge": 1, "split": 2, "": 3, "vanish": 4}
+    xs, ys = [0.0] * len(data["nodes"]), [0.0] * len(data["nodes"])
+    by_col: dict[float, list[int]] = {}
+    for i, nd in enumerate(data["nodes"]):
+        by_col.setdefault(nd["x"], []).append(i)
+    for x, members in by_col.items():
+        members.sort(key=lambda i: (data["nodes"][i]["coalition"] < 0, rank.get(data["nodes"][i]["event"], 3),
+                                    -data["nodes"][i]["size"]))
+        w = np.array([max(data["nodes"][i]["size"], 1) for i in members], dtype=float)
+        centers = (np.cumsum(w) - w / 2) / w.sum()
+        for i, c in zip(members, centers, strict=True):
+            xs[i] = min(0.999, max(0.001, x / n_cols))
+            ys[i] = float(min(0.99, max(0.01, c)))
+    return xs, ys
+
+
+def sankey_figure(data: dict, title: str = ""):
+    """A plotly Sankey figure from ``sankey_data`` output."""
+    import plotly.graph_objects as go
+
+    nodes, links = data["nodes"], data["links"]
+    xs, ys = _positions(data)
+    node_colors = [EVENT_COLORS.get(nd["event"], _NEUTRAL) for nd in nodes]
+    fig = go.Figure(go.Sankey(
+        arrangement="snap",
+        node={"label": [nd["label"] for nd in nodes], "color": node_colors, "x": xs, "y": ys,
+              "pad": 2, "thickness": 12, "line": {"width": 0.3, "color": "#444"},
+              "customdata": [nd["event"] or "last layer" for nd in nodes],
+              "hovertemplate": "%{label}<br>event: %{customdata}<extra></extra>"},
+        link={"source": [lk["source"] for lk in links], "target": [lk["target"] for lk in links],
+              "value": [lk["value"] for lk in links],
+              "color": [_rgba(EVENT_COLORS[lk["event"]], 0.45) for lk in links],
+              "customdata": [f"{lk['share']:.2f}" for lk in links],
+              "hovertemplate": "share of source mass %{customdata}<extra></extra>"},
+    ))
+    legend = "  ".join(f"<span style='color:{c}'>&#9632;</span> {e}" for e, c in EVENT_COLORS.items())
+    n_layers = len(data["layers"])
+    fig.update_layout(title={"text": (title + "<br>" if title else "") + f"<sup>{legend}</sup>"},
+                      height=max(420, min(2400, 12 * max(1, len(nodes) // max(1, n_layers)))),
+                      font={"size": 10}, margin={"l": 10, "r": 10, "t": 70, "b": 10})
+    return fig
+
+
+def save_view(fig, path: str | Path) -> Path:
+    """Write ``views/<name>.html`` (works offline: plotly.min.js written once beside it) and the figure's
+    JSON ``views/<name>.json``, which the report renders with its single inlined plotly.js."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(fig.to_json())
+    tmp.replace(path.with_suffix(".json"))
+    fig.write_html(str(path), include_plotlyjs="directory", full_html=True)
+    return path
+
+
+def sankey_png(data: dict, path: str | Path, title: str = "") -> Path:
+    """A static matplotlib version of the Sankey (alluvial bands between layer columns), for papers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import PathPatch, Rectangle
+    from matplotlib.path import Path as MPath
+
+    nodes, links = data["nodes"], data["links"]
+    n_cols = max(1, len(data["layers"]) - 1)
+    # node heights: the larger of in- and out-flow (at least its size for sources), stacked per column
+    inflow = np.zeros(len(nodes))
+    outflow = np.zeros(len(nodes))
+    for lk in links:
+        outflow[lk["source"]] += lk["value"]
+        inflow[lk["target"]] += lk["value"]
+    height = np.maximum(np.maximum(inflow, outflow), [max(nd["size"], 1e-9) if nd["coalition"] >= 0 else 0
+                                                     for nd in nodes])
+    xs, _ = _positions(data)
+    cols: dict[float, list[int]] = {}
+    for i, x in enumerate(xs):
+        cols.setdefault(round(x, 6), []).append(i)
+    rank = {"persist": 0, "merge": 1, "split": 2, "": 3, "vanish": 4}
+    scale = 1.0 / max(sum(height[m] for m in members) * 1.25 for members in cols.values())
+    y0 = np.zeros(len(nodes))
+    for members in cols.values():
+        members.sort(key=lambda i: (nodes[i]["coalition"] < 0, rank.get(nodes[i]["event"], 3),
+                                    -nodes[i]["size"]))
+        gap = 0.25 / max(1, len(members))
+        y = 0.0
+        for i in members:
+            # a column holding only a "vanished" sink: put it at the bottom, under the vanishing sources
+            y0[i] = 1.0 - height[i] * scale if nodes[i]["coalition"] < 0 and len(members) == 1 else y
+            y += height[i] * scale + gap
+    fig, ax = plt.subplots(figsize=(2.2 + 2.0 * n_cols, 7))
+    w = 0.012
+    out_off = y0.copy()
+    in_off = y0.copy()
+    for lk in sorted(links, key=lambda lk: (lk["source"], lk["target"])):
+        s, t, h = lk["source"], lk["target"], lk["value"] * scale
+        xa, xb = xs[s] + w, xs[t] - w
+        ya, yb = out_off[s], in_off[t]
+        out_off[s] += h
+        in_off[t] += h
+        xm = (xa + xb) / 2
+        verts = [(xa, ya), (xm, ya), (xm, yb), (xb, yb), (xb, yb + h), (xm, yb + h), (xm, ya + h),
+                 (xa, ya + h), (xa, ya)]
+        codes = [MPath.MOVETO, MPath.CURVE4, MPath.CURVE4, MPath.CURVE4, MPath.LINETO, MPath.CURVE4,
+                 MPath.CURVE4, MPath.CURVE4, MPath.CLOSEPOLY]
+        ax.add_patch(PathPatch(MPath(verts, codes), facecolor=EVENT_COLORS[lk["event"]], alpha=0.4, lw=0))
+    for i, nd in enumerate(nodes):
+        ax.add_patch(Rectangle((xs[i] - w, y0[i]), 2 * w, max(height[i] * scale, 1e-4),
+                               facecolor=EVENT_COLORS.get(nd["event"], _NEUTRAL), edgecolor="#333", lw=0.2))
+    for j, lay in enumerate(data["layers"]):
+        ax.text(min(0.999, max(0.001, j / n_cols)), -0.03, f"layer {lay}", ha="center", va="top", fontsize=9)
+    for e, c in EVENT_COLORS.items():
+        ax.plot([], [], "s", color=c, label=e)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=4, frameon=False, fontsize=9)
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(1.02, -0.08)  # first node at the top, as in plotly
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return path
