@@ -109,3 +109,14 @@ def test_hessian_converges_to_exact_as_ablation_shrinks(kind):
         errs.append(np.abs(ex - hess).max() / np.abs(hess).max())
     # the remainder is third order in t: relative error shrinks at least linearly
     assert errs[1] < 0.2 * errs[0] and errs[2] < 0.2 * errs[1] and errs[2] < 0.02
+
+
+def test_hessian_autograd_with_numpy_consuming_callable():
+    """A module-style tail that reads targets with numpy (as the models' ModuleTail does) works too."""
+    H, coef, C, tail, targets, base = _case("rms", "mat", seed=8)
+
+    def module_tail(h, t):
+        return tail.logit_torch(h, np.asarray(t))
+
+    got = hessian_pas(H, coef, C, module_tail, targets, batch_size=4, **base)
+    np.testing.assert_allclose(got, hessian_pas(H, coef, C, tail, targets, progress=False, **base), atol=1e-10)

@@ -295,8 +295,8 @@ def hessian_pas(
     LayerNorm), delta_i^T Hess delta_j = -(alpha_i beta_j + beta_i alpha_j)/(d s^3) - (a.h) D_ij/(d s^3)
     + 3 (a.h) beta_i beta_j/(d^2 s^5), so the expectation is v^T beta + beta^T v - G o (coef^T W coef) with
     v = -alpha/(d s^3) + 1.5 (a.h) beta/(d^2 s^5): three n x N x n products and one Gram product, in tiles.
-    ``method="autograd"`` (forced for a callable ``tail(H (B, d) tensor, targets) -> (B,)``) builds each
-    sample's d x d Hessian with torch.func: small d and n only.
+    ``method="autograd"`` (forced for a callable ``tail(H (B, d) tensor, targets) -> (B,)``) takes n
+    Hessian-vector products per sample batch by double backward: small n only.
     """
     if method not in ("auto", "closed", "autograd"):
         raise ValueError(f"method {method!r} is unknown: use 'auto', 'closed' or 'autograd'")
@@ -363,23 +363,29 @@ def _hessian_autograd(H, coef, C, f, targets, C_base, coef_base, dtype, batch_si
         raise ValueError(f"shapes disagree: H {tuple(Ht.shape)}, coef {tuple(cf.shape)}, C {tuple(Ct.shape)}:"
                          " need (N, d), (N, n), (d, n)")
     tt = None if targets is None else torch.as_tensor(np.asarray(targets), dtype=torch.long)
-
-    if tt is None:
-        def g(h):
-            return f(h[None], None)[0]
-        hess = torch.func.vmap(torch.func.hessian(g))
-    else:
-        def g(h, t):
-            return f(h[None], t[None])[0]
-        hess = torch.func.vmap(torch.func.hessian(g, argnums=0))
+    Cb = None if C_base is None else _to_torch(C_base, tdt)
+    cbt = None if coef_base is None else _to_torch(coef_base, tdt)
+    # Each sample's logit depends on its own row only, so the Hessian of the batch sum is block diagonal:
+    # one Hessian-vector product per player with the batch of that player's deltas gives H_x delta_j(x)
+    # for every x at once (no vmap, so any torch callable works, numpy-consuming ones included).
     out = torch.zeros((n, n), dtype=torch.float64)
     for b0 in range(0, N, batch_size):
         b = slice(b0, min(b0 + batch_size, N))
-        Hs = hess(Ht[b]) if tt is None else hess(Ht[b], tt[b])
-        D = Ct[None] * cf[b, None, :]
-        if C_base is not None:
-            D = D - _to_torch(C_base, tdt)[None] * _to_torch(coef_base, tdt)[b, None, :]
-        out += torch.einsum("bdi,bde,bej->ij", D, Hs, D).double()
+        h = Ht[b].clone().requires_grad_(True)
+        with torch.enable_grad():
+            y = f(h, None if tt is None else tt[b])
+            (g,) = torch.autograd.grad(y.sum(), h, create_graph=True)
+        if not g.requires_grad:
+            continue  # the tail is affine: zero Hessian
+        D = Ct[None] * cf[b, None, :]  # (B, d, n)
+        if Cb is not None:
+            D = D - Cb[None] * cbt[b, None, :]
+        HD = torch.empty_like(D)
+        for j in range(n):
+            (hv,) = torch.autograd.grad(g, h, grad_outputs=D[:, :, j], retain_graph=j < n - 1,
+                                        allow_unused=True)
+            HD[:, :, j] = 0.0 if hv is None else hv
+        out += torch.einsum("bdi,bdj->ij", D, HD).double()
     out /= N
     out.fill_diagonal_(0.0)
     return out.numpy().astype(np.dtype(dtype), copy=False)
