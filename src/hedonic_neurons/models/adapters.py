@@ -136,13 +136,9 @@ def _module_fn_in_dtype(modules: list[nn.Module]) -> Callable[[torch.Tensor], to
 
     def fn(h: torch.Tensor) -> torch.Tensor:
         for m in modules:
-            p = next(m.parameters(), None)
-            if p is not None and (p.dtype != h.dtype or p.device != h.device):
-                h = torch.func.functional_call(
-                    m, {k: v.to(h.dtype).to(h.device) for k, v in m.named_parameters()}, (h,)
-                )
-            else:
-                h = m(h)
+            params = {k: v.detach().to(device=h.device, dtype=h.dtype) for k, v in m.named_parameters()}
+            # detached parameters: gradients (the autograd Hessian) flow to H only, never to the weights
+            h = torch.func.functional_call(m, params, (h,)) if params else m(h)
         return h
 
     return fn

@@ -46,10 +46,10 @@ def smollm2_gguf() -> tuple[Path, str]:
 
 
 def _finish(model: torch.nn.Module, tokenizer: Any, dtype: torch.dtype | None) -> tuple[Any, Any]:
-    if tokenizer.pad_token is None:
+    if tokenizer is not None and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
     cfg = model.config
-    if getattr(cfg, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+    if getattr(cfg, "pad_token_id", None) is None and tokenizer is not None and tokenizer.pad_token_id is not None:
         # Sequence classifiers read the last non-pad token: they must know the pad id.
         cfg.pad_token_id = tokenizer.pad_token_id
     if dtype is not None:
@@ -70,8 +70,19 @@ def _from_pretrained(src: str, *, num_labels: int, seed: int, **kw) -> tuple[Any
             model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=num_labels, **kw)
     finally:
         hf_logging.set_verbosity(verbosity)
-    tok = AutoTokenizer.from_pretrained(src, **{k: v for k, v in kw.items() if k in ("gguf_file",
-                                                                                     "local_files_only")})
+    folder = Path(src)
+    tok_files = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
+    if folder.is_dir() and "gguf_file" not in kw and not any((folder / f).is_file() for f in tok_files):
+        # transformers would build an empty tokenizer here; better none than a silently wrong one
+        log.warning("no tokenizer files in %s: pass tokenizer=... for text inputs", src)
+        return model, None
+    try:
+        tok = AutoTokenizer.from_pretrained(src, **{k: v for k, v in kw.items()
+                                                    if k in ("gguf_file", "local_files_only")})
+    except (OSError, ValueError, TypeError) as exc:
+        # A model directory may come without tokenizer files; texts then need tokenizer=... explicitly.
+        log.warning("no tokenizer could be loaded from %s (%s): pass one for text inputs", src, exc)
+        tok = None
     return model, tok
 
 
@@ -120,7 +131,7 @@ def _load_adapter_dir(path: Path, *, num_labels: int, dtype: torch.dtype, seed: 
     if smol_dir is not None and str(Path(base_ref).resolve()) == smol_dir:
         base_ref = "smollm2"
     base, tok = load_model(base_ref, num_labels=num_labels, dtype=dtype, seed=seed)
-    model = PeftModel.from_pretrained(base, str(path))
+    model = PeftModel.from_pretrained(base, str(path)).to(dtype)
     if any(path.glob("tokenizer*")):
         from transformers import AutoTokenizer
 
@@ -159,12 +170,15 @@ def load_model(name_or_path: str | Path, *, num_labels: int = 1, dtype: torch.dt
         )
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise FileNotFoundError(f"model path {name} does not exist: check the path")
-    try:
-        m, t = _from_pretrained(name, num_labels=num_labels, seed=seed, local_files_only=True)
-    except (OSError, ValueError) as exc:
+    from huggingface_hub import try_to_load_from_cache
+
+    # Look in the local cache first, without any network call (transformers would still probe the hub).
+    cached = try_to_load_from_cache(name, "config.json")
+    if not isinstance(cached, str):
         raise FileNotFoundError(
             f"model {name!r} is not a local path, not 'smollm2'/'minilm', and not in the Hugging Face cache "
             f"(this machine is offline): run `huggingface-cli download {name}` where there is internet, "
             "or pass a local directory"
-        ) from exc
+        )
+    m, t = _from_pretrained(str(Path(cached).parent), num_labels=num_labels, seed=seed)
     return _finish(m, t, dtype)
