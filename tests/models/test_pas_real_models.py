@@ -120,3 +120,32 @@ def test_hessian_pas_converges_to_exact_as_lora_shrinks(arch, f64_norms):
         assert v.agreement is not None and v.agreement["pearson"] > 0.5
     # third-order remainder over a second-order signal: relative error shrinks at least linearly
     assert errs[1] <= 0.6 * errs[0] and errs[2] <= 0.6 * errs[1], errs
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox", "bert"])
+def test_ablate_channels_in_a_full_forward_pass(arch, f64_norms):
+    from hedonic_neurons.models.ablate import ablate_channels
+
+    model = tiny_model(arch)
+    batches = token_batches()
+    S = [3, 7, 20]
+    # last layer: the model's own output with S ablated == brute force through the modules
+    with ablate_channels(model, 2, S):
+        out = model_logits(model, batches).numpy()
+    np.testing.assert_allclose(out, local_logits(model, arch, batches, 2, S).numpy(), rtol=1e-10, atol=1e-12)
+    # middle layer: what the next layers see is H - sum delta_i, as the cache says
+    cache = layer_cache(model, batches, 1, dtype=torch.float64, progress=False)
+    with ablate_channels(model, 1, S):
+        ablated = layer_cache(model, batches, 1, dtype=torch.float64, progress=False)
+    np.testing.assert_allclose(ablated.H, cache.H - cache.delta(S), atol=1e-10)
+    # one coalition per row of a (B, n) mask, several coalitions in one pass
+    b = batches[0]
+    n = cache.n_players
+    mask = torch.zeros(b["input_ids"].shape[0], n, dtype=torch.bool)
+    mask[0, S] = True
+    mask[1, [5]] = True
+    with ablate_channels(model, 2, mask), torch.no_grad():
+        rows = model(**b).logits[:, 0].numpy()
+    np.testing.assert_allclose(rows[0], out[0], rtol=1e-10)
+    np.testing.assert_allclose(rows[1], local_logits(model, arch, [b], 2, [5]).numpy()[1], rtol=1e-10)
+    np.testing.assert_allclose(rows[2:], model_logits(model, [b]).numpy()[2:], rtol=1e-12)

@@ -1,6 +1,7 @@
 """Models: adapter registry (LLaMA/Mistral, GPT-NeoX, BERT, the MNIST gated MLP), LoRA base-vs-adapted
 activations, hook-based extraction with early stop, per-layer caches, loaders and `compute_valuations`."""
 
+from hedonic_neurons.models.ablate import ablate_channels
 from hedonic_neurons.models.adapters import (
     BertAdapter,
     DecoderAdapter,
@@ -24,6 +25,7 @@ from hedonic_neurons.models.lora import lora_config, unwrap_model
 from hedonic_neurons.models.valuate import Valuations, compute_valuations, valuations_from_cache
 
 __all__ = [
+    "ablate_channels",
     "BertAdapter",
     "DecoderAdapter",
     "GatedMLPAdapter",

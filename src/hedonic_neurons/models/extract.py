@@ -204,6 +204,10 @@ def _iter_readouts(model: nn.Module, batches: Iterable[Any], layers: Sequence[in
         adapter.check_layer(layer, site)
     base = adapter.model
     device = torch.device(device)
+    p = next(base.parameters(), None)
+    if p is not None and p.device.type != device.type:
+        raise ValueError(f"the model is on {p.device} but device={str(device)!r}: move it first "
+                         f"(model.to({str(device)!r})) or pass device={p.device.type!r}")
     was_training = base.training
     base.eval()
     kwargs_extra = {"use_cache": False} if adapter.pooling == "last" else {}

@@ -104,8 +104,8 @@ def exact_pas_pairs(cache: LayerCache, pairs: tuple[np.ndarray, np.ndarray] | No
     """Exact Delta_ij means and standard errors for the given pairs (all i < j when None), any tail.
 
     Evaluates tail(H - delta_i - delta_j) directly, batched over pairs x samples: works for every tail
-    (a `ModuleTail` included) at O(pairs x N x tail cost). Returns (i, j, phi_ij, se_ij) stacked as
-    (pairs_i, pairs_j) arrays and two value arrays; psi (eq. 6) is `cache`-level, see `exact_singles`.
+    (a `ModuleTail` included) at O(pairs x N x tail cost). Returns ((2, P) pair indices, (P,) means,
+    (P,) standard errors); the singles psi (eq. 6) come from `exact_singles`.
     """
     from tqdm.auto import tqdm
 
@@ -154,7 +154,7 @@ def exact_pas_pairs(cache: LayerCache, pairs: tuple[np.ndarray, np.ndarray] | No
     return np.stack([pi, pj]), vals, ses
 
 
-def exact_singles(cache: LayerCache, dtype: torch.dtype = torch.float64) -> tuple[np.ndarray, np.ndarray]:
+def exact_singles(cache: LayerCache) -> tuple[np.ndarray, np.ndarray]:
     """psi(i) = E_x[l(x) - l_-i(x)] (paper eq. 6) and its standard error, any tail, by direct evaluation."""
     n, N = cache.n_players, cache.n_samples
     out = np.empty((n, N))
