@@ -66,38 +66,53 @@ def text_batches(
     batch_size: int = 8,
     max_length: int = 256,
     targets: Sequence[int] | None = None,
+    sort_by_length: bool = True,
 ) -> list[dict[str, torch.Tensor]]:
-    """Tokenised, padded batches (dicts of tensors) for `texts`, in order; `targets` go in "labels"."""
+    """Tokenised, padded batches (dicts of tensors) for `texts`; `targets` go in "labels".
+
+    With `sort_by_length` texts of similar length share a batch (less padding, a faster pass); each
+    batch then carries an "index" tensor of original positions, and `extract_activations` /
+    `layer_cache` return rows in the original order of `texts`.
+    """
     if isinstance(texts, str):
         raise ValueError("texts must be a list of strings, not one string: wrap it in a list")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    texts = list(texts)
+    order = np.arange(len(texts))
+    if sort_by_length and len(texts) > batch_size:
+        lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+        order = np.argsort(lengths, kind="stable")
     out = []
     for s in range(0, len(texts), batch_size):
-        chunk = list(texts[s:s + batch_size])
-        enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        idx = order[s:s + batch_size]
+        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt")
         b = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         if targets is not None:
-            b["labels"] = torch.as_tensor(np.asarray(targets[s:s + batch_size]), dtype=torch.long)
+            b["labels"] = torch.as_tensor(np.asarray(targets)[idx], dtype=torch.long)
+        if sort_by_length and len(texts) > batch_size:
+            b["index"] = torch.as_tensor(idx, dtype=torch.long)
         out.append(b)
     return out
 
 
-def _prepare(batch: Any, device: torch.device) -> tuple[tuple, dict, torch.Tensor | None]:
-    """(positional args, keyword args, targets) of one batch: a dict of model kwargs (with optional
-    "labels"), an (x, y) pair, or a tensor."""
+def _prepare(batch: Any, device: torch.device) -> tuple[tuple, dict, Any, Any]:
+    """(positional args, keyword args, targets, original row positions or None) of one batch: a dict of
+    model inputs (with optional "labels" and "index"), an (x, y) pair, or a tensor."""
     if isinstance(batch, Mapping):
         kw = dict(batch)
+        index = kw.pop("index", None)
         targets = kw.pop("labels", None)
         if targets is None:
             targets = kw.pop("targets", None)
         kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
-        return (), kw, targets
+        return (), kw, targets, index
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         x, y = batch
-        return (torch.as_tensor(x).to(device),), {}, torch.as_tensor(y)
+        return (torch.as_tensor(x).to(device),), {}, torch.as_tensor(y), None
     if isinstance(batch, (torch.Tensor, np.ndarray)):
-        return (torch.as_tensor(batch).to(device),), {}, None
+        return (torch.as_tensor(batch).to(device),), {}, None, None
     raise ValueError(
         f"cannot use a batch of type {type(batch).__name__}: give dicts of model inputs (e.g. from "
         "text_batches), (x, y) pairs or tensors"
@@ -215,12 +230,12 @@ def _iter_readouts(model: nn.Module, batches: Iterable[Any], layers: Sequence[in
         with torch.no_grad(), _Probe(adapter, layers, site, want_base) as probe:
             total = len(batches) if hasattr(batches, "__len__") else None
             for batch in _tqdm(batches, desc=desc, total=total, disable=not progress):
-                args, kw, targets = _prepare(batch, device)
+                args, kw, targets, index = _prepare(batch, device)
                 out = probe.run(base, args, {**kw, **kwargs_extra})
                 for layer, d in out.items():
                     for name, t in d.items():
                         _check_finite(name, t, layer)
-                yield out, targets
+                yield out, targets, index
     finally:
         base.train(was_training)
 
@@ -244,20 +259,30 @@ def extract_activations(
         base = site == "mlp" and any(adapter.has_lora(la) for la in layers if la in adapter.layer_range(site))
     acc: dict[int, dict[str, list[torch.Tensor]]] = {la: {} for la in layers}
     tgt: list[torch.Tensor] = []
-    for out, targets in _iter_readouts(model, batches, layers, site, want_base=bool(base), device=device,
-                                       progress=progress, desc=f"activations L{','.join(map(str, layers))}"):
+    positions: list[torch.Tensor | None] = []
+    for out, targets, index in _iter_readouts(model, batches, layers, site, want_base=bool(base), device=device,
+                                              progress=progress, desc=f"activations L{','.join(map(str, layers))}"):
         for layer, d in out.items():
             for name, t in d.items():
                 acc[layer].setdefault(name, []).append(t.to("cpu", dtype))
         if targets is not None:
             tgt.append(torch.as_tensor(targets).reshape(-1).cpu())
+        positions.append(index)
+    # batches sorted by length carry their rows' original positions: put the rows back in order
+    order = None
+    if positions and all(p is not None for p in positions):
+        order = torch.argsort(torch.cat([torch.as_tensor(p).reshape(-1) for p in positions]))
+    elif any(p is not None for p in positions):
+        raise ValueError("some batches carry an 'index' and some do not: build them all with one text_batches call")
     result: dict[int, dict[str, np.ndarray]] = {}
     for layer, d in acc.items():
-        result[layer] = {name: torch.cat(v).numpy() for name, v in d.items()}
+        result[layer] = {name: (torch.cat(v) if order is None else torch.cat(v)[order]).numpy()
+                         for name, v in d.items()}
         if site == "residual":
             result[layer]["acts"] = result[layer]["H"]
         if tgt:
-            result[layer]["targets"] = torch.cat(tgt).numpy().astype(np.int64)
+            t_all = torch.cat(tgt) if order is None else torch.cat(tgt)[order]
+            result[layer]["targets"] = t_all.numpy().astype(np.int64)
     return result
 
 
@@ -280,8 +305,8 @@ def activation_stats(
 
     layers = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
     stats = {} if stats is None else stats
-    for out, _ in _iter_readouts(model, batches, layers, site, want_base=(key == "acts_base"), device=device,
-                                 progress=progress, desc="activation stats"):
+    for out, _, _ in _iter_readouts(model, batches, layers, site, want_base=(key == "acts_base"), device=device,
+                                    progress=progress, desc="activation stats"):
         for layer, d in out.items():
             x = d["H"] if (key == "H" or site == "residual") else d[key]
             x = x.detach().to("cpu", torch.float64).numpy()
