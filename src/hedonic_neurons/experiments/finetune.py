@@ -1,0 +1,248 @@
+"""Fine-tuning a reranker on the IR tasks with PEFT LoRA on the MLP of chosen layers (paper section 4, app. F).
+
+Tasks (`TASKS`), all read as one scalar from a sequence-classification head with num_labels = 1 over the
+input "query: {q} passage: {p}":
+
+- ``cqtr``: covered query term ratio, MSE;  ``mtfl``: mean of stream-length-normalised TF, MSE. Both
+  labels are computed from the text the model sees (the passage cut to `max_words` words first), and
+  standardised with the training set's mean / sd, so the MSEs of both tasks are on one scale (z units).
+- ``relevance``: a listwise softmax loss (ListNet) over each query's candidates, with target weights
+  2^rel - 1; metric NDCG@10. On the embedded pool the grades are DERIVED (ir.data.derived_relevance).
+
+LoRA: rank 8 (alpha 16) on the MLP projections of `layers` (models.lora_config), head trained too
+(it is new), AdamW lr 2e-4. The untuned reference is the same model with the same freshly initialised
+head and no LoRA (what the paper's "start" columns measure).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hedonic_neurons.ir.embedded import PairSet
+from hedonic_neurons.ir.features import IRFeatures, task_targets
+from hedonic_neurons.ir.metrics import mean_ndcg
+
+log = logging.getLogger(__name__)
+
+TASKS = ("cqtr", "mtfl", "relevance")
+TASK_NAMES = {"cqtr": "Covered Query Term Ratio", "mtfl": "Mean of Normalized Term Frequency",
+              "relevance": "Relevance Modelling (derived labels)"}
+
+
+def check_task(task: str) -> str:
+    """The task name, or a one-line error naming the valid ones (and the closest)."""
+    if task not in TASKS:
+        import difflib
+
+        close = difflib.get_close_matches(task, TASKS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown task {task!r}{hint}; use one of {', '.join(TASKS)}")
+    return task
+
+
+def truncate_words(text: str, max_words: int | None) -> str:
+    return text if not max_words else " ".join(text.split()[:max_words])
+
+
+@dataclasses.dataclass
+class TaskData:
+    """Pairs of one split with model inputs, raw labels, training-standardised labels and MSLR features."""
+
+    pairs: PairSet
+    texts: list[str]
+    y: np.ndarray  # raw label (CQTR / mean TF/L) or derived grade (relevance)
+    y_std: np.ndarray  # standardised label (regression) or grade (relevance)
+    features: np.ndarray  # (n, len(FEATURE_NAMES))
+
+
+def build_task_data(task: str, pairs: PairSet, featurizer: IRFeatures, max_words: int | None = 60,
+                    norm: tuple[float, float] | None = None) -> tuple[TaskData, tuple[float, float]]:
+    """Labels and features of `pairs` for `task`; `norm` = (mean, sd) of the training labels (computed
+    here when None: pass the training split's to the OOD split)."""
+    check_task(task)
+    passages = [truncate_words(p, max_words) for p in pairs.passages]
+    pairs = dataclasses.replace(pairs, passages=passages)
+    feats = featurizer.transform(pairs.queries, passages)
+    if task == "relevance":
+        y = pairs.rel.astype(np.float64)
+        norm = norm or (0.0, 1.0)
+        y_std = y.copy()
+    else:
+        y = task_targets(task, pairs.queries, passages)
+        if norm is None:
+            sd = float(y.std())
+            norm = (float(y.mean()), sd if sd > 0 else 1.0)
+        y_std = (y - norm[0]) / norm[1]
+    return TaskData(pairs, pairs.texts(), y, y_std, feats), norm
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """Fine-tuning hyperparameters (saved beside the adapter)."""
+
+    task: str = "cqtr"
+    layers: tuple[int, ...] = (1, 2, 3, 4)
+    rank: int = 8
+    alpha: float = 16.0
+    lr: float = 2e-4  # LoRA parameters (the paper's AdamW lr)
+    head_lr: float = 2e-3  # the fresh classification head (random init: it needs a larger step)
+    epochs: int = 1
+    batch_size: int = 8  # pairs per step (regression); relevance: one query's candidates per step x this/per_query
+    max_length: int = 128
+    seed: int = 0
+    device: str = "cpu"
+
+
+def score(model: torch.nn.Module, tokenizer: Any, texts: list[str], *, batch_size: int = 32, max_length: int = 128,
+          device: str = "cpu", progress: bool = False) -> np.ndarray:
+    """The model's scalar output for each text (eval mode, no grad), float64."""
+    model.eval()
+    out = []
+    it = range(0, len(texts), batch_size)
+    with torch.no_grad():
+        for s in tqdm(it, desc="score", disable=not progress or bool(os.environ.get("TQDM_DISABLE"))):
+            enc = tokenizer(texts[s:s + batch_size], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt").to(device)
+            logits = model(**enc).logits
+            out.append(logits[:, 0].double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def task_metric(task: str, preds: np.ndarray, data: TaskData) -> dict[str, float]:
+    """{"mse": ...} on the standardised label (regression) or {"ndcg@10": ...} (relevance), and "M":
+    the paper's M (-MSE or NDCG@10), larger is better."""
+    if task == "relevance":
+        v = mean_ndcg(data.pairs.qids, preds, data.y, k=10)
+        return {"ndcg@10": v, "M": v}
+    mse = float(np.mean((np.asarray(preds) - data.y_std) ** 2))
+    return {"mse": mse, "M": -mse}
+
+
+def peft_model(model: torch.nn.Module, layers, *, rank: int = 8, alpha: float = 16.0, seed: int = 0):
+    """`model` wrapped with LoRA (rank `rank`) on the MLP modules of `layers` and a trainable head."""
+    from peft import get_peft_model
+
+    from hedonic_neurons.models.lora import lora_config
+
+    torch.manual_seed(seed)
+    return get_peft_model(model, lora_config(model, list(layers), r=rank, alpha=alpha))
+
+
+def _listnet(scores: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+    gain = 2.0 ** rel - 1.0
+    p = gain / gain.sum()
+    return -(p * torch.log_softmax(scores, dim=0)).sum()
+
+
+def train(model: torch.nn.Module, tokenizer: Any, data: TaskData, cfg: FinetuneConfig,
+          progress: bool = True) -> list[float]:
+    """AdamW on the trainable (LoRA + head) parameters; returns the per-step losses."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError("the model has no trainable parameters; wrap it with peft_model(...) first")
+    lora = [p for n, p in named if "lora_" in n]
+    head = [p for n, p in named if "lora_" not in n]
+    opt = torch.optim.AdamW([{"params": lora, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}])
+    model.train()
+    model.to(cfg.device)
+    losses: list[float] = []
+    if cfg.task == "relevance":
+        qids = np.asarray(data.pairs.qids)
+        groups = [np.flatnonzero(qids == q) for q in dict.fromkeys(data.pairs.qids)]
+        groups = [g for g in groups if data.y[g].max() > 0]  # nothing to rank without a relevant one
+        per_step = max(1, cfg.batch_size // max(1, len(groups[0]) if groups else 1))
+        steps = []
+        for _ in range(cfg.epochs):
+            perm = rng.permutation(len(groups))
+            steps += [[groups[j] for j in perm[i:i + per_step]] for i in range(0, len(perm), per_step)]
+    else:
+        order = [rng.permutation(len(data.texts)) for _ in range(cfg.epochs)]
+        steps = [o[i:i + cfg.batch_size] for o in order for i in range(0, len(o), cfg.batch_size)]
+    y = torch.as_tensor(data.y_std, dtype=torch.float32)
+    for step in tqdm(steps, desc=f"fine-tune {cfg.task}", disable=not progress or bool(os.environ.get("TQDM_DISABLE"))):
+        idx = np.concatenate(step) if cfg.task == "relevance" else step
+        enc = tokenizer([data.texts[i] for i in idx], padding=True, truncation=True, max_length=cfg.max_length,
+                        return_tensors="pt").to(cfg.device)
+        out = model(**enc).logits[:, 0].float()
+        if cfg.task == "relevance":
+            loss, s = 0.0, 0
+            for g in step:
+                loss = loss + _listnet(out[s:s + len(g)], y[g].to(out.device))
+                s += len(g)
+            loss = loss / len(step)
+        else:
+            loss = torch.nn.functional.mse_loss(out, y[idx].to(out.device))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
+def finetune(model: torch.nn.Module, tokenizer: Any, train_data: TaskData, ood_data: TaskData,
+             cfg: FinetuneConfig, out_dir: str | Path | None = None, progress: bool = True):
+    """Wrap `model` with LoRA, measure the untuned model on OOD, train, measure again; save the adapter.
+
+    Returns (peft model, report dict with before/after OOD metrics, losses and seconds).
+    """
+    check_task(cfg.task)
+    pm = peft_model(model, cfg.layers, rank=cfg.rank, alpha=cfg.alpha, seed=cfg.seed)
+    pm.to(cfg.device)
+    t0 = time.perf_counter()
+    with pm.disable_adapter():  # untuned: base MLPs; the head is the same fresh head
+        before = task_metric(cfg.task, score(pm, tokenizer, ood_data.texts, max_length=cfg.max_length,
+                                             device=cfg.device), ood_data)
+    before_in = None
+    losses = train(pm, tokenizer, train_data, cfg, progress=progress)
+    t_train = time.perf_counter() - t0
+    after = task_metric(cfg.task, score(pm, tokenizer, ood_data.texts, max_length=cfg.max_length,
+                                        device=cfg.device), ood_data)
+    report = {
+        "task": cfg.task, "ood_before": before, "ood_after": after, "in_dist_before": before_in,
+        "n_train": len(train_data.texts), "n_ood": len(ood_data.texts), "steps": len(losses),
+        "loss_first": losses[0] if losses else None, "loss_last_10": float(np.mean(losses[-10:])) if losses else None,
+        "train_seconds": round(t_train, 2), "config": dataclasses.asdict(cfg),
+        "relevance_labels": "derived" if cfg.task == "relevance" else "computed from text",
+    }
+    if out_dir is not None:
+        save_adapter(pm, out_dir)
+    log.info("fine-tuned %s: OOD %s -> %s", cfg.task, before, after)
+    return pm, report
+
+
+def save_adapter(pm: torch.nn.Module, out_dir: str | Path) -> Path:
+    """PEFT `save_pretrained` (safetensors) into out_dir, atomically (temp folder then rename)."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    pm.save_pretrained(str(tmp), safe_serialization=True)
+    if out_dir.exists():
+        import shutil
+
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def load_adapter(model: torch.nn.Module, adapter_dir: str | Path):
+    """The base `model` with the saved adapter (and head) from `adapter_dir`, in eval mode."""
+    from peft import PeftModel
+
+    pm = PeftModel.from_pretrained(model, str(adapter_dir))
+    pm.eval()
+    return pm

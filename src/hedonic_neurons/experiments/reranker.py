@@ -1,0 +1,758 @@
+"""The reranker experiment (paper section 4, Tables 1, 2, 4-6): fine-tune, value, partition, evaluate.
+
+Stages (each writes its files atomically and a marker in RUN/stages/, so an interrupted run resumes from
+the last finished one and never recomputes what is on disk):
+
+1. ``data``: in-distribution pairs (MS MARCO dev queries: `n_train` for fine-tuning, `n_probe` for
+   activations / valuations / ridge training) and OOD pairs (TREC DL-19 + DL-20 queries), their task
+   labels and MSLR features -> RUN/data/*.json.
+2. ``finetune``: PEFT LoRA on the MLP of `layers` -> RUN/adapter/ (safetensors), RUN/finetune.json,
+   table ``finetune`` (untuned vs fine-tuned on OOD, like the paper's Tables 4 and 5).
+3. ``valuations:<layer>``: layer cache on the probe pairs -> OCA, exact PAS (+ se, psi), tracking inputs
+   -> RUN/matrices/<layer>.safetensors; readout activations of probe and OOD pairs ->
+   RUN/activations/<layer>.safetensors.
+4. ``partitions:<layer>:<seed>``: Hedonic-PAS, Hedonic-OCA (PAC-Top-Cover, random_state = seed) and
+   the three baselines matched to Hedonic-PAS's size histogram -> RUN/partitions/<layer>/<method>.json
+   (seed 0 under the plain method name, seed s > 0 as ``<method>.s<s>``).
+5. ``evaluate:<layer>:<seed>``: per method, on a stated subset of coalitions (the `n_largest` largest
+   plus `n_random` drawn at random from the other coalitions of size >= 2): OOD drop (the coalition's
+   LoRA reverted for every token, layers before `layer` replayed from a cache, `coalition_batch`
+   coalitions per forward pass); on every coalition of size >= 2: feature alignment R^2 (OOD), Pair and
+   Ratio (exact PAS); per partition: coalition predictivity (ridge on coalition mean activations,
+   trained on the probe pairs, R^2 on OOD) -> RUN/eval/<layer>_s<seed>.json.
+6. ``tables``: Tables 1, 2 and 6 (mean +- 95 % CI over seeds, beside the paper's numbers), summary.md.
+7. ``tracking`` and ``report``: the tracking engineer's `track_run` and `report.build_report`.
+
+Seeds vary the partitioner's and the baselines' random state and the random part of the coalition
+subset; the fine-tuned model is one (fine-tuning seed `seed0`), as the paper's 3 seeds cannot be
+afforded three fine-tunes on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hedonic_neurons.experiments.finetune import (
+    TASK_NAMES,
+    FinetuneConfig,
+    TaskData,
+    build_task_data,
+    check_task,
+    finetune,
+    load_adapter,
+    task_metric,
+)
+from hedonic_neurons.experiments.rundir import RunDir, write_json
+from hedonic_neurons.ir.embedded import PairSet
+from hedonic_neurons.ir.features import FEATURE_NAMES
+
+log = logging.getLogger(__name__)
+
+METHODS = ("random", "kmeans", "ward", "hedonic_oca", "hedonic_pas")
+METHOD_LABELS = {"random": "Random", "kmeans": "K-means", "ward": "Hier. clustering",
+                 "hedonic_oca": "Hedonic (OCA)", "hedonic_pas": "Hedonic (PAS)"}
+
+# The paper's numbers (Table 1: LLaMA-3.1 column; Table 2: average of three LLMs; Table 6: LLaMA-3.1).
+PAPER_TABLE1 = {  # task -> method -> (OOD drop, Align R2)
+    "cqtr": {"random": (0.01, 0.05), "kmeans": (0.02, 0.12), "ward": (0.03, 0.15), "hedonic_oca": (0.07, 0.41),
+             "hedonic_pas": (0.11, 0.58)},
+    "mtfl": {"random": (0.01, 0.04), "kmeans": (0.02, 0.11), "ward": (0.03, 0.14), "hedonic_oca": (0.06, 0.38),
+             "hedonic_pas": (0.10, 0.55)},
+    "relevance": {"random": (0.02, 0.06), "kmeans": (0.03, 0.13), "ward": (0.04, 0.17),
+                  "hedonic_oca": (0.09, 0.47), "hedonic_pas": (0.14, 0.63)},
+}
+PAPER_TABLE2 = {"cqtr": {"random": 0.08, "kmeans": 0.16, "ward": 0.18, "hedonic_oca": 0.34, "hedonic_pas": 0.43},
+                "mtfl": {"random": 0.09, "kmeans": 0.15, "ward": 0.17, "hedonic_oca": 0.33, "hedonic_pas": 0.42},
+                "relevance": {"random": 0.12, "kmeans": 0.21, "ward": 0.21, "hedonic_oca": 0.38,
+                              "hedonic_pas": 0.47}}
+PAPER_TABLE6 = {  # task -> method -> (Pair, Ratio), LLaMA-3.1
+    "cqtr": {"random": (0.01, 0.49), "kmeans": (-0.23, 0.32), "ward": (-0.11, 0.41), "hedonic_oca": (0.08, 0.74),
+             "hedonic_pas": (0.12, 0.86)},
+    "mtfl": {"random": (0.02, 0.41), "kmeans": (-0.22, 0.34), "ward": (-0.08, 0.43), "hedonic_oca": (0.01, 0.72),
+             "hedonic_pas": (0.09, 0.85)},
+    "relevance": {"random": (0.01, 0.42), "kmeans": (-0.13, 0.33), "ward": (-0.09, 0.42),
+                  "hedonic_oca": (0.05, 0.77), "hedonic_pas": (0.11, 0.81)},
+}
+
+
+# --- configuration -------------------------------------------------------------------------------
+def parse_layers(spec: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """'7-14' -> (7, ..., 14); '1,3,5' -> (1, 3, 5); a sequence passes through; None stays None."""
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return None
+    if not isinstance(spec, str):
+        return tuple(int(x) for x in spec)
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            if "-" in part.strip()[1:]:
+                a, b = part.split("-", 1)
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise ValueError(f"bad layer range {spec!r}; write it like '7-14' or '1,3,5'") from None
+    return tuple(sorted(set(out)))
+
+
+def default_layers(n_layers: int) -> tuple[int, ...]:
+    """The paper's 7-14 when the model is deep enough, else the middle layers 1..n-2 (MiniLM: 1-4)."""
+    if n_layers >= 15:
+        return tuple(range(7, 15))
+    return tuple(range(1, max(2, n_layers - 1)))
+
+
+@dataclasses.dataclass
+class RerankerConfig:
+    """Everything that decides a reranker run (saved as RUN/config.json, loadable again)."""
+
+    model: str = "smollm2"
+    task: str = "cqtr"
+    layers: tuple[int, ...] | None = None  # None: default_layers(model)
+    device: str = "cpu"
+    seeds: int = 3
+    seed0: int = 0  # data draw and fine-tuning seed
+    n_train: int = 2400  # fine-tuning pairs (MS MARCO dev queries)
+    n_probe: int = 400  # in-distribution pairs for activations, valuations and ridge training
+    n_ood: int = 300  # OOD pairs (TREC DL-19/20 queries)
+    per_query: int = 10
+    max_words: int = 60
+    max_length: int = 128
+    epochs: int = 1
+    batch_size: int = 8
+    lr: float = 2e-4
+    head_lr: float = 2e-3
+    rank: int = 8
+    solver_m: int = 800_000
+    solver_omega: int = 80_000
+    n_largest: int = 5  # OOD-drop subset: the largest coalitions per method, layer, seed ...
+    n_random: int = 5  # ... plus this many drawn at random from the other coalitions of size >= 2
+    coalition_batch: int = 8  # coalition ablations per forward pass
+    eval_batch: int = 10  # OOD pairs per forward pass in the ablation runs
+    data_dir: str | None = None
+    track: bool = True
+    report: bool = True
+
+    def __post_init__(self):
+        if self.layers is not None:
+            self.layers = tuple(int(x) for x in self.layers)
+
+
+# --- stage bookkeeping ---------------------------------------------------------------------------
+class _Timer:
+    def __init__(self, rd: RunDir, quiet: bool):
+        self.rd, self.quiet = rd, quiet
+        self.path = rd.root / "timings.json"
+        self.times: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def record(self, stage: str, seconds: float) -> None:
+        self.times[stage] = round(seconds, 2)
+        write_json(self.path, self.times)
+        if not self.quiet:
+            print(f"[reranker] {stage}: {seconds:.1f} s", flush=True)
+
+
+def _pairs_to_json(d: TaskData) -> dict:
+    p = d.pairs
+    return {"split": p.split, "relevance": p.relevance, "qids": p.qids, "queries": p.queries, "pids": p.pids,
+            "passages": p.passages, "rel": p.rel.tolist(), "bm25": p.bm25.tolist(), "rank": p.rank.tolist(),
+            "y": d.y.tolist(), "y_std": d.y_std.tolist(), "features": d.features.tolist(),
+            "feature_names": list(FEATURE_NAMES)}
+
+
+def _pairs_from_json(j: dict) -> TaskData:
+    p = PairSet(j["qids"], j["queries"], j["pids"], j["passages"], np.asarray(j["rel"], dtype=np.int64),
+                np.asarray(j["bm25"]), np.asarray(j["rank"], dtype=np.int64), j["split"], j["relevance"])
+    return TaskData(p, p.texts(), np.asarray(j["y"]), np.asarray(j["y_std"]), np.asarray(j["features"]))
+
+
+def load_data(rd: RunDir) -> dict[str, TaskData]:
+    return {s: _pairs_from_json(json.loads((rd.root / "data" / f"{s}.json").read_text()))
+            for s in ("train", "probe", "ood")}
+
+
+# --- coalition ablation through the rest of the model ----------------------------------------------
+class CoalitionAblator:
+    """Scores of the model with coalitions' LoRA reverted at one MLP layer, many coalitions per pass.
+
+    Reverting channel i's LoRA change at layer l, for every token: g_i -> g_base_i (the rows of the
+    up/gate deltas) and the column i of the down projection's LoRA delta dropped. Layers before l are
+    not re-run: their output is cached once per batch of inputs and replayed (a patched forward that
+    returns the cached, repeated hidden states), so each ablated pass costs only layers l..L.
+    """
+
+    def __init__(self, model: torch.nn.Module, layer: int):
+        from hedonic_neurons.models import get_adapter
+
+        self.model = model
+        self.ad = get_adapter(model)
+        self.layer = self.ad.check_layer(int(layer), "mlp")
+        self.layers = self.ad.module(self.ad.layers_prefix)
+        self.down = self.ad.mlp_modules(self.layer)["down"]
+        self.mlp_in = self.ad.module(self.ad.mlp_input_path(self.layer))
+        _, dW = self.ad.down_weights(self.layer)
+        self.dW = dW
+
+    def _cache_prefix(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(unablated scores, output of layer l - 1 or None when l = 0) of one batch."""
+        store: dict[str, Any] = {}
+        handle = None
+        if self.layer > 0:
+            def grab(mod, args, out):
+                store["h"] = out
+
+            handle = self.layers[self.layer - 1].register_forward_hook(grab)
+        try:
+            with torch.no_grad():
+                logits = self.model(**batch).logits[:, 0]
+        finally:
+            if handle is not None:
+                handle.remove()
+        return logits, store.get("h")
+
+    def scores(self, batch: dict, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(unablated (b,), ablated (K, b)) scores of one batch of inputs under K coalition masks (K, n)."""
+        base_scores, h_prev = self._cache_prefix(batch)
+        b = next(iter(batch.values())).shape[0]
+        out = []
+        for s in range(0, masks.shape[0], self.chunk):
+            M = torch.as_tensor(masks[s:s + self.chunk], dtype=torch.float32)
+            K = M.shape[0]
+            rep = {k: v.repeat(K, *([1] * (v.ndim - 1))) for k, v in batch.items()}
+            Mr = M.repeat_interleave(b, dim=0)[:, None, :]
+            out.append(self._ablated(rep, Mr, h_prev, K).reshape(K, b))
+        return base_scores.double().cpu().numpy(), torch.cat(out).double().cpu().numpy()
+
+    chunk = 8
+
+    def _ablated(self, rep: dict, Mr: torch.Tensor, h_prev: torch.Tensor | None, K: int) -> torch.Tensor:
+        state: dict[str, torch.Tensor] = {}
+        ad, layer = self.ad, self.layer
+
+        def grab_x(mod, args, kwargs):
+            state["x"] = args[0] if args else next(iter(kwargs.values()))
+
+        def swap_g(mod, args):
+            g = args[0]
+            g_base = ad.mlp_activation(layer, state["x"], base=True).to(g.dtype)
+            m = Mr.to(g.dtype)
+            g2 = g + m * (g_base - g)
+            state["g2"] = g2
+            return (g2, *args[1:])
+
+        def drop_down_delta(mod, args, out):
+            if self.dW is None:
+                return out
+            return out - torch.nn.functional.linear(state["g2"] * Mr.to(out.dtype), self.dW.to(out.dtype))
+
+        hooks = [self.mlp_in.register_forward_pre_hook(grab_x, with_kwargs=True),
+                 self.down.register_forward_pre_hook(swap_g),
+                 self.down.register_forward_hook(drop_down_delta)]
+        patched = []
+        if h_prev is not None:
+            h_rep = h_prev.repeat(K, *([1] * (h_prev.ndim - 1)))
+            for j in range(layer):
+                mod = self.layers[j]
+                mod.forward = (lambda *a, _h=h_rep, **k: _h)  # replay: layers < l are not re-run
+                patched.append(mod)
+        try:
+            with torch.no_grad():
+                return self.model(**rep).logits[:, 0]
+        finally:
+            for h in hooks:
+                h.remove()
+            for mod in patched:
+                del mod.forward
+
+
+def ablation_scores(model, tokenizer, texts: list[str], layer: int, masks: np.ndarray, *, batch_size: int = 10,
+                    coalition_batch: int = 8, max_length: int = 128, device: str = "cpu",
+                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(unablated (N,), ablated (K, N)) scores of `texts` with each of K coalition masks (K, n) ablated."""
+    ab = CoalitionAblator(model, layer)
+    ab.chunk = max(1, int(coalition_batch))
+    model.eval()
+    base, abl = [], []
+    it = range(0, len(texts), batch_size)
+    for s in tqdm(it, desc=f"ablations layer {layer}", disable=not progress or bool(os.environ.get("TQDM_DISABLE"))):
+        enc = tokenizer(texts[s:s + batch_size], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt").to(device)
+        b0, a0 = ab.scores(dict(enc), masks)
+        base.append(b0)
+        abl.append(a0)
+    return np.concatenate(base), np.concatenate(abl, axis=1)
+
+
+# --- metrics on partitions -----------------------------------------------------------------------
+def coalition_subset(labels: np.ndarray, n_largest: int, n_random: int, seed: int) -> list[np.ndarray]:
+    """The evaluated subset: the `n_largest` largest coalitions (ties: lowest member first) plus `n_random`
+    drawn uniformly (seeded) from the remaining coalitions of size >= 2."""
+    coals = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    coals = [c for c in coals if c.size >= 2]
+    coals.sort(key=lambda c: (-c.size, c[0]))
+    top = coals[:n_largest]
+    rest = coals[n_largest:]
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(rest), size=min(n_random, len(rest)), replace=False) if rest else []
+    return top + [rest[i] for i in sorted(pick)]
+
+
+def coalition_means(acts: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coalition ids, (N, k) mean activation of each coalition's members)."""
+    ids = np.unique(labels)
+    ind = (labels[None, :] == ids[:, None]).astype(np.float64)
+    ind /= ind.sum(1, keepdims=True)
+    return ids, acts @ ind.T
+
+
+def alignment_r2(a: np.ndarray, F: np.ndarray) -> np.ndarray:
+    """max_j corr^2(a_C, f_j) for each column of a (N, k) against the features F (N, m); constant -> 0."""
+    def z(x):
+        x = x - x.mean(0)
+        sd = np.sqrt((x ** 2).sum(0))
+        return np.where(sd > 1e-12, x / np.where(sd > 1e-12, sd, 1.0), 0.0)
+
+    C = z(a).T @ z(F)
+    return (C ** 2).max(axis=1)
+
+
+def predictivity_r2(A_train: np.ndarray, y_train: np.ndarray, A_test: np.ndarray, y_test: np.ndarray) -> float:
+    """OOD R^2 of a ridge regression (alpha by internal CV) on coalition macro-features (paper Table 2)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
+    model.fit(A_train, y_train)
+    return float(r2_score(y_test, model.predict(A_test)))
+
+
+# --- the experiment ------------------------------------------------------------------------------
+class RerankerExperiment:
+    """Runs (or resumes) one reranker experiment into `out`; `run()` returns the RunDir."""
+
+    def __init__(self, cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None):
+        self.cfg = cfg
+        check_task(cfg.task)
+        if cfg.seeds < 1:
+            raise ValueError(f"--seeds {cfg.seeds}: give at least 1")
+        self.rd = RunDir(out)
+        self.quiet = quiet
+        self.timer = _Timer(self.rd, quiet)
+        self._loader = model_loader
+        self._base = None
+        self._pm = None
+
+    # model --------------------------------------------------------------------------------------
+    def _load_base(self):
+        if self._loader is not None:
+            return self._loader()
+        from hedonic_neurons.models.loading import load_model
+
+        return load_model(self.cfg.model, num_labels=1, seed=self.cfg.seed0)
+
+    def _check_config(self) -> None:
+        """Resolve the layers against the model (one-line error when outside it); save the config."""
+        cfg_path = self.rd.root / "config.json"
+        model, tok = self._load_base()
+        from hedonic_neurons.models import get_adapter
+
+        ad = get_adapter(model)
+        if self.cfg.layers is None:
+            self.cfg.layers = default_layers(ad.n_layers)
+        bad = [x for x in self.cfg.layers if x not in ad.layer_range("mlp")]
+        if bad:
+            raise ValueError(f"layers {bad} are outside this model's {ad.n_layers} layers; use --layers within "
+                             f"0-{ad.n_layers - 1} (e.g. {default_layers(ad.n_layers)[0]}-"
+                             f"{default_layers(ad.n_layers)[-1]})")
+        if cfg_path.is_file():
+            old = json.loads(cfg_path.read_text())
+            keys = ("model", "task", "layers", "n_train", "n_probe", "n_ood", "max_words", "seed0")
+            diff = [k for k in keys if json.dumps(old.get(k)) != json.dumps(dataclasses.asdict(self.cfg)[k])]
+            if diff:
+                raise ValueError(f"{self.rd.root} holds a run with different {', '.join(diff)}; resume it with the "
+                                 "same settings or choose a new --out")
+        self.rd.save_config(self.cfg)
+        self._base = (model, tok)
+
+    def model(self):
+        """The fine-tuned PEFT model and tokenizer (loaded from RUN/adapter once)."""
+        if self._pm is None:
+            base, tok = self._base if self._base is not None else self._load_base()
+            self._base = None
+            self._pm = (load_adapter(base, self.rd.root / "adapter").to(self.cfg.device), tok)
+        return self._pm
+
+    def _stage(self, name: str, fn) -> None:
+        if self.rd.stage_done(name):
+            return
+        t = time.perf_counter()
+        info = fn() or {}
+        dt = time.perf_counter() - t
+        self.rd.mark_done(name, {"seconds": round(dt, 2), **info})
+        self.timer.record(name, dt)
+
+    # stages -------------------------------------------------------------------------------------
+    def stage_data(self) -> dict:
+        from hedonic_neurons.ir.embedded import passage_texts, query_passage_pairs
+        from hedonic_neurons.ir.features import IRFeatures
+
+        c = self.cfg
+        feat = IRFeatures().fit(passage_texts(c.data_dir))
+        train_all = query_passage_pairs(c.n_train + c.n_probe, "train", seed=c.seed0, per_query=c.per_query,
+                                        data_dir=c.data_dir)
+        # Whole queries go to one side: the probe pairs are in distribution but unseen in fine-tuning.
+        n_tr = min(len(train_all), -(-c.n_train // c.per_query) * c.per_query)
+        train, norm = build_task_data(c.task, train_all.subset(np.arange(n_tr)), feat, c.max_words)
+        probe, _ = build_task_data(c.task, train_all.subset(np.arange(n_tr, len(train_all))), feat, c.max_words,
+                                   norm=norm)
+        ood, _ = build_task_data(c.task, query_passage_pairs(c.n_ood, "ood", seed=c.seed0, per_query=c.per_query,
+                                                             data_dir=c.data_dir), feat, c.max_words, norm=norm)
+        if len(probe.texts) < 4:
+            raise ValueError(f"only {len(probe.texts)} probe pairs; raise --n-probe or lower --n-train")
+        for name, d in (("train", train), ("probe", probe), ("ood", ood)):
+            write_json(self.rd.root / "data" / f"{name}.json", _pairs_to_json(d))
+        write_json(self.rd.root / "data" / "norm.json", {"mean": norm[0], "sd": norm[1],
+                                                         "relevance": "derived" if c.task == "relevance" else None})
+        return {"n_train": len(train.texts), "n_probe": len(probe.texts), "n_ood": len(ood.texts)}
+
+    def stage_finetune(self) -> dict:
+        c = self.cfg
+        data = load_data(self.rd)
+        model, tok = self._base if self._base is not None else self._load_base()
+        self._base = None
+        fc = FinetuneConfig(task=c.task, layers=c.layers, rank=c.rank, lr=c.lr, head_lr=c.head_lr, epochs=c.epochs,
+                            batch_size=c.batch_size, max_length=c.max_length, seed=c.seed0, device=c.device)
+        pm, rep = finetune(model, tok, data["train"], data["ood"], fc, out_dir=self.rd.root / "adapter",
+                           progress=not self.quiet)
+        pm.eval()
+        self._pm = (pm, tok)
+        write_json(self.rd.root / "finetune.json", rep)
+        metric = "ndcg@10" if c.task == "relevance" else "mse"
+        better = (rep["ood_after"]["M"] > rep["ood_before"]["M"])
+        rows = [{"model": c.model, "task": TASK_NAMES[c.task], "metric": f"OOD {metric}" + (
+            " (derived labels)" if c.task == "relevance" else " (z units)"),
+            "untuned": round(rep["ood_before"][metric], 4), "fine-tuned": round(rep["ood_after"][metric], 4),
+            "fine-tuned better": "yes" if better else "no", "train pairs": rep["n_train"], "OOD pairs": rep["n_ood"],
+            "steps": rep["steps"], "seconds": rep["train_seconds"]}]
+        self.rd.save_table("finetune", rows, title="Fine-tuning: untuned vs fine-tuned on the OOD set "
+                           "(TREC DL-19/20 queries x Wikipedia pool), as the paper's Tables 4-5")
+        return {"ood_before": rep["ood_before"], "ood_after": rep["ood_after"]}
+
+    def stage_valuations(self, layer: int) -> dict:
+        from hedonic_neurons.models import get_adapter
+        from hedonic_neurons.models.extract import layer_cache, text_batches
+        from hedonic_neurons.models.lora import merged_weight
+        from hedonic_neurons.models.valuate import valuations_from_cache
+        from hedonic_neurons.valuations.oca import oca_se
+
+        c = self.cfg
+        data = load_data(self.rd)
+        pm, tok = self.model()
+        prog = not self.quiet and not os.environ.get("TQDM_DISABLE")
+        cache = layer_cache(pm, text_batches(tok, data["probe"].texts, batch_size=16, max_length=c.max_length),
+                            layer, device=c.device, progress=prog)
+        v = valuations_from_cache(cache, ("oca", "pas"), progress=prog)
+        if v.phi_pas is None:
+            raise RuntimeError(f"exact PAS could not be computed for layer {layer} (see the log); lower --n-probe")
+        ood = layer_cache(pm, text_batches(tok, data["ood"].texts, batch_size=16, max_length=c.max_length), layer,
+                          device=c.device, progress=prog)
+        ad = get_adapter(pm)
+        mods = ad.mlp_modules(layer)
+        mats = {"phi_oca": v.phi_oca, "oca_se": np.asarray(oca_se(cache.W_down, cache.n_samples)),
+                "phi_pas": v.phi_pas, "pas_se": v.pas_se, "psi": v.psi,
+                "track_W_down": cache.W_down, "track_acts": cache.acts,
+                "track_W_up": merged_weight(mods["up"]).cpu().numpy()}
+        if v.psi_se is not None:
+            mats["psi_se"] = v.psi_se
+        if "gate" in mods:
+            mats["track_W_gate"] = merged_weight(mods["gate"]).cpu().numpy()
+        self.rd.save_matrices(str(layer), mats, metadata={"task": c.task, "n_samples": cache.n_samples,
+                                                          "ablation": cache.ablation})
+        from safetensors.numpy import save_file
+
+        path = self.rd.root / "activations" / f"{layer}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"acts_probe": np.ascontiguousarray(cache.acts), "acts_ood": np.ascontiguousarray(ood.acts)},
+                  str(path.with_suffix(".tmp")))
+        path.with_suffix(".tmp").replace(path)
+        return {"n_players": cache.n_players, "timings": v.timings}
+
+    def stage_partitions(self, layer: int, seed: int) -> dict:
+        from hedonic_neurons.baselines import matched_baselines
+        from hedonic_neurons.partition import HedonicPartition
+
+        c = self.cfg
+        mats = self.rd.load_matrices(str(layer))
+        acts = self._acts(layer)["acts_probe"]
+        out = {}
+        labels = {}
+        for method, phi, se in (("hedonic_pas", mats["phi_pas"], mats["pas_se"]),
+                                ("hedonic_oca", mats["phi_oca"], mats["oca_se"])):
+            hp = HedonicPartition(m=c.solver_m, omega=c.solver_omega, random_state=seed)
+            hp.fit(np.asarray(phi, dtype=np.float64), np.asarray(se, dtype=np.float64))
+            labels[method] = hp.labels_
+            self.rd.save_partition(str(layer), _mname(method, seed), hp.labels_, stability=hp.stability_,
+                                   params=hp.params_, extra={"seed": seed, "threshold": float(hp.threshold_)})
+            out[method] = int(np.unique(hp.labels_).size)
+        for method, lab in matched_baselines(acts.T, labels["hedonic_pas"], random_state=seed).items():
+            self.rd.save_partition(str(layer), _mname(method, seed), lab,
+                                   params={"matched_to": "hedonic_pas"}, extra={"seed": seed})
+        return {"n_coalitions": out}
+
+    def _acts(self, layer: int) -> dict[str, np.ndarray]:
+        from safetensors.numpy import load_file
+
+        return load_file(str(self.rd.root / "activations" / f"{layer}.safetensors"))
+
+    def stage_evaluate(self, layer: int, seed: int) -> dict:
+        from hedonic_neurons.metrics.synergy import pair_synergy, ratio_synergy
+
+        c = self.cfg
+        data = load_data(self.rd)
+        acts = self._acts(layer)
+        mats = self.rd.load_matrices(str(layer))
+        pm, tok = self.model()
+        ood = data["ood"]
+        partitions = {m: self.rd.load_partition(str(layer), _mname(m, seed))["labels"] for m in METHODS}
+        subsets = {m: coalition_subset(lab, c.n_largest, c.n_random, seed) for m, lab in partitions.items()}
+        n = acts["acts_probe"].shape[1]
+        flat = [(m, coal) for m in METHODS for coal in subsets[m]]
+        masks = np.zeros((len(flat), n), dtype=bool)
+        for r, (_, coal) in enumerate(flat):
+            masks[r, coal] = True
+        base, abl = ablation_scores(pm, tok, ood.texts, layer, masks, batch_size=c.eval_batch,
+                                    coalition_batch=c.coalition_batch, max_length=c.max_length, device=c.device,
+                                    progress=not self.quiet)
+        M0 = task_metric(c.task, base, ood)["M"]
+        drops = [M0 - task_metric(c.task, abl[r], ood)["M"] for r in range(len(flat))]
+        rows = []
+        per_method = {}
+        for m in METHODS:
+            lab = partitions[m]
+            ids, a_ood = coalition_means(acts["acts_ood"], lab)
+            _, a_probe = coalition_means(acts["acts_probe"], lab)
+            sizes = np.array([(lab == i).sum() for i in ids])
+            big = sizes >= 2
+            align = alignment_r2(a_ood[:, big], ood.features) if big.any() else np.zeros(0)
+            pairs = [pair_synergy(mats["phi_pas"], np.flatnonzero(lab == i)) for i in ids[big]]
+            ratios = [ratio_synergy(mats["phi_pas"], mats["psi"], np.flatnonzero(lab == i)) for i in ids[big]]
+            pred = predictivity_r2(a_probe, data["probe"].y_std, a_ood, ood.y_std)
+            d = [drops[r] for r, (mm, _) in enumerate(flat) if mm == m]
+            per_method[m] = {
+                "ood_drop": float(np.mean(d)) if d else float("nan"), "n_drop": len(d),
+                "align_r2": float(np.mean(align)) if align.size else float("nan"),
+                "predictivity_r2": pred,
+                "pair": float(np.nanmean(pairs)) if pairs else float("nan"),
+                "ratio": float(np.nanmean(ratios)) if ratios else float("nan"),
+                "n_coalitions": int(ids.size), "n_coalitions_ge2": int(big.sum()),
+            }
+            for coal, dr in zip(subsets[m], d, strict=True):
+                rows.append({"layer": layer, "seed": seed, "method": m, "size": int(coal.size), "ood_drop": dr,
+                             "members": coal.tolist()})
+        write_json(self.rd.root / "eval" / f"{layer}_s{seed}.json",
+                   {"layer": layer, "seed": seed, "M_full": M0, "per_method": per_method, "coalitions": rows,
+                    "subset_rule": self.subset_rule()})
+        return {"M_full": M0}
+
+    def subset_rule(self) -> str:
+        c = self.cfg
+        return (f"OOD drop on the {c.n_largest} largest coalitions plus {c.n_random} drawn at random (seeded) from "
+                f"the other coalitions of size >= 2, per method, layer and seed; alignment, Pair and Ratio on every "
+                f"coalition of size >= 2; predictivity on the whole partition")
+
+    def stage_tables(self) -> dict:
+        from hedonic_neurons.metrics.stats import fmt_ci, mean_ci95
+
+        c = self.cfg
+        per_seed: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
+        for seed in range(c.seeds):
+            ev = [json.loads((self.rd.root / "eval" / f"{layer}_s{seed}.json").read_text()) for layer in c.layers]
+            for m in METHODS:
+                for key in ("ood_drop", "align_r2", "predictivity_r2", "pair", "ratio"):
+                    vals = [e["per_method"][m][key] for e in ev]
+                    per_seed[m].setdefault(key, []).append(float(np.nanmean(vals)) if np.isfinite(vals).any()
+                                                           else float("nan"))
+
+        def cell(m, key):
+            vals = [v for v in per_seed[m][key] if np.isfinite(v)]
+            return fmt_ci(vals, 3) if vals else "n/a"
+
+        label = "derived labels" if c.task == "relevance" else "z units"
+        t1 = [{"task": TASK_NAMES[c.task], "algorithm": METHOD_LABELS[m], "OOD drop": cell(m, "ood_drop"),
+               "Align R2": cell(m, "align_r2"), "paper OOD drop (LLaMA)": PAPER_TABLE1[c.task][m][0],
+               "paper Align R2 (LLaMA)": PAPER_TABLE1[c.task][m][1]} for m in METHODS]
+        t2 = [{"task": TASK_NAMES[c.task], "algorithm": METHOD_LABELS[m], "OOD R2": cell(m, "predictivity_r2"),
+               "paper R2 (3-LLM mean)": PAPER_TABLE2[c.task][m]} for m in METHODS]
+        t6 = [{"task": TASK_NAMES[c.task], "algorithm": METHOD_LABELS[m], "Pairwise": cell(m, "pair"),
+               "Ratio": cell(m, "ratio"), "paper Pairwise (LLaMA)": PAPER_TABLE6[c.task][m][0],
+               "paper Ratio (LLaMA)": PAPER_TABLE6[c.task][m][1]} for m in METHODS]
+        where = (f"{c.model}, layers {c.layers[0]}-{c.layers[-1]}, mean ± 95 % CI over {c.seeds} seeds; "
+                 f"M = {'NDCG@10' if c.task == 'relevance' else '-MSE'} ({label})")
+        self.rd.save_table("table1_extrinsic", t1, title=f"Table 1: OOD drop and feature alignment R2 ({where}). "
+                           + self.subset_rule())
+        self.rd.save_table("table2_predictivity", t2, title=f"Table 2: coalition predictivity, ridge R2 on OOD "
+                           f"({where})")
+        self.rd.save_table("table6_synergy", t6, title=f"Table 6: coalition synergy on exact PAS ({where})")
+        all_rows = []
+        for seed in range(c.seeds):
+            for layer in c.layers:
+                e = json.loads((self.rd.root / "eval" / f"{layer}_s{seed}.json").read_text())
+                for m in METHODS:
+                    all_rows.append({"layer": layer, "seed": seed, "method": m, **e["per_method"][m]})
+        self.rd.save_table("eval_per_layer", all_rows, title="Per layer and seed (means over the evaluated "
+                           "coalitions)")
+        means = {m: {k: mean_ci95([v for v in per_seed[m][k] if np.isfinite(v)] or [np.nan])[0]
+                     if any(np.isfinite(per_seed[m][k])) else float("nan") for k in per_seed[m]} for m in METHODS}
+        summary = self._summary(means)
+        (self.rd.root / "summary.md").write_text(summary)
+        write_json(self.rd.root / "results.json", {"per_seed": per_seed, "means": means})
+        return {}
+
+    def _summary(self, means: dict) -> str:
+        c = self.cfg
+        ft = json.loads((self.rd.root / "finetune.json").read_text())
+        metric = "ndcg@10" if c.task == "relevance" else "mse"
+        lines = [f"# Reranker run: {c.model}, task {TASK_NAMES[c.task]}, layers {c.layers[0]}-{c.layers[-1]}", ""]
+        if c.task == "relevance":
+            lines.append("Relevance labels on the embedded pool are DERIVED (BM25 rank and article identity), "
+                         "not human judgments.")
+        b, a = ft["ood_before"][metric], ft["ood_after"][metric]
+        better = ft["ood_after"]["M"] > ft["ood_before"]["M"]
+        lines.append(f"Fine-tuning: OOD {metric} {b:.4f} (untuned) -> {a:.4f} (fine-tuned): the fine-tuned model "
+                     f"is {'better' if better else 'NOT better'} on the OOD set.")
+        lines.append("")
+        claims = [("ood_drop", "OOD drop"), ("align_r2", "alignment R2"), ("predictivity_r2", "predictivity R2"),
+                  ("pair", "Pairwise synergy"), ("ratio", "Ratio synergy")]
+        for key, name in claims:
+            v = {m: means[m][key] for m in METHODS}
+            base_best = max(v[m] for m in ("random", "kmeans", "ward"))
+            pas_ok = v["hedonic_pas"] > base_best
+            oca_ok = v["hedonic_oca"] > base_best
+            order = " > ".join(f"{METHOD_LABELS[m]} ({v[m]:.3g})" for m in sorted(METHODS, key=lambda m: -v[m]
+                                                                                   if np.isfinite(v[m]) else 1e9))
+            lines.append(f"- {name}: {order}. The paper's ordering (Hedonic-PAS above every baseline) "
+                         f"{'held' if pas_ok else 'did NOT hold'}; Hedonic-OCA above every baseline "
+                         f"{'held' if oca_ok else 'did NOT hold'}.")
+        lines += ["", self.subset_rule() + "."]
+        return "\n".join(lines) + "\n"
+
+    def stage_tracking(self) -> dict:
+        from hedonic_neurons.tracking import track_run
+
+        if len(self.cfg.layers) < 2:
+            return {"skipped": "one layer"}
+        track_run(self.rd.root, methods=list(METHODS))
+        return {}
+
+    def stage_report(self) -> dict:
+        from hedonic_neurons.report import build_report
+
+        return {"path": str(build_report(self.rd.root, track=False))}
+
+    def run(self) -> RunDir:
+        c = self.cfg
+        t0 = time.perf_counter()
+        self._check_config()
+        self._stage("data", self.stage_data)
+        self._stage("finetune", self.stage_finetune)
+        for layer in c.layers:
+            self._stage(f"valuations:{layer}", lambda layer=layer: self.stage_valuations(layer))
+        for layer in c.layers:
+            for seed in range(c.seeds):
+                self._stage(f"partitions:{layer}:{seed}", lambda layer=layer, seed=seed:
+                            self.stage_partitions(layer, seed))
+        for layer in c.layers:
+            for seed in range(c.seeds):
+                self._stage(f"evaluate:{layer}:{seed}", lambda layer=layer, seed=seed: self.stage_evaluate(layer, seed))
+        self._stage("tables", self.stage_tables)
+        if c.track:
+            self._stage("tracking", self.stage_tracking)
+        if c.report:
+            self._stage("report", self.stage_report)
+        self.timer.record("total (this invocation)", time.perf_counter() - t0)
+        rows = [{"stage": k, "seconds": v} for k, v in self.timer.times.items()]
+        self.rd.save_table("timings", rows, title="Seconds per stage (as last run)")
+        return self.rd
+
+
+def _mname(method: str, seed: int) -> str:
+    return method if seed == 0 else f"{method}.s{seed}"
+
+
+def run_reranker(cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None) -> RunDir:
+    """Run or resume the reranker experiment described by `cfg` into `out`."""
+    return RerankerExperiment(cfg, out, quiet=quiet, model_loader=model_loader).run()
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+def _cli(args) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    quiet = bool(getattr(args, "quiet", False) or getattr(args, "quiet_sub", False))
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"
+        logging.getLogger("hedonic_neurons").setLevel(logging.WARNING)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    check_task(args.task)
+    if args.device not in ("cpu", "cuda"):
+        raise ValueError(f"--device {args.device!r}: use cpu or cuda")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda but no CUDA device is visible; use --device cpu")
+    cfg = RerankerConfig(model=args.model, task=args.task, layers=parse_layers(args.layers), device=args.device,
+                         seeds=args.seeds, n_train=args.n_train, n_probe=args.n_probe, n_ood=args.n_ood,
+                         max_words=args.max_words, max_length=args.max_length, epochs=args.epochs,
+                         solver_m=args.solver_m, solver_omega=args.solver_omega, n_largest=args.n_largest,
+                         n_random=args.n_random, data_dir=args.data_dir, report=not args.no_report,
+                         track=not args.no_report)
+    out = args.out or f"runs/reranker-{Path(args.model).name}-{args.task}"
+    rd = run_reranker(cfg, out, quiet=quiet)
+    if not quiet:
+        print(f"[reranker] done: {rd.root}")
+        s = rd.root / "summary.md"
+        if s.is_file():
+            print(s.read_text())
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("reranker", help="the reranker experiment: fine-tune, partition, evaluate (Tables 1-6)")
+    p.add_argument("--model", default="smollm2", help="smollm2 (default), minilm, a local path or cached hub id")
+    p.add_argument("--task", default="cqtr", help="cqtr | mtfl | relevance")
+    p.add_argument("--layers", default=None, help="LoRA layers, e.g. 7-14 (default: 7-14, MiniLM 1-4)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--out", default=None, help="run directory (default runs/reranker-<model>-<task>)")
+    p.add_argument("--seeds", type=int, default=3, help="partition / baseline seeds (default 3)")
+    p.add_argument("--quiet", dest="quiet_sub", action="store_true", help="no progress bars or stage lines")
+    g = p.add_argument_group("size knobs (defaults: the full run)")
+    d = RerankerConfig()
+    g.add_argument("--n-train", type=int, default=d.n_train, help="fine-tuning pairs")
+    g.add_argument("--n-probe", type=int, default=d.n_probe, help="in-distribution pairs for valuations/ridge")
+    g.add_argument("--n-ood", type=int, default=d.n_ood, help="OOD pairs (DL-19/20 queries)")
+    g.add_argument("--max-words", type=int, default=d.max_words, help="passage words kept")
+    g.add_argument("--max-length", type=int, default=d.max_length, help="tokens per input")
+    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument("--solver-m", type=int, default=d.solver_m, help="PAC-Top-Cover reservoir m")
+    g.add_argument("--solver-omega", type=int, default=d.solver_omega, help="PAC-Top-Cover samples per round")
+    g.add_argument("--n-largest", type=int, default=d.n_largest, help="OOD-drop subset: largest coalitions")
+    g.add_argument("--n-random", type=int, default=d.n_random, help="OOD-drop subset: random coalitions")
+    g.add_argument("--data-dir", default=None, help="data folder (default $HEDONIC_NEURONS_DATA or ./data)")
+    g.add_argument("--no-report", action="store_true", help="skip tracking and report.html")
+    p.set_defaults(func=_cli)

@@ -1,0 +1,56 @@
+"""The whole reranker pipeline on tiny random LLaMA, Mistral and GPT-NeoX classifiers (no weights)."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_config, tiny_model
+
+from hedonic_neurons.experiments.reranker import METHODS, run_reranker
+
+
+@pytest.mark.parametrize("arch,task", [("llama", "cqtr"), ("mistral", "relevance"), ("gpt_neox", "mtfl")])
+def test_whole_pipeline(pool, tmp_path, arch, task):
+    cfg = tiny_config(pool, model=arch, task=task, track=(arch == "llama"))
+    rd = run_reranker(cfg, tmp_path / "run", quiet=True, model_loader=lambda: tiny_model(arch))
+    root = rd.root
+    assert (root / "adapter" / "adapter_model.safetensors").is_file()
+    ft = json.loads((root / "finetune.json").read_text())
+    assert set(ft["ood_before"]) >= {"M"} and np.isfinite(ft["ood_after"]["M"])
+    for layer in (1, 2):
+        mats = rd.load_matrices(str(layer))
+        assert mats["phi_pas"].shape == (24, 24) and mats["phi_oca"].shape == (24, 24)
+        assert np.abs(mats["phi_pas"]).max() > 0  # the tail has its norm: PAS is not identically zero
+        for seed in range(2):
+            ev = json.loads((root / "eval" / f"{layer}_s{seed}.json").read_text())
+            assert set(ev["per_method"]) == set(METHODS)
+            for m in METHODS:
+                suffix = "" if seed == 0 else f".s{seed}"
+                assert rd.load_partition(str(layer), m + suffix)["labels"].shape == (24,)
+    for name in ("table1_extrinsic", "table2_predictivity", "table6_synergy", "finetune", "timings"):
+        assert (root / "tables" / f"{name}.csv").is_file() and (root / "tables" / f"{name}.md").is_file()
+    t1 = (root / "tables" / "table1_extrinsic.md").read_text()
+    assert "Hedonic (PAS)" in t1 and "±" in t1 and "paper" in t1
+    summary = (root / "summary.md").read_text()
+    assert "held" in summary
+    if task == "relevance":
+        assert "derived" in summary and "derived" in (root / "tables" / "finetune.md").read_text()
+    timings = json.loads((root / "timings.json").read_text())
+    assert {"data", "finetune", "valuations:1", "evaluate:2:1", "tables"} <= set(timings)
+    if arch == "llama":
+        assert (root / "tables" / "tracking_events.csv").is_file()
+
+
+def test_fine_tuning_beats_untuned_on_ood(pool, tmp_path):
+    from hedonic_neurons.experiments.finetune import FinetuneConfig, build_task_data, finetune
+    from hedonic_neurons.ir.embedded import passage_texts, query_passage_pairs
+    from hedonic_neurons.ir.features import IRFeatures
+
+    feat = IRFeatures().fit(passage_texts(pool))
+    train, norm = build_task_data("cqtr", query_passage_pairs(140, "train", data_dir=pool), feat)
+    ood, _ = build_task_data("cqtr", query_passage_pairs(60, "ood", data_dir=pool), feat, norm=norm)
+    model, tok = tiny_model("llama")
+    cfg = FinetuneConfig(task="cqtr", layers=(0, 1, 2), epochs=4, max_length=40, lr=2e-3)
+    pm, rep = finetune(model, tok, train, ood, cfg, out_dir=tmp_path / "adapter", progress=False)
+    assert rep["ood_after"]["mse"] < rep["ood_before"]["mse"]
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()

@@ -1,0 +1,77 @@
+"""Resuming after a stage is deleted, and bad input (one-line errors that name the fix)."""
+
+import json
+import os
+
+import pytest
+from conftest import tiny_config, tiny_model
+
+from hedonic_neurons.cli import main
+from hedonic_neurons.experiments.reranker import RerankerExperiment, parse_layers, run_reranker
+
+
+def test_resume_recomputes_only_the_deleted_stage(pool, tmp_path):
+    cfg = tiny_config(pool, model="llama", seeds=1, layers=(1,))
+    out = tmp_path / "run"
+    calls = []
+    rd = run_reranker(cfg, out, quiet=True, model_loader=lambda: calls.append(1) or tiny_model("llama"))
+    part = rd.partition_path("1", "hedonic_pas")
+    adapter = out / "adapter" / "adapter_model.safetensors"
+    stamp = {p: os.stat(p).st_mtime_ns for p in (part, adapter, out / "data" / "ood.json")}
+    before = json.loads((out / "eval" / "1_s0.json").read_text())
+    (out / "stages" / "evaluate:1:0.done").unlink()
+    (out / "eval" / "1_s0.json").unlink()
+    exp = RerankerExperiment(tiny_config(pool, model="llama", seeds=1, layers=(1,)), out, quiet=True,
+                             model_loader=lambda: tiny_model("llama"))
+    done = []
+    orig = exp._stage
+    exp._stage = lambda name, fn: (done.append(name) if not exp.rd.stage_done(name) else None, orig(name, fn))
+    exp.run()
+    assert done == ["evaluate:1:0"]
+    assert {p: os.stat(p).st_mtime_ns for p in stamp} == stamp  # nothing else was rewritten
+    after = json.loads((out / "eval" / "1_s0.json").read_text())
+    for m, vals in before["per_method"].items():  # deterministic recomputation
+        assert after["per_method"][m] == pytest.approx(vals, rel=1e-6, abs=1e-12)
+
+
+def test_changed_settings_refuse_to_resume(pool, tmp_path):
+    run_reranker(tiny_config(pool, model="llama", seeds=1, layers=(1,)), tmp_path / "r", quiet=True,
+                 model_loader=lambda: tiny_model("llama"))
+    with pytest.raises(ValueError, match="different.*--out"):
+        run_reranker(tiny_config(pool, model="llama", seeds=1, layers=(2,)), tmp_path / "r", quiet=True,
+                     model_loader=lambda: tiny_model("llama"))
+
+
+def _cli_error(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err
+    return err
+
+
+def test_bad_input_one_line_errors(pool, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    out = str(tmp_path / "x")
+    err = _cli_error(capsys, ["reranker", "--task", "cqrt", "--model", "minilm", "--out", out])
+    assert "unknown task 'cqrt'" in err and "cqtr" in err
+    err = _cli_error(capsys, ["reranker", "--model", "no-such-org/no-such-model", "--out", out,
+                              "--data-dir", str(pool), "--quiet"])
+    assert "not in the Hugging Face cache" in err or "offline" in err
+    err = _cli_error(capsys, ["reranker", "--model", "minilm", "--layers", "3-9", "--out", out,
+                              "--data-dir", str(pool), "--quiet"])
+    assert "outside" in err and "--layers" in err
+    err = _cli_error(capsys, ["reranker", "--model", "minilm", "--layers", "7-x", "--out", out])
+    assert "7-14" in err
+    (pool / "ir" / "candidates.train.jsonl").write_text("")
+    err = _cli_error(capsys, ["reranker", "--model", "minilm", "--layers", "1-2", "--out", str(tmp_path / "y"),
+                              "--data-dir", str(pool), "--quiet"])
+    assert "empty" in err and "hedonic-neurons fetch ir" in err
+
+
+def test_parse_layers():
+    assert parse_layers("7-14") == tuple(range(7, 15))
+    assert parse_layers("1,3,5") == (1, 3, 5)
+    assert parse_layers(None) is None
+    with pytest.raises(ValueError, match="7-14"):
+        parse_layers("14-7")
