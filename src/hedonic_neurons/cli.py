@@ -12,6 +12,7 @@ _COMMAND_MODULES = [
     "hedonic_neurons.game.cli",
     "hedonic_neurons.data.fetch",
     "hedonic_neurons.report.cli",
+    "hedonic_neurons.experiments.reranker",
 ]
 
 
