@@ -68,9 +68,12 @@ def transition_mass(method: str, mats: Mapping[str, np.ndarray], mats_next: Mapp
 def write_tracking(
     run_dir: str | Path, method: str, labels_by_layer: Mapping[Any, np.ndarray],
     mass_by_transition: Mapping[tuple, np.ndarray], hi: float = 0.7, lo: float = 0.1, *,
-    views: bool = True, max_nodes_all: int | None = 120,
+    views: bool = True, max_nodes_all: int | None = 120, max_nodes_transition: int | None = 200,
 ) -> list[dict[str, Any]]:
     """Track one method's layers from masses already computed and write its outputs (see module doc).
+
+    The Sankey views keep the largest ``max_nodes_transition`` coalitions per layer in a transition's
+    view and ``max_nodes_all`` in the all-layers view (None: all); the tables always hold every one.
 
     Returns the ``track_layers`` rows with a ``method`` column. The transitions and Table-3 files keep
     the rows of other methods already on disk, so methods can be written one after another.
@@ -113,8 +116,12 @@ def write_tracking(
     if views:
         keys = sorted(mass_by_transition, key=lambda k: (layer_sort_key(k[0]), layer_sort_key(k[1])))
         for a, b in keys:
-            data = sankey_data(labels_by_layer, {(a, b): mass_by_transition[(a, b)]}, rows, lo)
-            save_view(sankey_figure(data, f"{method}: coalition flow {a} → {b}"),
+            data = sankey_data(labels_by_layer, {(a, b): mass_by_transition[(a, b)]}, rows, lo,
+                               max_nodes_per_layer=max_nodes_transition)
+            n_max = max(np.unique(np.asarray(labels_by_layer[x])).size for x in (a, b))
+            note = (f" (largest {max_nodes_transition} coalitions per layer)"
+                    if max_nodes_transition and n_max > max_nodes_transition else "")
+            save_view(sankey_figure(data, f"{method}: coalition flow {a} → {b}{note}"),
                       rd.view_path(f"sankey_{_safe(method)}_{_safe(a)}_to_{_safe(b)}"))
         if len(keys) > 1:
             data = sankey_data(labels_by_layer, mass_by_transition, rows, lo,
@@ -131,7 +138,7 @@ def write_tracking(
 
 def track_run(
     run_dir: str | Path, methods: Sequence[str] | None = None, hi: float = 0.7, lo: float = 0.1, *,
-    views: bool = True, max_nodes_all: int | None = 120,
+    views: bool = True, max_nodes_all: int | None = 120, max_nodes_transition: int | None = 200,
 ) -> dict[str, list[dict[str, Any]]]:
     """Track every method that has partitions on >= 2 layers with saved tracking inputs; returns
     {method: rows}. Methods without inputs are skipped with a log line (not an error), so the report
@@ -172,5 +179,6 @@ def track_run(
                 log.warning("tracking %s %s->%s skipped: %s", method, a, b, exc)
         if masses:
             out[method] = write_tracking(rd.root, method, labels, masses, hi, lo, views=views,
-                                         max_nodes_all=max_nodes_all)
+                                         max_nodes_all=max_nodes_all,
+                                         max_nodes_transition=max_nodes_transition)
     return out
