@@ -58,6 +58,9 @@ def test_null_se():
     assert np.std(r) == pytest.approx(oca_null_se(26), rel=0.05)
     W = np.eye(3)
     np.testing.assert_allclose(oca_se(W, 26), (1 - np.eye(3)) * 0.2)
+    np.testing.assert_allclose(oca_se(None, 26, n=3), (1 - np.eye(3)) * 0.2)
+    W2 = np.array([[1.0, 1.0], [0.0, 1.0]])  # cos = 1/sqrt(2)
+    assert oca_se(W2, 26)[0, 1] == pytest.approx((1 - 2**-0.5) * 0.2)
     with pytest.raises(ValueError):
         oca_null_se(1)
 

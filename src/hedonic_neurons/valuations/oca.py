@@ -112,11 +112,21 @@ def oca_null_se(n_samples: int) -> float:
     return 1.0 / math.sqrt(int(n_samples) - 1)
 
 
-def oca_se(W: np.ndarray | None, n_samples: int) -> np.ndarray | float:
-    """Per-pair null sd of OCA, (1 - |cos_ij|) / sqrt(N - 1) (n, n); the scalar `oca_null_se` if W is None."""
+def oca_se(W: np.ndarray | None, n_samples: int, n: int | None = None) -> np.ndarray:
+    """Per-pair null sd of OCA, (1 - |cos_ij|) / sqrt(N - 1), as an (n, n) matrix with zero diagonal.
+
+    This is the ``phi_se`` to give `HedonicPartition.fit` with an OCA phi. ``W=None`` (identity players,
+    weight term 1) needs ``n``.
+    """
     s = oca_null_se(n_samples)
     if W is None:
-        return s
+        if n is None:
+            raise ValueError("oca_se with W=None needs n, the number of players")
+        out = np.full((n, n), s)
+        np.fill_diagonal(out, 0.0)
+        return out
+    if hasattr(W, "detach"):
+        W = W.detach().cpu().numpy()
     Wn = _unit_columns(torch.from_numpy(np.ascontiguousarray(np.asarray(W, dtype=np.float64))))
     out = (1.0 - (Wn.T @ Wn).abs()).clamp_(min=0.0) * s
     out.fill_diagonal_(0.0)

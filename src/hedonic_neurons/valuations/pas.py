@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,6 +171,7 @@ def exact_pas(
     batch_size: int | None = None,
     block: int = 128,
     dtype: Any = np.float64,
+    n_jobs: int | None = None,
     progress: bool = True,
 ) -> PASResult:
     """Exact PAS phi_ij = E_x[l - l_-i - l_-j + l_-ij] for ALL pairs (paper eq. 7), with standard errors.
@@ -177,7 +179,8 @@ def exact_pas(
     H (N, d) cached residuals, coef (N, n) per-player ablation coefficients, C (d, n) their directions
     (None = identity, n = d). Cost O(N n^2) elementwise after one n x n Gram product, memory O(n^2 + N n):
     pairs are visited in (block x block) tiles of the upper triangle and samples in chunks of
-    ``batch_size`` (default: about 256K elements per tile); sums and sums of squares are kept in float64.
+    ``batch_size`` (default: about 256K elements per tile), spread over ``n_jobs`` single-threaded workers
+    (default: torch's thread count); sums and sums of squares are kept in float64.
     """
     tdt = _resolve_dtype(dtype)
     prep = _prepare(H, coef, C, tail, targets, C_base, coef_base, tdt)
@@ -226,7 +229,8 @@ def exact_pas(
     tiles = [(i0, j0) for k, i0 in enumerate(starts) for j0 in starts[k:]]
     acc = torch.zeros((n, n), dtype=torch.float64)
     acc2 = torch.zeros((n, n), dtype=torch.float64)
-    for i0, j0 in tqdm(tiles, desc="exact PAS tiles", disable=not progress, leave=False):
+
+    def tile(i0: int, j0: int) -> None:
         I = slice(i0, min(i0 + block, n))
         J = slice(j0, min(j0 + block, n))
         g2 = G2[I, J]
@@ -252,11 +256,31 @@ def exact_pas(
             delta.mul_(e).div_(den).sub_(p_i[b, I][:, :, None]).sub_(p_i[b, J][:, None, :])
             s1 += delta.sum(0, dtype=torch.float64)
             s2 += delta.pow_(2).sum(0, dtype=torch.float64)
-        acc[I, J] = s1
+        acc[I, J] = s1  # tiles are disjoint: no two workers write the same entries
         acc2[I, J] = s2
         if i0 != j0:
             acc[J, I] = s1.T
             acc2[J, I] = s2.T
+
+    # Many small elementwise ops: run tiles on single-threaded workers instead of torch's intra-op threads,
+    # whose barriers collapse (10x slower) when the cores are shared with other processes.
+    workers = max(1, int(n_jobs) if n_jobs is not None else torch.get_num_threads())
+    prev_threads = torch.get_num_threads()
+    bar = tqdm(total=len(tiles), desc="exact PAS tiles", disable=not progress, leave=False)
+    try:
+        if workers == 1:
+            torch.set_num_threads(1)
+            for i0, j0 in tiles:
+                tile(i0, j0)
+                bar.update()
+        else:
+            with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as ex:
+                for fut in as_completed([ex.submit(tile, i0, j0) for i0, j0 in tiles]):
+                    fut.result()
+                    bar.update()
+    finally:
+        bar.close()
+        torch.set_num_threads(prev_threads)
     phi = acc / N
     if N > 1:
         var = (acc2 - acc * phi).clamp_(min=0.0) / (N - 1)
