@@ -11,6 +11,7 @@ import sys
 _COMMAND_MODULES = [
     "hedonic_neurons.game.cli",
     "hedonic_neurons.data.fetch",
+    "hedonic_neurons.experiments.mnist",
     "hedonic_neurons.report.cli",
     "hedonic_neurons.experiments.reranker",
 ]
