@@ -89,8 +89,24 @@ def stage(name: str, n: int, d: int, N: int, dtype: str) -> dict:
         res["pair_samples_per_s"] = n * (n - 1) / 2 * N / res["seconds"]
         res["baseline_gflops"] = float("nan")
         res["check"] = float(np.abs(r.phi).max())
+    elif name == "agree":
+        from hedonic_neurons.valuations import agreement
+
+        # Hessian vs exact PAS on the same synthetic layer (ablations ~10% of |h|, as for a LoRA delta)
+        C = (rng.standard_normal((d, n), dtype=f32) / np.sqrt(n)).astype(f32)
+        H = rng.standard_normal((N, d), dtype=f32)
+        coef = (rng.standard_normal((N, n), dtype=f32) * np.sqrt(n) * 0.1).astype(f32)
+        tail = _tail(rng, d)
+        t = time.perf_counter()
+        ex = exact_pas(H, coef, C, tail, dtype=dtype, progress=False).phi
+        hs = hessian_pas(H, coef, C, tail, dtype=dtype, progress=False)
+        res["seconds"] = time.perf_counter() - t
+        res["gflop"] = float("nan")
+        res["baseline_gflops"] = float("nan")
+        res.update({f"agree_{k}": v for k, v in agreement(hs, ex).items()})
+        res["check"] = float(np.abs(ex).max())
     else:
-        raise ValueError(f"unknown stage {name!r}: use oca, hessian or exact")
+        raise ValueError(f"unknown stage {name!r}: use oca, hessian, exact or agree")
     res["gflops"] = res["gflop"] / res["seconds"]
     res["peak_gb"] = _peak_gb()
     return res
@@ -106,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exact-N", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--stages", default="oca,hessian,exact,exact64")
+    ap.add_argument("--stages", default="oca,hessian,exact,exact64,agree")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
@@ -121,11 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                TQDM_DISABLE="1")
     rows = []
+    load0 = os.getloadavg()[0]
     for st in args.stages.split(","):
-        if st in ("exact", "exact64"):
+        if st in ("exact", "exact64", "agree"):
             shape = ["--n", str(args.exact_n), "--d", str(args.exact_d), "--N", str(args.exact_N)]
-            dt = "float64" if st == "exact64" else args.dtype
-            name = "exact"
+            dt = "float64" if st in ("exact64", "agree") else args.dtype
+            name = "agree" if st == "agree" else "exact"
         else:
             shape = ["--n", str(args.n), "--d", str(args.d), "--N", str(args.N)]
             dt, name = args.dtype, st
@@ -139,20 +156,31 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"  done {st}: {row['seconds']:.1f} s", file=sys.stderr, flush=True)
 
-    targets = {"oca": 60.0, "hessian": 180.0, "exact": 60.0}
+    targets = {"oca": 60.0, "hessian": 180.0, "exact": 60.0, "agree": float("nan")}
+    print(f"\n{os.cpu_count()} CPUs, {args.threads} torch threads per stage; 1-min load average "
+          f"{load0:.1f} at start, {os.getloadavg()[0]:.1f} at end (other processes share the cores)")
     print("\n| stage | n | d | N | dtype | seconds | target s | GFLOP/s | matmul GFLOP/s | ratio | peak GB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = r["gflops"] / r["baseline_gflops"]
+
+        def f(x, fmt):
+            return "-" if x != x else format(x, fmt)
+
         print(f"| {r['stage']} | {r['n']} | {r['d']} | {r['N']} | {r['dtype']} | {r['seconds']:.1f} | "
-              f"{targets[r['stage']]:.0f} | {r['gflops']:.0f} | {r['baseline_gflops']:.0f} | {ratio:.2f} | "
-              f"{r['peak_gb']:.2f} |")
+              f"{f(targets[r['stage']], '.0f')} | {f(r['gflops'], '.0f')} | {f(r['baseline_gflops'], '.0f')} | "
+              f"{f(ratio, '.2f')} | {r['peak_gb']:.2f} |")
     for r in rows:
         if r["stage"] == "exact":
             # exact PAS is O(N n^2) elementwise: extrapolate to the big shape
             scale = (args.n / r["n"]) ** 2 * (args.N / r["N"])
             print(f"exact PAS {r['dtype']}: {r['pair_samples_per_s'] / 1e6:.0f} M pair-samples/s; "
                   f"at n={args.n}, N={args.N} that extrapolates to ~{r['seconds'] * scale / 60:.0f} min")
+    for r in rows:
+        if r["stage"] == "agree":
+            print(f"Hessian vs exact PAS (synthetic, n={r['n']}, N={r['N']}, {r['agree_n_pairs']} pairs): "
+                  f"Pearson {r['agree_pearson']:.3f}, Spearman {r['agree_spearman']:.3f}, "
+                  f"top-{r['agree_top_k']} overlap {r['agree_topk_overlap']:.2f}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)
