@@ -226,12 +226,13 @@ def derive_outputs(run_dir: str | Path, *, track: bool | str = "auto") -> list[s
                 fit = fits.get(key)
                 size_rows.append({"method": method, "layer": key.removeprefix("layer "),
                                   "n_coalitions": len(sizes), "largest": max(sizes) if sizes else 0,
+                                  "n_singletons": sum(1 for s in sizes if s == 1),
                                   "n_size_2": sum(1 for s in sizes if s == 2),
                                   "zipf_exponent": round(fit["exponent"], 3) if fit else "",
                                   "zipf_r2": round(fit["r2"], 3) if fit else ""})
         if size_rows:
             rd.save_table("coalition_sizes", size_rows,
-                          title="Coalition sizes: Zipf fit size ~ A rank^-s (least squares on log-log)")
+                          title="Coalition sizes: Zipf fit size ~ A rank^-s (least squares on log-log, |C| >= 2)")
         if stab_rows:
             cols = list(dict.fromkeys(k for r in stab_rows for k in r))
             rd.save_table("stability_certificates", stab_rows, cols,

@@ -34,15 +34,16 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def zipf_fit(sizes) -> dict[str, float]:
+def zipf_fit(sizes, min_size: int = 1) -> dict[str, float]:
     """Zipf law size(rank) ~ A * rank^(-s): least squares on log size vs log rank (sizes sorted down).
 
-    Returns ``exponent`` s, ``A``, ``r2`` of the log-log fit and ``n`` coalitions. Needs >= 2 sizes.
+    Only coalitions with |C| >= ``min_size`` enter the fit (they hold the top ranks, so ranks are
+    unchanged). Returns ``exponent`` s, ``A``, ``r2`` of the log-log fit and ``n`` coalitions fitted.
     """
     s = np.sort(np.asarray(sizes, dtype=np.float64).ravel())[::-1]
-    s = s[s > 0]
+    s = s[s >= max(min_size, 1e-300)]
     if s.size < 2:
-        raise ValueError(f"a Zipf fit needs at least 2 coalition sizes; got {s.size}")
+        raise ValueError(f"a Zipf fit needs at least 2 coalition sizes >= {min_size}; got {s.size}")
     x, y = np.log(np.arange(1, s.size + 1)), np.log(s)
     slope, intercept = np.polyfit(x, y, 1)
     resid = y - (slope * x + intercept)
@@ -52,10 +53,11 @@ def zipf_fit(sizes) -> dict[str, float]:
 
 
 def size_distribution_png(sizes_by_key: Mapping[str, Sequence[int]], path: str | Path,
-                          title: str = "Coalition sizes") -> dict[str, dict[str, float]]:
+                          title: str = "Coalition sizes", min_size: int = 2) -> dict[str, dict[str, float]]:
     """Rank-size plot on log-log axes with each series' Zipf fit (left) and the size histogram (right).
 
-    Returns {key: zipf_fit(...)} for every series with at least 2 coalitions.
+    The fit uses coalitions of at least ``min_size`` players (default 2: singletons are the players the
+    solver left alone, not coalitions). Returns {key: zipf_fit(...)} for every series it could fit.
     """
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -67,8 +69,8 @@ def size_distribution_png(sizes_by_key: Mapping[str, Sequence[int]], path: str |
         color = cmap(j / max(1, len(keys) - 1))
         rank = np.arange(1, s.size + 1)
         label = str(key)
-        if s.size >= 2:
-            fit = zipf_fit(s)
+        if np.sum(s >= min_size) >= 2:
+            fit = zipf_fit(s, min_size)
             fits[str(key)] = fit
             label += f" (s={fit['exponent']:.2f}, R²={fit['r2']:.2f})"
             ax1.plot(rank, fit["A"] * rank ** (-fit["exponent"]), "--", color=color, lw=1)
@@ -79,7 +81,8 @@ def size_distribution_png(sizes_by_key: Mapping[str, Sequence[int]], path: str |
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.2)
-    ax1.set(xlabel="rank", ylabel="coalition size |C|", title="rank-size with Zipf fit size ~ rank^-s")
+    ax1.set(xlabel="rank", ylabel="coalition size |C|",
+            title=f"rank-size, Zipf fit size ~ rank^-s on |C| >= {min_size}")
     ax2.set(xlabel="coalition size |C|", ylabel="number of coalitions", title="size histogram")
     ax1.legend(fontsize=7)
     fig.suptitle(title)
