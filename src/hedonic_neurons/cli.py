@@ -14,6 +14,7 @@ _COMMAND_MODULES = [
     "hedonic_neurons.experiments.mnist",
     "hedonic_neurons.report.cli",
     "hedonic_neurons.experiments.reranker",
+    "hedonic_neurons.models.cli",
 ]
 
 

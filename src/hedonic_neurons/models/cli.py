@@ -1,0 +1,78 @@
+"""`hedonic-neurons valuations`: OCA / exact PAS / Hessian PAS of one layer of a (LoRA) model, to files."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _read_texts(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"texts file {p} does not exist: give a UTF-8 file with one input per line")
+    texts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(texts) < 2:
+        raise ValueError(f"{p} holds {len(texts)} non-empty line(s): valuations need at least 2 inputs")
+    return texts
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from hedonic_neurons.models.valuate import METHODS, compute_valuations
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}: use a comma list of {', '.join(METHODS)}")
+    if args.texts:
+        texts = _read_texts(args.texts)
+        source = args.texts
+    else:
+        from hedonic_neurons.ir.embedded import query_passage_pairs
+
+        texts = query_passage_pairs(args.n, split=args.split, seed=args.seed).texts()[: args.n]
+        source = f"embedded query-passage pairs ({args.split}, seed {args.seed})"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but torch sees no CUDA device: use --device cpu")
+    v = compute_valuations(args.model, texts, args.layer, methods=methods, ablation=args.ablation,
+                           batch_size=args.batch_size, max_length=args.max_length, device=args.device,
+                           pas_dtype=np.dtype(args.pas_dtype))
+    v.meta.update(model=str(args.model), inputs=source)
+    out = v.save(args.out)
+    log.info("wrote %s", out)
+    print(f"layer {v.layer}: n = {v.n_players} players, N = {v.n_samples} inputs, ablation {v.ablation}")
+    for k, s in v.timings.items():
+        print(f"  {k:12s} {s:8.1f} s")
+    if v.agreement:
+        a = v.agreement
+        print(f"  Hessian vs exact PAS: Pearson {a['pearson']:.3f}, Spearman {a['spearman']:.3f}, "
+              f"top-{a['top_k']} overlap {a['topk_overlap']:.3f}")
+    print(f"-> {out / 'valuations.safetensors'}, {out / 'valuations.json'}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add the `valuations` sub-command."""
+    p = subparsers.add_parser(
+        "valuations", help="pairwise valuations (OCA, exact/Hessian PAS) of one layer's MLP channels",
+        description="Valuations of one layer of a model: 'smollm2', 'minilm', a local model or PEFT adapter "
+                    "directory, or a cached hub id. Writes valuations.safetensors + valuations.json.")
+    p.add_argument("model", help="smollm2 | minilm | PATH (model or PEFT adapter dir) | cached hub id")
+    p.add_argument("--layer", type=int, required=True, help="0-based layer index")
+    p.add_argument("--texts", help="file with one input text per line (default: embedded query-passage pairs)")
+    p.add_argument("--n", type=int, default=512, help="number of embedded pairs when --texts is not given")
+    p.add_argument("--split", default="train", choices=["train", "ood"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", default="oca,pas,hessian")
+    p.add_argument("--ablation", default="auto", choices=["auto", "lora", "zero", "mean"])
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--pas-dtype", default="float64", choices=["float64", "float32"])
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--out", default="valuations", help="output directory")
+    p.set_defaults(func=run)
