@@ -57,6 +57,13 @@ def test_identity_players_and_standard_errors():
     assert res.logit_mean == pytest.approx(l0.mean(), abs=1e-12)
 
 
+def test_single_sample_gives_nan_se():
+    H, coef, C, tail, _, _ = _case("rms", "vec", N=1)
+    res = exact_pas(H, coef, C, tail, progress=False)
+    off = ~np.eye(6, dtype=bool)
+    assert np.isnan(res.se[off]).all() and np.isfinite(res.phi).all()
+
+
 def test_float32_close_to_float64():
     H, coef, C, tail, targets, _ = _case("rms", "vec", seed=5, N=20, d=16, n=12)
     r64 = exact_pas(H, coef, C, tail, progress=False)
@@ -72,6 +79,10 @@ def test_exact_pas_errors():
         exact_pas(H, coef, C[:, :3], tail, targets)
     with pytest.raises(ValueError, match="together"):
         exact_pas(H, coef, C, tail, targets, C_base=C)
+    bad = coef.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="coef holds NaN"):
+        exact_pas(H, bad, C, tail, targets)
     with pytest.raises(ValueError, match="float16|supported"):
         exact_pas(H, coef, C, tail, targets, dtype=np.float16)
 

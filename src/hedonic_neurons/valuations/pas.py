@@ -122,6 +122,9 @@ def _prepare(H, coef, C, tail: NormTail, targets, C_base, coef_base, dtype: torc
         u = u - u.mean(1, keepdim=True)
     coef_t = _to_torch(coef, dtype)
     cb_t = None if coef_base is None else _to_torch(coef_base, dtype)
+    for name, x in (("H", Ht), ("coef", coef_t), ("C", Ct), ("C_base", Cb), ("coef_base", cb_t)):
+        if x is not None and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} holds NaN or inf: cache activations in float32 or better (DESIGN trap 2)")
 
     A = (Ht * u[t_idx]).sum(1)
     s0sq = Ht.pow(2).sum(1) / d + tail.eps
@@ -343,7 +346,7 @@ def hessian_pas(
     beta = prep.beta
     v = prep.alpha * (-w1)[:, None]
     v.add_(beta * (1.5 * w3)[:, None])
-    del prep.alpha
+    prep.alpha = None  # free (N, n) before the n x n work
     out = torch.empty((n, n), dtype=tdt)
     torch.matmul(v.T, beta, out=out)  # M; the Hessian term is M + M^T
     del v
