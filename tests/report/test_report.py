@@ -144,3 +144,18 @@ def test_parse_ci_and_markdown():
                             "[l](http://x) <script>")
     assert "<h2>T</h2>" in html and "<em>it</em>" in html and "<code>x&lt;y</code>" in html
     assert "<ol><li>a</li><li>b</li></ol>" in html and "&lt;raw&gt;" in html and "&lt;script&gt;" in html
+
+
+def test_phi_heatmaps_for_mnist_style_keys(tmp_path):
+    from hedonic_neurons.report.html import derive_outputs
+
+    rd = RunDir(tmp_path / "run")
+    rng = np.random.default_rng(0)
+    phi = rng.normal(size=(20, 20))
+    np.fill_diagonal(phi, 0)
+    for m in ("hedonic_oca", "hedonic_pas", "random"):
+        rd.save_partition("h2", m, rng.integers(0, 5, 20))
+    rd.save_matrices("h2", {"oca": phi, "oca_se": np.abs(phi), "phi_pas": phi, "pas_psi": phi[0]})
+    assert derive_outputs(rd.root) == []
+    assert sorted(p.name for p in (rd.root / "figures").glob("phi_*")) == [
+        "phi_h2_hedonic_oca.png", "phi_h2_hedonic_pas.png"]

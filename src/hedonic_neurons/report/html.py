@@ -177,7 +177,8 @@ def derive_outputs(run_dir: str | Path, *, track: bool | str = "auto") -> list[s
     From partitions/: ``figures/coalition_sizes_<method>.png`` (rank-size on log-log axes with Zipf
     fits), ``tables/coalition_sizes`` (exponents), ``tables/stability_certificates`` and
     ``figures/stability_certificates.png``. From matrices/: ``figures/phi_<layer>_<method>.png`` where a
-    ``phi_<v>`` array matches a method named ``<v>``, ``hedonic_<v>`` or ``<something>_<v>``. From
+    square array named ``phi_<v>`` or ``<v>`` matches a method named ``<v>``, ``hedonic_<v>`` or
+    ``<something>_<v>``. From
     tables/ whose name holds "synergy": ``figures/<name>_bars.png``. ``track``: True runs
     ``track_run``; "auto" only when tracking/ has no transitions yet.
     """
@@ -251,9 +252,11 @@ def derive_outputs(run_dir: str | Path, *, track: bool | str = "auto") -> list[s
                 from safetensors import safe_open
 
                 with safe_open(str(mpath), framework="numpy") as fh:
-                    keys = [k for k in fh.keys() if k.startswith("phi_") and not k.endswith("_se")]
-                    for key in keys:
-                        v = key[len("phi_"):]
+                    for key in fh.keys():
+                        shape = fh.get_slice(key).get_shape()
+                        if len(shape) != 2 or shape[0] != shape[1] or key.startswith("track_"):
+                            continue
+                        v = key.removeprefix("phi_")
                         for method in parts[layer]:
                             if method == v or method == f"hedonic_{v}" or method.endswith(f"_{v}"):
                                 fig = rd.figure_path(f"phi_{layer}_{method}")
