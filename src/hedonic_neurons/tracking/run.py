@@ -149,8 +149,12 @@ def track_run(
     all_methods = sorted({m for by in parts.values() for m in by})
     methods = list(methods) if methods is not None else all_methods
     unknown = [m for m in methods if m not in all_methods]
-    if unknown:
+    if unknown and len(unknown) == len(methods):
         raise ValueError(f"no partitions on disk for method(s) {unknown}; known: {all_methods}")
+    if unknown:  # a partial run (some methods not partitioned yet): track the others
+        log.warning("tracking: no partitions on disk for %s; tracking %s", unknown,
+                    [m for m in methods if m not in unknown])
+        methods = [m for m in methods if m not in unknown]
     mats_cache: dict[str, dict[str, np.ndarray] | None] = {}
 
     def mats(layer: str):
