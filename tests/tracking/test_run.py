@@ -61,3 +61,23 @@ def test_track_run_skips_and_errors(tmp_path):
     assert track_run(rd.root) == {}          # no tracking inputs saved: nothing to do, no error
     with pytest.raises(ValueError, match="no partitions on disk"):
         track_run(rd.root, methods=["other"])
+
+
+def test_layer_chains_stay_within_a_network():
+    from hedonic_neurons.tracking.run import layer_chains
+
+    assert layer_chains(["seed0_h2", "seed0_h3", "seed1_h2", "seed1_h3", "shuffled0_h3"]) == [
+        ("seed0_h2", "seed0_h3"), ("seed1_h2", "seed1_h3")]
+    assert layer_chains(["7", "10", "8", "9"]) == [("7", "8"), ("8", "9"), ("9", "10")]
+
+
+def test_write_tracking_one_view_per_network(tmp_path):
+    from hedonic_neurons.tracking.run import write_tracking
+
+    rng = np.random.default_rng(1)
+    labels = {f"seed{s}_h{h}": rng.integers(0, 3, 9) for s in (0, 1) for h in (2, 3, 4)}
+    mass = {(f"seed{s}_h{h}", f"seed{s}_h{h + 1}"): rng.random((3, 3)) for s in (0, 1) for h in (2, 3)}
+    write_tracking(tmp_path, "hedonic_pas", labels, mass)
+    views = sorted(p.stem for p in (tmp_path / "views").glob("*_all.html"))
+    assert views == ["sankey_hedonic_pas_seed0_all", "sankey_hedonic_pas_seed1_all"]
+    assert (tmp_path / "figures" / "sankey_hedonic_pas_seed1_all.png").exists()

@@ -29,7 +29,7 @@ from hedonic_neurons.experiments.rundir import RunDir
 from hedonic_neurons.tracking.events import layer_sort_key, track_layers, transition_table
 from hedonic_neurons.tracking.mass import coalition_write, mlp_interaction_mass, residual_interaction_mass
 
-__all__ = ["track_run", "write_tracking", "transition_mass"]
+__all__ = ["track_run", "write_tracking", "transition_mass", "layer_chains"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,30 @@ TRANSITION_COLUMNS = ["method", "transition", "from_layer", "to_layer", "source"
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
+
+
+def _group_of(name: Any) -> str:
+    """The network part of a layer name: "seed0" for "seed0_h2", "" for "7" or "h2"."""
+    import re
+
+    m = re.match(r"^(.*?)_?([A-Za-z]*\d+)$", str(name))
+    return m.group(1) if m else str(name)
+
+
+def layer_chains(layers: Sequence[str]) -> list[tuple[str, str]]:
+    """Consecutive (layer, next layer) pairs, within each group of layer names.
+
+    A name ``<group>_<layer>`` (``seed0_h2``, ``random_init1_h3``: one network per group, as the MNIST
+    run names them) only pairs with names of the same group; plain names (``7``, ``h2``) form one group.
+    """
+    groups: dict[str, list[str]] = {}
+    for name in layers:
+        groups.setdefault(_group_of(name), []).append(str(name))
+    pairs = []
+    for members in groups.values():
+        members = sorted(members, key=layer_sort_key)
+        pairs.extend(zip(members[:-1], members[1:], strict=True))
+    return pairs
 
 
 def transition_mass(method: str, mats: Mapping[str, np.ndarray], mats_next: Mapping[str, np.ndarray],
@@ -123,15 +147,19 @@ def write_tracking(
                     if max_nodes_transition and n_max > max_nodes_transition else "")
             save_view(sankey_figure(data, f"{method}: coalition flow {a} → {b}{note}"),
                       rd.view_path(f"sankey_{_safe(method)}_{_safe(a)}_to_{_safe(b)}"))
-        if len(keys) > 1:
-            data = sankey_data(labels_by_layer, mass_by_transition, rows, lo,
-                               max_nodes_per_layer=max_nodes_all)
-            note = f" (largest {max_nodes_all} coalitions per layer)" if max_nodes_all else ""
-            save_view(sankey_figure(data, f"{method}: coalition flow across layers{note}"),
-                      rd.view_path(f"sankey_{_safe(method)}_all"))
-        # static version for papers: all layers, or the single transition
-        data = sankey_data(labels_by_layer, mass_by_transition, rows, lo, max_nodes_per_layer=max_nodes_all)
-        sankey_png(data, rd.figure_path(f"sankey_{_safe(method)}_all"), f"{method}: coalition flow")
+        # one across-layers view (and its static PNG for papers) per chain of layers (per network)
+        by_group: dict[str, dict[tuple, np.ndarray]] = {}
+        for a, b in keys:
+            by_group.setdefault(_group_of(a), {})[(a, b)] = mass_by_transition[(a, b)]
+        for group, masses in by_group.items():
+            stem = f"sankey_{_safe(method)}" + (f"_{_safe(group)}" if len(by_group) > 1 and group else "")
+            name = f"{method} {group}".strip()
+            data = sankey_data(labels_by_layer, masses, rows, lo, max_nodes_per_layer=max_nodes_all)
+            if len(masses) > 1:
+                note = f" (largest {max_nodes_all} coalitions per layer)" if max_nodes_all else ""
+                save_view(sankey_figure(data, f"{name}: coalition flow across layers{note}"),
+                          rd.view_path(f"{stem}_all"))
+            sankey_png(data, rd.figure_path(f"{stem}_all"), f"{name}: coalition flow")
     log.info("tracked %s over %d transitions", method, len(mass_by_transition))
     return rows
 
@@ -171,8 +199,7 @@ def track_run(
             continue
         labels = {lay: rd.load_partition(lay, method)["labels"] for lay in mlayers}
         masses: dict[tuple, np.ndarray] = {}
-        for a, b in tqdm(list(zip(mlayers[:-1], mlayers[1:], strict=True)), desc=f"tracking {method}",
-                         leave=False):
+        for a, b in tqdm(layer_chains(mlayers), desc=f"tracking {method}", leave=False):
             ma, mb = mats(a), mats(b)
             if ma is None or mb is None or not any(k.startswith("track_") for k in ma):
                 log.info("tracking: no tracking inputs for %s -> %s; skipped", a, b)
