@@ -151,13 +151,25 @@ def parse_ci(value: Any) -> tuple[float, float] | None:
         return None
 
 
+def _paper_column(metric: str, columns: Sequence[str]) -> str | None:
+    """The ``paper_*`` column holding the paper's value of ``metric`` ("paper_Pair" for "Pair",
+    "paper_dAcc" for "dAcc_pp"), if the table has one."""
+    if f"paper_{metric}" in columns:
+        return f"paper_{metric}"
+    for c in columns:
+        if c.startswith("paper_") and metric.startswith(c[len("paper_"):] + "_"):
+            return c
+    return None
+
+
 def synergy_bars_png(rows: Sequence[Mapping[str, Any]], path: str | Path, *, method_col: str = "method",
                      metrics: Sequence[str] | None = None, group_col: str | None = None,
-                     title: str = "Coalition synergy (mean ± 95 % CI)") -> Path:
+                     title: str = "Coalition synergy (mean ± 95 % CI)", per_row: int = 4) -> Path:
     """Bar charts, one panel per metric, bars per method (grouped by ``group_col`` if given), with CIs.
 
     Metric cells are either 'mean ± half' strings or numbers with a companion ``<metric>_ci`` column.
-    ``metrics`` defaults to every column (other than method/group and *_ci) whose cells all parse.
+    ``metrics`` defaults to every column (other than method/group, *_ci, *_sd*, paper_*) whose cells all
+    parse. A ``paper_<metric>`` column, when present, is drawn as black markers over the bars.
     """
     rows = list(rows)
     if not rows:
@@ -165,40 +177,63 @@ def synergy_bars_png(rows: Sequence[Mapping[str, Any]], path: str | Path, *, met
     if method_col not in rows[0]:
         raise ValueError(f"the table has no column {method_col!r}; pass method_col= the method column "
                          f"(columns: {list(rows[0])})")
+    columns = list(rows[0])
     if metrics is None:
         skip = {method_col, group_col}
-        metrics = [c for c in rows[0] if c not in skip and not c.endswith("_ci")
+        metrics = [c for c in columns if c not in skip and not c.endswith("_ci") and "_sd" not in c
+                   and not c.startswith("paper_")
                    and all(parse_ci(r.get(c)) is not None and str(r.get(c)).strip() != "" for r in rows)]
     if not metrics:
         raise ValueError("no numeric or 'mean ± ci' metric column found; pass metrics=[...]")
     methods = list(dict.fromkeys(str(r[method_col]) for r in rows))
     groups = list(dict.fromkeys(str(r[group_col]) for r in rows)) if group_col else [""]
+    n_cols = min(per_row, len(metrics))
+    n_rows = math.ceil(len(metrics) / n_cols)
     plt = _plt()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.5, 1.2 + 0.5 * len(methods) * len(groups))
-                                                       * len(metrics), 4), squeeze=False)
+    panel_w = max(3.6, 1.2 + 0.45 * len(methods) * len(groups))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_w * n_cols, 3.6 * n_rows), squeeze=False)
     cmap = plt.get_cmap("tab10")
     width = 0.8 / len(methods)
-    for ax, metric in zip(axes[0], metrics, strict=True):
+    paper_drawn = False
+    for j, metric in enumerate(metrics):
+        ax = axes[j // n_cols][j % n_cols]
+        paper_col = _paper_column(metric, columns)
         for k, method in enumerate(methods):
-            means, halves = [], []
+            means, halves, paper = [], [], []
             for g in groups:
                 match = [r for r in rows if str(r[method_col]) == method
                          and (not group_col or str(r[group_col]) == g)]
                 parsed = parse_ci(match[0][metric]) if match else None
                 m, h = parsed if parsed else (np.nan, 0.0)
                 if match and f"{metric}_ci" in match[0]:
-                    h = parse_ci(match[0][f"{metric}_ci"])[0] if parse_ci(match[0][f"{metric}_ci"]) else h
+                    ci = parse_ci(match[0][f"{metric}_ci"])
+                    h = ci[0] if ci else h
+                pv = parse_ci(match[0].get(paper_col, "")) if match and paper_col else None
                 means.append(m)
                 halves.append(h)
+                paper.append(pv[0] if pv else np.nan)
             x = np.arange(len(groups)) + (k - (len(methods) - 1) / 2) * width
             ax.bar(x, means, width, yerr=halves, capsize=3, color=cmap(k % 10), label=method)
+            if paper_col and np.any(np.isfinite(paper)):
+                ax.plot(x, paper, "kx", ms=7, mew=1.5, label="paper" if not paper_drawn else None)
+                paper_drawn = True
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(np.arange(len(groups)), groups if group_col else [""] * len(groups))
-        ax.set_title(metric)
+        ax.set_title(metric + (f"  (x: {paper_col})" if paper_col else ""), fontsize=10)
         if group_col:
             ax.set_xlabel(group_col)
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(title)
+    for j in range(len(metrics), n_rows * n_cols):
+        axes[j // n_cols][j % n_cols].axis("off")
+    handles, labels = [], []
+    for ax in axes.ravel():
+        for hd, lb in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lb not in labels:
+                handles.append(hd)
+                labels.append(lb)
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
     return _save(fig, path)
 
 

@@ -18,6 +18,7 @@ Outputs: ``tracking/transitions.csv|md`` (one row per source coalition and metho
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -199,7 +200,9 @@ def track_run(
             continue
         labels = {lay: rd.load_partition(lay, method)["labels"] for lay in mlayers}
         masses: dict[tuple, np.ndarray] = {}
-        for a, b in tqdm(layer_chains(mlayers), desc=f"tracking {method}", leave=False):
+        # read the env here: tqdm's own TQDM_DISABLE handling is fixed when tqdm is first imported
+        for a, b in tqdm(layer_chains(mlayers), desc=f"tracking {method}", leave=False,
+                         disable=bool(os.environ.get("TQDM_DISABLE"))):
             ma, mb = mats(a), mats(b)
             if ma is None or mb is None or not any(k.startswith("track_") for k in ma):
                 log.info("tracking: no tracking inputs for %s -> %s; skipped", a, b)
