@@ -51,8 +51,9 @@ def oca(acts_or_stats: np.ndarray | RunningStats, W: np.ndarray | None, *, dtype
         block: int = 2048) -> np.ndarray:
     """OCA valuation (n, n), zero diagonal, from activations (N, n) or a `RunningStats`, and W (d, n).
 
-    Computed in row blocks so that the only n x n array held is the result. ``dtype`` defaults to the
-    activations' precision, at least float32 (DESIGN trap 2); RunningStats input gives float64.
+    Computed in upper-triangle tiles (phi is symmetric) so that the only n x n array held is the result.
+    ``dtype`` defaults to the activations' precision, at least float32 (DESIGN trap 2); RunningStats
+    input gives float64.
     """
     if isinstance(acts_or_stats, RunningStats):
         n = acts_or_stats.n
@@ -85,18 +86,20 @@ def oca(acts_or_stats: np.ndarray | RunningStats, W: np.ndarray | None, *, dtype
     else:
         Z = _standardised(a, tdt)
 
+    # phi is symmetric: compute upper-triangle tiles only (half the products) and mirror them
     phi = torch.empty((n, n), dtype=tdt)
-    for i0 in range(0, n, block):
+    starts = list(range(0, n, max(1, int(block))))
+    for k, i0 in enumerate(starts):
         I = slice(i0, min(i0 + block, n))
-        out = phi[I]
-        if Z is None:
-            out.copy_(corr_full[I])
-        else:
-            torch.matmul(Z[:, I].T, Z, out=out)
-        if W is not None:
-            cos = Wn[:, I].T @ Wn
-            out.mul_(cos.abs_().neg_().add_(1.0))
-        out.clamp_(-1.0, 1.0)
+        for j0 in starts[k:]:
+            J = slice(j0, min(j0 + block, n))
+            tile = corr_full[I, J].clone() if Z is None else Z[:, I].T @ Z[:, J]
+            if W is not None:
+                tile.mul_((Wn[:, I].T @ Wn[:, J]).abs_().neg_().add_(1.0))
+            tile.clamp_(-1.0, 1.0)
+            phi[I, J] = tile
+            if i0 != j0:
+                phi[J, I] = tile.T
     phi.fill_diagonal_(0.0)
     return phi.numpy()
 
