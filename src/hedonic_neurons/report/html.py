@@ -98,12 +98,22 @@ def _md_title(csv_path: Path) -> str:
     return ""
 
 
+def _cell(value: Any) -> str:
+    """A table cell: long floats shortened to 4 significant digits (the CSV keeps full precision)."""
+    s = str(value)
+    if len(s) > 7 and re.fullmatch(r"[-+]?\d*\.\d+(e[-+]?\d+)?|[-+]?\d+e[-+]?\d+", s, flags=re.I):
+        s = f"{float(s):.4g}"
+    elif isinstance(value, float):
+        s = f"{value:.4g}"
+    return _esc(s)
+
+
 def _html_table(rows: list[dict[str, str]], max_rows: int = MAX_TABLE_ROWS) -> str:
     if not rows:
         return '<p class="missing">this table is empty</p>'
     cols = list(rows[0].keys())
     head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(r.get(c, ''))}</td>" for c in cols) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c, ''))}</td>" for c in cols) + "</tr>"
                    for r in rows[:max_rows])
     cut = (f'<p class="note">showing the first {max_rows} of {len(rows)} rows; the CSV holds them all.</p>'
            if len(rows) > max_rows else "")
