@@ -90,3 +90,15 @@ def tiny_config(root, **kw):
                 n_largest=2, n_random=1, data_dir=str(root), max_length=40, report=False, track=False)
     base.update(kw)
     return RerankerConfig(**base)
+
+
+@pytest.fixture
+def make_model():
+    """tiny_model(arch, seed=0) -> (model, tokenizer) (a fixture: tests import nothing from conftest)."""
+    return tiny_model
+
+
+@pytest.fixture
+def make_config():
+    """tiny_config(root, **overrides) -> RerankerConfig for the tiny pool."""
+    return tiny_config

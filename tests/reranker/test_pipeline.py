@@ -4,15 +4,17 @@ import json
 
 import numpy as np
 import pytest
-from conftest import tiny_config, tiny_model
 
 from hedonic_neurons.experiments.reranker import METHODS, run_reranker
 
 
-@pytest.mark.parametrize("arch,task", [("llama", "cqtr"), ("mistral", "relevance"), ("gpt_neox", "mtfl")])
-def test_whole_pipeline(pool, tmp_path, arch, task):
-    cfg = tiny_config(pool, model=arch, task=task, track=(arch == "llama"))
-    rd = run_reranker(cfg, tmp_path / "run", quiet=True, model_loader=lambda: tiny_model(arch))
+@pytest.mark.parametrize("arch,task", [("llama", "cqtr"), ("mistral", "relevance"), ("gpt_neox", "mtfl"),
+                                       ("bert", "cqtr")])
+def test_whole_pipeline(pool, tmp_path, arch, task, make_model, make_config):
+    # BERT's tail (post-LN + pooler + classifier) has no closed form: force the Hessian + exact-pairs path.
+    extra = {"direct_pas_limit": 0, "agreement_pairs": 50} if arch == "bert" else {}
+    cfg = make_config(pool, model=arch, task=task, track=(arch == "llama"), **extra)
+    rd = run_reranker(cfg, tmp_path / "run", quiet=True, model_loader=lambda: make_model(arch))
     root = rd.root
     assert (root / "adapter" / "adapter_model.safetensors").is_file()
     ft = json.loads((root / "finetune.json").read_text())
@@ -21,6 +23,7 @@ def test_whole_pipeline(pool, tmp_path, arch, task):
         mats = rd.load_matrices(str(layer))
         assert mats["phi_pas"].shape == (24, 24) and mats["phi_oca"].shape == (24, 24)
         assert np.abs(mats["phi_pas"]).max() > 0  # the tail has its norm: PAS is not identically zero
+        assert ("pas_se" in mats) == (arch != "bert")
         for seed in range(2):
             ev = json.loads((root / "eval" / f"{layer}_s{seed}.json").read_text())
             assert set(ev["per_method"]) == set(METHODS)
@@ -39,9 +42,14 @@ def test_whole_pipeline(pool, tmp_path, arch, task):
     assert {"data", "finetune", "valuations:1", "evaluate:2:1", "tables"} <= set(timings)
     if arch == "llama":
         assert (root / "tables" / "tracking_events.csv").is_file()
+    if arch == "bert":
+        stage = json.loads((root / "stages" / "valuations:1.done").read_text())
+        assert stage["pas"].startswith("hessian") and stage["agreement_pairs"] == 50
+        ev = json.loads((root / "eval" / "1_s0.json").read_text())
+        assert ev["per_method"]["hedonic_pas"]["synergy_on"].startswith("evaluated subset")
 
 
-def test_fine_tuning_beats_untuned_on_ood(pool, tmp_path):
+def test_fine_tuning_beats_untuned_on_ood(pool, tmp_path, make_model):
     from hedonic_neurons.experiments.finetune import FinetuneConfig, build_task_data, finetune
     from hedonic_neurons.ir.embedded import passage_texts, query_passage_pairs
     from hedonic_neurons.ir.features import IRFeatures
@@ -49,7 +57,7 @@ def test_fine_tuning_beats_untuned_on_ood(pool, tmp_path):
     feat = IRFeatures().fit(passage_texts(pool))
     train, norm = build_task_data("cqtr", query_passage_pairs(140, "train", data_dir=pool), feat)
     ood, _ = build_task_data("cqtr", query_passage_pairs(60, "ood", data_dir=pool), feat, norm=norm)
-    model, tok = tiny_model("llama")
+    model, tok = make_model("llama")
     cfg = FinetuneConfig(task="cqtr", layers=(0, 1, 2), epochs=4, max_length=40, lr=2e-3)
     pm, rep = finetune(model, tok, train, ood, cfg, out_dir=tmp_path / "adapter", progress=False)
     assert rep["ood_after"]["mse"] < rep["ood_before"]["mse"]

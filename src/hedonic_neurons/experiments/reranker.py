@@ -143,6 +143,8 @@ class RerankerConfig:
     n_random: int = 5  # ... plus this many drawn at random from the other coalitions of size >= 2
     coalition_batch: int = 8  # coalition ablations per forward pass
     eval_batch: int = 10  # OOD pairs per forward pass in the ablation runs
+    direct_pas_limit: int = 20_000_000  # pair x sample count up to which a non-norm tail gets exact PAS
+    agreement_pairs: int = 2_000  # random pairs for the Hessian-vs-exact check (non-norm tails)
     data_dir: str | None = None
     track: bool = True
     report: bool = True
@@ -357,6 +359,7 @@ class RerankerExperiment:
         self._loader = model_loader
         self._base = None
         self._pm = None
+        self._caches: dict[int, Any] = {}
 
     # model --------------------------------------------------------------------------------------
     def _load_base(self):
@@ -458,32 +461,60 @@ class RerankerExperiment:
         from hedonic_neurons.models import get_adapter
         from hedonic_neurons.models.extract import layer_cache, text_batches
         from hedonic_neurons.models.lora import merged_weight
-        from hedonic_neurons.models.valuate import valuations_from_cache
+        from hedonic_neurons.models.valuate import exact_pas_pairs, exact_singles, valuations_from_cache
         from hedonic_neurons.valuations.oca import oca_se
+        from hedonic_neurons.valuations.pas import hessian_pas
+        from hedonic_neurons.valuations.tail import NormTail
 
         c = self.cfg
         data = load_data(self.rd)
         pm, tok = self.model()
         prog = not self.quiet and not os.environ.get("TQDM_DISABLE")
-        cache = layer_cache(pm, text_batches(tok, data["probe"].texts, batch_size=16, max_length=c.max_length),
-                            layer, device=c.device, progress=prog)
-        v = valuations_from_cache(cache, ("oca", "pas"), progress=prog)
-        if v.phi_pas is None:
-            raise RuntimeError(f"exact PAS could not be computed for layer {layer} (see the log); lower --n-probe")
+        cache = self._probe_cache(layer)
+        n, N = cache.n_players, cache.n_samples
+        info: dict[str, Any] = {}
+        if isinstance(cache.tail, NormTail) or n * (n - 1) // 2 * N <= c.direct_pas_limit:
+            v = valuations_from_cache(cache, ("oca", "pas"), progress=prog)
+            phi_pas, pas_se, psi, psi_se = v.phi_pas, v.pas_se, v.psi, v.psi_se
+            info["pas"] = "exact"
+        else:
+            # A tail that is not norm + linear head (BERT: post-LN + pooler + classifier) has no closed form
+            # and direct exact PAS on all n^2/2 pairs costs hours on CPU: the partition uses the Hessian
+            # PAS, its agreement with exact PAS is measured on random pairs, and Pair / Ratio are computed
+            # from exact pair ablations (stage evaluate).
+            v = valuations_from_cache(cache, ("oca",), progress=prog)
+            kw = cache.math_kwargs()
+            t = time.perf_counter()
+            phi_pas = hessian_pas(kw["H"], kw["coef"], kw["C"], cache.tail.logit_torch, None,
+                                  C_base=kw.get("C_base"), coef_base=kw.get("coef_base"), progress=prog)
+            pas_se = None
+            psi, psi_se = exact_singles(cache)
+            rng = np.random.default_rng(0)
+            m = min(c.agreement_pairs, n * (n - 1) // 2)
+            i = rng.integers(0, n, size=m)
+            j = (i + rng.integers(1, n, size=m)) % n
+            (pi, pj), vals, _ = exact_pas_pairs(cache, (np.minimum(i, j), np.maximum(i, j)), progress=False)
+            hv = phi_pas[pi, pj]
+            corr = float(np.corrcoef(vals, hv)[0, 1]) if vals.std() > 0 and hv.std() > 0 else float("nan")
+            info.update(pas="hessian (exact agreement on random pairs)", agreement_pairs=int(m),
+                        agreement_pearson=corr, hessian_seconds=round(time.perf_counter() - t, 2))
+            log.info("layer %s: Hessian PAS vs exact on %d random pairs: Pearson %.4f", layer, m, corr)
         ood = layer_cache(pm, text_batches(tok, data["ood"].texts, batch_size=16, max_length=c.max_length), layer,
                           device=c.device, progress=prog)
         ad = get_adapter(pm)
         mods = ad.mlp_modules(layer)
         mats = {"phi_oca": v.phi_oca, "oca_se": np.asarray(oca_se(cache.W_down, cache.n_samples)),
-                "phi_pas": v.phi_pas, "pas_se": v.pas_se, "psi": v.psi,
+                "phi_pas": phi_pas, "psi": psi,
                 "track_W_down": cache.W_down, "track_acts": cache.acts,
                 "track_W_up": merged_weight(mods["up"]).cpu().numpy()}
-        if v.psi_se is not None:
-            mats["psi_se"] = v.psi_se
+        if pas_se is not None:
+            mats["pas_se"] = pas_se
+        if psi_se is not None:
+            mats["psi_se"] = psi_se
         if "gate" in mods:
             mats["track_W_gate"] = merged_weight(mods["gate"]).cpu().numpy()
         self.rd.save_matrices(str(layer), mats, metadata={"task": c.task, "n_samples": cache.n_samples,
-                                                          "ablation": cache.ablation})
+                                                          "ablation": cache.ablation, "pas": info["pas"]})
         from safetensors.numpy import save_file
 
         path = self.rd.root / "activations" / f"{layer}.safetensors"
@@ -491,7 +522,20 @@ class RerankerExperiment:
         save_file({"acts_probe": np.ascontiguousarray(cache.acts), "acts_ood": np.ascontiguousarray(ood.acts)},
                   str(path.with_suffix(".tmp")))
         path.with_suffix(".tmp").replace(path)
-        return {"n_players": cache.n_players, "timings": v.timings}
+        return {"n_players": cache.n_players, "timings": v.timings, **info}
+
+    def _probe_cache(self, layer: int):
+        """The layer cache (H, coef, C, tail, acts) of the probe pairs, kept in memory for the run."""
+        from hedonic_neurons.models.extract import layer_cache, text_batches
+
+        if layer not in self._caches:
+            pm, tok = self.model()
+            data = load_data(self.rd)
+            prog = not self.quiet and not os.environ.get("TQDM_DISABLE")
+            self._caches = {layer: layer_cache(pm, text_batches(tok, data["probe"].texts, batch_size=16,
+                                                                max_length=self.cfg.max_length),
+                                               layer, device=self.cfg.device, progress=prog)}
+        return self._caches[layer]
 
     def stage_partitions(self, layer: int, seed: int) -> dict:
         from hedonic_neurons.baselines import matched_baselines
@@ -502,10 +546,10 @@ class RerankerExperiment:
         acts = self._acts(layer)["acts_probe"]
         out = {}
         labels = {}
-        for method, phi, se in (("hedonic_pas", mats["phi_pas"], mats["pas_se"]),
+        for method, phi, se in (("hedonic_pas", mats["phi_pas"], mats.get("pas_se")),
                                 ("hedonic_oca", mats["phi_oca"], mats["oca_se"])):
             hp = HedonicPartition(m=c.solver_m, omega=c.solver_omega, random_state=seed)
-            hp.fit(np.asarray(phi, dtype=np.float64), np.asarray(se, dtype=np.float64))
+            hp.fit(np.asarray(phi, dtype=np.float64), None if se is None else np.asarray(se, dtype=np.float64))
             labels[method] = hp.labels_
             self.rd.save_partition(str(layer), _mname(method, seed), hp.labels_, stability=hp.stability_,
                                    params=hp.params_, extra={"seed": seed, "threshold": float(hp.threshold_)})
@@ -540,6 +584,18 @@ class RerankerExperiment:
                                     coalition_batch=c.coalition_batch, max_length=c.max_length, device=c.device,
                                     progress=not self.quiet)
         M0 = task_metric(c.task, base, ood)["M"]
+        exact = "pas_se" in mats  # the valuations stage saved exact PAS for all pairs
+        if exact:
+            psi_pair = mats["phi_pas"]
+        else:  # Hessian PAS partitioned; Pair / Ratio from exact pair ablations on the evaluated subset
+            from hedonic_neurons.models.valuate import exact_pas_pairs
+
+            need = sorted({(int(a), int(b)) for _, coal in flat for a in coal for b in coal if a < b})
+            psi_pair = np.zeros((n, n))
+            if need:
+                pi, pj = (np.array(x, dtype=np.int64) for x in zip(*need, strict=True))
+                (pi, pj), vals, _ = exact_pas_pairs(self._probe_cache(layer), (pi, pj), progress=False)
+                psi_pair[pi, pj] = psi_pair[pj, pi] = vals
         drops = [M0 - task_metric(c.task, abl[r], ood)["M"] for r in range(len(flat))]
         rows = []
         per_method = {}
@@ -550,8 +606,9 @@ class RerankerExperiment:
             sizes = np.array([(lab == i).sum() for i in ids])
             big = sizes >= 2
             align = alignment_r2(a_ood[:, big], ood.features) if big.any() else np.zeros(0)
-            pairs = [pair_synergy(mats["phi_pas"], np.flatnonzero(lab == i)) for i in ids[big]]
-            ratios = [ratio_synergy(mats["phi_pas"], mats["psi"], np.flatnonzero(lab == i)) for i in ids[big]]
+            syn = [np.flatnonzero(lab == i) for i in ids[big]] if exact else subsets[m]
+            pairs = [pair_synergy(psi_pair, members) for members in syn]
+            ratios = [ratio_synergy(psi_pair, mats["psi"], members) for members in syn]
             pred = predictivity_r2(a_probe, data["probe"].y_std, a_ood, ood.y_std)
             d = [drops[r] for r, (mm, _) in enumerate(flat) if mm == m]
             per_method[m] = {
@@ -561,6 +618,7 @@ class RerankerExperiment:
                 "pair": float(np.nanmean(pairs)) if pairs else float("nan"),
                 "ratio": float(np.nanmean(ratios)) if ratios else float("nan"),
                 "n_coalitions": int(ids.size), "n_coalitions_ge2": int(big.sum()),
+                "synergy_on": "all coalitions >= 2 (exact PAS)" if exact else "evaluated subset (exact pairs)",
             }
             for coal, dr in zip(subsets[m], d, strict=True):
                 rows.append({"layer": layer, "seed": seed, "method": m, "size": int(coal.size), "ood_drop": dr,
@@ -573,8 +631,10 @@ class RerankerExperiment:
     def subset_rule(self) -> str:
         c = self.cfg
         return (f"OOD drop on the {c.n_largest} largest coalitions plus {c.n_random} drawn at random (seeded) from "
-                f"the other coalitions of size >= 2, per method, layer and seed; alignment, Pair and Ratio on every "
-                f"coalition of size >= 2; predictivity on the whole partition")
+                f"the other coalitions of size >= 2, per method, layer and seed; alignment on every coalition of size "
+                f">= 2; Pair and Ratio on every coalition of size >= 2 when exact PAS covers all pairs (norm + "
+                f"linear tails), else on the evaluated subset from exact pair ablations; predictivity on the whole "
+                f"partition")
 
     def stage_tables(self) -> dict:
         from hedonic_neurons.metrics.stats import fmt_ci, mean_ci95

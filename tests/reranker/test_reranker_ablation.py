@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
 
 from hedonic_neurons.experiments.finetune import peft_model
 from hedonic_neurons.experiments.reranker import ablation_scores, coalition_subset
@@ -49,8 +48,8 @@ def _reference(pm, tok, layer, coal):
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt_neox", "bert"])
-def test_ablation_matches_weight_editing(arch):
-    model, tok = tiny_model(arch)
+def test_ablation_matches_weight_editing(arch, make_model):
+    model, tok = make_model(arch)
     pm = peft_model(model, [1, 2])
     _randomise_lora(pm)
     pm.eval()
