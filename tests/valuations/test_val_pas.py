@@ -131,3 +131,11 @@ def test_hessian_autograd_with_numpy_consuming_callable():
 
     got = hessian_pas(H, coef, C, module_tail, targets, batch_size=4, **base)
     np.testing.assert_allclose(got, hessian_pas(H, coef, C, tail, targets, progress=False, **base), atol=1e-10)
+
+
+def test_tile_workers_do_not_change_the_result():
+    H, coef, C, tail, targets, base = _case("layer", "mat", seed=9, N=13, d=9, n=11)
+    one = exact_pas(H, coef, C, tail, targets, block=3, n_jobs=1, progress=False, **base)
+    two = exact_pas(H, coef, C, tail, targets, block=3, n_jobs=2, progress=False, **base)
+    np.testing.assert_array_equal(one.phi, two.phi)
+    np.testing.assert_array_equal(one.se, two.se)

@@ -44,3 +44,20 @@ def test_tail_bad_input_messages():
         NormTail("rms", head_w=np.ones(3), bias=np.ones(3))
     with pytest.raises(ValueError, match=r"\(N, 3\)"):
         NormTail("layer", head_w=np.ones(3)).logit(np.ones((4, 5)))
+
+
+def test_rms_tail_from_transformers_llama_norm():
+    """kind and eps are read from a real LlamaRMSNorm (variance_epsilon), and the logits agree."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    torch.manual_seed(2)
+    d = 16
+    norm = LlamaRMSNorm(d, eps=1e-6).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+    head = torch.nn.Linear(d, 2, bias=False).double()
+    tail = NormTail.from_modules(norm, head, row=1)
+    assert tail.kind == "rms" and tail.eps == 1e-6 and tail.head_w.shape == (d,)
+    H = torch.randn(4, d, dtype=torch.float64)
+    # LlamaRMSNorm normalises in float32 internally, hence the float32-level tolerance
+    np.testing.assert_allclose(tail.logit(H.numpy()), head(norm(H))[:, 1].detach().numpy(), rtol=1e-5, atol=1e-5)
