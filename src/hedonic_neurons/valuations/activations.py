@@ -97,6 +97,11 @@ class RunningStats:
         self._need(2)
         return corr_from_comoment(self._m2)
 
+    @property
+    def comoment(self) -> np.ndarray:
+        """The co-moment matrix sum_x (a - mean)(a - mean)^T (n, n), not a copy: do not modify."""
+        return self._m2
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """Arrays for safetensors (count as a 1-element int64 array)."""
         return {"count": np.array([self._count], dtype=np.int64), "mean": self._mean, "m2": self._m2}
@@ -112,15 +117,20 @@ class RunningStats:
         return rs
 
 
-def corr_from_comoment(m2: np.ndarray, rel_tol: float = 1e-12) -> np.ndarray:
-    """Pearson correlation from a co-moment (or covariance) matrix; zero-variance rows/columns give 0."""
+def inv_sd_from_comoment(m2: np.ndarray, rel_tol: float = 1e-12) -> np.ndarray:
+    """1/sqrt(diag(m2)) with 0 for zero-variance (constant) players, which are counted in a warning."""
     v = np.diag(m2).astype(np.float64)
     scale = max(float(v.max(initial=0.0)), np.finfo(np.float64).tiny)
     const = v <= rel_tol * scale
     if const.any():
         log.warning("%d of %d players never vary over the samples: their correlations are set to 0",
                     int(const.sum()), v.size)
-    inv = np.where(const, 0.0, 1.0 / np.sqrt(np.where(const, 1.0, v)))
+    return np.where(const, 0.0, 1.0 / np.sqrt(np.where(const, 1.0, v)))
+
+
+def corr_from_comoment(m2: np.ndarray, rel_tol: float = 1e-12) -> np.ndarray:
+    """Pearson correlation from a co-moment (or covariance) matrix; zero-variance rows/columns give 0."""
+    inv = inv_sd_from_comoment(m2, rel_tol)
     out = m2 * inv[:, None] * inv[None, :]
     np.clip(out, -1.0, 1.0, out=out)
     return out

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hedonic_neurons.valuations.activations import RunningStats, corr_from_comoment
+from hedonic_neurons.valuations.activations import RunningStats, corr_from_comoment, inv_sd_from_comoment
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,11 @@ def oca(acts_or_stats: np.ndarray | RunningStats, W: np.ndarray | None, *, dtype
         Wn = _unit_columns(torch.from_numpy(np.ascontiguousarray(W)).to(tdt))
 
     if isinstance(acts_or_stats, RunningStats):
-        corr_full = torch.from_numpy(acts_or_stats.corr).to(tdt)
+        if acts_or_stats.count < 2:
+            raise ValueError(f"RunningStats has {acts_or_stats.count} samples: a correlation needs at least 2")
+        # correlation tiles straight from the co-moment matrix: no second n x n float64 copy
+        m2 = torch.from_numpy(acts_or_stats.comoment)
+        inv = torch.from_numpy(inv_sd_from_comoment(acts_or_stats.comoment))
         Z = None
     else:
         Z = _standardised(a, tdt)
@@ -93,7 +97,10 @@ def oca(acts_or_stats: np.ndarray | RunningStats, W: np.ndarray | None, *, dtype
         I = slice(i0, min(i0 + block, n))
         for j0 in starts[k:]:
             J = slice(j0, min(j0 + block, n))
-            tile = corr_full[I, J].clone() if Z is None else Z[:, I].T @ Z[:, J]
+            if Z is None:
+                tile = (m2[I, J] * inv[I, None] * inv[None, J]).to(tdt)
+            else:
+                tile = Z[:, I].T @ Z[:, J]
             if W is not None:
                 tile.mul_((Wn[:, I].T @ Wn[:, J]).abs_().neg_().add_(1.0))
             tile.clamp_(-1.0, 1.0)
