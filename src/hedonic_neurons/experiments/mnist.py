@@ -73,7 +73,7 @@ class MnistConfig:
     delta: float = 0.1
     # metrics
     top_k: int = 128
-    loss_delta_images: int = 512  # held-out images used for the per-neuron loss deltas (I.3)
+    loss_delta_images: int = 256  # held-out images used for the per-neuron loss deltas (I.3)
     oca_weight: str = "next"  # "next": the weights that read the residual next; "identity": Pearson only
     controls: bool = True
     control_layer: str = "h3"
@@ -549,8 +549,24 @@ def _n_test(rd: RunDir, variants) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
-def run_mnist(cfg: MnistConfig, out: str | Path) -> RunDir:
-    """Run (or resume) the whole experiment into `out`; returns the RunDir."""
+def _threads(threads: int | None) -> int:
+    """Torch threads: as asked, else the core count, or 1 when the cores are already busy.
+
+    On an oversubscribed machine torch's intra-op thread barriers make 2 threads several times slower
+    than 1 (measured here: one training epoch 8x slower), so the automatic choice backs off.
+    """
+    cores = os.cpu_count() or 1
+    if threads:
+        return max(1, int(threads))
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return 1 if load >= cores - 0.5 else cores
+
+
+def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> RunDir:
+    """Run (or resume) the whole experiment into `out`; returns the RunDir. `threads`: torch threads."""
     import torch
     from tqdm.auto import tqdm
 
@@ -565,31 +581,35 @@ def run_mnist(cfg: MnistConfig, out: str | Path) -> RunDir:
             raise ValueError(f"{out} holds a run with a different configuration: pass a new --out, or delete "
                              f"{out} to start over")
     rd.save_config(cfg)
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
-    data = load_data(cfg)
-    stroke = stroke_scores(data.images_test)
-    variants = _variants(cfg)
-    jobs = [(v, s, seed, layer) for v, s, seed in variants for layer in _layers_of(cfg, s)]
-    rows: list[dict] = []
-    models: dict[str, object] = {}
-    bar = tqdm(jobs, desc="mnist", disable=not _progress())
-    for variant, setting, seed, layer in bar:
-        bar.set_postfix_str(f"{variant} {layer}")
-        if variant not in models:
-            models[variant] = stage_model(rd, cfg, data, variant, setting, seed)
-        model = models[variant]
-        key = f"{variant}_{layer}"
-        mats = stage_valuations(rd, cfg, model, data, key, layer)
-        methods = METHODS if setting == "trained" else ("hedonic_pas", "ward", "random", "kmeans", "hedonic_oca")
-        parts = stage_partitions(rd, cfg, model, data, mats, key, layer, seed, methods)
-        rows += stage_metrics(rd, cfg, model, data, mats, parts, key, layer, variant, setting, seed, stroke)
-    write_json(rd.root / "coalitions.json", rows)
-    _write_coalitions_csv(rd.root / "coalitions.csv", rows)
-    means = write_tables(rd, cfg, rows)
-    write_stability_table(rd)
-    write_accuracy_table(rd, variants)
-    digit_grids(rd, cfg, data, rows, f"seed{cfg.seeds[0]}")
-    write_summary(rd, cfg, means, rows, variants, time.time() - t_start)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(_threads(threads))
+    try:
+        data = load_data(cfg)
+        stroke = stroke_scores(data.images_test)
+        variants = _variants(cfg)
+        jobs = [(v, s, seed, layer) for v, s, seed in variants for layer in _layers_of(cfg, s)]
+        rows: list[dict] = []
+        models: dict[str, object] = {}
+        bar = tqdm(jobs, desc="mnist", disable=not _progress())
+        for variant, setting, seed, layer in bar:
+            bar.set_postfix_str(f"{variant} {layer}")
+            if variant not in models:
+                models[variant] = stage_model(rd, cfg, data, variant, setting, seed)
+            model = models[variant]
+            key = f"{variant}_{layer}"
+            mats = stage_valuations(rd, cfg, model, data, key, layer)
+            methods = METHODS if setting == "trained" else ("hedonic_pas", "ward", "random", "kmeans", "hedonic_oca")
+            parts = stage_partitions(rd, cfg, model, data, mats, key, layer, seed, methods)
+            rows += stage_metrics(rd, cfg, model, data, mats, parts, key, layer, variant, setting, seed, stroke)
+        write_json(rd.root / "coalitions.json", rows)
+        _write_coalitions_csv(rd.root / "coalitions.csv", rows)
+        means = write_tables(rd, cfg, rows)
+        write_stability_table(rd)
+        write_accuracy_table(rd, variants)
+        digit_grids(rd, cfg, data, rows, f"seed{cfg.seeds[0]}")
+        write_summary(rd, cfg, means, rows, variants, time.time() - t_start)
+    finally:
+        torch.set_num_threads(prev_threads)
     return rd
 
 
@@ -624,7 +644,7 @@ def run(args: argparse.Namespace) -> int:
                       n_train=args.n_train, n_test=args.n_test, epochs=args.epochs, m=args.m, omega=args.omega,
                       controls=not args.no_controls)
     t0 = time.time()
-    rd = run_mnist(cfg, args.out)
+    rd = run_mnist(cfg, args.out, threads=args.threads)
     try:
         from hedonic_neurons.report import build_report
     except ImportError:
@@ -653,6 +673,8 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--m", type=int, default=80_000, help="solver reservoir size (paper: 8e4 for MNIST)")
     p.add_argument("--omega", type=int, default=8_000, help="solver samples per round (paper: 8e3 for MNIST)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the core count, or 1 "
+                   "when the machine is already busy)")
     p.add_argument("--no-controls", action="store_true", help="skip the random-init and label-shuffled controls")
     p.add_argument("--quiet", dest="mnist_quiet", action="store_true", help="no progress bars or log lines")
     p.set_defaults(func=run)
