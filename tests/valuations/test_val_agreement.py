@@ -36,3 +36,16 @@ def test_sampled_pairs_track_the_truth():
     assert abs(unrelated["pearson"]) < 0.05 and unrelated["topk_overlap"] < 0.1
     with pytest.raises(ValueError, match="same shape"):
         agreement(A, B[:10, :10])
+
+
+def test_explicit_pairs():
+    rng = np.random.default_rng(4)
+    A = _sym(rng, 50)
+    B = np.zeros_like(A)
+    i, j = np.triu_indices(50, 1)
+    keep = rng.choice(i.size, 300, replace=False)
+    B[i[keep], j[keep]] = A[i[keep], j[keep]]  # only a subset of B is known
+    r = agreement(A, B, pairs=(i[keep], j[keep]), top_k=30)
+    assert r["pearson"] == pytest.approx(1) and r["n_pairs"] == 300 and r["topk_overlap"] == 1
+    with pytest.raises(ValueError, match="off-diagonal"):
+        agreement(A, B, pairs=(np.array([1, 2]), np.array([1, 3])))

@@ -7,10 +7,12 @@ from scipy import stats
 
 
 def agreement(phi_a: np.ndarray, phi_b: np.ndarray, n_pairs: int = 200_000, top_k: int = 1000,
-              random_state: int | None = 0) -> dict[str, float]:
+              random_state: int | None = 0, pairs: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> dict[str, float]:
     """Pearson, Spearman and top-k overlap of two (n, n) valuations over unordered off-diagonal pairs.
 
-    Uses every pair i < j when there are at most ``n_pairs``, else a uniform sample of that many (seeded).
+    Uses every pair i < j when there are at most ``n_pairs``, else a uniform sample of that many (seeded);
+    ``pairs=(i, j)`` fixes the pairs instead (e.g. the subset where an expensive exact value is known).
     ``topk_overlap`` = |top-k pairs by phi_a  &  top-k pairs by phi_b| / k, the top by value (most
     synergistic), within the pairs used; k is capped at the number of pairs.
     """
@@ -21,7 +23,13 @@ def agreement(phi_a: np.ndarray, phi_b: np.ndarray, n_pairs: int = 200_000, top_
     total = n * (n - 1) // 2
     if total < 2:
         raise ValueError(f"n={n} players give {total} pairs: agreement needs at least 2")
-    if total <= n_pairs:
+    if pairs is not None:
+        i, j = (np.asarray(p, dtype=np.int64) for p in pairs)
+        if i.shape != j.shape or i.ndim != 1 or i.size < 2:
+            raise ValueError("pairs must be two index arrays of the same length (at least 2 pairs)")
+        if i.min() < 0 or j.min() < 0 or max(i.max(), j.max()) >= n or np.any(i == j):
+            raise ValueError(f"pairs must index off-diagonal entries of the {n} x {n} matrices")
+    elif total <= n_pairs:
         i, j = np.triu_indices(n, 1)
     else:
         rng = np.random.default_rng(random_state)
