@@ -1,8 +1,10 @@
-"""Tiny random transformers sequence classifiers (built in code, float64) wrapped with PEFT LoRA."""
+"""Fixtures for the models tests; helpers live in models_tiny.py / models_brute.py (importable: this
+folder is put on sys.path, as pytest runs in importlib mode)."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -10,65 +12,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests run offline (the Makefile sets these too)
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-ARCHS = ("llama", "mistral", "gpt_neox", "gpt_neox_seq", "bert")
-
-
-def _config(arch: str):
-    common = dict(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_labels=1,
-                  pad_token_id=0, initializer_range=0.2)
-    if arch == "llama":
-        from transformers import LlamaConfig, LlamaForSequenceClassification
-
-        return LlamaForSequenceClassification, LlamaConfig(intermediate_size=48, num_key_value_heads=2, **common)
-    if arch == "mistral":
-        from transformers import MistralConfig, MistralForSequenceClassification
-
-        return MistralForSequenceClassification, MistralConfig(intermediate_size=40, num_key_value_heads=2,
-                                                                **common)
-    if arch in ("gpt_neox", "gpt_neox_seq"):
-        from transformers import GPTNeoXConfig, GPTNeoXForSequenceClassification
-
-        return GPTNeoXForSequenceClassification, GPTNeoXConfig(
-            intermediate_size=56, use_parallel_residual=(arch == "gpt_neox"), **common)
-    if arch == "bert":
-        from transformers import BertConfig, BertForSequenceClassification
-
-        return BertForSequenceClassification, BertConfig(intermediate_size=44, **common)
-    raise KeyError(arch)
-
-
-def tiny_model(arch: str, seed: int = 0, lora: bool = True, b_std: float = 0.3, lora_layers=(0, 1, 2)):
-    """A float64 tiny classifier; with `lora`, PEFT LoRA (rank 4) on its MLP modules with NON-ZERO lora_B."""
-    from peft import get_peft_model
-
-    from hedonic_neurons.models import lora_config
-
-    cls, cfg = _config(arch)
-    torch.manual_seed(seed)
-    model = cls(cfg).double().eval()
-    if not lora:
-        return model
-    model = get_peft_model(model, lora_config(model, lora_layers, r=4, alpha=8.0, train_head=False))
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * b_std)
-    return model.double().eval()
-
-
-def token_batches(n: int = 8, T: int = 7, batch_size: int = 4, seed: int = 0):
-    """Right-padded random token batches (some rows shorter) with attention masks."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, 64, (n, T), generator=g)
-    mask = torch.ones_like(ids)
-    lengths = torch.randint(3, T + 1, (n,), generator=g)
-    for r in range(n):
-        ids[r, lengths[r]:] = 0
-        mask[r, lengths[r]:] = 0
-    return [{"input_ids": ids[s:s + batch_size], "attention_mask": mask[s:s + batch_size]}
-            for s in range(0, n, batch_size)]
+sys.path.insert(0, os.path.dirname(__file__))
 
 
 @pytest.fixture

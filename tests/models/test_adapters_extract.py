@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from brute import parts
-from conftest import tiny_model, token_batches
+from models_brute import parts
+from models_tiny import tiny_model, token_batches
 
 from hedonic_neurons.models import (
     DecoderAdapter,

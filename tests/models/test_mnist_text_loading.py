@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model, token_batches
+from models_tiny import tiny_model, token_batches
 
 from hedonic_neurons.models import compute_valuations, get_adapter, layer_cache, load_model, text_batches
 from hedonic_neurons.models.gated_mlp import GatedMLPClassifier

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from brute import local_logits, model_logits, parts
-from conftest import ARCHS, tiny_model, token_batches
+from models_brute import local_logits, model_logits, parts
+from models_tiny import ARCHS, tiny_model, token_batches
 
 from hedonic_neurons.models import compute_valuations, layer_cache, valuations_from_cache
 from hedonic_neurons.valuations.pas import exact_pas

@@ -170,15 +170,15 @@ def valuations_from_cache(
     methods: Sequence[str] = METHODS,
     *,
     pas_dtype: Any = np.float64,
-    max_direct_pairs: int = 2_000_000,
-    agreement_pairs: int = 20_000,
+    max_direct_cost: float = 2e10,
+    agreement_pairs: int = 2_000,
     progress: bool = True,
 ) -> Valuations:
     """OCA, exact PAS (with se and psi) and Hessian PAS of a cached layer, plus Hessian-vs-exact agreement.
 
-    For a tail that is not norm + linear head, exact PAS over all pairs is evaluated directly when the
-    pair-sample count is at most `max_direct_pairs` x 100; otherwise on a random subset of
-    `agreement_pairs` pairs, reported in `agreement` (phi_pas then stays None: use the Hessian).
+    For a tail that is not norm + linear head, exact PAS over all pairs is evaluated directly when
+    pairs x samples x d^2 (the tail's cost) is at most `max_direct_cost`; otherwise only on a random
+    subset of `agreement_pairs` pairs, reported in `agreement` (phi_pas then stays None: use the Hessian).
     """
     from ..valuations.agreement import agreement
     from ..valuations.oca import oca, oca_null_se
@@ -207,7 +207,7 @@ def valuations_from_cache(
             res = exact_pas(**kw, dtype=pas_dtype, progress=progress)
             v.phi_pas, v.pas_se, v.psi, v.psi_se = res.phi, res.se, res.psi, res.psi_se
             v.meta["logit_mean"] = res.logit_mean
-        elif n * (n - 1) // 2 * cache.n_samples <= max_direct_pairs * 100:
+        elif n * (n - 1) // 2 * cache.n_samples * cache.H.shape[1] ** 2 <= max_direct_cost:
             (pi, pj), vals, ses = exact_pas_pairs(cache, progress=progress)
             phi = np.zeros((n, n))
             se = np.zeros((n, n))
