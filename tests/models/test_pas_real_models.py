@@ -149,3 +149,15 @@ def test_ablate_channels_in_a_full_forward_pass(arch, f64_norms):
     np.testing.assert_allclose(rows[0], out[0], rtol=1e-10)
     np.testing.assert_allclose(rows[1], local_logits(model, arch, [b], 2, [5]).numpy()[1], rtol=1e-10)
     np.testing.assert_allclose(rows[2:], model_logits(model, [b]).numpy()[2:], rtol=1e-12)
+
+
+def test_non_norm_tail_subset_agreement_uses_exact_pairs(f64_norms):
+    """Above the direct-evaluation budget (BERT at full size), exact PAS is taken on a pair subset only."""
+    model = tiny_model("bert", b_std=0.1)
+    cache = layer_cache(model, token_batches(), 1, dtype=torch.float64, progress=False)
+    full = valuations_from_cache(cache, ("pas", "hessian"), progress=False)
+    sub = valuations_from_cache(cache, ("pas", "hessian"), max_direct_cost=0, agreement_pairs=300, progress=False)
+    assert sub.phi_pas is None and "subset" in sub.agreement and 200 < sub.agreement["n_pairs"] <= 300
+    np.testing.assert_allclose(sub.psi, full.psi, rtol=1e-10)
+    np.testing.assert_allclose(sub.phi_hessian, full.phi_hessian, rtol=1e-10)
+    assert sub.agreement["pearson"] > 0.9
