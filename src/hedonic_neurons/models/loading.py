@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,8 @@ def _from_pretrained(src: str, *, num_labels: int, seed: int, **kw) -> tuple[Any
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialised head" report is expected here
+    if os.environ.get("TQDM_DISABLE"):  # the CLI's --quiet: no GGUF / weight-loading bars either
+        hf_logging.disable_progress_bar()
     try:
         # A forked RNG: a newly initialised head is the same on every load; global state is untouched.
         with torch.random.fork_rng():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -185,6 +186,7 @@ def valuations_from_cache(
     from ..valuations.pas import exact_pas, hessian_pas
     from ..valuations.tail import NormTail
 
+    progress = progress and not os.environ.get("TQDM_DISABLE")  # the CLI's --quiet
     methods = tuple(methods)
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
@@ -302,6 +304,7 @@ def compute_valuations(
     (then the tokenizer comes with it). `inputs`: texts, an (N, d_in) array (with `targets` for a
     classifier read at the true class), or an iterable of ready batches (dicts of model inputs).
     """
+    progress = progress and not os.environ.get("TQDM_DISABLE")  # the CLI's --quiet
     if isinstance(model, (str, Path)):
         from .loading import load_model
 
