@@ -29,7 +29,8 @@ def _table(path):
 
 def test_cli_end_to_end(tmp_path, digits_npz, capsys):
     out = tmp_path / "run"
-    argv = ["mnist", "--seeds", "2", "--layers", "h3,h4", "--out", str(out), "--data", str(digits_npz),
+    argv = ["mnist", "--seeds", "2", "--layers", "h4", "--control-layer", "h4", "--loss-delta-images", "64",
+            "--out", str(out), "--data", str(digits_npz),
             "--n-train", "600", "--n-test", "200", "--epochs", "2", "--m", "2000", "--omega", "200", "--quiet"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -46,24 +47,24 @@ def test_cli_end_to_end(tmp_path, digits_npz, capsys):
             if col not in ("method", "setting"):
                 assert len(set(vals)) > 1 or len(rows) == 1, f"{name}.{col} is constant"
     assert len(_table(out / "tables" / "table9_controls.csv")) == 4
-    assert len(list((out / "figures").glob("grid_h3_hedonic_pas_*.png"))) >= 1
+    assert len(list((out / "figures").glob("grid_h4_hedonic_pas_*.png"))) >= 1
     summary = (out / "summary.md").read_text()
     assert "Hedonic-PAS" in summary and "held" in summary
     coalitions = json.loads((out / "coalitions.json").read_text())
     methods = {r["method"] for r in coalitions}
     assert methods == {"random", "kmeans", "ward", "hedonic_oca", "hedonic_pas"}
     # every method partitions all 256 neurons of each layer
-    for key in ("seed0_h3", "seed1_h4"):
+    for key in ("seed0_h4", "seed1_h4", "shuffled1_h4"):
         for m in methods:
             p = json.loads((out / "partitions" / key / f"{m}.json").read_text())
             assert sorted(sum(p["coalitions"], [])) == list(range(256))
     assert (out / "models" / "seed0.safetensors").exists()
     # resuming recomputes nothing and reproduces the tables
     before = (out / "tables" / "table7_synergy.csv").read_text()
-    stamp = (out / "metrics" / "seed0_h3.json").stat().st_mtime_ns
+    stamp = (out / "metrics" / "seed0_h4.json").stat().st_mtime_ns
     assert main(argv) == 0
     assert (out / "tables" / "table7_synergy.csv").read_text() == before
-    assert (out / "metrics" / "seed0_h3.json").stat().st_mtime_ns == stamp
+    assert (out / "metrics" / "seed0_h4.json").stat().st_mtime_ns == stamp
 
 
 def test_cli_rejects_bad_input(tmp_path, digits_npz, capsys):

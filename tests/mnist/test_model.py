@@ -52,7 +52,16 @@ def test_random_shift_moves_pixels():
     assert float(y.sum()) == 1.0
 
 
-def test_training_is_deterministic_and_learns():
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a busy shared CPU, 2-thread barriers make training several times slower."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+def test_training_is_deterministic_and_learns(one_thread):
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
     tr, te = np.arange(0, 1400), np.arange(1400, len(y))

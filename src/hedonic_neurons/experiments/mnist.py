@@ -266,7 +266,7 @@ def stage_partitions(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dic
         t0 = time.time()
         hp = _solver(cfg, seed).fit(np.asarray(phi, dtype=np.float64), np.asarray(se, dtype=np.float64))
         params = dict(getattr(hp, "params_", {}) or {})
-        params["threshold"] = float(getattr(hp, "threshold_", float("nan")))
+        params.setdefault("threshold_rule", str(getattr(hp, "threshold_rule_", "")))
         params["seconds"] = time.time() - t0
         rd.save_partition(key, method, hp.labels_, stability=dict(getattr(hp, "stability_", {}) or {}),
                           params=params)
@@ -411,7 +411,8 @@ def write_stability_table(rd: RunDir) -> None:
             sizes = np.bincount(np.unique(p["labels"], return_inverse=True)[1])
             rows.append({"network_layer": key, "method": METHOD_NAMES[method], "n_coalitions": p["n_coalitions"],
                          "mean_size": f"{sizes.mean():.2f}", "singletons": int((sizes == 1).sum()),
-                         "threshold": f"{pa.get('threshold', float('nan')):.3g}",
+                         "threshold_rule": pa.get("threshold_rule", "n/a"),
+                         "largest": int(sizes.max()),
                          "blocking_rate": st.get("rate", "n/a"), "upper_bound": st.get("upper", "n/a"),
                          "n_samples": st.get("n_samples", "n/a"), "seconds": f"{pa.get('seconds', 0):.1f}"})
     if rows:
@@ -455,18 +456,24 @@ def digit_grids(rd: RunDir, cfg: MnistConfig, data: _Data, rows: list[dict], var
     for rank, r in enumerate(cand[: cfg.n_grids]):
         idx = top_k(coalition_activation(H, r["members"]), 64)
         side = int(np.ceil(np.sqrt(len(idx))))
-        fig, axes = plt.subplots(side, side, figsize=(side * 0.95, side * 1.1))
-        for ax in np.ravel(axes):
-            ax.axis("off")
-        for ax, n in zip(np.ravel(axes), idx, strict=False):
-            ax.imshow(data.images_test[n], cmap="gray_r", interpolation="nearest")
-            ax.set_title(str(int(data.y_test[n])), fontsize=8, pad=1)
-        fig.suptitle(f"{variant} {layer} Hedonic-PAS coalition {r['coalition']} (|C|={r['size']}): purity "
-                     f"{r['purity']:.2f}, top digit {r['top_digit']}, stroke {r.get('stroke_template', '')} "
-                     f"{r.get('stroke', float('nan')):.2f}", fontsize=8)
+        # one montage in one axes (8 x 8 digits, 10-pixel label strip above each): 64 sub-axes cost seconds
+        cell_h, cell_w = 38, 30
+        canvas = np.zeros((side * cell_h, side * cell_w))
+        fig, ax = plt.subplots(figsize=(side * 0.8, side * 1.0))
+        for pos, n in enumerate(idx):
+            rr, cc = divmod(pos, side)
+            canvas[rr * cell_h + 10: rr * cell_h + 38, cc * cell_w + 1: cc * cell_w + 29] = data.images_test[n]
+            ax.text(cc * cell_w + 15, rr * cell_h + 5, str(int(data.y_test[n])), ha="center", va="center",
+                    fontsize=8, color="black")
+        ax.imshow(canvas, cmap="gray_r", interpolation="nearest")
+        ax.axis("off")
+        ax.set_title(f"{variant} {layer} Hedonic-PAS coalition {r['coalition']} (|C|={r['size']}): purity "
+                     f"{r['purity']:.2f}, top digit {r['top_digit']},\nbest stroke template "
+                     f"{r.get('stroke_template', '')} ({r.get('stroke', float('nan')):.2f}); top-64 digits, "
+                     "true label above each", fontsize=8)
         fig.tight_layout()
         path = rd.figure_path(f"grid_{layer}_hedonic_pas_{rank + 1}")
-        fig.savefig(path, dpi=90)
+        fig.savefig(path, dpi=100)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -521,6 +528,14 @@ def write_summary(rd: RunDir, cfg: MnistConfig, means: dict, rows: list[dict], v
                   + ("The trained network's coalitions are purer than both controls', as the paper says."
                      if ctrl["trained"] > max(ctrl["random_init"], ctrl["shuffled"]) else
                      "The trained network's coalitions are NOT purer than both controls'.")]
+    for m in ("hedonic_pas", "hedonic_oca"):
+        sizes = [r["size"] for r in rows if r["setting"] == "trained" and r["method"] == m]
+        if sizes:
+            sizes_a = np.asarray(sizes)
+            lines.append(f"- {METHOD_NAMES[m]} coalitions (all trained layers): {sizes_a.size} coalitions, "
+                         f"{int((sizes_a == 1).sum())} single neurons, largest {int(sizes_a.max())}, median "
+                         f"{float(np.median(sizes_a)):.0f} (sampled sizes are 2-{cfg.max_size}; an emitted sink "
+                         "component may be larger). The baselines copy Hedonic-PAS's size histogram.")
     lines += ["", "Notes on reading the numbers:",
               "- Sparsity is ||a_C||_1/||a_C||_2 over all held-out images as the paper writes it; it lies in "
               f"[1, sqrt(N)] = [1, {np.sqrt(_n_test(rd, variants)):.0f}] here, so the paper's values near 1.3-1.9 "
@@ -642,7 +657,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     cfg = MnistConfig(seeds=list(range(args.seeds)), layers=_parse_layers(args.layers), data=args.data,
                       n_train=args.n_train, n_test=args.n_test, epochs=args.epochs, m=args.m, omega=args.omega,
-                      controls=not args.no_controls)
+                      controls=not args.no_controls, control_layer=args.control_layer,
+                      loss_delta_images=args.loss_delta_images)
     t0 = time.time()
     rd = run_mnist(cfg, args.out, threads=args.threads)
     try:
@@ -654,7 +670,11 @@ def run(args: argparse.Namespace) -> int:
         log.warning("hedonic_neurons.report.build_report is not available: no report.html; the tables, figures "
                     "and summary.md are in %s", rd.root)
     else:
-        report = build_report(rd.root)
+        try:
+            report = build_report(rd.root)
+        except Exception as exc:  # the results are on disk; a report failure must not hide them
+            log.error("building report.html failed (%s: %s); the tables, figures and summary.md are in %s",
+                      type(exc).__name__, exc, rd.root)
     print(f"MNIST run finished in {(time.time() - t0) / 60:.1f} min; summary: {rd.root / 'summary.md'}")
     print(f"report: {report if report is not None else rd.root / 'summary.md'}")
     return 0
@@ -675,6 +695,9 @@ def register(subparsers) -> None:
     p.add_argument("--omega", type=int, default=8_000, help="solver samples per round (paper: 8e3 for MNIST)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the core count, or 1 "
                    "when the machine is already busy)")
+    p.add_argument("--control-layer", default="h3", help="layer of the negative controls and digit grids (h3)")
+    p.add_argument("--loss-delta-images", type=int, default=256,
+                   help="held-out images for the per-neuron loss deltas (I.3)")
     p.add_argument("--no-controls", action="store_true", help="skip the random-init and label-shuffled controls")
     p.add_argument("--quiet", dest="mnist_quiet", action="store_true", help="no progress bars or log lines")
     p.set_defaults(func=run)
