@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    torch.manual_seed(0)  # PEFT draws lora_A from the global RNG: fix it so runs are comparable
 
     from peft import get_peft_model
 
