@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status (errors print one line, not a traceback)."""
+    raw = sys.argv[1:] if argv is None else argv
+    if "--quiet" in raw:
+        # tqdm reads TQDM_DISABLE when first imported, so set it before any command module loads
+        import os
+
+        os.environ["TQDM_DISABLE"] = "1"
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
