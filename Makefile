@@ -45,5 +45,9 @@ test: install data browser
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 
-bench: install
+# Benchmarks print figures (speed, memory, recovery); they are never part of `make test`.
+bench: install data
 	$(BIN)/python benchmarks/bench_solver.py
+	$(BIN)/python benchmarks/bench_valuations.py
+	$(BIN)/python benchmarks/bench_smollm2_valuations.py
+	$(BIN)/python benchmarks/bench_tracking.py
