@@ -145,6 +145,7 @@ class RerankerConfig:
     eval_batch: int = 10  # OOD pairs per forward pass in the ablation runs
     direct_pas_limit: int = 20_000_000  # pair x sample count up to which a non-norm tail gets exact PAS
     agreement_pairs: int = 2_000  # random pairs for the Hessian-vs-exact check (non-norm tails)
+    synergy_pairs: int = 300  # non-norm tails: exact pairs per coalition for Pair / Ratio (sampled above)
     data_dir: str | None = None
     track: bool = True
     report: bool = True
@@ -585,17 +586,32 @@ class RerankerExperiment:
                                     progress=not self.quiet)
         M0 = task_metric(c.task, base, ood)["M"]
         exact = "pas_se" in mats  # the valuations stage saved exact PAS for all pairs
-        if exact:
-            psi_pair = mats["phi_pas"]
-        else:  # Hessian PAS partitioned; Pair / Ratio from exact pair ablations on the evaluated subset
+        est: dict[int, float] = {}
+        if not exact:
+            # Hessian PAS partitioned; Pair on the evaluated subset from exact pair ablations: every pair of a
+            # coalition with at most `synergy_pairs` pairs, else that many pairs drawn at random (an unbiased
+            # estimate of the mean over pairs); Ratio = Pair |C|(|C|-1) / sum psi (eq. 8).
             from hedonic_neurons.models.valuate import exact_pas_pairs
 
-            need = sorted({(int(a), int(b)) for _, coal in flat for a in coal for b in coal if a < b})
-            psi_pair = np.zeros((n, n))
-            if need:
-                pi, pj = (np.array(x, dtype=np.int64) for x in zip(*need, strict=True))
+            rng = np.random.default_rng(seed)
+            chosen = []
+            for coal in (coal for _, coal in flat):
+                k = coal.size
+                if k * (k - 1) // 2 <= c.synergy_pairs:
+                    iu, ju = np.triu_indices(k, 1)
+                else:
+                    iu = rng.integers(0, k, size=c.synergy_pairs)
+                    ju = (iu + rng.integers(1, k, size=c.synergy_pairs)) % k
+                a_, b_ = coal[iu], coal[ju]
+                chosen.append((np.minimum(a_, b_), np.maximum(a_, b_)))
+            keys = {(int(x), int(y)) for pa, pb in chosen for x, y in zip(pa, pb, strict=True)}
+            val: dict[tuple[int, int], float] = {}
+            if keys:
+                pi, pj = (np.array(x, dtype=np.int64) for x in zip(*sorted(keys), strict=True))
                 (pi, pj), vals, _ = exact_pas_pairs(self._probe_cache(layer), (pi, pj), progress=False)
-                psi_pair[pi, pj] = psi_pair[pj, pi] = vals
+                val = {(int(x), int(y)): float(v) for x, y, v in zip(pi, pj, vals, strict=True)}
+            for r, (pa, pb) in enumerate(chosen):
+                est[r] = float(np.mean([val[(int(x), int(y))] for x, y in zip(pa, pb, strict=True)]))
         drops = [M0 - task_metric(c.task, abl[r], ood)["M"] for r in range(len(flat))]
         rows = []
         per_method = {}
@@ -606,9 +622,16 @@ class RerankerExperiment:
             sizes = np.array([(lab == i).sum() for i in ids])
             big = sizes >= 2
             align = alignment_r2(a_ood[:, big], ood.features) if big.any() else np.zeros(0)
-            syn = [np.flatnonzero(lab == i) for i in ids[big]] if exact else subsets[m]
-            pairs = [pair_synergy(psi_pair, members) for members in syn]
-            ratios = [ratio_synergy(psi_pair, mats["psi"], members) for members in syn]
+            if exact:
+                syn = [np.flatnonzero(lab == i) for i in ids[big]]
+                pairs = [pair_synergy(mats["phi_pas"], members) for members in syn]
+                ratios = [ratio_synergy(mats["phi_pas"], mats["psi"], members) for members in syn]
+            else:
+                rs = [r for r, (mm, _) in enumerate(flat) if mm == m]
+                pairs = [est[r] for r in rs]
+                den = [float(mats["psi"][flat[r][1]].sum()) for r in rs]
+                ratios = [p * flat[r][1].size * (flat[r][1].size - 1) / d if d != 0 else float("nan")
+                          for p, r, d in zip(pairs, rs, den, strict=True)]
             pred = predictivity_r2(a_probe, data["probe"].y_std, a_ood, ood.y_std)
             d = [drops[r] for r, (mm, _) in enumerate(flat) if mm == m]
             per_method[m] = {
@@ -618,7 +641,8 @@ class RerankerExperiment:
                 "pair": float(np.nanmean(pairs)) if pairs else float("nan"),
                 "ratio": float(np.nanmean(ratios)) if ratios else float("nan"),
                 "n_coalitions": int(ids.size), "n_coalitions_ge2": int(big.sum()),
-                "synergy_on": "all coalitions >= 2 (exact PAS)" if exact else "evaluated subset (exact pairs)",
+                "synergy_on": "all coalitions >= 2 (exact PAS)" if exact else
+                f"evaluated subset (exact pair ablations, <= {c.synergy_pairs} pairs per coalition)",
             }
             for coal, dr in zip(subsets[m], d, strict=True):
                 rows.append({"layer": layer, "seed": seed, "method": m, "size": int(coal.size), "ood_drop": dr,
@@ -633,7 +657,8 @@ class RerankerExperiment:
         return (f"OOD drop on the {c.n_largest} largest coalitions plus {c.n_random} drawn at random (seeded) from "
                 f"the other coalitions of size >= 2, per method, layer and seed; alignment on every coalition of size "
                 f">= 2; Pair and Ratio on every coalition of size >= 2 when exact PAS covers all pairs (norm + "
-                f"linear tails), else on the evaluated subset from exact pair ablations; predictivity on the whole "
+                f"linear tails), else on the evaluated subset from exact pair ablations (at most {c.synergy_pairs} "
+                f"random pairs per coalition); predictivity on the whole "
                 f"partition")
 
     def stage_tables(self) -> dict:
