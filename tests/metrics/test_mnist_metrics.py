@@ -78,3 +78,15 @@ def test_diagonal_template():
         img[i, 27 - i - 1:27 - i + 1] = 1.0  # a "/" stroke
     s = stroke_scores(img[None])[0]
     assert s[list(STROKE_TEMPLATES).index("diagonal")] > s[list(STROKE_TEMPLATES).index("top_bar")]
+
+
+def test_stroke_lift_is_relative_to_the_average_image():
+    imgs = np.stack([_bar(4, 7, 6, 22), _bar(21, 24, 6, 22), _bar(6, 22, 4, 7), _bar(6, 22, 21, 24)])
+    s = stroke_scores(imgs)
+    base = s.mean(0)
+    # the top image is the left stem: its lift is largest for the left-stem template
+    score, name = stroke_alignment(np.array([0.0, 0.0, 9.0, 0.0]), s, k=1, baseline=base)
+    assert name == "left_stem" and score == pytest.approx(s[2, 2] - base[2])
+    # top-K = every image: no lift at all
+    score, _ = stroke_alignment(np.arange(4.0), s, k=4, baseline=base)
+    assert score == pytest.approx(0.0, abs=1e-12)

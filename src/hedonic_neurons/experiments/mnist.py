@@ -299,7 +299,8 @@ def stage_metrics(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, 
     drops = (abl["acc_base"] - abl["acc"]) * 100.0  # percentage points
     i = 0
     for method, coalitions in all_coal:
-        interp = coalition_metrics(H, data.y_test, coalitions, stroke=stroke, k=cfg.top_k)
+        interp = coalition_metrics(H, data.y_test, coalitions, stroke=stroke, k=cfg.top_k,
+                                   stroke_baseline=stroke.mean(0))
         for cid, (members, row) in enumerate(zip(coalitions, interp, strict=True)):
             rows.append({"variant": variant, "setting": setting, "seed": seed, "layer": layer, "method": method,
                          "coalition": cid, "size": int(members.size), "members": members.tolist(),
@@ -322,7 +323,7 @@ def _per_seed(rows: list[dict], metric: str, method: str, layers, setting: str =
     out = []
     for s in sorted({r["seed"] for r in rows if r["setting"] == setting}):
         v = [r[metric] for r in rows if r["setting"] == setting and r["seed"] == s and r["method"] == method
-             and r["layer"] in layers and r[metric] is not None and np.isfinite(r[metric])]
+             and r["layer"] in layers and r.get(metric) is not None and np.isfinite(r[metric])]
         if v:
             out.append(float(np.mean(v)))
     return out
@@ -334,6 +335,9 @@ def _cell(values: list[float], digits: int = 3) -> str:
     if not values:
         return "n/a"
     m, h = mean_ci95(values)
+    if m != 0 and abs(m) < 10.0 ** -(digits - 1):
+        # tiny values (PAS synergies are ~1e-5 here): significant digits, not a row of zeros
+        return f"{m:.3g} ± {h:.2g}" if len(values) > 1 else f"{m:.3g}"
     return f"{m:.{digits}f} ± {h:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
 
 
@@ -357,7 +361,7 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict]) -> dict:
     means: dict[str, dict[str, float]] = {}
     for m in METHODS:
         d = {k: _per_seed(rows, k, m, layers) for k in ("dacc_pp", "pair", "ratio", "size", "purity",
-                                                          "selectivity", "sparsity", "stroke")}
+                                                          "selectivity", "sparsity", "stroke", "stroke_lift")}
         means[m] = {k: _mean(v) for k, v in d.items()}
         p7, p8 = PAPER_T7[m], PAPER_T8[m]
         t7.append({"method": METHOD_NAMES[m], "dAcc_pp": _cell(d["dacc_pp"]),
@@ -368,7 +372,7 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict]) -> dict:
         t8.append({"method": METHOD_NAMES[m], "purity": _cell(d["purity"]), "paper_purity": f"{p8[0]:.2f}",
                    "selectivity": _cell(d["selectivity"]), "paper_selectivity": f"{p8[1]:.2f}",
                    "sparsity": _cell(d["sparsity"], 2), "paper_sparsity": f"{p8[2]:.2f}",
-                   "stroke": _cell(d["stroke"])})
+                   "stroke": _cell(d["stroke"]), "stroke_lift": _cell(d["stroke_lift"])})
     rd.save_table("table7_synergy", t7, title=f"Table 7 (MNIST, layers {span}): accuracy drop (percentage "
                   f"points) when one coalition is ablated, Pair and Ratio synergy, average size; {ci} "
                   "(dAcc_sd_within: sd over all coalitions and seeds); paper columns beside ours")
@@ -378,11 +382,12 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict]) -> dict:
     t9 = []
     cl = cfg.control_layer
     for (setting, m), paper in PAPER_T9.items():
-        d = {k: _per_seed(rows, k, m, [cl], setting) for k in ("stroke", "purity", "ratio")}
+        d = {k: _per_seed(rows, k, m, [cl], setting) for k in ("stroke", "stroke_lift", "purity", "ratio")}
         if not d["purity"]:
             continue
         t9.append({"setting": f"{SETTING_NAMES[setting]}, {cl}", "method": METHOD_NAMES[m],
                    "stroke": _cell(d["stroke"]), "paper_stroke": f"{paper[0]:.2f}",
+                   "stroke_lift": _cell(d["stroke_lift"]),
                    "purity": _cell(d["purity"]), "paper_purity": f"{paper[1]:.2f}",
                    "ratio": _cell(d["ratio"]), "paper_ratio": f"{paper[2]:.2f}"})
     if t9:
@@ -392,7 +397,8 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict]) -> dict:
     for layer in cfg.layers:
         for m in METHODS:
             row = {"layer": layer, "method": METHOD_NAMES[m]}
-            for k in ("dacc_pp", "pair", "ratio", "purity", "selectivity", "sparsity", "stroke", "size"):
+            for k in ("dacc_pp", "pair", "ratio", "purity", "selectivity", "sparsity", "stroke", "stroke_lift",
+                      "size"):
                 row[k] = _cell(_per_seed(rows, k, m, [layer]), 4 if k == "pair" else 3)
             per_layer.append(row)
     rd.save_table("per_layer", per_layer, title=f"Every metric per layer and method (trained networks, {ci})")
@@ -447,7 +453,8 @@ def digit_grids(rd: RunDir, cfg: MnistConfig, data: _Data, rows: list[dict], var
 
     layer = cfg.control_layer if cfg.control_layer in cfg.layers else cfg.layers[len(cfg.layers) // 2]
     cand = [r for r in rows if r["variant"] == variant and r["layer"] == layer and r["method"] == "hedonic_pas"]
-    cand.sort(key=lambda r: (-r["purity"], -r["selectivity"]))
+    # real coalitions (two or more neurons) first, purest first; single neurons only if nothing else is left
+    cand.sort(key=lambda r: (r["size"] < 2, -r["purity"], -r["selectivity"]))
     model_path = rd.root / "models" / f"{variant}.safetensors"
     from hedonic_neurons.models.gated_mlp import GatedMLPClassifier
 
@@ -483,7 +490,7 @@ ORDER = ("hedonic_pas", "hedonic_oca", "ward", "kmeans", "random")
 LOWER_IS_BETTER = {"sparsity"}
 METRIC_NAMES = {"dacc_pp": "accuracy drop (dAcc)", "pair": "Pair synergy", "ratio": "Ratio synergy",
                 "purity": "digit purity", "selectivity": "digit selectivity", "sparsity": "activation sparsity",
-                "stroke": "stroke alignment"}
+                "stroke": "stroke alignment", "stroke_lift": "stroke alignment relative to an average digit (lift)"}
 
 
 def ordering_verdict(means: dict[str, dict[str, float]], metric: str) -> tuple[bool, str]:
@@ -513,13 +520,13 @@ def write_summary(rd: RunDir, cfg: MnistConfig, means: dict, rows: list[dict], v
              "over seeds of the mean over coalitions. The paper's ordering is Hedonic-PAS > Hedonic-OCA > "
              "hierarchical > k-means > random (lower is better for sparsity).", ""]
     n_held = 0
-    for metric in ("dacc_pp", "pair", "ratio", "purity", "selectivity", "sparsity", "stroke"):
+    for metric in ("dacc_pp", "pair", "ratio", "purity", "selectivity", "sparsity", "stroke", "stroke_lift"):
         held, order = ordering_verdict(means, metric)
         n_held += held
         best = "Hedonic-PAS is best" if order.startswith("Hedonic-PAS") else "Hedonic-PAS is NOT best"
         lines.append(f"- **{METRIC_NAMES[metric]}**: the paper's ordering {'held' if held else 'did not hold'}"
                      f" ({best}). Ours: {order}.")
-    lines += ["", f"The full ordering held for {n_held} of 7 metrics."]
+    lines += ["", f"The full ordering held for {n_held} of 8 metrics."]
     cl = cfg.control_layer
     ctrl = {s: _mean(_per_seed(rows, "purity", "hedonic_pas", [cl], s)) for s in SETTING_NAMES}
     if np.isfinite(ctrl.get("random_init", np.nan)):
@@ -543,7 +550,8 @@ def write_summary(rd: RunDir, cfg: MnistConfig, means: dict, rows: list[dict], v
               "- Ratio divides by the summed single effects psi(i), which can be close to zero for some coalitions; "
               "a few such coalitions can dominate its mean.",
               "- Selectivity is in the residual stream's own units (differences of mean activations).",
-              f"- Wall time of this run (this invocation): {seconds / 60:.1f} min."]
+              f"- Wall time of this invocation: {seconds / 60:.1f} min (a resumed run counts only what it "
+              "recomputed; per-stage times are in stages/*.done and models/*.json)."]
     path = rd.root / "summary.md"
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n")
@@ -632,7 +640,8 @@ def _write_coalitions_csv(path: Path, rows: list[dict]) -> None:
     import csv
 
     cols = ["variant", "setting", "seed", "layer", "method", "coalition", "size", "dacc_pp", "pair", "ratio",
-            "purity", "selectivity", "sparsity", "stroke", "stroke_template", "top_digit", "members"]
+            "purity", "selectivity", "sparsity", "stroke", "stroke_template", "stroke_lift", "stroke_lift_template",
+            "top_digit", "members"]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
