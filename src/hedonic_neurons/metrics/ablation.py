@@ -28,13 +28,15 @@ def _first_block(model, layer: int):
 
 @torch.no_grad()
 def ablation_effects(model, H: np.ndarray, layer: int, y: np.ndarray, coalitions: Sequence[Sequence[int]],
-                     *, mean: np.ndarray | None = None, max_rows: int = 32_768, progress: bool = False,
+                     *, mean: np.ndarray | None = None, max_rows: int = 2048, progress: bool = False,
                      desc: str = "ablations") -> dict[str, np.ndarray]:
     """Accuracy and mean cross-entropy with each coalition ablated, plus the unablated baseline.
 
     `H` (N, d): the cached h_layer on the evaluation images; `mean` (d,), if given, replaces the
     coalition's coordinates (mean ablation) instead of zero. Returns {"acc": (n_coal,), "loss":
-    (n_coal,), "acc_base": float, "loss_base": float}.
+    (n_coal,), "acc_base": float, "loss_base": float}. `max_rows` bounds the rows of one pass: small
+    passes (a few MB per tensor) are reused by the allocator instead of being mapped afresh, which
+    measured 30 % faster than 32k-row passes (system time from page faults dominated those).
     """
     Ht = torch.as_tensor(np.asarray(H, dtype=np.float32))
     yt = torch.as_tensor(np.asarray(y, dtype=np.int64))
