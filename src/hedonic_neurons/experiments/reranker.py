@@ -704,12 +704,12 @@ class RerankerExperiment:
                            "coalitions)")
         means = {m: {k: mean_ci95([v for v in per_seed[m][k] if np.isfinite(v)] or [np.nan])[0]
                      if any(np.isfinite(per_seed[m][k])) else float("nan") for k in per_seed[m]} for m in METHODS}
-        summary = self._summary(means)
+        summary = self._summary(means, per_seed)
         (self.rd.root / "summary.md").write_text(summary)
         write_json(self.rd.root / "results.json", {"per_seed": per_seed, "means": means})
         return {}
 
-    def _summary(self, means: dict) -> str:
+    def _summary(self, means: dict, per_seed: dict | None = None) -> str:
         c = self.cfg
         ft = json.loads((self.rd.root / "finetune.json").read_text())
         metric = "ndcg@10" if c.task == "relevance" else "mse"
@@ -731,8 +731,21 @@ class RerankerExperiment:
             oca_ok = v["hedonic_oca"] > base_best
             order = " > ".join(f"{METHOD_LABELS[m]} ({v[m]:.3g})" for m in sorted(METHODS, key=lambda m: -v[m]
                                                                                    if np.isfinite(v[m]) else 1e9))
+            sep = ""
+            if per_seed is not None and pas_ok:
+                from hedonic_neurons.metrics.stats import mean_ci95
+
+                def lo_hi(m, key=key):
+                    vals = [x for x in per_seed[m][key] if np.isfinite(x)]
+                    mu, h = mean_ci95(vals) if vals else (np.nan, np.nan)
+                    return mu - h, mu + h
+
+                best = max(("random", "kmeans", "ward"), key=lambda m: v[m])
+                sep = (" (the 95 % CIs of Hedonic-PAS and the best baseline do not overlap)"
+                       if lo_hi("hedonic_pas")[0] > lo_hi(best)[1] else
+                       " (on the means only: the 95 % CIs of Hedonic-PAS and the best baseline overlap)")
             lines.append(f"- {name}: {order}. The paper's ordering (Hedonic-PAS above every baseline) "
-                         f"{'held' if pas_ok else 'did NOT hold'}; Hedonic-OCA above every baseline "
+                         f"{'held' if pas_ok else 'did NOT hold'}{sep}; Hedonic-OCA above every baseline "
                          f"{'held' if oca_ok else 'did NOT hold'}.")
         lines += ["", self.subset_rule() + "."]
         return "\n".join(lines) + "\n"
