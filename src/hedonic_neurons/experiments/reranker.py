@@ -676,7 +676,11 @@ class RerankerExperiment:
 
         def cell(m, key):
             vals = [v for v in per_seed[m][key] if np.isfinite(v)]
-            return fmt_ci(vals, 3) if vals else "n/a"
+            if not vals:
+                return "n/a"
+            mu, h = mean_ci95(vals)
+            # tiny values (PAS of a small LoRA change) would print as 0.000: keep 3 significant digits
+            return fmt_ci(vals, 3) if mu == 0 or abs(mu) >= 0.01 else f"{mu:.3g} ± {h:.2g}"
 
         label = "derived labels" if c.task == "relevance" else "z units"
         t1 = [{"task": TASK_NAMES[c.task], "algorithm": METHOD_LABELS[m], "OOD drop": cell(m, "ood_drop"),
