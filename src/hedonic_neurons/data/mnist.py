@@ -160,6 +160,9 @@ def load_images(path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]
     if path is None:
         return load_mnist()
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--data {path} does not exist: point it at an .npz or a directory of IDX files, "
+                                f"or leave it out to use the fetched digits ({_FIX})")
     if path.is_dir():
         for stem in ("train", "t10k"):
             img = _find_idx(path, stem)

@@ -596,6 +596,7 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> 
     from hedonic_neurons.metrics.mnist import stroke_scores
 
     t_start = time.time()
+    data = load_data(cfg)  # first, so that bad input leaves no half-made run directory behind
     rd = RunDir(out)
     cfg_path = rd.root / "config.json"
     if cfg_path.exists():
@@ -607,7 +608,6 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> 
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(_threads(threads))
     try:
-        data = load_data(cfg)
         stroke = stroke_scores(data.images_test)
         variants = _variants(cfg)
         jobs = [(v, s, seed, layer) for v, s, seed in variants for layer in _layers_of(cfg, s)]
