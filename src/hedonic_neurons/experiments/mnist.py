@@ -236,7 +236,12 @@ def stage_valuations(rd: RunDir, cfg: MnistConfig, model, data: _Data, key: str,
     loss_delta = neuron_loss_delta(model, H[:n_ld], li, data.y_test[:n_ld])
     t3 = time.time()
     mats = {"oca": phi_oca, "oca_se": np.asarray(oca_err, dtype=np.float64), **pas.matrices("pas"),
-            "loss_delta": loss_delta.astype(np.float64)}
+            "loss_delta": loss_delta.astype(np.float64), "track_acts": H}
+    if li <= len(model.blocks):
+        # cross-layer tracking at a residual site: E_x |d h_{l+1} / d h_l| through the next block
+        from hedonic_neurons.tracking.jacobian import residual_jacobian_abs
+
+        mats["track_J_abs"] = residual_jacobian_abs(model.blocks[li - 1], H)
     rd.save_matrices(key, mats, metadata={"layer": layer, "n_samples": H.shape[0],
                                           "pas_logit_mean": pas.logit_mean, "oca_weight": cfg.oca_weight})
     info = {"oca_s": t1 - t0, "pas_s": t2 - t1, "loss_delta_s": t3 - t2}

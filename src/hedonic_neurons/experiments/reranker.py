@@ -514,6 +514,13 @@ class RerankerExperiment:
             mats["psi_se"] = psi_se
         if "gate" in mods:
             mats["track_W_gate"] = merged_weight(mods["gate"]).cpu().numpy()
+        # the norm in front of this layer's MLP: tracking folds its gain into the next layer's weights
+        try:
+            norm = ad.module(f"{ad.layer_path(layer)}.post_attention_layernorm")
+        except (AttributeError, KeyError, ValueError):
+            norm = None  # post-LN models (BERT) have no norm between the residual and the MLP
+        if norm is not None and getattr(norm, "weight", None) is not None:
+            mats["track_norm_gain"] = norm.weight.detach().float().cpu().numpy()
         self.rd.save_matrices(str(layer), mats, metadata={"task": c.task, "n_samples": cache.n_samples,
                                                           "ablation": cache.ablation, "pas": info["pas"]})
         from safetensors.numpy import save_file
