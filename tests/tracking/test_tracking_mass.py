@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from hedonic_neurons.models.gated_mlp import GatedBlock
 from hedonic_neurons.tracking.jacobian import residual_jacobian_abs
 from hedonic_neurons.tracking.mass import (
     coalition_ids,
@@ -112,20 +113,9 @@ def test_bad_inputs_name_the_fix(small):
         mlp_interaction_mass(R, small["W_up"], None, np.ones(3), small["labels"], small["labels_next"])
 
 
-class _Block(torch.nn.Module):
-    def __init__(self, d, d_ff):
-        super().__init__()
-        self.gate = torch.nn.Linear(d, d_ff)
-        self.up = torch.nn.Linear(d, d_ff, bias=False)
-        self.down = torch.nn.Linear(d_ff, d, bias=False)
-
-    def forward(self, h):
-        return h + self.down(torch.nn.functional.silu(self.gate(h)) * self.up(h))
-
-
 def test_residual_jacobian_matches_autograd():
     torch.manual_seed(0)
-    block = _Block(4, 6).double()
+    block = GatedBlock(4, 6).double()
     H = np.random.default_rng(1).normal(size=(7, 4))
     J = residual_jacobian_abs(block, H, batch_size=3)
     ref = np.zeros((4, 4))

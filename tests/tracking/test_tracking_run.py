@@ -5,27 +5,17 @@ import pytest
 import torch
 
 from hedonic_neurons.experiments.rundir import RunDir
+from hedonic_neurons.models.gated_mlp import GatedBlock
 from hedonic_neurons.report.tables import read_table
 from hedonic_neurons.tracking.jacobian import residual_jacobian_abs
 from hedonic_neurons.tracking.mass import residual_interaction_mass
 from hedonic_neurons.tracking.run import track_run
 
 
-class _Block(torch.nn.Module):
-    def __init__(self, d, d_ff):
-        super().__init__()
-        self.gate = torch.nn.Linear(d, d_ff)
-        self.up = torch.nn.Linear(d, d_ff, bias=False)
-        self.down = torch.nn.Linear(d_ff, d, bias=False)
-
-    def forward(self, h):
-        return h + self.down(torch.nn.functional.silu(self.gate(h)) * self.up(h))
-
-
 def test_track_run_residual_sites(tmp_path):
     torch.manual_seed(0)
     d, N = 12, 40
-    blocks = [_Block(d, 24) for _ in range(2)]
+    blocks = [GatedBlock(d, 24) for _ in range(2)]
     h = [torch.randn(N, d)]
     with torch.no_grad():
         for b in blocks:
