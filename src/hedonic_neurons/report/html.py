@@ -30,6 +30,8 @@ __all__ = ["build_report", "derive_outputs"]
 
 log = logging.getLogger(__name__)
 
+MAX_EMBEDDED_HEATMAPS = 12
+
 MAX_TABLE_ROWS = 300  # longer tables are cut in the page (the CSV beside it has every row)
 
 _CSS = """
@@ -379,6 +381,14 @@ def build_report(run_dir: str | Path, *, derive: bool = True, track: bool | str 
     # figures -------------------------------------------------------------------------------------
     figs = sorted((root / "figures").rglob("*.png"))
     status.append(("figures/", bool(figs), "static figures (PNG, also for papers)"))
+    # phi heatmaps come one per (network, layer, method): embed the first few so the page stays
+    # light (a full MNIST run has 40+ of them, ~15 MB) and name the rest, which stay beside it
+    heatmaps = [f for f in figs if f.stem.startswith("phi_")]
+    skipped = heatmaps[MAX_EMBEDDED_HEATMAPS:]
+    figs = [f for f in figs if f not in set(skipped)]
+    if skipped:
+        problems.append(f"{len(skipped)} more phi heatmaps are not embedded (to keep the page light); they "
+                        f"are in figures/: {', '.join(f.name for f in skipped[:5])}...")
     if figs:
         groups: dict[str, list[Path]] = {}
         for f in figs:
