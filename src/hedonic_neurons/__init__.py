@@ -1,4 +1,10 @@
-"""hedonic-neurons: coalitions of neurons as stable partitions of a top-responsive hedonic game."""
+"""hedonic-neurons: coalitions of neurons as stable partitions of a top-responsive hedonic game.
+
+The solver is imported eagerly (numpy/scipy only); everything that needs torch or plotting is
+re-exported lazily, so `import hedonic_neurons` stays light and never imports torch by itself.
+"""
+
+from importlib import import_module
 
 from hedonic_neurons.game import (
     CoalitionSampler,
@@ -17,8 +23,32 @@ from hedonic_neurons.partition import HedonicPartition, SolverConfig
 
 __version__ = "0.1.0"
 
+# public name -> the module that defines it (imported on first access)
+_LAZY = {
+    **dict.fromkeys(["NormTail", "PASResult", "RunningStats", "agreement", "exact_pas", "hessian_pas", "oca",
+                     "oca_null_se", "oca_se"], "hedonic_neurons.valuations"),
+    **dict.fromkeys(["compute_valuations", "layer_cache", "load_model", "lora_config", "register_adapter",
+                     "get_adapter", "ablate_channels"], "hedonic_neurons.models"),
+    **dict.fromkeys(["RandomPartition", "SphericalKMeansPartition", "WardPartition", "matched_baselines"],
+                    "hedonic_neurons.baselines"),
+    **dict.fromkeys(["pair_synergy", "ratio_synergy", "coalition_synergy"], "hedonic_neurons.metrics.synergy"),
+    **dict.fromkeys(["track_layers", "track_transition", "transition_table", "coalition_write",
+                     "mlp_interaction_mass", "residual_interaction_mass", "track_run"], "hedonic_neurons.tracking"),
+    "build_report": "hedonic_neurons.report",
+    "RunDir": "hedonic_neurons.experiments.rundir",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hedonic_neurons' has no attribute {name!r}")
+
+
 __all__ = [
     "HedonicPartition", "SolverConfig", "Game", "CoalitionSampler", "UniformSampler", "WeightedSampler",
     "PartnerSampler", "register_sampler", "planted_game", "top_covering", "stability_certificate",
-    "labels_to_coalitions", "coalitions_to_labels",
+    "labels_to_coalitions", "coalitions_to_labels", *_LAZY,
 ]
