@@ -39,6 +39,15 @@ def _baseline(torch, m: int, k: int, n: int) -> float:
     return 2.0 * m * k * n / best / 1e9
 
 
+def _pas_inputs(rng, n: int, d: int, N: int):
+    """Synthetic write directions C (d, n), residuals H (N, d), ablation coefficients and an RMSNorm tail."""
+    f32 = np.float32
+    C = (rng.standard_normal((d, n), dtype=f32) / np.sqrt(n)).astype(f32)
+    H = rng.standard_normal((N, d), dtype=f32)
+    coef = (0.1 * rng.standard_normal((N, n), dtype=f32)).astype(f32)
+    return C, H, coef, _tail(rng, d)
+
+
 def _tail(rng, d):
     from hedonic_neurons.valuations.tail import NormTail
 
@@ -69,10 +78,7 @@ def stage(name: str, n: int, d: int, N: int, dtype: str) -> dict:
         res["baseline_gflops"] = _baseline(torch, n, N, n)
         res["check"] = float(np.abs(phi).max())
     elif name == "hessian":
-        C = (rng.standard_normal((d, n), dtype=f32) / np.sqrt(n)).astype(f32)
-        H = rng.standard_normal((N, d), dtype=f32)
-        coef = (0.1 * rng.standard_normal((N, n), dtype=f32)).astype(f32)
-        tail = _tail(rng, d)
+        C, H, coef, tail = _pas_inputs(rng, n, d, N)
         t = time.perf_counter()
         phi = hessian_pas(H, coef, C, tail, dtype=dtype, progress=False)
         res["seconds"] = time.perf_counter() - t
@@ -81,10 +87,7 @@ def stage(name: str, n: int, d: int, N: int, dtype: str) -> dict:
         res["baseline_gflops"] = _baseline(torch, n, N, n)
         res["check"] = float(np.abs(phi).max())
     elif name == "exact":
-        C = (rng.standard_normal((d, n), dtype=f32) / np.sqrt(n)).astype(f32)
-        H = rng.standard_normal((N, d), dtype=f32)
-        coef = (0.1 * rng.standard_normal((N, n), dtype=f32)).astype(f32)
-        tail = _tail(rng, d)
+        C, H, coef, tail = _pas_inputs(rng, n, d, N)
         t = time.perf_counter()
         r = exact_pas(H, coef, C, tail, dtype=dtype, progress=False)
         res["seconds"] = time.perf_counter() - t

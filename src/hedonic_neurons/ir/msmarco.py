@@ -30,26 +30,25 @@ def _bad(path, no: int, what: str) -> ValueError:
     return ValueError(f"{path}:{no}: expected {what}; check the file is the MS MARCO / TREC format")
 
 
-def read_collection(path: str | Path) -> dict[str, str]:
-    """pid -> passage text from collection.tsv."""
+def _read_id_text(path: str | Path, what: str, strip_text: bool) -> dict[str, str]:
+    """id -> text from a two-column TSV ('id<TAB>text'); `what` names the columns in errors."""
     out = {}
     for no, line in _lines(path):
         parts = line.split("\t", 1)
         if len(parts) != 2:
-            raise _bad(path, no, "'pid<TAB>passage'")
-        out[parts[0].strip()] = parts[1]
+            raise _bad(path, no, what)
+        out[parts[0].strip()] = parts[1].strip() if strip_text else parts[1]
     return out
+
+
+def read_collection(path: str | Path) -> dict[str, str]:
+    """pid -> passage text from collection.tsv."""
+    return _read_id_text(path, "'pid<TAB>passage'", strip_text=False)
 
 
 def read_queries(path: str | Path) -> dict[str, str]:
     """qid -> query text from queries.*.tsv or a TREC topics file (qid<TAB>query)."""
-    out = {}
-    for no, line in _lines(path):
-        parts = line.split("\t", 1)
-        if len(parts) != 2:
-            raise _bad(path, no, "'qid<TAB>query'")
-        out[parts[0].strip()] = parts[1].strip()
-    return out
+    return _read_id_text(path, "'qid<TAB>query'", strip_text=True)
 
 
 read_topics = read_queries
