@@ -126,21 +126,25 @@ class RerankerConfig:
     device: str = "cpu"
     seeds: int = 3
     seed0: int = 0  # data draw and fine-tuning seed
-    n_train: int = 2400  # fine-tuning pairs (MS MARCO dev queries)
-    n_probe: int = 400  # in-distribution pairs for activations, valuations and ridge training
-    n_ood: int = 300  # OOD pairs (TREC DL-19/20 queries)
+    # Sizes: None = the model's preset (`SIZE_PRESETS`, chosen by parameter count in `resolve_sizes`).
+    n_train: int | None = None  # fine-tuning pairs (MS MARCO dev queries)
+    n_probe: int | None = None  # in-distribution pairs for activations, valuations and ridge training
+    n_ood: int | None = None  # OOD pairs (TREC DL-19/20 queries)
+    n_ood_drop: int | None = None  # of those, the pairs (whole queries) the coalition ablations run on
     per_query: int = 10
     max_words: int = 60
     max_length: int = 128
-    epochs: int = 2
+    epochs: int = 1
     batch_size: int = 8
     lr: float = 2e-3  # LoRA lr; the paper's 2e-4 (batch 128 x 500k pairs) does not move a CPU-sized run
     head_lr: float = 2e-3
     rank: int = 8
-    solver_m: int = 800_000
-    solver_omega: int = 80_000
-    n_largest: int = 5  # OOD-drop subset: the largest coalitions per method, layer, seed ...
-    n_random: int = 5  # ... plus this many drawn at random from the other coalitions of size >= 2
+    # The paper's m = 8e5 / omega = 8e4 are for 14,336 players (56 samples per player); the 1,536 MLP
+    # channels of MiniLM / SmolLM2 get 2e5 (130 per player), a 4-10x cheaper fit (docs/reranker.md).
+    solver_m: int = 200_000
+    solver_omega: int = 20_000
+    n_largest: int | None = None  # OOD-drop subset: the largest coalitions per method, layer, seed ...
+    n_random: int | None = None  # ... plus this many drawn at random from the other coalitions of size >= 2
     coalition_batch: int = 8  # coalition ablations per forward pass
     eval_batch: int = 10  # OOD pairs per forward pass in the ablation runs
     direct_pas_limit: int = 20_000_000  # pair x sample count up to which a non-norm tail gets exact PAS
@@ -153,6 +157,24 @@ class RerankerConfig:
     def __post_init__(self):
         if self.layers is not None:
             self.layers = tuple(int(x) for x in self.layers)
+
+    def resolve_sizes(self, n_params: int) -> RerankerConfig:
+        """Fill the size fields left at None from `SIZE_PRESETS` ("small" below 60 M parameters, else
+        "large"): what fits the 20-minute (MiniLM) and 60-minute (SmolLM2) budgets on 2 CPU cores."""
+        preset = SIZE_PRESETS["small" if n_params < 60_000_000 else "large"]
+        for k, v in preset.items():
+            if getattr(self, k) is None:
+                setattr(self, k, v)
+        return self
+
+
+# Per-model-size defaults. The ablations of the evaluate stage cost K coalitions x pairs x later layers
+# forward passes: ~15 ms a pair on MiniLM, ~140 ms on SmolLM2 (2 cores), hence the smaller OOD-drop subset
+# for large models. On a GPU raise them (--n-ood-drop, --n-largest, --n-random).
+SIZE_PRESETS: dict[str, dict[str, int]] = {
+    "small": {"n_train": 3200, "n_probe": 400, "n_ood": 400, "n_ood_drop": 100, "n_largest": 5, "n_random": 5},
+    "large": {"n_train": 800, "n_probe": 200, "n_ood": 200, "n_ood_drop": 30, "n_largest": 2, "n_random": 2},
+}
 
 
 # --- stage bookkeeping ---------------------------------------------------------------------------
@@ -301,6 +323,21 @@ def ablation_scores(model, tokenizer, texts: list[str], layer: int, masks: np.nd
 
 
 # --- metrics on partitions -----------------------------------------------------------------------
+def drop_subset(d: TaskData, n: int | None) -> TaskData:
+    """The first whole queries of `d` holding at most `n` pairs (at least one query); None or 0: all of `d`."""
+    if not n or n >= len(d.texts):
+        return d
+    qids = list(d.pairs.qids)
+    keep: list[int] = []
+    for q in dict.fromkeys(qids):
+        rows = [i for i, x in enumerate(qids) if x == q]
+        if keep and len(keep) + len(rows) > n:
+            break
+        keep += rows
+    idx = np.asarray(keep, dtype=np.int64)
+    return TaskData(d.pairs.subset(idx), [d.texts[i] for i in idx], d.y[idx], d.y_std[idx], d.features[idx])
+
+
 def coalition_subset(labels: np.ndarray, n_largest: int, n_random: int, seed: int) -> list[np.ndarray]:
     """The evaluated subset: the `n_largest` largest coalitions (ties: lowest member first) plus `n_random`
     drawn uniformly (seeded) from the remaining coalitions of size >= 2."""
@@ -377,6 +414,7 @@ class RerankerExperiment:
         from hedonic_neurons.models import get_adapter
 
         ad = get_adapter(model)
+        self.cfg.resolve_sizes(sum(p.numel() for p in model.parameters()))
         if self.cfg.layers is None:
             self.cfg.layers = default_layers(ad.n_layers)
         bad = [x for x in self.cfg.layers if x not in ad.layer_range("mlp")]
@@ -386,7 +424,7 @@ class RerankerExperiment:
                              f"{default_layers(ad.n_layers)[-1]})")
         if cfg_path.is_file():
             old = json.loads(cfg_path.read_text())
-            keys = ("model", "task", "layers", "n_train", "n_probe", "n_ood", "max_words", "seed0")
+            keys = ("model", "task", "layers", "n_train", "n_probe", "n_ood", "n_ood_drop", "max_words", "seed0")
             diff = [k for k in keys if json.dumps(old.get(k)) != json.dumps(dataclasses.asdict(self.cfg)[k])]
             if diff:
                 raise ValueError(f"{self.rd.root} holds a run with different {', '.join(diff)}; resume it with the "
@@ -585,13 +623,22 @@ class RerankerExperiment:
         subsets = {m: coalition_subset(lab, c.n_largest, c.n_random, seed) for m, lab in partitions.items()}
         n = acts["acts_probe"].shape[1]
         flat = [(m, coal) for m in METHODS for coal in subsets[m]]
-        masks = np.zeros((len(flat), n), dtype=bool)
-        for r, (_, coal) in enumerate(flat):
-            masks[r, coal] = True
-        base, abl = ablation_scores(pm, tok, ood.texts, layer, masks, batch_size=c.eval_batch,
-                                    coalition_batch=c.coalition_batch, max_length=c.max_length, device=c.device,
-                                    progress=not self.quiet)
-        M0 = task_metric(c.task, base, ood)["M"]
+        # The ablations (the run's dearest part: K coalitions x pairs through the later layers) use the first
+        # `n_ood_drop` OOD pairs, whole queries; a coalition already ablated at this layer under another
+        # seed (same members: Ward and often the Hedonic partitions repeat) is not ablated again.
+        ood_d = drop_subset(ood, c.n_ood_drop)
+        known, M0 = self._known_drops(layer)
+        todo = [r for r, (_, coal) in enumerate(flat) if tuple(coal.tolist()) not in known]
+        masks = np.zeros((len(todo), n), dtype=bool)
+        for q, r in enumerate(todo):
+            masks[q, flat[r][1]] = True
+        if todo or M0 is None:
+            base, abl = ablation_scores(pm, tok, ood_d.texts, layer, masks, batch_size=c.eval_batch,
+                                        coalition_batch=c.coalition_batch, max_length=c.max_length,
+                                        device=c.device, progress=not self.quiet)
+            M0 = task_metric(c.task, base, ood_d)["M"]
+            for q, r in enumerate(todo):
+                known[tuple(flat[r][1].tolist())] = M0 - task_metric(c.task, abl[q], ood_d)["M"]
         exact = "pas_se" in mats  # the valuations stage saved exact PAS for all pairs
         est: dict[int, float] = {}
         if not exact:
@@ -619,7 +666,7 @@ class RerankerExperiment:
                 val = {(int(x), int(y)): float(v) for x, y, v in zip(pi, pj, vals, strict=True)}
             for r, (pa, pb) in enumerate(chosen):
                 est[r] = float(np.mean([val[(int(x), int(y))] for x, y in zip(pa, pb, strict=True)]))
-        drops = [M0 - task_metric(c.task, abl[r], ood)["M"] for r in range(len(flat))]
+        drops = [known[tuple(coal.tolist())] for _, coal in flat]
         rows = []
         per_method = {}
         for m in METHODS:
@@ -655,9 +702,20 @@ class RerankerExperiment:
                 rows.append({"layer": layer, "seed": seed, "method": m, "size": int(coal.size), "ood_drop": dr,
                              "members": coal.tolist()})
         write_json(self.rd.root / "eval" / f"{layer}_s{seed}.json",
-                   {"layer": layer, "seed": seed, "M_full": M0, "per_method": per_method, "coalitions": rows,
+                   {"layer": layer, "seed": seed, "M_full": M0, "n_ood_drop": len(ood_d.texts),
+                    "n_ablated": len(todo), "per_method": per_method, "coalitions": rows,
                     "subset_rule": self.subset_rule()})
-        return {"M_full": M0}
+        return {"M_full": M0, "n_ablated": len(todo), "n_reused": len(flat) - len(todo)}
+
+    def _known_drops(self, layer: int) -> tuple[dict[tuple[int, ...], float], float | None]:
+        """OOD drops already measured at `layer` under other seeds ({members: drop}) and M of the full model."""
+        known: dict[tuple[int, ...], float] = {}
+        M0 = None
+        for f in sorted((self.rd.root / "eval").glob(f"{layer}_s*.json")):
+            e = json.loads(f.read_text())
+            M0 = e["M_full"]
+            known.update({tuple(r["members"]): r["ood_drop"] for r in e["coalitions"]})
+        return known, M0
 
     def subset_rule(self) -> str:
         c = self.cfg
@@ -780,13 +838,13 @@ class RerankerExperiment:
         self._check_config()
         self._stage("data", self.stage_data)
         self._stage("finetune", self.stage_finetune)
+        # Layer by layer, so the probe cache of a layer (needed again by a non-norm tail's exact pair
+        # ablations in evaluate) is built once and dropped before the next layer's.
         for layer in c.layers:
             self._stage(f"valuations:{layer}", lambda layer=layer: self.stage_valuations(layer))
-        for layer in c.layers:
             for seed in range(c.seeds):
                 self._stage(f"partitions:{layer}:{seed}", lambda layer=layer, seed=seed:
                             self.stage_partitions(layer, seed))
-        for layer in c.layers:
             for seed in range(c.seeds):
                 self._stage(f"evaluate:{layer}:{seed}", lambda layer=layer, seed=seed: self.stage_evaluate(layer, seed))
         self._stage("tables", self.stage_tables)
@@ -827,6 +885,7 @@ def _cli(args) -> int:
         raise RuntimeError("--device cuda but no CUDA device is visible; use --device cpu")
     cfg = RerankerConfig(model=args.model, task=args.task, layers=parse_layers(args.layers), device=args.device,
                          seeds=args.seeds, n_train=args.n_train, n_probe=args.n_probe, n_ood=args.n_ood,
+                         n_ood_drop=args.n_ood_drop,
                          max_words=args.max_words, max_length=args.max_length, epochs=args.epochs, lr=args.lr,
                          agreement_pairs=args.agreement_pairs,
                          solver_m=args.solver_m, solver_omega=args.solver_omega, n_largest=args.n_largest,
@@ -851,11 +910,14 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/reranker-<model>-<task>)")
     p.add_argument("--seeds", type=int, default=3, help="partition / baseline seeds (default 3)")
     p.add_argument("--quiet", dest="quiet_sub", action="store_true", help="no progress bars or stage lines")
-    g = p.add_argument_group("size knobs (defaults: the full run)")
+    g = p.add_argument_group("size knobs (defaults: the full run; sizes marked * follow the model's preset, "
+                             "docs/reranker.md)")
     d = RerankerConfig()
-    g.add_argument("--n-train", type=int, default=d.n_train, help="fine-tuning pairs")
-    g.add_argument("--n-probe", type=int, default=d.n_probe, help="in-distribution pairs for valuations/ridge")
-    g.add_argument("--n-ood", type=int, default=d.n_ood, help="OOD pairs (DL-19/20 queries)")
+    g.add_argument("--n-train", type=int, default=None, help="fine-tuning pairs *")
+    g.add_argument("--n-probe", type=int, default=None, help="in-distribution pairs for valuations/ridge *")
+    g.add_argument("--n-ood", type=int, default=None, help="OOD pairs (DL-19/20 queries) *")
+    g.add_argument("--n-ood-drop", type=int, default=None,
+                   help="OOD pairs (whole queries) the coalition ablations run on (0 = all) *")
     g.add_argument("--max-words", type=int, default=d.max_words, help="passage words kept")
     g.add_argument("--max-length", type=int, default=d.max_length, help="tokens per input")
     g.add_argument("--epochs", type=int, default=d.epochs)
@@ -864,8 +926,8 @@ def register(subparsers) -> None:
                    help="random pairs for the Hessian-vs-exact PAS check (non-norm tails)")
     g.add_argument("--solver-m", type=int, default=d.solver_m, help="PAC-Top-Cover reservoir m")
     g.add_argument("--solver-omega", type=int, default=d.solver_omega, help="PAC-Top-Cover samples per round")
-    g.add_argument("--n-largest", type=int, default=d.n_largest, help="OOD-drop subset: largest coalitions")
-    g.add_argument("--n-random", type=int, default=d.n_random, help="OOD-drop subset: random coalitions")
+    g.add_argument("--n-largest", type=int, default=None, help="OOD-drop subset: largest coalitions *")
+    g.add_argument("--n-random", type=int, default=None, help="OOD-drop subset: random coalitions *")
     g.add_argument("--data-dir", default=None, help="data folder (default $HEDONIC_NEURONS_DATA or ./data)")
     g.add_argument("--no-report", action="store_true", help="skip tracking and report.html")
     p.set_defaults(func=_cli)

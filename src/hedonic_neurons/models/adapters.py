@@ -174,6 +174,9 @@ class ModelAdapter:
     act_rel = ""  # activation module relative to a layer ("" = use `act_fn`)
     norm_path: str | None = None
     head_path: str | None = None
+    # Pretrained modules between the last layer and the head that a new task head is trained with
+    # (BERT's pooler: its NSP-trained dense + tanh, the rest of BertForSequenceClassification's head).
+    head_extra_paths: tuple[str, ...] = ()
     pooling = "last"  # "last" non-pad token, "first" token (CLS), "none" (vector inputs)
 
     def __init__(self, model: nn.Module):
@@ -351,6 +354,7 @@ class BertAdapter(ModelAdapter):
     act_rel = "intermediate.intermediate_act_fn"
     norm_path = None
     head_path = "classifier"
+    head_extra_paths = ("bert.pooler",)
     pooling = "first"
 
     def residual_spec(self, layer: int, site: str = "mlp") -> tuple[str, str]:
@@ -363,6 +367,8 @@ class BertAdapter(ModelAdapter):
     def tail(self, layer: int, site: str = "mlp") -> ModuleTail:
         ln = self.module(f"{self.layer_path(layer)}.output.LayerNorm")
         pooler = getattr(self.model.bert, "pooler", None)
+        if pooler is not None:
+            pooler = _resolve_head(pooler)  # trained with the head (a PEFT modules_to_save copy)
         mods = [ln]
         desc = f"{self.layer_path(layer)}.output.LayerNorm"
         if pooler is not None:

@@ -119,7 +119,9 @@ def lora_config(
 
     `target_modules` is a regex matched in full against module names, so BERT's `output.dense` (the MLP
     down projection) is not confused with `attention.output.dense`. `train_head` adds the
-    classification head to `modules_to_save` (a new head is randomly initialised and must be trained).
+    classification head to `modules_to_save` (a new head is randomly initialised and must be trained), with
+    the adapter's `head_extra_paths` (BERT's pooler: without it a CLS-read MiniLM barely learns CQTR from
+    MLP LoRA on CPU-sized runs, measured in docs/reranker.md).
     """
     from peft import LoraConfig
 
@@ -140,7 +142,7 @@ def lora_config(
     pattern = rf"(.*\.)?{prefix}\.({layer_alt})\.({rel_alt})"
     kwargs = {}
     if train_head and adapter.head_path is not None:
-        kwargs["modules_to_save"] = [adapter.head_path.split(".")[-1]]
+        kwargs["modules_to_save"] = [path.split(".")[-1] for path in (adapter.head_path, *adapter.head_extra_paths)]
     return LoraConfig(
         r=r,
         lora_alpha=alpha,
