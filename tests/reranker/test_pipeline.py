@@ -62,3 +62,31 @@ def test_fine_tuning_beats_untuned_on_ood(pool, tmp_path, make_model):
     pm, rep = finetune(model, tok, train, ood, cfg, out_dir=tmp_path / "adapter", progress=False)
     assert rep["ood_after"]["mse"] < rep["ood_before"]["mse"]
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "bert"])
+def test_ridge_head_init_reads_what_the_model_scores(pool, make_model, arch):
+    # The probe's features must be those the head sees at the token the model scores (last real token
+    # for decoders, CLS + pooler for BERT): the head's own R2 after the init equals the ridge fit's.
+    from hedonic_neurons.experiments.finetune import (
+        FinetuneConfig,
+        build_task_data,
+        peft_model,
+        ridge_head_init,
+        score,
+    )
+    from hedonic_neurons.ir.embedded import passage_texts, query_passage_pairs
+    from hedonic_neurons.ir.features import IRFeatures
+
+    feat = IRFeatures().fit(passage_texts(pool))
+    train, _ = build_task_data("cqtr", query_passage_pairs(60, "train", data_dir=pool), feat)
+    model, tok = make_model(arch)
+    pm = peft_model(model, (0, 1))
+    cfg = FinetuneConfig(task="cqtr", layers=(0, 1), max_length=40, head_init_pairs=50)
+    info = ridge_head_init(pm, tok, train, cfg)
+    pred = score(pm, tok, train.texts[:50], max_length=40)
+    y = train.y_std[:50]
+    r2 = 1 - np.sum((pred - y) ** 2) / np.sum((y - y.mean()) ** 2)
+    assert r2 == pytest.approx(info["r2_in_sample"], abs=1e-4)
+    if arch == "gpt_neox":  # (the tiny random BERT's pooled features barely vary: ridge keeps the mean)
+        assert np.std(pred) > 0  # the probe set a non-constant head

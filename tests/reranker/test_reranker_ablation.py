@@ -76,3 +76,35 @@ def test_coalition_subset_rule():
     assert [c.tolist() for c in sub[:2]] == [[0, 1, 2, 3], [4, 5, 6]]
     assert len(sub) == 3 and sub[2].size == 2  # singletons are never drawn
     assert [c.tolist() for c in coalition_subset(labels, 2, 1, seed=0)] == [c.tolist() for c in sub]
+
+
+def _task_data(qids):
+    from hedonic_neurons.experiments.finetune import TaskData
+    from hedonic_neurons.ir.embedded import PairSet
+
+    n = len(qids)
+    pairs = PairSet(list(qids), ["q"] * n, [f"p{i}" for i in range(n)], ["x"] * n, np.zeros(n, dtype=np.int64),
+                    np.zeros(n), np.arange(n), "ood", "derived")
+    return TaskData(pairs, [f"t{i}" for i in range(n)], np.arange(n, dtype=float), np.arange(n, dtype=float),
+                    np.zeros((n, 3)))
+
+
+def test_drop_subset_keeps_whole_queries():
+    from hedonic_neurons.experiments.reranker import drop_subset
+
+    d = _task_data(["a"] * 3 + ["b"] * 3 + ["c"] * 3)
+    assert drop_subset(d, 7).pairs.qids == ["a"] * 3 + ["b"] * 3  # c would be cut: dropped whole
+    assert drop_subset(d, 6).texts == [f"t{i}" for i in range(6)]
+    assert drop_subset(d, 2).pairs.qids == ["a"] * 3  # at least one query, even above n
+    assert drop_subset(d, 0) is d and drop_subset(d, 100) is d
+    np.testing.assert_array_equal(drop_subset(d, 6).y_std, np.arange(6.0))
+
+
+def test_size_presets_follow_the_parameter_count():
+    from hedonic_neurons.experiments.reranker import SIZE_PRESETS, RerankerConfig
+
+    small = RerankerConfig(model="minilm").resolve_sizes(22_700_000)
+    large = RerankerConfig(model="smollm2", n_ood_drop=50).resolve_sizes(135_000_000)
+    assert small.n_train == SIZE_PRESETS["small"]["n_train"] and small.n_largest == SIZE_PRESETS["small"]["n_largest"]
+    assert large.n_probe == SIZE_PRESETS["large"]["n_probe"]
+    assert large.n_ood_drop == 50  # a value the user gave is kept

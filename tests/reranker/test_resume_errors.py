@@ -75,3 +75,15 @@ def test_parse_layers():
     assert parse_layers(None) is None
     with pytest.raises(ValueError, match="7-14"):
         parse_layers("14-7")
+
+
+def test_identical_coalitions_are_ablated_once_across_seeds(pool, tmp_path, make_model, make_config):
+    # Ward is deterministic: its coalitions under seed 1 are those of seed 0, and their drops are reused.
+    cfg = make_config(pool, model="llama", task="cqtr", layers=(1,))
+    rd = run_reranker(cfg, tmp_path / "run", quiet=True, model_loader=lambda: make_model("llama"))
+    e0 = json.loads((rd.root / "eval" / "1_s0.json").read_text())
+    e1 = json.loads((rd.root / "eval" / "1_s1.json").read_text())
+    d0 = {tuple(r["members"]): r["ood_drop"] for r in e0["coalitions"]}
+    shared = [r for r in e1["coalitions"] if tuple(r["members"]) in d0]
+    assert shared and all(r["ood_drop"] == d0[tuple(r["members"])] for r in shared)
+    assert e1["n_ablated"] == len(e1["coalitions"]) - len(shared) and e1["M_full"] == e0["M_full"]

@@ -100,6 +100,8 @@ class FinetuneConfig:
     max_length: int = 128
     warmup: float = 0.1  # fraction of the steps with a linear warm-up; then linear decay to 0
     max_grad_norm: float = 1.0  # gradient clipping (0 = off), as transformers' Trainer does by default
+    head_init: str = "ridge"  # "ridge": linear-probe the new head first (LP-FT); "random": as loaded
+    head_init_pairs: int = 800  # training pairs the linear probe is fitted on
     seed: int = 0
     device: str = "cpu"
 
@@ -143,6 +145,48 @@ def _listnet(scores: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
     gain = 2.0 ** rel - 1.0
     p = gain / gain.sum()
     return -(p * torch.log_softmax(scores, dim=0)).sum()
+
+
+def ridge_head_init(model: torch.nn.Module, tokenizer: Any, data: TaskData, cfg: FinetuneConfig) -> dict:
+    """Set the trainable head to a ridge fit of the (standardised) labels on its input features.
+
+    LP-FT (Kumar et al., 2022): a linear probe before fine-tuning. With a random head the gradient
+    reaching the LoRA weights is scaled by the head's tiny weights and CPU-sized runs sat on a plateau
+    (the loss at the label variance for hundreds of steps, measured on MiniLM / CQTR, docs/reranker.md).
+    """
+    from sklearn.linear_model import RidgeCV
+
+    from hedonic_neurons.models import get_adapter
+
+    head = get_adapter(model).head()
+    feats: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda mod, args: feats.append(args[0].detach()))
+    n = min(len(data.texts), int(cfg.head_init_pairs))
+    rows = []
+    model.eval()
+    try:
+        with torch.no_grad():
+            for s0 in range(0, n, 32):
+                enc = tokenizer(data.texts[s0:min(n, s0 + 32)], padding=True, truncation=True,
+                                max_length=cfg.max_length, return_tensors="pt").to(cfg.device)
+                model(**enc)
+                x = feats.pop()
+                if x.ndim == 3:  # decoder heads score every position; the model reads the last real token
+                    am = enc["attention_mask"]
+                    last = am.shape[1] - 1 - am.flip(1).argmax(1)
+                    x = x[torch.arange(x.shape[0], device=x.device), last]
+                rows.append(x.double().cpu())
+    finally:
+        hook.remove()
+    X = torch.cat(rows).numpy()
+    y = np.asarray(data.y_std[:n], dtype=np.float64)
+    has_bias = getattr(head, "bias", None) is not None
+    r = RidgeCV(alphas=np.logspace(-2, 4, 13), fit_intercept=has_bias).fit(X, y)
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(r.coef_, dtype=head.weight.dtype).reshape(head.weight.shape))
+        if has_bias:
+            head.bias.fill_(float(r.intercept_))
+    return {"pairs": n, "alpha": float(r.alpha_), "r2_in_sample": float(r.score(X, y))}
 
 
 def train(model: torch.nn.Module, tokenizer: Any, data: TaskData, cfg: FinetuneConfig,
@@ -216,12 +260,21 @@ def finetune(model: torch.nn.Module, tokenizer: Any, train_data: TaskData, ood_d
         before = task_metric(cfg.task, score(pm, tokenizer, ood_data.texts, max_length=cfg.max_length,
                                              device=cfg.device), ood_data)
     before_in = None
+    probe = None
+    if cfg.head_init == "ridge":
+        probe = ridge_head_init(pm, tokenizer, train_data, cfg)
+        probe["ood"] = task_metric(cfg.task, score(pm, tokenizer, ood_data.texts, max_length=cfg.max_length,
+                                                   device=cfg.device), ood_data)
+        log.info("linear-probe head: OOD %s", probe["ood"])
+    elif cfg.head_init != "random":
+        raise ValueError(f"head_init {cfg.head_init!r}: use 'ridge' or 'random'")
     losses = train(pm, tokenizer, train_data, cfg, progress=progress)
     t_train = time.perf_counter() - t0
     after = task_metric(cfg.task, score(pm, tokenizer, ood_data.texts, max_length=cfg.max_length,
                                         device=cfg.device), ood_data)
     report = {
         "task": cfg.task, "ood_before": before, "ood_after": after, "in_dist_before": before_in,
+        "ood_head_only": probe["ood"] if probe else None, "head_init": probe,
         "n_train": len(train_data.texts), "n_ood": len(ood_data.texts), "steps": len(losses),
         "loss_first": losses[0] if losses else None, "loss_last_10": float(np.mean(losses[-10:])) if losses else None,
         "train_seconds": round(t_train, 2), "config": dataclasses.asdict(cfg),

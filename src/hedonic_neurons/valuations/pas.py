@@ -407,11 +407,22 @@ def _hessian_autograd(H, coef, C, f, targets, C_base, coef_base, dtype, batch_si
         D = Ct[None] * cf[b, None, :]  # (B, d, n)
         if Cb is not None:
             D = D - Cb[None] * cbt[b, None, :]
-        HD = torch.empty_like(D)
-        for j in range(n):
-            (hv,) = torch.autograd.grad(g, h, grad_outputs=D[:, :, j], retain_graph=j < n - 1,
-                                        allow_unused=True)
-            HD[:, :, j] = 0.0 if hv is None else hv
+        if d < n:
+            # Fewer HVPs: the d columns of each sample's Hessian (one per basis vector), then H_x D_x by bmm
+            # (MiniLM: d = 384 against n = 1,536 players, 4x fewer double-backward passes).
+            Hx = torch.empty((h.shape[0], d, d), dtype=h.dtype)
+            for k in range(d):
+                e = torch.zeros_like(h)
+                e[:, k] = 1.0
+                (hv,) = torch.autograd.grad(g, h, grad_outputs=e, retain_graph=k < d - 1, allow_unused=True)
+                Hx[:, :, k] = 0.0 if hv is None else hv
+            HD = torch.bmm(Hx, D)
+        else:
+            HD = torch.empty_like(D)
+            for j in range(n):
+                (hv,) = torch.autograd.grad(g, h, grad_outputs=D[:, :, j], retain_graph=j < n - 1,
+                                            allow_unused=True)
+                HD[:, :, j] = 0.0 if hv is None else hv
         out += torch.einsum("bdi,bdj->ij", D, HD).double()
     out /= N
     out.fill_diagonal_(0.0)
