@@ -148,8 +148,8 @@ class RerankerConfig:
     coalition_batch: int = 8  # coalition ablations per forward pass
     eval_batch: int = 10  # OOD pairs per forward pass in the ablation runs
     direct_pas_limit: int = 20_000_000  # pair x sample count up to which a non-norm tail gets exact PAS
-    agreement_pairs: int = 2_000  # random pairs for the Hessian-vs-exact check (non-norm tails)
-    synergy_pairs: int = 300  # non-norm tails: exact pairs per coalition for Pair / Ratio (sampled above)
+    agreement_pairs: int = 1_000  # random pairs for the Hessian-vs-exact check (non-norm tails)
+    synergy_pairs: int = 100  # non-norm tails: exact pairs per coalition for Pair / Ratio (sampled above)
     data_dir: str | None = None
     track: bool = True
     report: bool = True
@@ -173,7 +173,7 @@ class RerankerConfig:
 # 16-23 later layers, hence the smaller OOD-drop subset for large models. On a GPU raise them
 # (--n-ood-drop, --n-largest, --n-random).
 SIZE_PRESETS: dict[str, dict[str, int]] = {
-    "small": {"n_train": 3200, "n_probe": 400, "n_ood": 400, "n_ood_drop": 50, "n_largest": 3, "n_random": 3},
+    "small": {"n_train": 3200, "n_probe": 400, "n_ood": 400, "n_ood_drop": 40, "n_largest": 3, "n_random": 3},
     "large": {"n_train": 800, "n_probe": 200, "n_ood": 200, "n_ood_drop": 30, "n_largest": 2, "n_random": 2},
 }
 
