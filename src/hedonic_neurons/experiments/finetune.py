@@ -9,9 +9,10 @@ input "query: {q} passage: {p}":
 - ``relevance``: a listwise softmax loss (ListNet) over each query's candidates, with target weights
   2^rel - 1; metric NDCG@10. On the embedded pool the grades are DERIVED (ir.data.derived_relevance).
 
-LoRA: rank 8 (alpha 16) on the MLP projections of `layers` (models.lora_config), head trained too
-(it is new), AdamW lr 2e-4. The untuned reference is the same model with the same freshly initialised
-head and no LoRA (what the paper's "start" columns measure).
+LoRA: rank 8 (alpha 16) on the MLP projections of `layers` (models.lora_config), the new head trained too
+after a ridge linear probe sets it (LP-FT), AdamW with warm-up + linear decay and clipping (the lr is the
+caller's: the reranker uses 2e-3, docs/reranker.md says why). The untuned reference is the same model with
+the same freshly initialised head and no LoRA (what the paper's "start" columns measure).
 """
 
 from __future__ import annotations
@@ -253,6 +254,8 @@ def finetune(model: torch.nn.Module, tokenizer: Any, train_data: TaskData, ood_d
     Returns (peft model, report dict with before/after OOD metrics, losses and seconds).
     """
     check_task(cfg.task)
+    if cfg.head_init not in ("ridge", "random"):
+        raise ValueError(f"head_init {cfg.head_init!r}: use 'ridge' or 'random'")
     pm = peft_model(model, cfg.layers, rank=cfg.rank, alpha=cfg.alpha, seed=cfg.seed)
     pm.to(cfg.device)
     t0 = time.perf_counter()
@@ -266,8 +269,6 @@ def finetune(model: torch.nn.Module, tokenizer: Any, train_data: TaskData, ood_d
         probe["ood"] = task_metric(cfg.task, score(pm, tokenizer, ood_data.texts, max_length=cfg.max_length,
                                                    device=cfg.device), ood_data)
         log.info("linear-probe head: OOD %s", probe["ood"])
-    elif cfg.head_init != "random":
-        raise ValueError(f"head_init {cfg.head_init!r}: use 'ridge' or 'random'")
     losses = train(pm, tokenizer, train_data, cfg, progress=progress)
     t_train = time.perf_counter() - t0
     after = task_metric(cfg.task, score(pm, tokenizer, ood_data.texts, max_length=cfg.max_length,
