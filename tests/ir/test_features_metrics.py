@@ -96,3 +96,16 @@ def test_ndcg_by_hand():
     assert ndcg_at_k([1, 2], [0, 0]) == 0.0
     # the mean over queries skips a query with no relevant candidate
     assert mean_ndcg(["a", "a", "b", "b"], [1, 0, 1, 0], [1, 0, 0, 0]) == 1.0
+
+
+def test_ndcg_ties_are_averaged_not_input_order():
+    # scores tie on the first two (gains 0 and 3): each gets 1.5 at positions 1 and 2; the third gain 1 at 3
+    dcg = 1.5 * (1 + 1 / np.log2(3)) + 1 / 2
+    assert ndcg_at_k([1, 1, 0], [0, 2, 1]) == pytest.approx(dcg / (3 + 1 / np.log2(3)))
+    assert ndcg_at_k([1, 1, 0], [2, 0, 1]) == ndcg_at_k([1, 1, 0], [0, 2, 1])
+    # k cuts inside a tie group: only position 1 counts, at the group's mean gain
+    assert ndcg_at_k([1, 1, 0], [0, 2, 1], k=1) == pytest.approx(1.5 / 3)
+    # constant scores score the mean over all orderings, whatever order the candidates come in
+    assert ndcg_at_k([0, 0, 0], [2, 1, 0]) == pytest.approx(ndcg_at_k([0, 0, 0], [0, 1, 2]))
+    with pytest.raises(ValueError, match="NaN"):
+        ndcg_at_k([np.nan, 1.0], [1, 0])

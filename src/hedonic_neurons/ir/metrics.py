@@ -15,18 +15,34 @@ def dcg_at_k(rels_in_rank_order: Sequence[float], k: int = 10) -> float:
     return float(np.sum((2.0 ** r - 1.0) / np.log2(np.arange(2, r.size + 2))))
 
 
-def ndcg_at_k(scores: Sequence[float], rels: Sequence[float], k: int = 10) -> float:
-    """NDCG@k of one query: rank by `scores` (descending, ties by input order), normalise by ideal DCG.
+def _tie_aware_dcg(scores: np.ndarray, rels: np.ndarray, k: int) -> float:
+    """Expected DCG@k over the orderings of tied scores (McSherry & Najork, 2008): each candidate of a
+    tie group gets the group's mean gain at each of the group's positions."""
+    order = np.argsort(-scores, kind="stable")
+    s, g = scores[order], 2.0 ** rels[order] - 1.0
+    disc = np.zeros(s.size)
+    m = min(k, s.size)
+    disc[:m] = 1.0 / np.log2(np.arange(2, m + 2))
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    ends = np.r_[starts[1:], s.size]
+    return float(sum(g[a:b].mean() * disc[a:b].sum() for a, b in zip(starts, ends)))
 
-    A query without any relevant candidate has IDCG = 0 and NDCG 0 by convention (trec_eval's choice).
+
+def ndcg_at_k(scores: Sequence[float], rels: Sequence[float], k: int = 10) -> float:
+    """NDCG@k of one query: rank by `scores` (descending), normalise by the ideal DCG.
+
+    Tied scores count as the mean over their orderings: breaking them by input order would hand a
+    model with constant scores the candidate order (BM25's on the embedded pool) for free. A query
+    without any relevant candidate has IDCG = 0 and NDCG 0 by convention (trec_eval's choice).
     """
     s = np.asarray(scores, dtype=np.float64)
     r = np.asarray(rels, dtype=np.float64)
     if s.shape != r.shape:
         raise ValueError(f"scores {s.shape} and rels {r.shape} differ in shape; pass one score per candidate")
-    order = np.argsort(-s, kind="stable")
+    if np.isnan(s).any():
+        raise ValueError("NaN in the scores; the model produced NaNs (check its inputs / weights)")
     ideal = dcg_at_k(np.sort(r)[::-1], k)
-    return 0.0 if ideal <= 0 else dcg_at_k(r[order], k) / ideal
+    return 0.0 if ideal <= 0 else _tie_aware_dcg(s, r, k) / ideal
 
 
 def mean_ndcg(qids: Sequence, scores: Sequence[float], rels: Sequence[float], k: int = 10,
