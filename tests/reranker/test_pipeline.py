@@ -90,3 +90,45 @@ def test_ridge_head_init_reads_what_the_model_scores(pool, make_model, arch):
     assert r2 == pytest.approx(info["r2_in_sample"], abs=1e-4)
     if arch == "gpt_neox":  # (the tiny random BERT's pooled features barely vary: ridge keeps the mean)
         assert np.std(pred) > 0  # the probe set a non-constant head
+
+
+def test_rank_losses_by_hand():
+    import torch
+
+    from hedonic_neurons.experiments.finetune import RANK_LOSSES
+
+    # RankNet: pairs (0,1) and (0,2) are ordered by rel; differences 2 and 1
+    got = RANK_LOSSES["ranknet"](torch.tensor([2.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 0.0]))
+    assert float(got) == pytest.approx((np.log1p(np.exp(-2.0)) + np.log1p(np.exp(-1.0))) / 2)
+    # ListNet: target weights 2^rel - 1 = (1, 0), equal scores: -log(1/2)
+    got = RANK_LOSSES["listnet"](torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0]))
+    assert float(got) == pytest.approx(np.log(2.0))
+
+
+def test_relevance_probe_is_within_query_and_keeps_the_labels(pool, make_model):
+    from hedonic_neurons.experiments.finetune import FinetuneConfig, build_task_data, peft_model, ridge_head_init
+    from hedonic_neurons.ir.embedded import passage_texts, query_passage_pairs
+    from hedonic_neurons.ir.features import IRFeatures
+
+    data, _ = build_task_data("relevance", query_passage_pairs(60, "train", data_dir=pool),
+                              IRFeatures().fit(passage_texts(pool)))
+    before = data.y_std.copy()
+    model, tok = make_model("gpt_neox")
+    pm = peft_model(model, (0, 1))
+    ridge_head_init(pm, tok, data, FinetuneConfig(task="relevance", layers=(0, 1), max_length=40, head_init_pairs=60))
+    # the probe centres grades per query for its fit; the training labels must stay the grades
+    np.testing.assert_array_equal(data.y_std, before)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(pool, make_model):
+    from hedonic_neurons.experiments.finetune import FinetuneConfig, build_task_data, peft_model, train
+    from hedonic_neurons.ir.embedded import passage_texts, query_passage_pairs
+    from hedonic_neurons.ir.features import IRFeatures
+
+    data, _ = build_task_data("cqtr", query_passage_pairs(20, "train", data_dir=pool),
+                              IRFeatures().fit(passage_texts(pool)))
+    data.y_std[3] = np.nan
+    model, tok = make_model("llama")
+    pm = peft_model(model, (0,))
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        train(pm, tok, data, FinetuneConfig(task="cqtr", layers=(0,), max_length=40, batch_size=20), progress=False)

@@ -6,8 +6,9 @@ input "query: {q} passage: {p}":
 - ``cqtr``: covered query term ratio, MSE;  ``mtfl``: mean of stream-length-normalised TF, MSE. Both
   labels are computed from the text the model sees (the passage cut to `max_words` words first), and
   standardised with the training set's mean / sd, so the MSEs of both tasks are on one scale (z units).
-- ``relevance``: a listwise softmax loss (ListNet) over each query's candidates, with target weights
-  2^rel - 1; metric NDCG@10. On the embedded pool the grades are DERIVED (ir.data.derived_relevance).
+- ``relevance``: a ranking loss over each query's candidates, RankNet (pairwise logistic, the default) or
+  ListNet (softmax, target weights 2^rel - 1); metric NDCG@10. On the embedded pool the grades are DERIVED
+  (ir.data.derived_relevance). docs/reranker.md has the measured comparison.
 
 LoRA: rank 8 (alpha 16) on the MLP projections of `layers` (models.lora_config), the new head trained too
 after a ridge linear probe sets it (LP-FT), AdamW with warm-up + linear decay and clipping (the lr is the
@@ -103,6 +104,7 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0  # gradient clipping (0 = off), as transformers' Trainer does by default
     head_init: str = "ridge"  # "ridge": linear-probe the new head first (LP-FT); "random": as loaded
     head_init_pairs: int = 800  # training pairs the linear probe is fitted on
+    rank_loss: str = "ranknet"  # relevance only: "ranknet" (pairwise logistic) or "listnet" (docs/reranker.md)
     seed: int = 0
     device: str = "cpu"
 
@@ -143,9 +145,20 @@ def peft_model(model: torch.nn.Module, layers, *, rank: int = 8, alpha: float = 
 
 
 def _listnet(scores: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+    """ListNet (Cao et al., 2007): cross-entropy of the scores' softmax against target weights 2^rel - 1."""
     gain = 2.0 ** rel - 1.0
     p = gain / gain.sum()
     return -(p * torch.log_softmax(scores, dim=0)).sum()
+
+
+def _ranknet(scores: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+    """RankNet (Burges et al., 2005): mean logistic loss log(1 + e^-(s_i - s_j)) over the pairs with rel_i > rel_j."""
+    diff = scores[:, None] - scores[None, :]
+    pref = (rel[:, None] > rel[None, :]).float()
+    return (torch.nn.functional.softplus(-diff) * pref).sum() / pref.sum().clamp(min=1.0)
+
+
+RANK_LOSSES = {"ranknet": _ranknet, "listnet": _listnet}
 
 
 def ridge_head_init(model: torch.nn.Module, tokenizer: Any, data: TaskData, cfg: FinetuneConfig) -> dict:
@@ -154,6 +167,8 @@ def ridge_head_init(model: torch.nn.Module, tokenizer: Any, data: TaskData, cfg:
     LP-FT (Kumar et al., 2022): a linear probe before fine-tuning. With a random head the gradient
     reaching the LoRA weights is scaled by the head's tiny weights and CPU-sized runs sat on a plateau
     (the loss at the label variance for hundreds of steps, measured on MiniLM / CQTR, docs/reranker.md).
+    For relevance the fit is within queries (features and grades centred per query): ranking compares a
+    query's candidates only.
     """
     from sklearn.linear_model import RidgeCV
 
@@ -180,8 +195,16 @@ def ridge_head_init(model: torch.nn.Module, tokenizer: Any, data: TaskData, cfg:
     finally:
         hook.remove()
     X = torch.cat(rows).numpy()
-    y = np.asarray(data.y_std[:n], dtype=np.float64)
+    y = np.array(data.y_std[:n], dtype=np.float64)  # a copy: the centring below must not touch the labels
     has_bias = getattr(head, "bias", None) is not None
+    if cfg.task == "relevance":
+        # Ranking only compares a query's candidates: fit within queries (features and grades centred
+        # per query), else the probe spends itself on what separates queries (measured: worse than untuned).
+        qids = np.asarray(data.pairs.qids[:n])
+        for q in dict.fromkeys(qids.tolist()):
+            m = qids == q
+            X[m] -= X[m].mean(0)
+            y[m] -= y[m].mean()
     r = RidgeCV(alphas=np.logspace(-2, 4, 13), fit_intercept=has_bias).fit(X, y)
     with torch.no_grad():
         head.weight.copy_(torch.as_tensor(r.coef_, dtype=head.weight.dtype).reshape(head.weight.shape))
@@ -217,6 +240,7 @@ def train(model: torch.nn.Module, tokenizer: Any, data: TaskData, cfg: FinetuneC
         order = [rng.permutation(len(data.texts)) for _ in range(cfg.epochs)]
         steps = [o[i:i + cfg.batch_size] for o in order for i in range(0, len(o), cfg.batch_size)]
     y = torch.as_tensor(data.y_std, dtype=torch.float32)
+    rank_fn = RANK_LOSSES[cfg.rank_loss]
     # Warm-up then linear decay (the Trainer's default schedule): with a constant rate a CPU-sized run
     # either does not move (2e-4) or collapses to predicting the mean (5e-3), measured on MiniLM / CQTR.
     n_warm = max(1, int(round(cfg.warmup * len(steps))))
@@ -231,11 +255,15 @@ def train(model: torch.nn.Module, tokenizer: Any, data: TaskData, cfg: FinetuneC
         if cfg.task == "relevance":
             loss, s = 0.0, 0
             for g in step:
-                loss = loss + _listnet(out[s:s + len(g)], y[g].to(out.device))
+                loss = loss + rank_fn(out[s:s + len(g)], y[g].to(out.device))
                 s += len(g)
             loss = loss / len(step)
         else:
             loss = torch.nn.functional.mse_loss(out, y[idx].to(out.device))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"fine-tuning loss is {float(loss)} at step {len(losses) + 1} of {len(steps)}; lower the learning "
+                f"rate (--lr, now {cfg.lr:g}) or check the labels for NaN / inf")
         opt.zero_grad()
         loss.backward()
         if cfg.max_grad_norm:
@@ -256,6 +284,8 @@ def finetune(model: torch.nn.Module, tokenizer: Any, train_data: TaskData, ood_d
     check_task(cfg.task)
     if cfg.head_init not in ("ridge", "random"):
         raise ValueError(f"head_init {cfg.head_init!r}: use 'ridge' or 'random'")
+    if cfg.rank_loss not in RANK_LOSSES:
+        raise ValueError(f"rank_loss {cfg.rank_loss!r}: use one of {', '.join(RANK_LOSSES)}")
     pm = peft_model(model, cfg.layers, rank=cfg.rank, alpha=cfg.alpha, seed=cfg.seed)
     pm.to(cfg.device)
     t0 = time.perf_counter()

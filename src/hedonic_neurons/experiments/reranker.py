@@ -44,6 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hedonic_neurons.experiments.finetune import (
+    RANK_LOSSES,
     TASK_NAMES,
     FinetuneConfig,
     TaskData,
@@ -138,6 +139,7 @@ class RerankerConfig:
     batch_size: int = 8
     lr: float = 2e-3  # LoRA lr; the paper's 2e-4 (batch 128 x 500k pairs) does not move a CPU-sized run
     head_lr: float = 2e-3
+    rank_loss: str = "ranknet"  # relevance: ranknet | listnet (ListNet did not beat untuned, docs/reranker.md)
     rank: int = 8
     # The paper's m = 8e5 / omega = 8e4 are for 14,336 players (56 samples per player); the 1,536 MLP
     # channels of MiniLM / SmolLM2 get 1e5 (65 per player): the same ratio, an 8x cheaper fit.
@@ -423,6 +425,8 @@ class RerankerExperiment:
             raise ValueError(f"layers {bad} are outside this model's {ad.n_layers} layers; use --layers within "
                              f"0-{ad.n_layers - 1} (e.g. {default_layers(ad.n_layers)[0]}-"
                              f"{default_layers(ad.n_layers)[-1]})")
+        if self.cfg.rank_loss not in RANK_LOSSES:
+            raise ValueError(f"rank_loss {self.cfg.rank_loss!r}: use one of {', '.join(RANK_LOSSES)}")
         if cfg_path.is_file():
             old = json.loads(cfg_path.read_text())
             keys = ("model", "task", "layers", "n_train", "n_probe", "n_ood", "n_ood_drop", "max_words", "seed0")
@@ -481,6 +485,7 @@ class RerankerExperiment:
         self._base = None
         fc = FinetuneConfig(task=c.task, layers=c.layers, rank=c.rank, lr=c.lr, head_lr=c.head_lr, epochs=c.epochs,
                             batch_size=c.batch_size, max_length=c.max_length, seed=c.seed0, device=c.device,
+                            rank_loss=c.rank_loss,
                             head_init_pairs=min(800, max(100, c.n_train // 4)))
         pm, rep = finetune(model, tok, data["train"], data["ood"], fc, out_dir=self.rd.root / "adapter",
                            progress=not self.quiet)
@@ -902,6 +907,7 @@ def _cli(args) -> int:
                          seeds=args.seeds, n_train=args.n_train, n_probe=args.n_probe, n_ood=args.n_ood,
                          n_ood_drop=args.n_ood_drop,
                          max_words=args.max_words, max_length=args.max_length, epochs=args.epochs, lr=args.lr,
+                         rank_loss=args.rank_loss,
                          agreement_pairs=args.agreement_pairs,
                          solver_m=args.solver_m, solver_omega=args.solver_omega, n_largest=args.n_largest,
                          n_random=args.n_random, data_dir=args.data_dir, report=not args.no_report,
@@ -937,6 +943,8 @@ def register(subparsers) -> None:
     g.add_argument("--max-length", type=int, default=d.max_length, help="tokens per input")
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--lr", type=float, default=d.lr, help="LoRA learning rate (AdamW)")
+    g.add_argument("--rank-loss", default=d.rank_loss, choices=("ranknet", "listnet"),
+                   help="relevance task: pairwise RankNet (default) or listwise ListNet")
     g.add_argument("--agreement-pairs", type=int, default=d.agreement_pairs,
                    help="random pairs for the Hessian-vs-exact PAS check (non-norm tails)")
     g.add_argument("--solver-m", type=int, default=d.solver_m, help="PAC-Top-Cover reservoir m")

@@ -25,7 +25,7 @@ def _tie_aware_dcg(scores: np.ndarray, rels: np.ndarray, k: int) -> float:
     disc[:m] = 1.0 / np.log2(np.arange(2, m + 2))
     starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
     ends = np.r_[starts[1:], s.size]
-    return float(sum(g[a:b].mean() * disc[a:b].sum() for a, b in zip(starts, ends)))
+    return float(sum(g[a:b].mean() * disc[a:b].sum() for a, b in zip(starts, ends, strict=True)))
 
 
 def ndcg_at_k(scores: Sequence[float], rels: Sequence[float], k: int = 10) -> float:
