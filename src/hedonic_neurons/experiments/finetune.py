@@ -109,18 +109,23 @@ class FinetuneConfig:
     device: str = "cpu"
 
 
+def _encoded(tokenizer: Any, texts: list[str], batch_size: int, max_length: int, device: str,
+             progress: bool = False):
+    """Tokenized batches of `texts` on `device` (what every scoring pass feeds the model)."""
+    it = range(0, len(texts), batch_size)
+    for s in tqdm(it, desc="score", disable=not progress or bool(os.environ.get("TQDM_DISABLE"))):
+        yield tokenizer(texts[s:s + batch_size], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt").to(device)
+
+
 def score(model: torch.nn.Module, tokenizer: Any, texts: list[str], *, batch_size: int = 32, max_length: int = 128,
           device: str = "cpu", progress: bool = False) -> np.ndarray:
     """The model's scalar output for each text (eval mode, no grad), float64."""
     model.eval()
     out = []
-    it = range(0, len(texts), batch_size)
     with torch.no_grad():
-        for s in tqdm(it, desc="score", disable=not progress or bool(os.environ.get("TQDM_DISABLE"))):
-            enc = tokenizer(texts[s:s + batch_size], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt").to(device)
-            logits = model(**enc).logits
-            out.append(logits[:, 0].double().cpu().numpy())
+        for enc in _encoded(tokenizer, texts, batch_size, max_length, device, progress):
+            out.append(model(**enc).logits[:, 0].double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -182,9 +187,7 @@ def ridge_head_init(model: torch.nn.Module, tokenizer: Any, data: TaskData, cfg:
     model.eval()
     try:
         with torch.no_grad():
-            for s0 in range(0, n, 32):
-                enc = tokenizer(data.texts[s0:min(n, s0 + 32)], padding=True, truncation=True,
-                                max_length=cfg.max_length, return_tensors="pt").to(cfg.device)
+            for enc in _encoded(tokenizer, data.texts[:n], 32, cfg.max_length, cfg.device):
                 model(**enc)
                 x = feats.pop()
                 if x.ndim == 3:  # decoder heads score every position; the model reads the last real token
