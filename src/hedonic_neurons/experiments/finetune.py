@@ -166,6 +166,13 @@ def _ranknet(scores: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
 RANK_LOSSES = {"ranknet": _ranknet, "listnet": _listnet}
 
 
+def check_rank_loss(name: str) -> str:
+    """The ranking loss name, or a one-line error naming the valid ones."""
+    if name not in RANK_LOSSES:
+        raise ValueError(f"rank_loss {name!r}: use one of {', '.join(RANK_LOSSES)}")
+    return name
+
+
 def ridge_head_init(model: torch.nn.Module, tokenizer: Any, data: TaskData, cfg: FinetuneConfig) -> dict:
     """Set the trainable head to a ridge fit of the (standardised) labels on its input features.
 
@@ -287,8 +294,7 @@ def finetune(model: torch.nn.Module, tokenizer: Any, train_data: TaskData, ood_d
     check_task(cfg.task)
     if cfg.head_init not in ("ridge", "random"):
         raise ValueError(f"head_init {cfg.head_init!r}: use 'ridge' or 'random'")
-    if cfg.rank_loss not in RANK_LOSSES:
-        raise ValueError(f"rank_loss {cfg.rank_loss!r}: use one of {', '.join(RANK_LOSSES)}")
+    check_rank_loss(cfg.rank_loss)
     pm = peft_model(model, cfg.layers, rank=cfg.rank, alpha=cfg.alpha, seed=cfg.seed)
     pm.to(cfg.device)
     t0 = time.perf_counter()

@@ -49,6 +49,7 @@ from hedonic_neurons.experiments.finetune import (
     FinetuneConfig,
     TaskData,
     build_task_data,
+    check_rank_loss,
     check_task,
     finetune,
     load_adapter,
@@ -425,8 +426,7 @@ class RerankerExperiment:
             raise ValueError(f"layers {bad} are outside this model's {ad.n_layers} layers; use --layers within "
                              f"0-{ad.n_layers - 1} (e.g. {default_layers(ad.n_layers)[0]}-"
                              f"{default_layers(ad.n_layers)[-1]})")
-        if self.cfg.rank_loss not in RANK_LOSSES:
-            raise ValueError(f"rank_loss {self.cfg.rank_loss!r}: use one of {', '.join(RANK_LOSSES)}")
+        check_rank_loss(self.cfg.rank_loss)
         if cfg_path.is_file():
             old = json.loads(cfg_path.read_text())
             keys = ("model", "task", "layers", "n_train", "n_probe", "n_ood", "n_ood_drop", "max_words", "seed0")
@@ -943,7 +943,7 @@ def register(subparsers) -> None:
     g.add_argument("--max-length", type=int, default=d.max_length, help="tokens per input")
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--lr", type=float, default=d.lr, help="LoRA learning rate (AdamW)")
-    g.add_argument("--rank-loss", default=d.rank_loss, choices=("ranknet", "listnet"),
+    g.add_argument("--rank-loss", default=d.rank_loss, choices=tuple(RANK_LOSSES),
                    help="relevance task: pairwise RankNet (default) or listwise ListNet")
     g.add_argument("--agreement-pairs", type=int, default=d.agreement_pairs,
                    help="random pairs for the Hessian-vs-exact PAS check (non-norm tails)")
