@@ -81,3 +81,13 @@ def test_running_stats_vs_numpy():
     np.testing.assert_allclose(again.cov, rs.cov)
     with pytest.raises(ValueError, match="shape"):
         rs.update(np.ones((3, 5)))
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_oca_leaves_the_activations_unchanged(dt):
+    """Regression: the in-place standardisation used to overwrite a contiguous float32/64 input."""
+    rng = np.random.default_rng(0)
+    acts = (rng.normal(size=(20, 5)) * 3 + 7).astype(dt)
+    before = acts.copy()
+    oca(acts, rng.normal(size=(4, 5)))
+    np.testing.assert_array_equal(acts, before)

@@ -1,0 +1,380 @@
+"""Data-parallel valuations: each rank values its shard of the inputs, the statistics are merged exactly.
+
+    torchrun --nproc-per-node 2 -m hedonic_neurons.cli valuations smollm2 --layer 10 --out val/
+
+Every rank loads the model on its own device, runs the forward pass on its contiguous shard of the
+inputs, and computes the mergeable statistics of its shard (`valuations.accumulate.ValuationStats`:
+activation co-moments for OCA, Delta_ij and psi moments for exact PAS, the Hessian means). The
+statistics are all-reduced with the k-way form of Chan's formula and rank 0 turns them into the same
+`Valuations` a single process would give (to float rounding) and writes them. Mean ablation needs the
+mean activation over ALL inputs, so it is all-reduced before the per-shard coefficients are built.
+On one process (no `torchrun`) the same function is the identity on the statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..distributed import Dist, launched, shard_sizes
+from ..valuations.accumulate import Moments, ValuationStats
+from ..valuations.activations import RunningStats
+from .extract import LayerCache, layer_cache
+from .valuate import METHODS, Valuations, _as_batches, compute_valuations
+
+log = logging.getLogger(__name__)
+
+__all__ = ["stats_from_cache", "reduce_stats", "valuations_from_stats", "shard_inputs", "distributed_valuations",
+           "valuations_any"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# per-shard statistics and their finalisation
+# ---------------------------------------------------------------------------------------------------
+
+
+def _quiet_single_input(N: int):
+    """A 1-input shard has no standard errors of its own (its M2 is 0): do not warn about it."""
+    import contextlib
+
+    if N > 1:
+        return contextlib.nullcontext()
+    pas_log = logging.getLogger("hedonic_neurons.valuations.pas")
+
+    @contextlib.contextmanager
+    def cm():
+        old = pas_log.level
+        pas_log.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            pas_log.setLevel(old)
+    return cm()
+
+
+def _agreement_pairs(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The random pair subset of `valuations_from_cache` (seed 0), the same on every rank."""
+    rng = np.random.default_rng(0)
+    m = min(m, n * (n - 1) // 2)
+    i = rng.integers(0, n, size=m)
+    j = (i + rng.integers(1, n, size=m)) % n
+    pairs = np.unique(np.stack([np.minimum(i, j), np.maximum(i, j)], 1), axis=0)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def stats_from_cache(
+    cache: LayerCache,
+    methods: Sequence[str] = METHODS,
+    *,
+    pas_dtype: Any = np.float64,
+    n_total: int | None = None,
+    max_direct_cost: float = 2e10,
+    agreement_pairs: int = 2_000,
+    progress: bool = False,
+) -> tuple[ValuationStats, dict[str, float]]:
+    """The mergeable statistics of a (shard's) layer cache and the seconds each method took.
+
+    ``n_total``: the number of inputs over all shards (decides, identically on every rank, whether a
+    non-norm tail's exact PAS is affordable on all pairs); defaults to this cache's.
+    """
+    from ..valuations.pas import exact_pas, hessian_pas
+    from ..valuations.tail import NormTail
+    from .valuate import exact_pas_pairs, exact_singles
+
+    methods = tuple(methods)
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ValueError(f"unknown valuation method(s) {bad or methods}: use any of {METHODS}")
+    n, N = cache.n_players, cache.n_samples
+    n_total = N if n_total is None else int(n_total)
+    norm_tail = isinstance(cache.tail, NormTail)
+    st = ValuationStats(n, meta={"layer": cache.layer, "site": cache.site, "ablation": cache.ablation,
+                                 "tail": cache.tail.kind if norm_tail else repr(cache.tail),
+                                 "pas_dtype": np.dtype(pas_dtype).name, "acts_dtype": str(cache.acts.dtype),
+                                 **dict(cache.meta)})
+    times: dict[str, float] = {}
+    kw = cache.math_kwargs()
+    if "oca" in methods:
+        t = time.perf_counter()
+        st.oca = RunningStats(n).update(cache.acts)
+        times["oca"] = time.perf_counter() - t
+    if "pas" in methods:
+        t = time.perf_counter()
+        with _quiet_single_input(N):
+            if norm_tail:
+                res = exact_pas(**kw, dtype=pas_dtype, progress=progress)
+                st.pas = Moments.from_mean_se(N, res.phi, res.se)
+                st.psi = Moments.from_mean_se(N, res.psi, res.psi_se)
+                st.logit = Moments(N, np.array([res.logit_mean]))
+            else:
+                st.psi = Moments.from_mean_se(N, *exact_singles(cache))
+                if n * (n - 1) // 2 * n_total * cache.H.shape[1] ** 2 <= max_direct_cost:
+                    (pi, pj), vals, ses = exact_pas_pairs(cache, progress=progress)
+                    phi, se = np.zeros((n, n)), np.zeros((n, n))
+                    phi[pi, pj] = phi[pj, pi] = vals
+                    se[pi, pj] = se[pj, pi] = ses
+                    st.pas = Moments.from_mean_se(N, phi, se)
+                elif "hessian" in methods and n >= 3:
+                    pairs = _agreement_pairs(n, agreement_pairs)
+                    _, vals, ses = exact_pas_pairs(cache, pairs)
+                    st.pas = Moments.from_mean_se(N, vals, ses)
+                    st.pairs = np.stack(pairs)
+        times["pas_exact"] = time.perf_counter() - t
+    if "hessian" in methods:
+        t = time.perf_counter()
+        if norm_tail:
+            h = hessian_pas(**kw, dtype=pas_dtype, progress=progress)
+        else:
+            h = hessian_pas(kw["H"], kw["coef"], kw["C"], cache.tail.logit_torch, kw["targets"],
+                            C_base=kw.get("C_base"), coef_base=kw.get("coef_base"), dtype=pas_dtype, progress=progress)
+        st.hessian = Moments(N, np.asarray(h, dtype=np.float64))
+        times["pas_hessian"] = time.perf_counter() - t
+    return st, times
+
+
+def reduce_stats(stats: ValuationStats, dist: Dist) -> ValuationStats:
+    """All-reduce the statistics of every rank's shard into those of all inputs (k-way Chan merge).
+
+    mean = sum_k n_k m_k / N and M2 = sum_k [M2_k + n_k (m_k - mean)^2] (outer products for the
+    activation co-moments): two sums per statistic, no gather of per-rank copies.
+    """
+    if dist.world == 1:
+        return stats
+    out = ValuationStats(stats.n_players, pairs=stats.pairs, meta=dict(stats.meta))
+
+    def moments(m: Moments) -> Moments:
+        N = dist.allreduce_int(m.count)
+        mean = dist.allreduce_sum(m.mean * (m.count / N)) if m.count else dist.allreduce_sum(np.zeros_like(m.mean))
+        m2 = None
+        if m.m2 is not None:
+            m2 = dist.allreduce_sum(m.m2 + m.count * (m.mean - mean) ** 2)
+        return Moments(N, mean, m2)
+
+    if stats.oca is not None:
+        rs = stats.oca
+        N = dist.allreduce_int(rs.count)
+        mean = dist.allreduce_sum(rs._mean * (rs.count / N))
+        d = rs._mean - mean
+        m2 = rs._m2 + np.outer(d, d) * rs.count
+        red = RunningStats(rs.n)
+        red._count, red._mean, red._m2 = N, mean, dist.allreduce_sum(m2)
+        out.oca = red
+    for name in ValuationStats._MOMENTS:
+        m = getattr(stats, name)
+        if m is not None:
+            setattr(out, name, moments(m))
+    return out
+
+
+def valuations_from_stats(stats: ValuationStats, *, W_down: np.ndarray | None, layer: int, site: str,
+                          ablation: str, timings: dict[str, float] | None = None,
+                          meta: dict | None = None) -> Valuations:
+    """The `Valuations` (OCA, exact PAS + se + psi, Hessian PAS, agreement) of merged statistics."""
+    from ..valuations.agreement import agreement
+    from ..valuations.oca import oca_null_se
+
+    n, N = stats.n_players, stats.n_samples
+    if N < 2:
+        raise ValueError(f"{N} input(s): valuations are expectations over inputs; give at least 2")
+    v = Valuations(layer=layer, site=site, ablation=ablation, n_samples=N, n_players=n,
+                   timings=dict(timings or {}), meta={**stats.meta, **(meta or {})})
+    for k in ("layer", "site", "ablation", "pas_dtype", "acts_dtype"):
+        v.meta.pop(k, None)
+    if stats.oca is not None:
+        acts_dt = np.dtype(stats.meta.get("acts_dtype", "float64"))
+        v.phi_oca = stats.oca_phi(W_down if site == "mlp" else None,
+                                  dtype=np.float64 if acts_dt == np.float64 else np.float32)
+        v.oca_null_se = oca_null_se(N)
+    if stats.psi is not None:
+        v.psi, v.psi_se = stats.psi.mean.copy(), stats.psi.se
+    if stats.pas is not None and stats.pairs is None:
+        res = stats.pas_result()
+        v.phi_pas, v.pas_se = res.phi, res.se
+        if stats.logit is not None:
+            v.meta["logit_mean"] = res.logit_mean
+    if stats.hessian is not None:
+        v.phi_hessian = stats.hessian_phi()
+    if v.phi_hessian is not None and n >= 3:
+        t = time.perf_counter()
+        if v.phi_pas is not None:
+            v.agreement = agreement(v.phi_hessian, v.phi_pas)
+        elif stats.pairs is not None:
+            pi, pj = stats.pairs
+            exact = np.zeros((n, n))
+            exact[pi, pj] = exact[pj, pi] = stats.pas.mean
+            v.agreement = agreement(v.phi_hessian, exact, pairs=(pi, pj))
+            v.agreement["subset"] = "random pairs (exact PAS of a non-norm tail on all pairs is too costly)"
+        v.timings["agreement"] = time.perf_counter() - t
+    return v
+
+
+# ---------------------------------------------------------------------------------------------------
+# sharding the inputs
+# ---------------------------------------------------------------------------------------------------
+
+
+def _batch_rows(batch: Any) -> int:
+    if isinstance(batch, Mapping):
+        for k, v in batch.items():
+            if k not in ("index",) and isinstance(v, torch.Tensor) and v.ndim >= 1:
+                return int(v.shape[0])
+        raise ValueError("a batch dict holds no tensor: give dicts of model inputs (e.g. from text_batches)")
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return int(len(batch[0]))
+    if isinstance(batch, (torch.Tensor, np.ndarray)):
+        return int(len(batch))
+    raise ValueError(f"cannot shard a batch of type {type(batch).__name__}: give texts, an array, or dicts of "
+                     "model inputs")
+
+
+def _batch_take(batch: Any, rows: slice) -> Any:
+    if isinstance(batch, Mapping):
+        n = _batch_rows(batch)
+        return {k: (v[rows] if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == n else v)
+                for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return (batch[0][rows], batch[1][rows])
+    return batch[rows]
+
+
+def _n_inputs(inputs: Any) -> int:
+    if isinstance(inputs, (np.ndarray, torch.Tensor)):
+        return int(len(inputs))
+    if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str):
+        return len(inputs)
+    return sum(_batch_rows(b) for b in inputs)
+
+
+def shard_inputs(inputs: Any, targets: Sequence[int] | None, lo: int, hi: int) -> tuple[Any, Any]:
+    """Inputs [lo, hi) in the order given (texts, array rows, or rows of ready batches, batches kept)."""
+    if isinstance(inputs, str):
+        raise ValueError("inputs is one string: pass a list of texts")
+    tg = None if targets is None else np.asarray(targets)[lo:hi]
+    if isinstance(inputs, (np.ndarray, torch.Tensor)) or (
+            isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
+        return inputs[lo:hi], tg
+    out, start = [], 0
+    for b in inputs:
+        r = _batch_rows(b)
+        a, z = max(lo, start), min(hi, start + r)
+        if a < z:
+            out.append(_batch_take(b, slice(a - start, z - start)))
+        start += r
+    return out, tg
+
+
+# ---------------------------------------------------------------------------------------------------
+# the driver
+# ---------------------------------------------------------------------------------------------------
+
+
+def _global_mean_coef(cache: LayerCache, dist: Dist) -> None:
+    """Mean ablation over ALL inputs: replace the shard-mean coefficients by the all-inputs ones."""
+    X = cache.acts if cache.site == "mlp" else cache.H
+    N = dist.allreduce_int(X.shape[0])
+    mean = dist.allreduce_sum(X.sum(0, dtype=np.float64)) / N
+    cache.coef = X - mean.astype(X.dtype)[None]
+
+
+def distributed_valuations(
+    model: nn.Module | str | Path,
+    inputs: Any,
+    layer: int,
+    *,
+    tokenizer: Any = None,
+    methods: Sequence[str] = METHODS,
+    site: str = "mlp",
+    ablation: str = "auto",
+    targets: Sequence[int] | None = None,
+    batch_size: int = 8,
+    max_length: int = 256,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    pas_dtype: Any = np.float64,
+    progress: bool = True,
+    sizes: list[int] | None = None,
+    load_kwargs: dict | None = None,
+    dist: Dist | None = None,
+) -> Valuations | None:
+    """`compute_valuations` over the ranks of a `torchrun` launch: rank 0 returns the Valuations, others None.
+
+    Each rank takes a contiguous shard of `inputs` (as even as possible, or `sizes` inputs per rank),
+    loads the model on its own device (``cuda:LOCAL_RANK`` for ``device="cuda"``), and the statistics
+    are merged exactly (`reduce_stats`). Outside a launch it runs on one process, through the same path.
+    """
+    progress = progress and not os.environ.get("TQDM_DISABLE")
+    own = dist is None
+    dist = Dist(device) if own else dist
+    try:
+        if own:
+            dist.__enter__()
+        N = _n_inputs(inputs)
+        if N < 2:
+            raise ValueError(f"{N} input(s): valuations are expectations over inputs; give at least 2")
+        sz = shard_sizes(N, dist.world, sizes)
+        lo = sum(sz[:dist.rank])
+        shard, tg = shard_inputs(inputs, targets, lo, lo + sz[dist.rank])
+        if isinstance(model, (str, Path)):
+            from .loading import load_model
+
+            model, tok = load_model(model, dtype=dtype, **(load_kwargs or {}))
+            tokenizer = tokenizer or tok
+            if not getattr(model, "hf_device_map", None):
+                model = model.to(dist.device)
+        dev = dist.device
+        hf_map = getattr(model, "hf_device_map", None) or getattr(getattr(model, "base_model", None),
+                                                                 "hf_device_map", None)
+        if hf_map:
+            dev = _first_device(model)
+        batches = _as_batches(shard, tokenizer, batch_size=batch_size, max_length=max_length, targets=tg)
+        t = time.perf_counter()
+        cache = layer_cache(model, batches, layer, site=site, ablation=ablation, device=dev, dtype=dtype,
+                            progress=progress and dist.is_main)
+        timings = {"forward": time.perf_counter() - t}
+        if cache.ablation == "mean":
+            _global_mean_coef(cache, dist)
+        st, times = stats_from_cache(cache, methods, pas_dtype=pas_dtype, n_total=N,
+                                     progress=progress and dist.is_main)
+        timings.update(times)
+        t = time.perf_counter()
+        merged = reduce_stats(st, dist)
+        timings["reduce"] = time.perf_counter() - t
+        if not dist.is_main:
+            return None
+        return valuations_from_stats(merged, W_down=cache.W_down, layer=cache.layer, site=cache.site,
+                                     ablation=cache.ablation, timings=timings,
+                                     meta={"world_size": dist.world, "shard_sizes": sz, "backend": dist.backend
+                                           if dist.world > 1 else None})
+    finally:
+        if own:
+            dist.__exit__(None, None, None)
+
+
+def _first_device(model: nn.Module) -> torch.device:
+    """Where the inputs of a model dispatched with a device_map go: its first parameter's device."""
+    for p in model.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
+
+
+def valuations_any(model: nn.Module | str | Path, inputs: Any, layer: int, **kw: Any) -> Valuations | None:
+    """`compute_valuations` on one process, `distributed_valuations` inside a `torchrun` launch."""
+    if launched():
+        return distributed_valuations(model, inputs, layer, **kw)
+    kw.pop("sizes", None)
+    load_kwargs = kw.pop("load_kwargs", None)
+    if load_kwargs and isinstance(model, (str, Path)):
+        from .loading import load_model
+
+        model, tok = load_model(model, dtype=kw.get("dtype", torch.float32), **load_kwargs)
+        kw["tokenizer"] = kw.get("tokenizer") or tok
+    return compute_valuations(model, inputs, layer, **kw)
