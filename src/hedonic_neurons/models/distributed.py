@@ -313,13 +313,18 @@ def distributed_valuations(
     progress = progress and not os.environ.get("TQDM_DISABLE")
     own = dist is None
     dist = Dist(device) if own else dist
+    # checked before joining the group: every rank raises the same one-line error, none waits for the others
+    if isinstance(inputs, str):
+        raise ValueError("inputs is one string: pass a list of texts")
+    if not isinstance(inputs, (list, tuple, np.ndarray, torch.Tensor)):
+        inputs = list(inputs)
+    N = _n_inputs(inputs)
+    if N < 2:
+        raise ValueError(f"{N} input(s): valuations are expectations over inputs; give at least 2")
+    sz = shard_sizes(N, dist.world, sizes)
     try:
         if own:
             dist.__enter__()
-        N = _n_inputs(inputs)
-        if N < 2:
-            raise ValueError(f"{N} input(s): valuations are expectations over inputs; give at least 2")
-        sz = shard_sizes(N, dist.world, sizes)
         lo = sum(sz[:dist.rank])
         shard, tg = shard_inputs(inputs, targets, lo, lo + sz[dist.rank])
         if isinstance(model, (str, Path)):
