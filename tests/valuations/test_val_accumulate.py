@@ -45,7 +45,7 @@ def test_shards_merge_to_one_pass(split, how, tmp_path):
     H, coef, C, tail, base, acts = _case()
     sizes = SPLITS[split]
     bounds = np.cumsum([0] + sizes)
-    parts = [_shard_stats(H, coef, C, tail, base, acts, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    parts = [_shard_stats(H, coef, C, tail, base, acts, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     if how == "saved":  # through safetensors files, as shards written by separate jobs would be
         parts = [ValuationStats.load(p.save(tmp_path / f"shard{k}.safetensors")) for k, p in enumerate(parts)]
     if how == "k-way":

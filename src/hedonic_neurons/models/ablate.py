@@ -68,8 +68,11 @@ def ablate_channels(
     n = adapter.d_ff(layer)
     mask = _mask(channels, n)
     down = adapter.mlp_modules(layer)["down"]
-    W = merged_weight(down)
-    Wb = base_weight(down) if ablation == "lora" else None
+    from .placement import onloaded
+
+    with onloaded(adapter.model, down):  # weights offloaded by a device_map are read while loaded
+        W = merged_weight(down).clone()
+        Wb = base_weight(down).clone() if ablation == "lora" else None
     mu = None if means is None else torch.as_tensor(np.asarray(means)).reshape(-1)
     store: dict[str, torch.Tensor] = {}
 

@@ -23,7 +23,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from hedonic_neurons.models.valuate import METHODS, compute_valuations
+    from hedonic_neurons.models.distributed import valuations_any
+    from hedonic_neurons.models.placement import placement_kwargs
+    from hedonic_neurons.models.valuate import METHODS
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     bad = [m for m in methods if m not in METHODS]
@@ -39,9 +41,12 @@ def run(args: argparse.Namespace) -> int:
         source = f"embedded query-passage pairs ({args.split}, seed {args.seed})"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("--device cuda asked for, but torch sees no CUDA device: use --device cpu")
-    v = compute_valuations(args.model, texts, args.layer, methods=methods, ablation=args.ablation,
-                           batch_size=args.batch_size, max_length=args.max_length, device=args.device,
-                           pas_dtype=np.dtype(args.pas_dtype))
+    # one process, or every rank of a torchrun launch (docs/scale.md); only rank 0 gets the result back
+    v = valuations_any(args.model, texts, args.layer, methods=methods, ablation=args.ablation,
+                       batch_size=args.batch_size, max_length=args.max_length, device=args.device,
+                       pas_dtype=np.dtype(args.pas_dtype), load_kwargs=placement_kwargs(args))
+    if v is None:
+        return 0
     v.meta.update(model=str(args.model), inputs=source)
     out = v.save(args.out)
     log.info("wrote %s", out)
@@ -58,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add the `valuations` sub-command."""
+    from hedonic_neurons.models.placement import add_placement_args
+
     p = subparsers.add_parser(
         "valuations", help="pairwise valuations (OCA, exact/Hessian PAS) of one layer's MLP channels",
         description="Valuations of one layer of a model: 'smollm2', 'minilm', a local model or PEFT adapter "
@@ -75,4 +82,5 @@ def register(subparsers) -> None:
     p.add_argument("--pas-dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", default="valuations", help="output directory")
+    add_placement_args(p)
     p.set_defaults(func=run)

@@ -219,8 +219,13 @@ def _iter_readouts(model: nn.Module, batches: Iterable[Any], layers: Sequence[in
         adapter.check_layer(layer, site)
     base = adapter.model
     device = torch.device(device)
+    from .placement import input_device, is_dispatched
+
     p = next(base.parameters(), None)
-    if p is not None and p.device.type != device.type:
+    if is_dispatched(base):
+        # accelerate placed the layers (device_map): inputs go where the first block sits, each block moves them on
+        device = input_device(base)
+    elif p is not None and p.device.type != device.type:
         raise ValueError(f"the model is on {p.device} but device={str(device)!r}: move it first "
                          f"(model.to({str(device)!r})) or pass device={p.device.type!r}")
     was_training = base.training
@@ -410,8 +415,11 @@ def layer_cache(
     acts_base = out.get("acts_base")
     C_base = coef_base = None
     W_down = None
+    from .placement import onloaded
+
     if site == "mlp":
-        W, dW = adapter.down_weights(layer)
+        with onloaded(adapter.model, adapter.mlp_modules(layer)["down"]):  # offloaded weights (device_map)
+            W, dW = adapter.down_weights(layer)
         W_down = W.detach().to("cpu", dtype).numpy()
         C = W_down
         if ablation == "lora":
@@ -426,7 +434,9 @@ def layer_cache(
     else:
         C = np.eye(H.shape[1], dtype=np_dtype)
         coef = H.copy() if ablation == "zero" else H - H.mean(0, keepdims=True, dtype=np.float64).astype(np_dtype)
-    tail = adapter.tail(layer, site)
+    norm, head = adapter.final_norm(), adapter.module(adapter.head_path) if adapter.head_path else None
+    with onloaded(adapter.model, norm or nn.Identity()), onloaded(adapter.model, head or nn.Identity()):
+        tail = adapter.tail(layer, site)
     targets = out.get("targets")
     if getattr(tail, "n_classes", None) is None:
         targets = None

