@@ -322,6 +322,9 @@ def distributed_valuations(
     if N < 2:
         raise ValueError(f"{N} input(s): valuations are expectations over inputs; give at least 2")
     sz = shard_sizes(N, dist.world, sizes)
+    if dist.world > 1 and (load_kwargs or {}).get("device_map") is not None:
+        raise ValueError("--device-map with several processes would map every rank's copy over the same devices: "
+                         "use either torchrun (data-parallel, one device per rank) or --device-map (one process)")
     try:
         if own:
             dist.__enter__()

@@ -50,12 +50,12 @@ def _standardised(acts: np.ndarray, tdt: torch.dtype) -> torch.Tensor:
 
 
 def oca(acts_or_stats: np.ndarray | RunningStats, W: np.ndarray | None, *, dtype: Any = None,
-        block: int = 2048) -> np.ndarray:
+        block: int = 2048, device: str | torch.device | None = None) -> np.ndarray:
     """OCA valuation (n, n), zero diagonal, from activations (N, n) or a `RunningStats`, and W (d, n).
 
     Computed in upper-triangle tiles (phi is symmetric) so that the only n x n array held is the result.
     ``dtype`` defaults to the activations' precision, at least float32 (DESIGN trap 2); RunningStats
-    input gives float64.
+    input gives float64. ``device`` (e.g. "cuda") runs the products there; the result comes back as numpy.
     """
     if isinstance(acts_or_stats, RunningStats):
         n = acts_or_stats.n
@@ -80,20 +80,20 @@ def oca(acts_or_stats: np.ndarray | RunningStats, W: np.ndarray | None, *, dtype
         W = np.asarray(W)
         if W.ndim != 2 or W.shape[1] != n:
             raise ValueError(f"W has shape {W.shape}: it must be (d, n={n}), one column per player (W_down)")
-        Wn = _unit_columns(torch.from_numpy(np.ascontiguousarray(W)).to(tdt))
+        Wn = _unit_columns(torch.from_numpy(np.ascontiguousarray(W)).to(tdt)).to(device or "cpu")
 
     if isinstance(acts_or_stats, RunningStats):
         if acts_or_stats.count < 2:
             raise ValueError(f"RunningStats has {acts_or_stats.count} samples: a correlation needs at least 2")
         # correlation tiles straight from the co-moment matrix: no second n x n float64 copy
-        m2 = torch.from_numpy(acts_or_stats.comoment)
-        inv = torch.from_numpy(inv_sd_from_comoment(acts_or_stats.comoment))
+        m2 = torch.from_numpy(acts_or_stats.comoment).to(device or "cpu")
+        inv = torch.from_numpy(inv_sd_from_comoment(acts_or_stats.comoment)).to(device or "cpu")
         Z = None
     else:
-        Z = _standardised(a, tdt)
+        Z = _standardised(a, tdt).to(device or "cpu")
 
     # phi is symmetric: compute upper-triangle tiles only (half the products) and mirror them
-    phi = torch.empty((n, n), dtype=tdt)
+    phi = torch.empty((n, n), dtype=tdt, device=device or "cpu")
     starts = list(range(0, n, max(1, int(block))))
     for k, i0 in enumerate(starts):
         I = slice(i0, min(i0 + block, n))
@@ -110,7 +110,7 @@ def oca(acts_or_stats: np.ndarray | RunningStats, W: np.ndarray | None, *, dtype
             if i0 != j0:
                 phi[J, I] = tile.T
     phi.fill_diagonal_(0.0)
-    return phi.numpy()
+    return phi.cpu().numpy()
 
 
 def oca_null_se(n_samples: int) -> float:

@@ -55,10 +55,10 @@ class PASResult:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _to_torch(x: Any, dtype: torch.dtype) -> torch.Tensor:
+def _to_torch(x: Any, dtype: torch.dtype, device: Any = "cpu") -> torch.Tensor:
     if isinstance(x, torch.Tensor):
-        return x.detach().to("cpu", dtype)
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x))).to(dtype)
+        return x.detach().to(device, dtype)
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x))).to(device, dtype)
 
 
 def _check_inputs(H, coef, C, tail, C_base, coef_base) -> tuple[int, int, int]:
@@ -105,23 +105,24 @@ class _Prep:
     logit: torch.Tensor  # (N,) l(x)
 
 
-def _prepare(H, coef, C, tail: NormTail, targets, C_base, coef_base, dtype: torch.dtype) -> _Prep:
+def _prepare(H, coef, C, tail: NormTail, targets, C_base, coef_base, dtype: torch.dtype,
+             device: Any = "cpu") -> _Prep:
     N, d, n = _check_inputs(H, coef, C, tail, C_base, coef_base)
-    t_idx = torch.from_numpy(tail.target_index(targets, N))
+    t_idx = torch.from_numpy(tail.target_index(targets, N)).to(device)
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
     u, c = tail.readout(np_dtype)
-    u, c = torch.from_numpy(u), torch.from_numpy(c)
-    Ht = _to_torch(H, dtype)
-    Ct = torch.eye(d, dtype=dtype) if C is None else _to_torch(C, dtype)
-    Cb = None if C_base is None else _to_torch(C_base, dtype)
+    u, c = torch.from_numpy(u).to(device), torch.from_numpy(c).to(device)
+    Ht = _to_torch(H, dtype, device)
+    Ct = torch.eye(d, dtype=dtype, device=device) if C is None else _to_torch(C, dtype, device)
+    Cb = None if C_base is None else _to_torch(C_base, dtype, device)
     if tail.kind == "layer":
         # LayerNorm = RMS form on centred vectors: P h, P C, and a = P u (so a.h = a.Ph = u.Ph).
         Ht = Ht - Ht.mean(1, keepdim=True)
         Ct = Ct - Ct.mean(0, keepdim=True)
         Cb = None if Cb is None else Cb - Cb.mean(0, keepdim=True)
         u = u - u.mean(1, keepdim=True)
-    coef_t = _to_torch(coef, dtype)
-    cb_t = None if coef_base is None else _to_torch(coef_base, dtype)
+    coef_t = _to_torch(coef, dtype, device)
+    cb_t = None if coef_base is None else _to_torch(coef_base, dtype, device)
     for name, x in (("H", Ht), ("coef", coef_t), ("C", Ct), ("C_base", Cb), ("coef_base", cb_t)):
         if x is not None and not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} holds NaN or inf: cache activations in float32 or better (DESIGN trap 2)")
@@ -315,6 +316,7 @@ def hessian_pas(
     block: int = 2048,
     batch_size: int = 32,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> np.ndarray:
     """Second-order PAS phi_ij ~= E_x[delta_i^T Hess_h l(x) delta_j] (paper sec. 3.2), (n, n), zero diagonal.
 
@@ -323,7 +325,8 @@ def hessian_pas(
     + 3 (a.h) beta_i beta_j/(d^2 s^5), so the expectation is v^T beta + beta^T v - G o (coef^T W coef) with
     v = -alpha/(d s^3) + 1.5 (a.h) beta/(d^2 s^5): three n x N x n products and one Gram product, in tiles.
     ``method="autograd"`` (forced for a callable ``tail(H (B, d) tensor, targets) -> (B,)``) takes n
-    Hessian-vector products per sample batch by double backward: small n only.
+    Hessian-vector products per sample batch by double backward: small n only. ``device`` (e.g. "cuda")
+    runs the closed form's products there; the result comes back as numpy.
     """
     if method not in ("auto", "closed", "autograd"):
         raise ValueError(f"method {method!r} is unknown: use 'auto', 'closed' or 'autograd'")
@@ -335,7 +338,7 @@ def hessian_pas(
         return _hessian_autograd(H, coef, C, tail.logit_torch, tail.target_index(targets, np.shape(H)[0])
                                  if tail.n_classes else None, C_base, coef_base, dtype, batch_size)
     tdt = _resolve_dtype(dtype)
-    prep = _prepare(H, coef, C, tail, targets, C_base, coef_base, tdt)
+    prep = _prepare(H, coef, C, tail, targets, C_base, coef_base, tdt, device or "cpu")
     N, d, n = prep.N, prep.d, prep.n
     if tail.kind == "none":
         return np.zeros((n, n), dtype=np.dtype(dtype))  # affine tail: zero Hessian (trap 1)
@@ -347,7 +350,7 @@ def hessian_pas(
     v = prep.alpha * (-w1)[:, None]
     v.add_(beta * (1.5 * w3)[:, None])
     prep.alpha = None  # free (N, n) before the n x n work
-    out = torch.empty((n, n), dtype=tdt)
+    out = torch.empty((n, n), dtype=tdt, device=device or "cpu")
     torch.matmul(v.T, beta, out=out)  # M; the Hessian term is M + M^T
     del v
     starts = list(range(0, n, max(1, int(block))))
@@ -375,7 +378,7 @@ def hessian_pas(
             out[J, I] = tile.T
     out.div_(N)
     out.fill_diagonal_(0.0)
-    return out.numpy()
+    return out.cpu().numpy()
 
 
 def _hessian_autograd(H, coef, C, f, targets, C_base, coef_base, dtype, batch_size) -> np.ndarray:
