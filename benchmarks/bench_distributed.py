@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TQDM_DISABLE="1")
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    common = ["valuations", "smollm2", "--layer", str(args.layer), "--n", str(args.n), "--max-length",
+    common = ["valuations", "smollm2", "--layer", str(args.layer), "--n-inputs", str(args.n), "--max-length",
               str(args.max_length), "--batch-size", str(args.batch_size)]
     tmp = Path(tempfile.mkdtemp(prefix="bench_distributed_"))
     load0 = os.getloadavg()

@@ -38,3 +38,19 @@ def test_planted_command(capsys):
     assert main(["planted", "--n", "200", "--noise", "0.1", "--m", "20000", "--omega", "2000", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "adjusted Rand index" in out and "stability certificate" in out
+
+
+def test_partition_several_layers_in_parallel(tmp_path):
+    """Per-layer parallelism: two layers' phi in two worker processes give the serial results."""
+    paths = []
+    for layer, seed in ((3, 0), (4, 1)):
+        phi, _ = planted_game(120, noise=0.1, random_state=seed, dtype=np.float32)
+        paths.append(tmp_path / f"layer{layer}.safetensors")
+        save_file({"phi": phi}, str(paths[-1]))
+    common = ["--m", "20000", "--omega", "2000", "--quiet"]
+    assert main(["partition", *map(str, paths), "--jobs", "2", "--out", str(tmp_path / "par"), *common]) == 0
+    for p in paths:
+        assert main(["partition", str(p), "--out", str(tmp_path / f"{p.stem}.json"), *common]) == 0
+        par = json.loads((tmp_path / "par" / f"{p.stem}.json").read_text())
+        assert par["labels"] == json.loads((tmp_path / f"{p.stem}.json").read_text())["labels"]
+    assert main(["partition", *map(str, paths), "--out", str(tmp_path / "x.json"), *common]) == 2

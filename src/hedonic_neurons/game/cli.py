@@ -31,11 +31,32 @@ def _load_matrix(path: Path, key: str | None) -> np.ndarray:
 
 
 def _partition(args: argparse.Namespace) -> int:
+    from hedonic_neurons.parallel import map_jobs
+
+    phis = [args.phi] if isinstance(args.phi, str) else list(args.phi)
+    if len(phis) == 1:
+        return _partition_one((args, phis[0], Path(args.out)))
+    # several layers' matrices: independent given phi, so one worker process per file (--jobs)
+    if args.se:
+        raise ValueError("--se names one file: with several phi files keep the errors in each (--se-key)")
+    out = Path(args.out if args.out != "partition.json" else "partitions")
+    if out.suffix == ".json":
+        raise ValueError(f"--out {out}: with several phi files give a directory (one JSON per file)")
+    stems = [Path(p).stem for p in phis]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"phi files {phis} share a file name: their outputs would collide; rename them")
+    map_jobs(_partition_one, [(args, p, out / f"{s}.json") for p, s in zip(phis, stems, strict=True)],
+             jobs=args.jobs)
+    return 0
+
+
+def _partition_one(job: tuple[argparse.Namespace, str, Path]) -> int:
     from hedonic_neurons.experiments.rundir import write_json
     from hedonic_neurons.partition import HedonicPartition
 
-    phi = _load_matrix(Path(args.phi), args.key)
-    se = _load_matrix(Path(args.se or args.phi), args.se_key) if (args.se or args.se_key) else None
+    args, phi_path, out = job
+    phi = _load_matrix(Path(phi_path), args.key)
+    se = _load_matrix(Path(args.se or phi_path), args.se_key) if (args.se or args.se_key) else None
     threshold = args.threshold
     if threshold not in ("auto", "none"):
         threshold = float(threshold)
@@ -44,7 +65,6 @@ def _partition(args: argparse.Namespace) -> int:
                           max_size=args.max_size, epsilon=args.epsilon, delta=args.delta, emit=args.emit,
                           progress=not args.quiet, random_state=args.seed)
     hp.fit(phi, se)
-    out = Path(args.out)
     write_json(out, {
         "labels": hp.labels_, "coalitions": [c.tolist() for c in hp.coalitions_],
         "n_coalitions": hp.n_coalitions_, "stability": hp.stability_,
@@ -86,11 +106,14 @@ def _planted(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("partition", help="partition the players of a saved phi matrix (PAC-Top-Cover)")
-    p.add_argument("phi", help="phi as .safetensors (with --key) or .npy, n x n with zero diagonal")
+    p.add_argument("phi", nargs="+", help="phi as .safetensors (with --key) or .npy, n x n with zero diagonal; "
+                   "several files (e.g. one per layer) are partitioned side by side (--jobs), one JSON each")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes for several phi files")
     p.add_argument("--key", help="tensor name inside the .safetensors file")
     p.add_argument("--se", help="file with per-pair standard errors (default: the phi file, with --se-key)")
     p.add_argument("--se-key", help="tensor name of the standard errors")
-    p.add_argument("--out", default="partition.json", help="output JSON (labels, coalitions, certificate)")
+    p.add_argument("--out", default="partition.json",
+                   help="output JSON (labels, coalitions, certificate); a directory for several phi files")
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--utility", choices=["sum", "mean"], default="sum")
     p.add_argument("--threshold", default="auto", help="'auto', 'none' or a number (tau)")

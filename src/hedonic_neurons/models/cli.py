@@ -72,7 +72,9 @@ def register(subparsers) -> None:
     p.add_argument("model", help="smollm2 | minilm | PATH (model or PEFT adapter dir) | cached hub id")
     p.add_argument("--layer", type=int, required=True, help="0-based layer index")
     p.add_argument("--texts", help="file with one input text per line (default: embedded query-passage pairs)")
-    p.add_argument("--n", type=int, default=512, help="number of embedded pairs when --texts is not given")
+    # --n-inputs: under torchrun, whose parser takes the bare `--n` for an abbreviation of its own options
+    p.add_argument("--n", "--n-inputs", dest="n", type=int, default=512,
+                   help="number of embedded pairs when --texts is not given")
     p.add_argument("--split", default="train", choices=["train", "ood"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", default="oca,pas,hessian")
