@@ -26,7 +26,8 @@ __version__ = "0.1.0"
 # public name -> the module that defines it (imported on first access)
 _LAZY = {
     **dict.fromkeys(["NormTail", "PASResult", "RunningStats", "agreement", "exact_pas", "hessian_pas", "oca",
-                     "oca_null_se", "oca_se"], "hedonic_neurons.valuations"),
+                     "oca_null_se", "oca_se", "Moments", "ValuationStats"], "hedonic_neurons.valuations"),
+    "distributed_valuations": "hedonic_neurons.models.distributed",
     **dict.fromkeys(["compute_valuations", "layer_cache", "load_model", "lora_config", "register_adapter",
                      "get_adapter", "ablate_channels"], "hedonic_neurons.models"),
     **dict.fromkeys(["RandomPartition", "SphericalKMeansPartition", "WardPartition", "matched_baselines"],

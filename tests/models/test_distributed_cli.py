@@ -45,8 +45,9 @@ def test_cli_under_torchrun_matches_one_process(tmp_path):
     rng = np.random.default_rng(0)
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(" ".join(rng.choice(WORDS, rng.integers(3, 9))) for _ in range(9)) + "\n")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
     args = ["--quiet", "valuations", str(adapter), "--layer", "1", "--texts", str(texts), "--batch-size", "4"]
     one = subprocess.run([sys.executable, "-m", "hedonic_neurons.cli", *args, "--out", str(tmp_path / "one")],
                          env=env, capture_output=True, text=True, timeout=600)

@@ -1,5 +1,6 @@
 """Pairwise valuations of neurons: OCA and PAS (paper sec. 3.2, eq. 6-7), the local-logit tail, stats."""
 
+from hedonic_neurons.valuations.accumulate import Moments, ValuationStats
 from hedonic_neurons.valuations.activations import RunningStats
 from hedonic_neurons.valuations.agreement import agreement
 from hedonic_neurons.valuations.oca import oca, oca_null_se, oca_se
@@ -7,6 +8,6 @@ from hedonic_neurons.valuations.pas import PASResult, exact_pas, hessian_pas
 from hedonic_neurons.valuations.tail import NormTail
 
 __all__ = [
-    "NormTail", "PASResult", "RunningStats", "agreement", "exact_pas", "hessian_pas", "oca", "oca_null_se",
-    "oca_se",
+    "Moments", "NormTail", "PASResult", "RunningStats", "ValuationStats", "agreement", "exact_pas", "hessian_pas",
+    "oca", "oca_null_se", "oca_se",
 ]
