@@ -85,18 +85,19 @@ def part_smollm2(args, res: dict) -> None:
     _random_lora(model, 0.05, seed=0)
     model = model.to(DEV).eval()
     _sync()
-    T["load + LoRA + to cuda"] = time.perf_counter() - t
+    T[f"load + LoRA + to {DEV}"] = time.perf_counter() - t
     texts = query_passage_pairs(args.n, seed=0).texts()[: args.n]
     batches = text_batches(tok, texts, batch_size=32, max_length=192)
     cache, T[f"forward to layer 10 ({DEV}, float32)"] = _t(layer_cache, model, batches, 10, device=DEV,
                                                             progress=False)
     v = valuations_from_cache(cache, ("oca", "pas", "hessian"), pas_dtype=np.float64, progress=False)
-    T["OCA (cpu)"] = v.timings["oca"]
-    T["exact PAS, all pairs (cpu, float64)"] = v.timings["pas_exact"]
-    T["Hessian PAS (cpu, float64)"] = v.timings["pas_hessian"]
+    T["OCA (host CPU, valuations_from_cache)"] = v.timings["oca"]
+    T["exact PAS, all pairs (host CPU, float64)"] = v.timings["pas_exact"]
+    T["Hessian PAS (host CPU, float64)"] = v.timings["pas_hessian"]
     kw = cache.math_kwargs()
-    hg, T[f"Hessian PAS ({DEV}, float64)"] = _t(hessian_pas, **kw, dtype=np.float64, progress=False, device=DEV)
-    og, T[f"OCA ({DEV})"] = _t(oca, cache.acts, cache.W_down, device=DEV)
+    hg, T[f"Hessian PAS (products on {DEV}, float64)"] = _t(hessian_pas, **kw, dtype=np.float64, progress=False,
+                                                         device=DEV)
+    og, T[f"OCA (products on {DEV})"] = _t(oca, cache.acts, cache.W_down, device=DEV)
     check = {"hessian gpu vs cpu": relative_error(hg, v.phi_hessian), "oca gpu vs cpu": relative_error(og, v.phi_oca),
              "agreement pearson": v.agreement["pearson"]}
     print(f"\n== SmolLM2-135M + random LoRA, layer 10, n = {cache.n_players}, N = {cache.n_samples} on "
