@@ -119,7 +119,7 @@ def part_reranker(args, res: dict) -> None:
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
-    print(f"\n== reranker on cuda: {' '.join(cmd[2:])} ==\nexit {p.returncode}, wall {wall:.1f} s")
+    print(f"\n== reranker on {DEV}: {' '.join(cmd[2:])} ==\nexit {p.returncode}, wall {wall:.1f} s")
     if p.returncode != 0:
         print((p.stdout + p.stderr)[-3000:])
         res["reranker"] = {"exit": p.returncode, "wall_s": wall}
