@@ -121,7 +121,8 @@ def _positions(data: dict) -> tuple[list[float], list[float]]:
 def _wrap(text: str, width: int = 110, sep: str = "<br>") -> str:
     import textwrap
 
-    return sep.join(textwrap.wrap(text, width)) if text else ""
+    # one line (or more) per "; "-separated part: the caption lists the method, then each control
+    return sep.join(line for part in text.split("; ") for line in textwrap.wrap(part, width)) if text else ""
 
 
 def _event_counts(data: dict) -> dict[str, int]:

@@ -201,7 +201,8 @@ def write_tracking(
     ref = paper_mean(paper_task, paper_model) if paper_task in PAPER_TABLE3 else paper_mean()
     ref_label = (f"paper Table 3 ({paper_model}, {PAPER_TASKS[paper_task]}), mean of 7->14"
                  if paper_task in PAPER_TABLE3 else
-                 "paper Table 3, mean of its 3 tasks x 3 LLMs, 7->14 (the paper tracks no MNIST network)")
+                 "paper Table 3, mean of its 3 tasks x 3 LLMs, 7->14 (no task given; the paper tracks no MNIST "
+                 "network)")
     summary.append({"method": ref_label, "kind": "paper", "n_seeds": "", "n_transitions": 7,
                     **{f"{e}_%": round(ref[e], 1) for e in EVENTS}, **{f"{e}_sd": "" for e in EVENTS}})
     rd.save_table("tracking_summary", summary,
