@@ -124,12 +124,15 @@ def summarize_events(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Mean and sd over seeds of each event's percentage, per base method and kind (method / control).
 
     ``rows`` are Table-3 rows with ``method``, ``kind``, ``seed`` and ``<event>_%``. A seed's value is
-    its mean over transitions (and over control draws); the sd is over seeds (0 with one seed).
+    its mean over transitions (and over control draws); the sd is over seeds (0 with one seed). The
+    mean alpha and beta of the sources (``alpha_mean``, ``beta_mean``) are summarised the same way.
     """
     per: dict[tuple[str, str], dict[str, list[list[float]]]] = {}
     for r in rows:
         key = (str(r["base_method"]), str(r["kind"]))
-        per.setdefault(key, {}).setdefault(str(r["seed"]), []).append([float(r[f"{e}_%"]) for e in EVENTS])
+        vals = [float(r[f"{e}_%"]) for e in EVENTS]
+        vals += [float(r[q]) if r.get(q, "") != "" else np.nan for q in ("alpha_mean", "beta_mean")]
+        per.setdefault(key, {}).setdefault(str(r["seed"]), []).append(vals)
     out = []
     for (method, kind), by_seed in per.items():
         seeds = np.array([np.mean(v, axis=0) for v in by_seed.values()])   # (n_seeds, 4)
@@ -138,6 +141,9 @@ def summarize_events(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         for j, e in enumerate(EVENTS):
             row[f"{e}_%"] = round(float(seeds[:, j].mean()), 1)
             row[f"{e}_sd"] = round(float(seeds[:, j].std(ddof=1)) if len(seeds) > 1 else 0.0, 1)
+        for j, q in enumerate(("alpha_mean", "beta_mean"), start=len(EVENTS)):
+            row[q] = float(seeds[:, j].mean())
+            row[q.replace("_mean", "_sd")] = float(seeds[:, j].std(ddof=1)) if len(seeds) > 1 else 0.0
         out.append(row)
     order = {"method": 0, **{c: i + 1 for i, c in enumerate(CONTROLS)}}
     out.sort(key=lambda r: (r["method"], order.get(r["kind"], 9)))

@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 TRANSITION_COLUMNS = ["method", "transition", "from_layer", "to_layer", "source", "size", "target", "matched",
                       "event", "alpha", "beta", "mass", "expected", "out_mass", "in_mass", "best_target", "n_links"]
-TABLE3_COLUMNS = ["method", "kind", "transition", "n_source", "n_matched", *(f"{e}_%" for e in EVENTS), "n_draws",
+TABLE3_COLUMNS = ["method", "kind", "transition", "n_source", "n_matched", *(f"{e}_%" for e in EVENTS), "alpha_mean",
+                  "beta_mean", "n_draws",
                   "base_method", "seed", "paper_source", *(f"paper_{e}_%" for e in EVENTS)]
 
 
@@ -113,6 +114,11 @@ def _table3(method: str, kind: str, rows_by_draw: Sequence[list[dict[str, Any]]]
                                "n_matched": round(float(np.mean([c["n_matched"] for c in cells])), 1)}
         for e in EVENTS:
             row[f"{e}_%"] = round(float(np.mean([c[f"{e}_%"] for c in cells])), 1)
+        # a graded reading beside the counts: the mean alpha and beta of the sources (events at hi
+        # can all read "vanish" while the method's shares still differ from the control's)
+        for q in ("alpha", "beta"):
+            row[f"{q}_mean"] = float(np.mean([np.mean([r[q] for r in rows if r["transition"] == t["transition"]])
+                                              for rows in rows_by_draw if rows]))
         row["n_draws"] = len(cells)
         paper = paper_table3(paper_task, t["transition"], paper_model) if paper_task else None
         if paper is not None and kind == "method":
