@@ -4,13 +4,17 @@ Real pieces end to end: the embedded SmolLM2-135M weights (GGUF of the `llm-smol
 activations g = silu(gate(x)) * up(x) from a real forward pass over text token positions, OCA of
 those activations, ``HedonicPartition`` per layer, then the timed tracking: coalition writes, MLP
 interaction masses with the next layer's up/gate weights folded with its input-norm gain, matching and
-events, the Table-3 table, Sankey views (plotly JSON + HTML) and the static Sankey PNG.
+events (the default chance-corrected excess measure), the Table-3 table, Sankey views (plotly JSON +
+HTML) and the static Sankey PNG. Then, untimed: the same tracking on size-matched random partitions
+and on the weights shuffled within each matrix (the controls), for every solver seed, and the Table 3
+with controls and the paper's numbers beside ours.
 
 The base model carries no LoRA, so the weights are the base ones; a LoRA run passes merged weights of
 the same shapes and costs the same. Texts: the embedded IR passage pool when `hedonic-neurons fetch ir`
 has run, else docstrings of the Python standard library (real English, always offline).
 
-    python benchmarks/bench_tracking.py [--samples 512] [--layers 7-14] [--m 200000] [--omega 20000]
+    python benchmarks/bench_tracking.py [--samples 512] [--layers 7-14] [--m 200000] [--omega 20000] \
+        [--seeds 3] [--draws 1] [--paper-task relevance]
 """
 
 from __future__ import annotations
@@ -69,6 +73,9 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=200_000, help="HedonicPartition reservoir size")
     ap.add_argument("--omega", type=int, default=20_000)
     ap.add_argument("--out", default=None, help="run directory for the outputs (default: a temp dir)")
+    ap.add_argument("--seeds", type=int, default=3, help="solver seeds (spread of the summary); seed 0 is timed")
+    ap.add_argument("--draws", type=int, default=1, help="control draws per seed and kind")
+    ap.add_argument("--paper-task", default="relevance", help="the paper's Table 3 block printed beside ours")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)
@@ -79,7 +86,13 @@ def main() -> None:
 
     from hedonic_neurons.partition import HedonicPartition
     from hedonic_neurons.report.html import build_report
-    from hedonic_neurons.tracking import coalition_write, mlp_interaction_mass, track_layers, transition_table
+    from hedonic_neurons.tracking import (
+        coalition_write,
+        mlp_interaction_mass,
+        random_partition_like,
+        track_layers,
+        transition_table,
+    )
     from hedonic_neurons.tracking.run import write_tracking
     from hedonic_neurons.valuations.oca import oca
 
@@ -143,16 +156,28 @@ def main() -> None:
                  "gate": mlp.gate_proj.weight.detach().numpy().astype(np.float64),
                  "gain": model.model.layers[la].post_attention_layernorm.weight.detach().numpy()}
 
-    # partitions: HedonicPartition on the real OCA ---------------------------------------------------
+    # partitions: HedonicPartition on the real OCA, one per solver seed -----------------------------------
     t0 = time.perf_counter()
-    labels = {}
-    for la in layers:
-        phi = oca(A[la], W[la]["down"])
-        hp = HedonicPartition(m=args.m, omega=args.omega, random_state=0).fit(phi)
-        labels[str(la)] = hp.labels_
-        print(f"  layer {la}: {np.unique(hp.labels_).size} coalitions, largest {np.bincount(hp.labels_).max()}")
-    print(f"OCA + HedonicPartition (m={args.m}, omega={args.omega}), {len(layers)} layers "
+    phis = {la: oca(A[la], W[la]["down"]) for la in layers}
+    labels_by_seed: list[dict[str, np.ndarray]] = []
+    for seed in range(args.seeds):
+        labels = {}
+        for la in layers:
+            hp = HedonicPartition(m=args.m, omega=args.omega, random_state=seed).fit(phis[la])
+            labels[str(la)] = hp.labels_
+        labels_by_seed.append(labels)
+        print(f"  seed {seed}: coalitions per layer "
+              f"{[int(np.unique(v).size) for v in labels.values()]}, largest "
+              f"{[int(np.bincount(v).max()) for v in labels.values()]}")
+    print(f"OCA + HedonicPartition (m={args.m}, omega={args.omega}), {len(layers)} layers x {args.seeds} seed(s) "
           f"{time.perf_counter() - t0:7.2f} s   (not part of tracking)")
+    labels = labels_by_seed[0]
+
+    def masses_of(lab, Wd):
+        R = {la: coalition_write(Wd[la]["down"], A[la], lab[str(la)]) for la in layers[:-1]}
+        return {(str(la), str(lb)): mlp_interaction_mass(R[la], Wd[lb]["up"], Wd[lb]["gate"], Wd[lb]["gain"],
+                                                         lab[str(la)], lab[str(lb)])
+                for la, lb in zip(layers[:-1], layers[1:], strict=True)}
 
     # tracking (the timed target) --------------------------------------------------------------------
     times = {}
@@ -175,23 +200,41 @@ def main() -> None:
     lap(f"interaction masses M ({len(mass)} transitions)", t0)
     t0 = clock()
     rows = track_layers(labels, mass)
-    table = transition_table(rows)
-    lap("matching + events + Table 3", t0)
+    transition_table(rows)  # timed: what Table 3 costs
+    lap("null + matching + events + Table 3", t0)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_tracking_"))
     t0 = clock()
-    write_tracking(out, "hedonic_oca", labels, mass)
+    write_tracking(out, "hedonic_oca", labels, mass, paper_task=args.paper_task)
     lap(f"write tables + Sankey views ({len(mass) + 1}) + PNG", t0)
     lap("TRACKING TOTAL (target <= 60 s on 2 cores)", t_all)
+
+    # controls, and the other seeds (not part of the target: each is one more tracking pass) ------------
+    t0 = clock()
+    rng = np.random.default_rng(0)
+    for seed, lab in enumerate(labels_by_seed):
+        name = "hedonic_oca" if seed == 0 else f"hedonic_oca.s{seed}"
+        m_seed = mass if seed == 0 else masses_of(lab, W)
+        ctrl = {}
+        for _draw in range(args.draws):
+            rlab = {k: random_partition_like(v, rng) for k, v in lab.items()}
+            ctrl.setdefault("random_partition", []).append(track_layers(rlab, masses_of(rlab, W)))
+            Wsh = {la: {k: (rng.permutation(v.ravel()).reshape(v.shape) if k != "gain" else v)
+                        for k, v in W[la].items()} for la in layers}
+            ctrl.setdefault("shuffled_weights", []).append(track_layers(lab, masses_of(lab, Wsh)))
+        write_tracking(out, name, lab, m_seed, control_rows=ctrl, paper_task=args.paper_task, views=seed == 0)
+    lap(f"controls ({args.draws} draw(s) x 2 kinds) x {args.seeds} seed(s) (not in the target)", t0)
     load = os.getloadavg()[0]
     print(f"stage                                        wall s    CPU s (both threads; load avg {load:.1f} "
           f"on {os.cpu_count()} cores)")
     for k, (w, c) in times.items():
         print(f"  {k:42s} {w:7.2f}  {c:7.2f}")
-    alpha = np.array([r["alpha"] for r in rows])
-    beta = np.array([r["beta"] for r in rows])
-    q = [0.5, 0.9, 0.99, 1.0]
-    print("alpha quantiles (50/90/99/100 %):", np.round(np.quantile(alpha, q), 4).tolist(),
-          " beta:", np.round(np.quantile(beta, q), 4).tolist())
+    for measure in ("excess", "raw"):
+        r = rows if measure == "excess" else track_layers(labels, mass, measure="raw")
+        alpha = np.array([x["alpha"] for x in r])
+        beta = np.array([x["beta"] for x in r])
+        q = [0.5, 0.9, 0.99, 1.0]
+        print(f"{measure:6s} alpha quantiles (50/90/99/100 %):", np.round(np.quantile(alpha, q), 4).tolist(),
+              " beta:", np.round(np.quantile(beta, q), 4).tolist())
     print("1 / (number of target coalitions):", round(1 / np.mean([np.unique(v).size for v in labels.values()]), 5))
     t0 = time.perf_counter()
     for la in layers:
@@ -202,11 +245,28 @@ def main() -> None:
     print(f"build_report (not part of tracking)        {time.perf_counter() - t0:7.2f} s "
           f"({report.stat().st_size / 1e6:.1f} MB) -> {report}")
     print()
-    print("| transition | n_source | persist % | merge % | split % | vanish % |")
-    print("|---|---|---|---|---|---|")
-    for t in table:
-        print(f"| {t['transition']} | {t['n_source']} | {t['persist_%']} | {t['merge_%']} | {t['split_%']} "
-              f"| {t['vanish_%']} |")
+    from hedonic_neurons.report.tables import read_table
+
+    ev = ["persist", "merge", "split", "vanish"]
+    print(f"Table 3, SmolLM2-135M base, OCA partitions, seed 0 (measure = excess); paper: LLaMA-3.1, "
+          f"{args.paper_task}, fine-tuned (the paper's own numbers, for comparison only)")
+    print("| transition | kind | n_source | " + " | ".join(f"{e} %" for e in ev) + " | paper "
+          + " / ".join(ev) + " % |")
+    print("|---|---|---|" + "---|" * len(ev) + "---|")
+    for t in read_table(out / "tables" / "tracking_events.csv"):
+        if t["method"] != "hedonic_oca":
+            continue
+        paper = " / ".join(t.get(f"paper_{e}_%", "") for e in ev) if t.get("paper_source") else ""
+        print(f"| {t['transition']} | {t['kind']} | {t['n_source']} | " + " | ".join(t[f"{e}_%"] for e in ev)
+              + f" | {paper} |")
+    print()
+    print(f"Summary: mean over transitions, mean ± sd over {args.seeds} solver seed(s) "
+          f"(controls: {args.draws} draw(s) per seed)")
+    print("| method | kind | " + " | ".join(f"{e} %" for e in ev) + " |")
+    print("|---|---|" + "---|" * len(ev))
+    for t in read_table(out / "tables" / "tracking_summary.csv"):
+        cells = [f"{t[f'{e}_%']} ± {t[f'{e}_sd']}" if t[f"{e}_sd"] != "" else t[f"{e}_%"] for e in ev]
+        print(f"| {t['method']} | {t['kind']} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

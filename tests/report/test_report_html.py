@@ -25,7 +25,10 @@ def test_track_run_writes_tables_views_and_figures(small_run):
     n_source = sum(np.unique(labels[layer]).size for layer in (1, 2))
     assert len(rows) == 2 * n_source
     table = read_table(rd.root / "tables" / "tracking_events.csv")
-    assert {r["method"] for r in table} == {"hedonic_pas", "random"} and len(table) == 4
+    assert {r["method"] for r in table} == {"hedonic_pas", "random"} and len(table) == 12
+    # each method beside its two controls, one row per transition
+    assert sorted({r["kind"] for r in table}) == ["method", "random_partition", "shuffled_weights"]
+    table = [r for r in table if r["kind"] == "method"]
     for r in table:
         assert sum(float(r[f"{e}_%"]) for e in ("persist", "merge", "split", "vanish")) == pytest.approx(100, abs=0.2)
     # planted flow (coalition c writes the dims coalition c of the next layer reads) is mostly persist;
@@ -33,6 +36,9 @@ def test_track_run_writes_tables_views_and_figures(small_run):
     pas = {r["transition"]: float(r["persist_%"]) for r in table if r["method"] == "hedonic_pas"}
     rnd = {r["transition"]: float(r["persist_%"]) for r in table if r["method"] == "random"}
     assert min(pas.values()) > 50 and max(rnd.values()) < 20
+    # the views' captions carry the controls' event shares
+    fig = json.loads((rd.root / "views" / "sankey_hedonic_pas_all.json").read_text())
+    assert "control: size-matched random partition" in fig["layout"]["title"]["text"]
     for name in ("sankey_hedonic_pas_1_to_2", "sankey_hedonic_pas_2_to_3", "sankey_hedonic_pas_all"):
         assert (rd.root / "views" / f"{name}.html").exists()
         fig = json.loads((rd.root / "views" / f"{name}.json").read_text())

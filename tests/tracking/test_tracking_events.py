@@ -1,9 +1,19 @@
-"""Persist / split / merge / vanish on hand-built mass matrices, and the Table-3 percentages."""
+"""Persist / split / merge / vanish on hand-built mass matrices, and the Table-3 percentages.
+
+The paper's rule (measure="raw") and the default chance-corrected excess (measure="excess").
+"""
 
 import numpy as np
 import pytest
 
-from hedonic_neurons.tracking.events import classify, track_layers, track_transition, transition_table
+from hedonic_neurons.tracking.events import (
+    classify,
+    link_shares,
+    null_mass,
+    track_layers,
+    track_transition,
+    transition_table,
+)
 
 
 def _by_source(rows):
@@ -21,19 +31,31 @@ def test_pure_persist():
 def test_persist_with_leak_below_hi():
     # 80 % to the match and 80 % of the match's input: still persist at hi = 0.7, not at hi = 0.9
     M = np.array([[8.0, 2.0], [2.0, 8.0]])
-    assert [r["event"] for r in track_transition(M)] == ["persist", "persist"]
-    assert [r["event"] for r in track_transition(M, hi=0.9)] == ["vanish", "vanish"]
+    assert [r["event"] for r in track_transition(M, measure="raw")] == ["persist", "persist"]
+    assert [r["event"] for r in track_transition(M, hi=0.9, measure="raw")] == ["vanish", "vanish"]
+    # excess: chance gives 50 %, so 80 % observed is (0.8 - 0.5) / (1 - 0.5) = 0.6 beyond chance
+    rows = track_transition(M)
+    assert [r["alpha"] for r in rows] == pytest.approx([0.6, 0.6])
+    assert [r["beta"] for r in rows] == pytest.approx([0.6, 0.6])
+    assert [r["event"] for r in rows] == ["vanish", "vanish"]
+    assert [r["event"] for r in track_transition(M, hi=0.6)] == ["persist", "persist"]
 
 
 def test_clean_two_way_split():
     # source 0 feeds targets 0 and 1 equally and nobody else feeds them; source 1 persists into 2
     M = np.array([[1.0, 1.0, 0.0],
                   [0.0, 0.0, 1.0]])
-    rows = _by_source(track_transition(M))
+    rows = _by_source(track_transition(M, measure="raw"))
     assert rows[0]["event"] == "split"
     assert rows[0]["alpha"] == pytest.approx(0.5) and rows[0]["beta"] == pytest.approx(1.0)
     assert rows[0]["n_links"] == 2
     assert rows[1]["event"] == "persist"
+    # excess: T row sums (2, 1), column sums (1, 1, 1): N(0, t) = 2/3, E(0, 0) = 1/3, alpha = (1/3) / (4/3)
+    rows = _by_source(track_transition(M))
+    assert rows[0]["event"] == "split" and rows[0]["n_links"] == 2
+    assert rows[0]["alpha"] == pytest.approx(0.25) and rows[0]["beta"] == pytest.approx(1.0)
+    assert rows[0]["expected"] == pytest.approx(2 / 3)
+    assert rows[1]["event"] == "persist" and rows[1]["alpha"] == pytest.approx(1.0)
 
 
 def test_two_into_one_merge():
@@ -41,7 +63,7 @@ def test_two_into_one_merge():
     # The matching is one-to-one: one of them is matched (merge), the other has no positive match.
     M = np.array([[1.0, 0.0],
                   [1.0, 0.0]])
-    rows = track_transition(M)
+    rows = track_transition(M, measure="raw")
     events = sorted(r["event"] for r in rows)
     assert events == ["merge", "vanish"]
     merged = next(r for r in rows if r["event"] == "merge")
@@ -50,16 +72,35 @@ def test_two_into_one_merge():
     assert other["target"] == -1 and other["best_target"] == 0
 
 
+def test_two_into_one_merge_excess():
+    # two sources into target 0 (and a third source persisting into target 1, so the null is not trivial):
+    # the matched one merges, and the unmatched one merges into its best target too (many_to_one)
+    M = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    rows = track_transition(M)
+    assert [r["event"] for r in rows] == ["merge", "merge", "persist"]
+    assert sorted(r["matched"] for r in rows[:2]) == [False, True]
+    assert all(r["target"] == 0 and r["alpha"] == pytest.approx(1.0) for r in rows[:2])
+    # beta: (1 - 1 * 2/4) / (2 - 1 * 2/4) = 1/3 for each of the two merging sources
+    assert [r["beta"] for r in rows[:2]] == pytest.approx([1 / 3, 1 / 3])
+    # the paper's one-to-one reading: the unmatched one vanishes
+    events = [r["event"] for r in track_transition(M, many_to_one=False)]
+    assert sorted(events[:2]) == ["merge", "vanish"]
+
+
 def test_vanish():
     # source 0's mass is spread thinly over five targets that are dominated by other sources
     M = np.zeros((6, 5))
     M[0] = 0.2
     M[1:, :] = 5 * np.eye(5)
-    rows = _by_source(track_transition(M))
+    rows = _by_source(track_transition(M, measure="raw"))
     assert rows[0]["event"] == "vanish" and rows[0]["n_links"] == 5
     assert all(rows[s]["event"] == "persist" for s in range(1, 6))
+    # excess: source 0 sends each target exactly what the null expects, so no link at all
+    rows = _by_source(track_transition(M))
+    assert rows[0]["event"] == "vanish" and rows[0]["n_links"] == 0 and rows[0]["alpha"] == 0.0
+    assert all(rows[s]["event"] == "persist" for s in range(1, 6))
     # a source with no outgoing mass at all vanishes unmatched
-    rows = track_transition(np.array([[0.0, 0.0], [0.0, 1.0]]))
+    rows = track_transition(np.array([[0.0, 0.0], [0.0, 1.0]]), measure="raw")
     assert rows[0]["event"] == "vanish" and rows[0]["target"] == -1 and rows[0]["best_target"] == -1
 
 
@@ -67,7 +108,7 @@ def test_matching_is_max_weight_not_greedy():
     # greedy row-by-row argmax would give source 0 target 0 (5) and source 1 target 1 (1): total 6.
     # the max-weight matching gives 4 + 4 = 8.
     M = np.array([[5.0, 4.0], [4.0, 1.0]])
-    rows = track_transition(M)
+    rows = track_transition(M, measure="raw")
     assert [r["target"] for r in rows] == [1, 0]
 
 
@@ -85,7 +126,7 @@ def test_track_layers_and_table():
               "9": np.array([0, 1, 1])}
     mass = {("7", "8"): np.array([[1.0, 0, 0], [0, 1.0, 1.0], [0, 0, 0]]),
             ("8", "9"): np.array([[1.0, 0], [1.0, 0], [0, 1.0]])}
-    rows = track_layers(labels, mass)
+    rows = track_layers(labels, mass, measure="raw")
     assert [r["transition"] for r in rows] == ["7->8"] * 3 + ["8->9"] * 3
     assert rows[0]["size"] == 2 and rows[2]["size"] == 1
     assert [r["target"] for r in rows[:2]] == [5, 6]          # coalition ids, not column indices
@@ -109,5 +150,28 @@ def test_errors_name_the_fix():
         track_transition(-np.eye(2))
     with pytest.raises(ValueError, match="no labels for layer"):
         track_layers({"1": np.array([0])}, {("1", "2"): np.eye(1)})
+    with pytest.raises(ValueError, match="measure must be one of"):
+        track_transition(np.eye(2), measure="kappa")
+    with pytest.raises(ValueError, match="sizes"):
+        track_transition(np.eye(2), sizes=[1, 2, 3])
     with pytest.raises(ValueError, match="recompute"):
         track_layers({"1": np.array([0, 1]), "2": np.array([0])}, {("1", "2"): np.eye(1)})
+
+
+def test_excess_is_size_aware_and_scale_free():
+    # the excess reads total mass T = |C||C'| M; scaling M changes nothing, and the null uses the sizes
+    rng = np.random.default_rng(0)
+    M = rng.random((4, 5))
+    s1, s2 = np.array([1, 2, 3, 4]), np.array([2, 2, 1, 5, 3])
+    a = track_transition(M, sizes=s1, sizes_next=s2)
+    b = track_transition(7.0 * M, sizes=s1, sizes_next=s2)
+    assert [(r["target"], r["event"]) for r in a] == [(r["target"], r["event"]) for r in b]
+    np.testing.assert_allclose([r["alpha"] for r in a], [r["alpha"] for r in b])
+    T = M * np.outer(s1, s2)
+    N = null_mass(T)
+    np.testing.assert_allclose(N.sum(axis=1), T.sum(axis=1))        # the null keeps every margin
+    np.testing.assert_allclose(N.sum(axis=0), T.sum(axis=0))
+    Ns = null_mass(T, s2, "size")                                    # uniform random target group
+    np.testing.assert_allclose(Ns[:, 0] / Ns[:, 3], 2 / 5)
+    L = link_shares(M, s1, s2)
+    assert np.all((L["alpha"] >= 0) & (L["alpha"] <= 1)) and np.all((L["beta"] >= 0) & (L["beta"] <= 1))

@@ -36,7 +36,11 @@ def test_track_run_residual_sites(tmp_path):
     # the skip connection makes the Jacobian close to the identity: a coalition flows mostly to the
     # coalition holding the same coordinates, so relabelling layer 2 like layer 1 gives persistence
     table = read_table(rd.root / "tables" / "tracking_events.csv")
-    assert len(table) == 2
+    # one row per transition for the method and for each of its two controls
+    assert sorted((t["kind"], t["transition"]) for t in table) == sorted(
+        (k, tr) for k in ("method", "random_partition", "shuffled_weights") for tr in ("h1->h2", "h2->h3"))
+    summary = read_table(rd.root / "tables" / "tracking_summary.csv")
+    assert [r["kind"] for r in summary] == ["method", "random_partition", "shuffled_weights", "paper"]
     J = residual_jacobian_abs(blocks[0], h[0].numpy())
     M_same = residual_interaction_mass(J, h[0].numpy(), labels[0], labels[0])
     from hedonic_neurons.tracking import track_transition

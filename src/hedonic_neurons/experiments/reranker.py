@@ -844,7 +844,7 @@ class RerankerExperiment:
 
         if len(self.cfg.layers) < 2:
             return {"skipped": "one layer"}
-        track_run(self.rd.root, methods=list(METHODS))
+        track_run(self.rd.root, paper_task=self.cfg.task)  # every method and seed on disk, with controls
         return {}
 
     def stage_report(self) -> dict:

@@ -12,11 +12,12 @@ def _run(args: argparse.Namespace) -> int:
     from hedonic_neurons.report.html import build_report
 
     track: bool | str = {"auto": "auto", "yes": True, "no": False}[args.track]
-    if args.hi is not None or args.lo is not None:
+    if args.hi is not None or args.lo is not None or args.measure is not None or args.paper_task is not None:
         from hedonic_neurons.tracking.run import track_run
 
         track_run(args.run_dir, hi=args.hi if args.hi is not None else 0.7,
-                  lo=args.lo if args.lo is not None else 0.1)
+                  lo=args.lo if args.lo is not None else 0.1, measure=args.measure or "excess",
+                  paper_task=args.paper_task)
         track = False
     path = build_report(args.run_dir, derive=not args.no_derive, track=track)
     print(path)
@@ -40,6 +41,11 @@ def register(subparsers) -> None:
     p.add_argument("--hi", type=float, default=None, help="tracking threshold hi (default 0.7); re-tracks")
     p.add_argument("--lo", type=float, default=None,
                    help="smallest link share drawn (default 0.1); re-tracks")
+    p.add_argument("--measure", choices=["excess", "raw"], default=None,
+                   help="tracking measure: excess over a size-matched random group (default) or the paper's raw "
+                        "share; re-tracks")
+    p.add_argument("--paper-task", choices=["cqtr", "mtfl", "relevance"], default=None,
+                   help="print the paper's Table 3 for this task beside ours; re-tracks")
     p.add_argument("--no-derive", action="store_true",
                    help="only assemble what is on disk (no size/stability/phi/synergy figures)")
     p.set_defaults(func=_run)

@@ -371,8 +371,15 @@ def build_report(run_dir: str | Path, *, derive: bool = True, track: bool | str 
         if trans.exists():
             body.append("<p class='note'>Events per source coalition (tracking/transitions.csv): persist "
                         "alpha &ge; hi and beta &ge; hi; merge alpha &ge; hi, beta &lt; hi; "
-                        "split alpha &lt; hi, beta &ge; hi; vanish otherwise, unmatched included. "
-                        "The percentages per transition are in the table tracking_events.</p>")
+                        "split alpha &lt; hi, beta &ge; hi; vanish otherwise. By default alpha and beta are "
+                        "read against chance: the share of a coalition's outgoing (the target's incoming) "
+                        "mass on a link beyond what a size-matched random group of neurons would carry, "
+                        "(observed &minus; expected) / (most possible &minus; expected); the paper's raw "
+                        "shares are <code>measure=\"raw\"</code> (docs/tracking.md). The table "
+                        "tracking_events (Table 3) puts each method beside the same tracking on "
+                        "size-matched random partitions and on weights shuffled within each matrix, and "
+                        "the paper's own percentages; tracking_summary gives the mean and spread over "
+                        "seeds. The Sankey captions repeat the controls' event shares.</p>")
             body.append("<details><summary>per-coalition transitions</summary>"
                         + _html_table(_read_csv(trans)) + "</details>")
         body.extend(view_html(v) for v in sankeys)

@@ -2,10 +2,13 @@
 
 Nodes are coalitions, one column per layer, coloured by the event of the coalition as a source
 (persist green, split orange, merge blue, vanish grey; the last layer's coalitions are neutral).
-A link C -> C' is drawn when the share of C's outgoing mass reaching C' is at least ``lo``; its width
-is that share times |C| (so a source's outflow is at most its size in neurons) and its colour is the
-source's event. The mass a vanishing coalition does not send through a drawn link goes to one grey
-"vanished" node per transition, so disappearance is visible as in the paper's figure.
+A link C -> C' is drawn when C's share of outgoing mass on it (alpha of that link under the tracking
+measure: by default the chance-corrected excess over a size-matched random group,
+``tracking.events.link_shares``) is at least ``lo``; its width is that share times |C| (so a
+source's outflow is at most its size in neurons) and its colour is the source's event. The share a
+coalition does not send through a drawn link goes to one grey "vanished" node per transition, so
+disappearance is visible as in the paper's figure. A caption (the controls' event shares) is
+printed under the title and the legend.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from hedonic_neurons.tracking.events import EVENT_COLORS, layer_sort_key
-from hedonic_neurons.tracking.mass import coalition_ids
+from hedonic_neurons.tracking.events import EVENT_COLORS, layer_group, layer_sort_key, link_shares
+from hedonic_neurons.tracking.mass import coalition_ids, coalition_sizes
 
-__all__ = ["sankey_data", "sankey_figure", "sankey_png", "save_view"]
+__all__ = ["sankey_data", "sankey_figure", "sankey_png", "save_view", "write_sankey_views"]
 
 _NEUTRAL = "#7f7fbf"
 
@@ -32,12 +35,14 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 def sankey_data(
     labels_by_layer: Mapping[Any, np.ndarray], mass_by_transition: Mapping[tuple, np.ndarray],
-    rows: Sequence[dict], lo: float = 0.1, max_nodes_per_layer: int | None = None,
+    rows: Sequence[dict], lo: float = 0.1, max_nodes_per_layer: int | None = None, *,
+    measure: str = "excess", null: str = "config",
 ) -> dict[str, Any]:
     """Nodes and links (plain lists) for the transitions in ``mass_by_transition``; see module doc.
 
-    ``rows`` are ``track_layers`` rows (they give each source's event). ``max_nodes_per_layer`` keeps
-    the largest coalitions of each layer (links to the others are dropped) to keep big views light.
+    ``rows`` are ``track_layers`` rows (they give each source's event); ``measure`` / ``null`` must be
+    those the rows were tracked with. ``max_nodes_per_layer`` keeps the largest coalitions of each
+    layer (links to the others are dropped) to keep big views light.
     """
     if not mass_by_transition:
         raise ValueError("no transition to draw; pass the mass matrix of at least one (layer, next) pair")
@@ -66,6 +71,8 @@ def sankey_data(
         M = np.asarray(mass_by_transition[(l1, l2)], dtype=np.float64)
         ids1 = coalition_ids(labels_by_layer[l1])
         ids2 = coalition_ids(labels_by_layer[l2])
+        shares = link_shares(M, coalition_sizes(labels_by_layer[l1]), coalition_sizes(labels_by_layer[l2]),
+                             measure=measure, null=null)["alpha"]
         out = M.sum(axis=1)
         sink = None
         for a, ca in enumerate(ids1.tolist()):
@@ -73,7 +80,7 @@ def sankey_data(
                 continue
             src = index[(l1, ca)]
             ev = event_of.get((str(l1), ca), "vanish")
-            share = M[a] / out[a]
+            share = shares[a]
             drawn = 0.0
             for b in np.flatnonzero(share >= lo):
                 cb = int(ids2[b])
@@ -111,8 +118,24 @@ def _positions(data: dict) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
-def sankey_figure(data: dict, title: str = ""):
-    """A plotly Sankey figure from ``sankey_data`` output."""
+def _wrap(text: str, width: int = 110, sep: str = "<br>") -> str:
+    import textwrap
+
+    # one line (or more) per "; "-separated part: the caption lists the method, then each control
+    return sep.join(line for part in text.split("; ") for line in textwrap.wrap(part, width)) if text else ""
+
+
+def _event_counts(data: dict) -> dict[str, int]:
+    counts = dict.fromkeys(EVENT_COLORS, 0)
+    for nd in data["nodes"]:
+        if nd["coalition"] >= 0 and nd["event"] in counts:
+            counts[nd["event"]] += 1
+    return counts
+
+
+def sankey_figure(data: dict, title: str = "", caption: str = ""):
+    """A plotly Sankey figure from ``sankey_data`` output; ``caption`` (e.g. the controls' event shares)
+    is printed under the title and legend."""
     import plotly.graph_objects as go
 
     nodes, links = data["nodes"], data["links"]
@@ -130,11 +153,14 @@ def sankey_figure(data: dict, title: str = ""):
               "customdata": [f"{lk['share']:.2f}" for lk in links],
               "hovertemplate": "share of source mass %{customdata}<extra></extra>"},
     ))
-    legend = "  ".join(f"<span style='color:{c}'>&#9632;</span> {e}" for e, c in EVENT_COLORS.items())
+    counts = _event_counts(data)
+    legend = "  ".join(f"<span style='color:{c}'>&#9632;</span> {e} ({counts[e]} shown)"
+                       for e, c in EVENT_COLORS.items())
     n_layers = len(data["layers"])
-    fig.update_layout(title={"text": (title + "<br>" if title else "") + f"<sup>{legend}</sup>"},
+    cap = f"<br><sup>{_wrap(caption, 140, '<br>')}</sup>" if caption else ""
+    fig.update_layout(title={"text": (title + "<br>" if title else "") + f"<sup>{legend}</sup>" + cap},
                       height=max(420, min(2400, 12 * max(1, len(nodes) // max(1, n_layers)))),
-                      font={"size": 10}, margin={"l": 10, "r": 10, "t": 70, "b": 10})
+                      font={"size": 10}, margin={"l": 10, "r": 10, "t": 70 + 14 * cap.count("<br>"), "b": 10})
     return fig
 
 
@@ -150,8 +176,9 @@ def save_view(fig, path: str | Path) -> Path:
     return path
 
 
-def sankey_png(data: dict, path: str | Path, title: str = "") -> Path:
-    """A static matplotlib version of the Sankey (alluvial bands between layer columns), for papers."""
+def sankey_png(data: dict, path: str | Path, title: str = "", caption: str = "") -> Path:
+    """A static matplotlib version of the Sankey (alluvial bands between layer columns), for papers;
+    ``caption`` is printed under the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -206,9 +233,13 @@ def sankey_png(data: dict, path: str | Path, title: str = "") -> Path:
                                facecolor=EVENT_COLORS.get(nd["event"], _NEUTRAL), edgecolor="#333", lw=0.2))
     for j, lay in enumerate(data["layers"]):
         ax.text(min(0.999, max(0.001, j / n_cols)), -0.03, f"layer {lay}", ha="center", va="top", fontsize=9)
+    counts = _event_counts(data)
     for e, c in EVENT_COLORS.items():
-        ax.plot([], [], "s", color=c, label=e)
+        ax.plot([], [], "s", color=c, label=f"{e} ({counts[e]} shown)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=4, frameon=False, fontsize=9)
+    if caption:
+        ax.text(0.5, -0.16, _wrap(caption, 30 + 25 * n_cols, "\n"), transform=ax.transAxes, ha="center",
+                va="top", fontsize=8)
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(1.02, -0.08)  # first node at the top, as in plotly
     ax.axis("off")
@@ -219,3 +250,49 @@ def sankey_png(data: dict, path: str | Path, title: str = "") -> Path:
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def write_sankey_views(
+    rd: Any, method: str, labels_by_layer: Mapping[Any, np.ndarray], mass_by_transition: Mapping[tuple, np.ndarray],
+    rows: Sequence[dict], *, lo: float = 0.1, measure: str = "excess", null: str = "config",
+    caption: Any = None, max_nodes_all: int | None = 120, max_nodes_transition: int | None = 200,
+) -> list[Path]:
+    """Write one method's Sankey views into the run directory ``rd`` (a ``RunDir``).
+
+    ``views/sankey_<method>_<l>_to_<l2>.html|json`` per transition, ``views/sankey_<method>[_<net>]_all``
+    and ``figures/sankey_<method>[_<net>]_all.png`` per chain of layers (one per network).
+    ``caption(transitions)`` returns the caption of a view over those transition names (the
+    controls' event shares); None for no caption.
+    """
+    def _safe(name: str) -> str:
+        return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
+
+    def cap(keys) -> str:
+        return caption({f"{a}->{b}" for a, b in keys}) if caption is not None else ""
+
+    paths: list[Path] = []
+    keys = sorted(mass_by_transition, key=lambda k: (layer_sort_key(k[0]), layer_sort_key(k[1])))
+    for a, b in keys:
+        data = sankey_data(labels_by_layer, {(a, b): mass_by_transition[(a, b)]}, rows, lo,
+                           max_nodes_per_layer=max_nodes_transition, measure=measure, null=null)
+        n_max = max(np.unique(np.asarray(labels_by_layer[x])).size for x in (a, b))
+        note = (f" (largest {max_nodes_transition} coalitions per layer)"
+                if max_nodes_transition and n_max > max_nodes_transition else "")
+        paths.append(save_view(sankey_figure(data, f"{method}: coalition flow {a} → {b}{note}", cap([(a, b)])),
+                               rd.view_path(f"sankey_{_safe(method)}_{_safe(a)}_to_{_safe(b)}")))
+    # one across-layers view (and its static PNG for papers) per chain of layers (per network)
+    by_group: dict[str, dict[tuple, np.ndarray]] = {}
+    for a, b in keys:
+        by_group.setdefault(layer_group(a), {})[(a, b)] = mass_by_transition[(a, b)]
+    for group, masses in by_group.items():
+        stem = f"sankey_{_safe(method)}" + (f"_{_safe(group)}" if len(by_group) > 1 and group else "")
+        name = f"{method} {group}".strip()
+        data = sankey_data(labels_by_layer, masses, rows, lo, max_nodes_per_layer=max_nodes_all,
+                           measure=measure, null=null)
+        text = cap(masses)
+        if len(masses) > 1:
+            note = f" (largest {max_nodes_all} coalitions per layer)" if max_nodes_all else ""
+            paths.append(save_view(sankey_figure(data, f"{name}: coalition flow across layers{note}", text),
+                                   rd.view_path(f"{stem}_all")))
+        paths.append(sankey_png(data, rd.figure_path(f"{stem}_all"), f"{name}: coalition flow", text))
+    return paths

@@ -1,13 +1,24 @@
 """Cross-layer tracking of coalitions: interaction mass, matching, persist/merge/split/vanish (paper 3.4).
 
-``mass`` and ``events`` are numpy/scipy only; ``jacobian`` (residual sites) imports torch and is not
+``mass``, ``events`` and ``controls`` are numpy/scipy only; ``jacobian`` (residual sites) imports torch and is not
 imported here; ``run.track_run`` reads and writes a run directory.
 """
 
+from hedonic_neurons.tracking.controls import (
+    CONTROLS,
+    PAPER_TABLE3,
+    random_partition_like,
+    shuffle_tracking_inputs,
+    summarize_events,
+)
 from hedonic_neurons.tracking.events import (
     EVENT_COLORS,
     EVENTS,
+    MEASURES,
+    NULLS,
     classify,
+    link_shares,
+    null_mass,
     track_layers,
     track_transition,
     transition_table,
@@ -21,7 +32,9 @@ from hedonic_neurons.tracking.mass import (
 )
 
 __all__ = [
-    "EVENTS", "EVENT_COLORS", "classify", "track_transition", "track_layers", "transition_table",
+    "EVENTS", "EVENT_COLORS", "MEASURES", "NULLS", "classify", "null_mass", "link_shares", "track_transition",
+    "track_layers", "transition_table", "CONTROLS", "PAPER_TABLE3", "random_partition_like",
+    "shuffle_tracking_inputs", "summarize_events",
     "coalition_ids", "coalition_sizes", "coalition_write", "mlp_interaction_mass",
     "residual_interaction_mass", "track_run",
 ]

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,27 +29,33 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hedonic_neurons.experiments.rundir import RunDir
-from hedonic_neurons.tracking.events import layer_sort_key, track_layers, transition_table
+from hedonic_neurons.tracking.controls import (
+    CONTROLS,
+    PAPER_TABLE3,
+    PAPER_TASKS,
+    method_seed,
+    paper_mean,
+    paper_table3,
+    random_partition_like,
+    shuffle_tracking_inputs,
+    summarize_events,
+)
+from hedonic_neurons.tracking.events import EVENTS, layer_group, layer_sort_key, track_layers, transition_table
 from hedonic_neurons.tracking.mass import coalition_write, mlp_interaction_mass, residual_interaction_mass
 
 __all__ = ["track_run", "write_tracking", "transition_mass", "layer_chains"]
 
 log = logging.getLogger(__name__)
 
-TRANSITION_COLUMNS = ["method", "transition", "from_layer", "to_layer", "source", "size", "target", "event",
-                      "alpha", "beta", "mass", "out_mass", "in_mass", "best_target", "n_links"]
+TRANSITION_COLUMNS = ["method", "transition", "from_layer", "to_layer", "source", "size", "target", "matched",
+                      "event", "alpha", "beta", "mass", "expected", "out_mass", "in_mass", "best_target", "n_links"]
+TABLE3_COLUMNS = ["method", "kind", "transition", "n_source", "n_matched", *(f"{e}_%" for e in EVENTS), "alpha_mean",
+                  "beta_mean", "n_draws",
+                  "base_method", "seed", "paper_source", *(f"paper_{e}_%" for e in EVENTS)]
 
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
-
-
-def _group_of(name: Any) -> str:
-    """The network part of a layer name: "seed0" for "seed0_h2", "" for "7" or "h2"."""
-    import re
-
-    m = re.match(r"^(.*?)_?([A-Za-z]*\d+)$", str(name))
-    return m.group(1) if m else str(name)
 
 
 def layer_chains(layers: Sequence[str]) -> list[tuple[str, str]]:
@@ -58,7 +66,7 @@ def layer_chains(layers: Sequence[str]) -> list[tuple[str, str]]:
     """
     groups: dict[str, list[str]] = {}
     for name in layers:
-        groups.setdefault(_group_of(name), []).append(str(name))
+        groups.setdefault(layer_group(name), []).append(str(name))
     pairs = []
     for members in groups.values():
         members = sorted(members, key=layer_sort_key)
@@ -90,32 +98,83 @@ def transition_mass(method: str, mats: Mapping[str, np.ndarray], mats_next: Mapp
                                 mats_next.get("track_norm_gain"), labels, labels_next)
 
 
+def _table3(method: str, kind: str, rows_by_draw: Sequence[list[dict[str, Any]]], paper_task: str | None,
+            paper_model: str) -> list[dict[str, Any]]:
+    """Table-3 rows of one method (or one of its controls, averaged over draws), one per transition."""
+    tables = [transition_table(rows) for rows in rows_by_draw if rows]
+    if not tables:
+        return []
+    out = []
+    for j, t in enumerate(tables[0]):
+        cells = [tab[j] for tab in tables]
+        group = layer_group(t["transition"].split("->")[0])
+        base, seed = method_seed(method, group)
+        row: dict[str, Any] = {"method": method, "base_method": base, "seed": seed, "kind": kind,
+                               "transition": t["transition"], "n_source": t["n_source"],
+                               "n_matched": round(float(np.mean([c["n_matched"] for c in cells])), 1)}
+        for e in EVENTS:
+            row[f"{e}_%"] = round(float(np.mean([c[f"{e}_%"] for c in cells])), 1)
+        # a graded reading beside the counts: the mean alpha and beta of the sources (events at hi
+        # can all read "vanish" while the method's shares still differ from the control's)
+        for q in ("alpha", "beta"):
+            row[f"{q}_mean"] = float(np.mean([np.mean([r[q] for r in rows if r["transition"] == t["transition"]])
+                                              for rows in rows_by_draw if rows]))
+        row["n_draws"] = len(cells)
+        paper = paper_table3(paper_task, t["transition"], paper_model) if paper_task else None
+        if paper is not None and kind == "method":
+            row["paper_source"] = f"paper Table 3 ({paper_model}, {PAPER_TASKS[paper_task]})"
+            row.update({f"paper_{e}_%": paper[e] for e in EVENTS})
+        out.append(row)
+    return out
+
+
+def _caption(table_rows: Sequence[dict[str, Any]], method: str, transitions: set[str]) -> str:
+    """One line per kind (this method, each control): its mean event shares over ``transitions``."""
+    parts = []
+    for kind in ("method", *CONTROLS):
+        sel = [r for r in table_rows if r["method"] == method and r["kind"] == kind and r["transition"] in transitions]
+        if not sel:
+            continue
+        shares = ", ".join(f"{e} {np.mean([float(r[f'{e}_%']) for r in sel]):.0f} %" for e in EVENTS)
+        name = {"method": "this partition", "random_partition": "control: size-matched random partition",
+                "shuffled_weights": "control: weights shuffled within each matrix"}[kind]
+        parts.append(f"{name}: {shares}")
+    return "; ".join(parts)
+
+
 def write_tracking(
     run_dir: str | Path, method: str, labels_by_layer: Mapping[Any, np.ndarray],
     mass_by_transition: Mapping[tuple, np.ndarray], hi: float = 0.7, lo: float = 0.1, *,
+    measure: str = "excess", null: str = "config", control_rows: Mapping[str, Sequence[list[dict]]] | None = None,
+    paper_task: str | None = None, paper_model: str = "LLaMA",
     views: bool = True, max_nodes_all: int | None = 120, max_nodes_transition: int | None = 200,
 ) -> list[dict[str, Any]]:
     """Track one method's layers from masses already computed and write its outputs (see module doc).
 
-    The Sankey views keep the largest ``max_nodes_transition`` coalitions per layer in a transition's
-    view and ``max_nodes_all`` in the all-layers view (None: all); the tables always hold every one.
+    ``control_rows`` maps a control name (``CONTROLS``) to the ``track_layers`` rows of each of its
+    draws; they become Table-3 rows beside the method's and the captions of its views.
+    ``paper_task`` ("cqtr", "mtfl", "relevance") puts the paper's Table-3 percentages (model
+    ``paper_model``) beside ours for transitions 7->8 .. 13->14. The Sankey views keep the largest
+    ``max_nodes_transition`` coalitions per layer in a transition's view and ``max_nodes_all`` in the
+    all-layers view (None: all); the tables always hold every one.
 
     Returns the ``track_layers`` rows with a ``method`` column. The transitions and Table-3 files keep
     the rows of other methods already on disk, so methods can be written one after another.
     """
     from safetensors.numpy import save_file
 
-    from hedonic_neurons.report.sankey import sankey_data, sankey_figure, sankey_png, save_view
+    from hedonic_neurons.report.sankey import write_sankey_views
     from hedonic_neurons.report.tables import read_table, write_table
 
     rd = RunDir(run_dir)
-    rows = [{"method": method, **r} for r in track_layers(labels_by_layer, mass_by_transition, hi, lo)]
+    rows = [{"method": method, **r} for r in track_layers(labels_by_layer, mass_by_transition, hi, lo,
+                                                          measure=measure, null=null)]
     tdir = rd.root / "tracking"
     tdir.mkdir(parents=True, exist_ok=True)
     tmp = tdir / f"mass_{_safe(method)}.safetensors.tmp"
     save_file({f"{a}->{b}": np.ascontiguousarray(m, dtype=np.float64)
                for (a, b), m in mass_by_transition.items()}, str(tmp),
-              metadata={"method": method, "hi": str(hi), "lo": str(lo)})
+              metadata={"method": method, "hi": str(hi), "lo": str(lo), "measure": measure, "null": null})
     tmp.replace(tdir / f"mass_{_safe(method)}.safetensors")
 
     def num(v: str) -> Any:  # rows read back from CSV are strings: keep numbers formatted as numbers
@@ -131,47 +190,73 @@ def write_tracking(
                if path.exists() else [])
         return old + new_rows
 
+    rule = (f"measure = {measure}" + (f", null = {null}" if measure == "excess" else "") + f", hi = {hi}, lo = {lo}")
     all_rows = merge(tdir / "transitions.csv", rows)
-    write_table(all_rows, tdir / "transitions", TRANSITION_COLUMNS,
-                title=f"Coalition transitions (hi = {hi}, lo = {lo})")
-    table = [{"method": method, **t} for t in transition_table(rows)]
+    write_table(all_rows, tdir / "transitions", TRANSITION_COLUMNS, title=f"Coalition transitions ({rule})")
+    table = _table3(method, "method", [rows], paper_task, paper_model)
+    for kind, draws in (control_rows or {}).items():
+        table += _table3(method, kind, list(draws), paper_task, paper_model)
     table_rows = merge(rd.root / "tables" / "tracking_events.csv", table)
-    rd.save_table("tracking_events", table_rows,
-                  title=f"Coalition dynamics across layers: % of source coalitions (hi = {hi}, lo = {lo})")
-    if views:
-        keys = sorted(mass_by_transition, key=lambda k: (layer_sort_key(k[0]), layer_sort_key(k[1])))
-        for a, b in keys:
-            data = sankey_data(labels_by_layer, {(a, b): mass_by_transition[(a, b)]}, rows, lo,
-                               max_nodes_per_layer=max_nodes_transition)
-            n_max = max(np.unique(np.asarray(labels_by_layer[x])).size for x in (a, b))
-            note = (f" (largest {max_nodes_transition} coalitions per layer)"
-                    if max_nodes_transition and n_max > max_nodes_transition else "")
-            save_view(sankey_figure(data, f"{method}: coalition flow {a} → {b}{note}"),
-                      rd.view_path(f"sankey_{_safe(method)}_{_safe(a)}_to_{_safe(b)}"))
-        # one across-layers view (and its static PNG for papers) per chain of layers (per network)
-        by_group: dict[str, dict[tuple, np.ndarray]] = {}
-        for a, b in keys:
-            by_group.setdefault(_group_of(a), {})[(a, b)] = mass_by_transition[(a, b)]
-        for group, masses in by_group.items():
-            stem = f"sankey_{_safe(method)}" + (f"_{_safe(group)}" if len(by_group) > 1 and group else "")
-            name = f"{method} {group}".strip()
-            data = sankey_data(labels_by_layer, masses, rows, lo, max_nodes_per_layer=max_nodes_all)
-            if len(masses) > 1:
-                note = f" (largest {max_nodes_all} coalitions per layer)" if max_nodes_all else ""
-                save_view(sankey_figure(data, f"{name}: coalition flow across layers{note}"),
-                          rd.view_path(f"{stem}_all"))
-            sankey_png(data, rd.figure_path(f"{stem}_all"), f"{name}: coalition flow")
+    rd.save_table("tracking_events", table_rows, TABLE3_COLUMNS,
+                  title=f"Table 3, coalition dynamics across layers: % of source coalitions per event ({rule}); "
+                        "kind = the method's partition or a control tracked the same way (random_partition: "
+                        "size-matched random partitions; shuffled_weights: the partition with the weights "
+                        "shuffled within each matrix), n_draws control draws averaged; paper_*: the paper's "
+                        "own Table 3 numbers, for comparison only")
+    summary = summarize_events(table_rows)
+    ref = paper_mean(paper_task, paper_model) if paper_task in PAPER_TABLE3 else paper_mean()
+    ref_label = (f"paper Table 3 ({paper_model}, {PAPER_TASKS[paper_task]}), mean of 7->14"
+                 if paper_task in PAPER_TABLE3 else
+                 "paper Table 3, mean of its 3 tasks x 3 LLMs, 7->14 (no task given; the paper tracks no MNIST "
+                 "network)")
+    summary.append({"method": ref_label, "kind": "paper", "n_seeds": "", "n_transitions": 7,
+                    **{f"{e}_%": round(ref[e], 1) for e in EVENTS}, **{f"{e}_sd": "" for e in EVENTS}})
+    rd.save_table("tracking_summary", summary,
+                  title=f"Table 3 summarised: mean % of source coalitions per event over transitions, mean and sd "
+                        f"over seeds, per method and control ({rule}); the last row is the paper's, for comparison")
+    if views and not re.search(r"\.s\d+$", method):   # views for the seed-0 partitions only
+        write_sankey_views(rd, method, labels_by_layer, mass_by_transition, rows, lo=lo, measure=measure,
+                           null=null, caption=lambda trs: _caption(table, method, trs),
+                           max_nodes_all=max_nodes_all, max_nodes_transition=max_nodes_transition)
     log.info("tracked %s over %d transitions", method, len(mass_by_transition))
     return rows
 
 
+def _masses(method: str, labels: Mapping[str, np.ndarray], pairs: Sequence[tuple[str, str]],
+            mats: Any) -> dict[tuple, np.ndarray]:
+    masses: dict[tuple, np.ndarray] = {}
+    for a, b in pairs:
+        ma, mb = mats(a), mats(b)
+        if ma is None or mb is None or not any(k.startswith("track_") for k in ma):
+            log.info("tracking: no tracking inputs for %s -> %s; skipped", a, b)
+            continue
+        try:
+            masses[(a, b)] = transition_mass(method, ma, mb, labels[a], labels[b])
+        except ValueError as exc:
+            log.warning("tracking %s %s->%s skipped: %s", method, a, b, exc)
+    return masses
+
+
 def track_run(
     run_dir: str | Path, methods: Sequence[str] | None = None, hi: float = 0.7, lo: float = 0.1, *,
+    measure: str = "excess", null: str = "config", controls: Sequence[str] = CONTROLS, n_control: int = 1,
+    seed: int = 0, paper_task: str | None = None, paper_model: str = "LLaMA",
     views: bool = True, max_nodes_all: int | None = 120, max_nodes_transition: int | None = 200,
 ) -> dict[str, list[dict[str, Any]]]:
     """Track every method that has partitions on >= 2 layers with saved tracking inputs; returns
     {method: rows}. Methods without inputs are skipped with a log line (not an error), so the report
-    can call this on any run directory."""
+    can call this on any run directory.
+
+    ``methods=None`` tracks every method found on disk (seed variants ``<method>.s<k>`` included).
+    Each method is also tracked under ``controls`` (``n_control`` seeded draws each, random state
+    ``seed``): size-matched random partitions and the partition on shuffled weights
+    (``tracking.controls``). ``paper_task`` prints the paper's Table 3 beside ours.
+    """
+    unknown_controls = [c for c in controls if c not in CONTROLS]
+    if unknown_controls:
+        raise ValueError(f"unknown control(s) {unknown_controls}; use any of {CONTROLS} (or none)")
+    if n_control < 1 and controls:
+        raise ValueError(f"n_control must be >= 1 when controls are asked for; got {n_control}")
     rd = RunDir(run_dir)
     parts = rd.partitions()
     layers = sorted(parts, key=layer_sort_key)
@@ -192,27 +277,44 @@ def track_run(
             mats_cache[layer] = rd.load_matrices(layer) if p.exists() else None
         return mats_cache[layer]
 
+    shuffled_cache: dict[tuple[str, int], dict[str, np.ndarray] | None] = {}
+
+    def shuffled(draw: int):
+        def get(layer: str):  # one shuffle per layer and draw, shared by every method
+            if (layer, draw) not in shuffled_cache:
+                m = mats(layer)
+                rng = np.random.default_rng([seed, draw, zlib.crc32(layer.encode())])
+                shuffled_cache[(layer, draw)] = None if m is None else shuffle_tracking_inputs(m, rng)
+            return shuffled_cache[(layer, draw)]
+        return get
+
     out: dict[str, list[dict[str, Any]]] = {}
-    for method in methods:
+    for method in tqdm(methods, desc="tracking", leave=False, disable=bool(os.environ.get("TQDM_DISABLE"))):
         mlayers = [lay for lay in layers if method in parts[lay]]
         if len(mlayers) < 2:
             log.info("tracking: %s has partitions on %d layer(s); need 2", method, len(mlayers))
             continue
         labels = {lay: rd.load_partition(lay, method)["labels"] for lay in mlayers}
-        masses: dict[tuple, np.ndarray] = {}
-        # read the env here: tqdm's own TQDM_DISABLE handling is fixed when tqdm is first imported
-        for a, b in tqdm(layer_chains(mlayers), desc=f"tracking {method}", leave=False,
-                         disable=bool(os.environ.get("TQDM_DISABLE"))):
-            ma, mb = mats(a), mats(b)
-            if ma is None or mb is None or not any(k.startswith("track_") for k in ma):
-                log.info("tracking: no tracking inputs for %s -> %s; skipped", a, b)
-                continue
-            try:
-                masses[(a, b)] = transition_mass(method, ma, mb, labels[a], labels[b])
-            except ValueError as exc:
-                log.warning("tracking %s %s->%s skipped: %s", method, a, b, exc)
-        if masses:
-            out[method] = write_tracking(rd.root, method, labels, masses, hi, lo, views=views,
-                                         max_nodes_all=max_nodes_all,
-                                         max_nodes_transition=max_nodes_transition)
+        pairs = layer_chains(mlayers)
+        masses = _masses(method, labels, pairs, mats)
+        if not masses:
+            continue
+        tracked = sorted({x for k in masses for x in k}, key=layer_sort_key)
+        control_rows: dict[str, list[list[dict]]] = {}
+        for kind in controls:
+            for draw in range(n_control):
+                if kind == "random_partition":
+                    rng = np.random.default_rng([seed, draw, zlib.crc32(method.encode())])
+                    lab = {lay: random_partition_like(labels[lay], rng) for lay in tracked}
+                    cm = _masses(method, lab, list(masses), mats)
+                else:
+                    lab = labels
+                    cm = _masses(method, lab, list(masses), shuffled(draw))
+                if cm:
+                    control_rows.setdefault(kind, []).append(
+                        track_layers(lab, cm, hi, lo, measure=measure, null=null))
+        out[method] = write_tracking(rd.root, method, labels, masses, hi, lo, measure=measure, null=null,
+                                     control_rows=control_rows, paper_task=paper_task, paper_model=paper_model,
+                                     views=views, max_nodes_all=max_nodes_all,
+                                     max_nodes_transition=max_nodes_transition)
     return out
