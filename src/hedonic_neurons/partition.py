@@ -264,13 +264,17 @@ class HedonicPartition:
             self.threshold_rule_ = (f"tau = {self.tau_quantile:.0%} quantile of the positive off-diagonal phi "
                                     f"(symmetrised) = {tau:.4g}")
             if phi_se is not None:
-                # a positive entry within noise of 0 is no synergy: without it, the quantile rule would
-                # pair up players on pure noise (it always admits the top positive entries)
-                noise = (phi > 0) & (phi <= z_floor * phi_se)
-                phi = np.where(noise, 0, phi).astype(phi.dtype, copy=False)
+                # a significance floor: the quantile rule always admits the top positive entries, so on
+                # a valuation that is pure noise it would pair players up; tau never goes below z x the
+                # typical standard error (z: a player expects `alpha` noise partners among its n - 1)
+                (ses,) = sample_offdiag([phi_se])
+                floor = z_floor * float(np.median(ses))
+                if floor > tau:
+                    tau = floor
+                    self.threshold_ = tau
                 self.threshold_z_ = z_floor
-                self.threshold_rule_ += (f"; positive entries <= {z_floor:.2f} x se_ij count as 0 "
-                                         f"({noise.mean():.1%} of entries)")
+                self.threshold_rule_ += (f", floored at {z_floor:.2f} x median se = {floor:.4g}"
+                                         + (" (the floor binds)" if floor >= tau and floor > 0 else ""))
             return Game(phi, self.k, tau, utility)
         if rule == "significance" and phi_se is not None:
             # per pair: a partner must beat its own standard error by the chosen z

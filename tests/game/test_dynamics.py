@@ -137,3 +137,16 @@ def test_presets_and_bad_options():
         HedonicPartition(threshold=None).fit(phi)
     with pytest.raises(ValueError, match="tau_quantile"):
         HedonicPartition(tau_quantile=1.0).fit(phi)
+
+
+def test_pure_noise_with_standard_errors_stays_mostly_alone():
+    rng = np.random.default_rng(0)
+    phi = rng.normal(size=(300, 300))
+    phi = (phi + phi.T) / 2
+    np.fill_diagonal(phi, 0)
+    se = np.full_like(phi, 1 / np.sqrt(2))
+    np.fill_diagonal(se, 0)
+    hp = HedonicPartition().fit(phi, se)
+    assert "floor binds" in hp.threshold_rule_
+    assert hp.stability_["share_in_2_to_max"] < 0.15  # without se the quantile rule pairs up most players
+    assert HedonicPartition().fit(phi).stability_["share_in_2_to_max"] > 0.5
