@@ -267,6 +267,15 @@ class ModelAdapter:
     def head(self) -> nn.Module:
         return _resolve_head(self.module(self.head_path))
 
+    def readout_modules(self, layer: int, site: str = "mlp") -> list[nn.Module]:
+        """The model's own modules that turn the layer's output (at the readout position) into the local logit.
+
+        Self-verification (`models.verify`) runs these on the real layer's output, independently of `tail`:
+        override it together with `tail` when the readout is not final_norm + head.
+        """
+        norm = self.final_norm()
+        return ([norm] if norm is not None else []) + [self.head()]
+
     @property
     def tail_is_norm(self) -> bool:
         """True when the tail is a `NormTail` (final norm + linear head: the fast closed forms apply)."""
@@ -363,6 +372,14 @@ class BertAdapter(ModelAdapter):
     @property
     def tail_is_norm(self) -> bool:
         return False
+
+    def readout_modules(self, layer: int, site: str = "mlp") -> list[nn.Module]:
+        pooler = getattr(self.model.bert, "pooler", None)
+        if pooler is not None:
+            pooler = _resolve_head(pooler)
+        # the pooler's own dense + tanh (its forward would pick token 0 of a sequence; we pass CLS already)
+        mods = [] if pooler is None else [pooler.dense, pooler.activation]
+        return mods + [self.head()]
 
     def tail(self, layer: int, site: str = "mlp") -> ModuleTail:
         ln = self.module(f"{self.layer_path(layer)}.output.LayerNorm")
