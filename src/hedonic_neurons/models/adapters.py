@@ -72,11 +72,16 @@ def get_adapter(model: nn.Module) -> ModelAdapter:
     for key in (model_type, cls_name):
         if key is not None and key in _REGISTRY:
             return _REGISTRY[key](base)
-    raise ValueError(
-        f"no model adapter for architecture {model_type or cls_name!r} ({cls_name}); known: "
-        f"{', '.join(sorted(_REGISTRY))}. Register one with "
-        f"hedonic_neurons.models.register_adapter({(model_type or cls_name)!r}, MyAdapter) (see docs/models.md)"
-    )
+    from .detect import detect_adapter
+
+    try:
+        return detect_adapter(base)  # found from the module tree and probes of the real modules
+    except ValueError as exc:
+        raise ValueError(
+            f"no model adapter for architecture {model_type or cls_name!r} ({cls_name}): {exc}. Known by name: "
+            f"{', '.join(sorted(_REGISTRY))}; register one with hedonic_neurons.models.register_adapter("
+            f"{(model_type or cls_name)!r}, MyAdapter) or pass --adapter module:Class (docs/models.md)"
+        ) from None
 
 
 class ModuleTail:
@@ -261,6 +266,14 @@ class ModelAdapter:
         """(module path, "output"|"input") whose tensor is the residual H after `layer`."""
         return self.layer_path(layer), "output"
 
+    def extra_reads(self, layer: int, site: str = "mlp") -> dict[str, tuple[str, str]]:
+        """More tensors to read at the readout position in the same pass: {name: (module path, "output"|"input")}."""
+        return {}
+
+    def make_tail(self, layer: int, site: str, out: dict) -> Any:
+        """The tail of a cache, given the per-sample readouts `out` (H, acts, extra reads, targets)."""
+        return self.tail(layer, site)
+
     def final_norm(self) -> nn.Module | None:
         return self.module(self.norm_path) if self.norm_path else None
 
@@ -442,8 +455,7 @@ class GatedMLPAdapter(ModelAdapter):
         return super().mlp_modules(max(layer, 2))
 
 
-register_adapter("llama", DecoderAdapter)
-register_adapter("mistral", MistralAdapter)
-register_adapter("gpt_neox", GPTNeoXAdapter)
+# LLaMA, Mistral, GPT-NeoX, Qwen2/3, Phi-3, OLMo-2, Gemma-2 ... are found from the model (models.detect);
+# DecoderAdapter / GPTNeoXAdapter stay as classes to subclass for models the detection does not cover.
 register_adapter("bert", BertAdapter)
 register_adapter("GatedMLPClassifier", GatedMLPAdapter)

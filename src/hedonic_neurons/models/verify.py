@@ -22,68 +22,34 @@ and ``--no-verify``). Nothing here imports the solver.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from .adapters import get_adapter
 from .extract import _as_tensor_out, _prepare
 from .lora import is_lora_layer
+from .precision import keep_float64
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VerificationError", "verify_valuations", "keep_float64", "TOLERANCES"]
+__all__ = ["VerificationError", "verify_valuations", "verification_rows", "save_verification", "keep_float64",
+           "TOLERANCES"]
 
 # Max |computed - direct| / max |direct| over the checked values, per cache precision. float32 caches carry
 # ~1e-7 relative rounding in g and H, amplified by g / (g - g_base) for a small LoRA change; a wrong adapter
 # gives errors of order 1 (issue 12: ~1.0).
 TOLERANCES = {"float64": 1e-6, "float32": 1e-3}
 
-_LOW = (torch.float32, torch.float16, torch.bfloat16)
-
-
 class VerificationError(ValueError):
     """The computed valuations disagree with direct ablation through the model's modules."""
-
-
-class _Keep64(TorchFunctionMode):
-    """Turns casts of float64 tensors to a lower float precision into no-ops (HF norms upcast to float32)."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if args and isinstance(args[0], torch.Tensor) and args[0].dtype == torch.float64:
-            name = getattr(func, "__name__", "")
-            if name in ("float", "half", "bfloat16") and len(args) == 1 and not kwargs:
-                return args[0]
-            if name in ("to", "type"):
-                dt = kwargs.get("dtype")
-                rest = []
-                for a in args[1:]:
-                    if isinstance(a, torch.dtype):
-                        dt = a
-                    else:
-                        rest.append(a)
-                if dt in _LOW:
-                    if not rest and set(kwargs) <= {"dtype", "non_blocking", "copy"}:
-                        return args[0]
-                    kwargs = {k: v for k, v in kwargs.items() if k != "dtype"}
-                    return func(args[0], *rest, **kwargs)
-        return func(*args, **kwargs)
-
-
-@contextmanager
-def keep_float64():
-    """Within the block, float64 tensors are never cast down (float32 RMSNorms of HF run in float64)."""
-    with _Keep64():
-        yield
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -253,8 +219,9 @@ def verify_valuations(
                 raise _Stop
 
             h = lay_mod.register_forward_pre_hook(pre, with_kwargs=True)
+            f64 = keep_float64() if next(base.parameters()).dtype == torch.float64 else contextlib.nullcontext()
             try:
-                with torch.no_grad():
+                with torch.no_grad(), f64:
                     base(*args, **{**kw, **kw_extra})
             except _Stop:
                 pass
@@ -390,13 +357,23 @@ def verify_valuations(
                 g_real[k_rows] = pool(g, idx)[:, torch.as_tensor(players)].double().cpu().numpy()
 
     # ---- 3. the cache's values on the same samples -----------------------------------------------
+    # in float64 (as the valuation math does): a float32 l - l_i - l_j + l_ij would be rounding noise
+    H64 = np.asarray(cache.H, dtype=np.float64)
+
+    def delta64(S: Sequence[int], rows: Any = slice(None)) -> np.ndarray:
+        S = list(S)
+        out = np.asarray(cache.coef[rows][:, S], np.float64) @ np.asarray(cache.C[:, S], np.float64).T
+        if cache.C_base is not None:
+            out -= np.asarray(cache.coef_base[rows][:, S], np.float64) @ np.asarray(cache.C_base[:, S], np.float64).T
+        return out
+
     tgt = None if cache.targets is None else np.asarray(cache.targets)[xs]
-    Hx = cache.H[xs]
+    Hx = H64[xs]
 
     def tail_at(S: Sequence[int], rows=xs, H=Hx, t=tgt) -> np.ndarray:
         if not S:
             return np.asarray(cache.tail.logit(H, t), dtype=np.float64)
-        return np.asarray(cache.tail.logit(H - cache.delta(list(S))[rows], t), dtype=np.float64)
+        return np.asarray(cache.tail.logit(H - delta64(S, rows), t), dtype=np.float64)
 
     comp = {c: tail_at(c) for c in configs}
     checks: dict[str, dict] = {}
@@ -435,10 +412,10 @@ def verify_valuations(
 
     # ---- 4. computed phi / psi vs the tail's direct evaluation over all inputs -------------------------
     tgt_all = cache.targets
-    l_all = np.asarray(cache.tail.logit(cache.H, tgt_all), dtype=np.float64)
+    l_all = np.asarray(cache.tail.logit(H64, tgt_all), dtype=np.float64)
     full_single = {}
     for i in set([int(p) for p in players] + [p for pr_ in pairs for p in pr_]):
-        full_single[i] = l_all - np.asarray(cache.tail.logit(cache.H - cache.delta([i]), tgt_all), np.float64)
+        full_single[i] = l_all - np.asarray(cache.tail.logit(H64 - delta64([i]), tgt_all), np.float64)
     if v.psi is not None and players.size:
         record("psi", np.asarray(v.psi)[players], [full_single[int(i)].mean() for i in players],
                "computed psi(i) vs the tail evaluated directly over all inputs",
@@ -447,7 +424,7 @@ def verify_valuations(
     if v.phi_pas is not None and pairs:
         direct = []
         for i, j in pairs:
-            lij = np.asarray(cache.tail.logit(cache.H - cache.delta([i, j]), tgt_all), np.float64)
+            lij = np.asarray(cache.tail.logit(H64 - delta64([i, j]), tgt_all), np.float64)
             direct.append(np.mean(full_single[i] + full_single[j] - (l_all - lij)))
         record("phi_pas", [v.phi_pas[i, j] for i, j in pairs], direct,
                "computed exact PAS phi_ij vs the tail evaluated directly over all inputs",
@@ -499,3 +476,19 @@ def verification_rows(res: dict) -> list[dict]:
     """One row per check (for a CSV / the report's table)."""
     return [{"check": k, "what": c["what"], "max_rel_err": f"{c['max_rel_err']:.2e}", "tolerance": f"{res['tolerance']:.0e}",
              "values": c["n_values"], "passed": "yes" if c["passed"] else "NO"} for k, c in res["checks"].items()]
+
+
+def save_verification(res: dict, directory: Any, stem: str = "verification") -> None:
+    """Write `stem`.json (everything) and `stem`.csv (one row per check) into `directory`."""
+    import csv
+    import json
+    from pathlib import Path
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{stem}.json").write_text(json.dumps(res, indent=2, default=float))
+    rows = verification_rows(res)
+    with open(d / f"{stem}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["check"])
+        w.writeheader()
+        w.writerows(rows)

@@ -41,7 +41,9 @@ def _standardised(acts: np.ndarray, tdt: torch.dtype) -> torch.Tensor:
         log.warning("%d of %d players never vary over the samples: their correlations are set to 0",
                     int(const.sum()), ss.size)
     inv = np.where(const, 0.0, 1.0 / np.sqrt(np.where(const, 1.0, ss)))
-    Z = torch.from_numpy(np.ascontiguousarray(acts)).to(tdt)
+    # a copy: from_numpy(...).to(same dtype) would share memory and the in-place steps below would
+    # standardise the caller's activations (found by self-verification: LayerCache.acts was overwritten)
+    Z = torch.from_numpy(np.ascontiguousarray(acts)).to(tdt, copy=True)
     Z -= torch.from_numpy(mean).to(tdt)
     Z *= torch.from_numpy(inv).to(tdt)
     return Z
