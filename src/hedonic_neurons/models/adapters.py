@@ -68,6 +68,9 @@ def get_adapter(model: nn.Module) -> ModelAdapter:
     if isinstance(model, ModelAdapter):
         return model
     base = unwrap_model(model)
+    override = getattr(base, "_hn_adapter", None)  # models.detect.use_adapter (the CLI's --adapter)
+    if override is not None:
+        return override(base)
     model_type, cls_name = _arch_key(base)
     for key in (model_type, cls_name):
         if key is not None and key in _REGISTRY:

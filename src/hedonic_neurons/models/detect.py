@@ -31,7 +31,8 @@ from .lora import base_output, is_lora_layer, unwrap_model
 
 log = logging.getLogger(__name__)
 
-__all__ = ["inspect_structure", "AutoDecoderAdapter", "check_supported", "detect_adapter"]
+__all__ = ["inspect_structure", "AutoDecoderAdapter", "check_supported", "detect_adapter", "load_adapter_class",
+           "use_adapter"]
 
 
 def _linear_shape(m: nn.Module) -> tuple[int, int] | None:
@@ -418,3 +419,39 @@ def check_supported(path: str, *, trust_remote_code: bool = False) -> dict:
     if type(meta).__name__ in _REGISTRY:
         return {"registered": type(meta).__name__}
     return inspect_structure(meta)
+
+
+def load_adapter_class(spec: str) -> type[ModelAdapter]:
+    """The adapter class named by ``module:Class`` (an importable module) or ``path/to/file.py:Class``."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    if ":" not in spec:
+        raise ValueError(f"--adapter {spec!r}: give module:Class (e.g. my_adapters:GemmaLikeAdapter) or file.py:Class")
+    mod_name, cls_name = spec.rsplit(":", 1)
+    try:
+        if mod_name.endswith(".py"):
+            path = Path(mod_name)
+            if not path.is_file():
+                raise FileNotFoundError(f"--adapter: {path} does not exist")
+            sp = importlib.util.spec_from_file_location(path.stem, path)
+            mod = importlib.util.module_from_spec(sp)
+            sp.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ValueError(f"--adapter {spec!r}: cannot import {mod_name} ({exc}); put it on PYTHONPATH or give "
+                         "path/to/file.py:Class") from exc
+    cls = getattr(mod, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ModelAdapter)):
+        raise ValueError(f"--adapter {spec!r}: {cls_name} in {mod_name} is not a ModelAdapter subclass")
+    return cls
+
+
+def use_adapter(model: nn.Module, adapter_cls: type[ModelAdapter]) -> nn.Module:
+    """Make `get_adapter(model)` return `adapter_cls(model)` for this model object (the CLI's --adapter)."""
+    if not (isinstance(adapter_cls, type) and issubclass(adapter_cls, ModelAdapter)):
+        raise ValueError(f"{adapter_cls!r} is not a ModelAdapter subclass")
+    object.__setattr__(unwrap_model(model), "_hn_adapter", adapter_cls)
+    return model

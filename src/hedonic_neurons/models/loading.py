@@ -118,7 +118,8 @@ def load_minilm(num_labels: int = 1, *, dtype: torch.dtype = torch.float32, seed
     return _finish(model, tok, dtype)
 
 
-def _load_adapter_dir(path: Path, *, num_labels: int, dtype: torch.dtype, seed: int) -> tuple[Any, Any]:
+def _load_adapter_dir(path: Path, *, num_labels: int, dtype: torch.dtype, seed: int,
+                      check: bool = True) -> tuple[Any, Any]:
     from peft import PeftModel
 
     cfg = json.loads((path / "adapter_config.json").read_text())
@@ -133,7 +134,7 @@ def _load_adapter_dir(path: Path, *, num_labels: int, dtype: torch.dtype, seed: 
         pass
     if smol_dir is not None and str(Path(base_ref).resolve()) == smol_dir:
         base_ref = "smollm2"
-    base, tok = load_model(base_ref, num_labels=num_labels, dtype=dtype, seed=seed)
+    base, tok = load_model(base_ref, num_labels=num_labels, dtype=dtype, seed=seed, check=check)
     model = PeftModel.from_pretrained(base, str(path)).to(dtype)
     if any(path.glob("tokenizer*")):
         from transformers import AutoTokenizer
@@ -144,9 +145,12 @@ def _load_adapter_dir(path: Path, *, num_labels: int, dtype: torch.dtype, seed: 
 
 
 def load_model(name_or_path: str | Path, *, num_labels: int = 1, dtype: torch.dtype = torch.float32,
-               seed: int = 0) -> tuple[Any, Any]:
+               seed: int = 0, check: bool = True) -> tuple[Any, Any]:
     """(model, tokenizer) for "smollm2", "minilm", a local model directory or .gguf file, a PEFT adapter
-    directory (its base is loaded first) or a hub id already in the local cache."""
+    directory (its base is loaded first) or a hub id already in the local cache.
+
+    ``check`` (default) decides from the config alone, before any weight is read, whether the architecture
+    is supported (`models.detect.check_supported`); pass False when you bring your own adapter."""
     name = str(name_or_path)
     if name.lower() == "smollm2":
         return load_smollm2(num_labels, dtype=dtype, seed=seed)
@@ -159,8 +163,10 @@ def load_model(name_or_path: str | Path, *, num_labels: int = 1, dtype: torch.dt
             return _finish(m, t, dtype)
         if path.is_dir():
             if (path / "adapter_config.json").is_file():
-                return _load_adapter_dir(path, num_labels=num_labels, dtype=dtype, seed=seed)
+                return _load_adapter_dir(path, num_labels=num_labels, dtype=dtype, seed=seed, check=check)
             if (path / "config.json").is_file():
+                if check:
+                    _check(path)
                 m, t = _from_pretrained(str(path), num_labels=num_labels, seed=seed)
                 return _finish(m, t, dtype)
             ggufs = sorted(path.glob("*.gguf"))
@@ -183,5 +189,14 @@ def load_model(name_or_path: str | Path, *, num_labels: int = 1, dtype: torch.dt
             f"(this machine is offline): run `huggingface-cli download {name}` where there is internet, "
             "or pass a local directory"
         )
+    if check:
+        _check(Path(cached).parent)
     m, t = _from_pretrained(str(Path(cached).parent), num_labels=num_labels, seed=seed)
     return _finish(m, t, dtype)
+
+
+def _check(path: Path) -> None:
+    """Refuse an unsupported architecture from its config, before the weights load (seconds, not minutes)."""
+    from .detect import check_supported
+
+    check_supported(str(path))

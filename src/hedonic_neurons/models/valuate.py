@@ -323,12 +323,14 @@ def compute_valuations(
     pas_dtype: Any = np.float64,
     progress: bool = True,
     verify: bool = True,
+    adapter: Any = None,
 ) -> Valuations:
     """Valuations (OCA, exact PAS + se + psi, Hessian PAS, their agreement) of `layer` over `inputs`.
 
     ``verify`` (default) checks a few psi(i), psi(i, j) and OCA weight columns against direct ablation
     through the model's own modules (`models.verify.verify_valuations`, result in ``v.verification``) and
     raises `VerificationError` when they disagree; ``verify=False`` is the CLI's ``--no-verify``.
+    ``adapter``: a `ModelAdapter` subclass to use for this model (the CLI's ``--adapter module:Class``).
 
     `model`: a (PEFT) model object, or "smollm2" / "minilm" / a local path / a PEFT adapter directory
     (then the tokenizer comes with it). `inputs`: texts, an (N, d_in) array (with `targets` for a
@@ -338,9 +340,13 @@ def compute_valuations(
     if isinstance(model, (str, Path)):
         from .loading import load_model
 
-        model, tok = load_model(model, dtype=dtype)
+        model, tok = load_model(model, dtype=dtype, check=adapter is None)
         tokenizer = tokenizer or tok
         model = model.to(device)
+    if adapter is not None:
+        from .detect import use_adapter
+
+        use_adapter(model, adapter)
     batches = _as_batches(inputs, tokenizer, batch_size=batch_size, max_length=max_length, targets=targets)
     if verify and not isinstance(batches, (list, tuple)):
         batches = list(batches)  # self-verification re-runs a few of them

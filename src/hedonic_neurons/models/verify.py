@@ -40,7 +40,7 @@ from .precision import keep_float64
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VerificationError", "verify_valuations", "verification_rows", "save_verification", "keep_float64",
+__all__ = ["VerificationError", "verify_valuations", "verification_rows", "save_verification", "format_verification", "keep_float64",
            "TOLERANCES"]
 
 # Max |computed - direct| / max |direct| over the checked values, per cache precision. float32 caches carry
@@ -174,7 +174,10 @@ def verify_valuations(
     adapter = get_adapter(model)
     layer, site = cache.layer, cache.site
     n, N = cache.n_players, cache.n_samples
-    dt_name = "float64" if cache.H.dtype == np.float64 else "float32"
+    # a float64 run only when both the model and the cache are float64: a float32 model's cache carries its rounding
+    p0 = next(adapter.model.parameters(), None)
+    f64_model = p0 is None or p0.dtype == torch.float64
+    dt_name = "float64" if cache.H.dtype == np.float64 and f64_model else "float32"
     tol = TOLERANCES[dt_name] if tol is None else float(tol)
     rng = np.random.default_rng(seed)
     batches = list(batches)
@@ -204,7 +207,8 @@ def verify_valuations(
     for x in xs:
         b, r = rowmap[x]
         groups.setdefault(b, []).append((int(x), r))
-    captured = []  # (cache rows, args, kwargs, pool idx, targets)
+    captured = []  # (cache rows, args, kwargs, pool idx, targets, last layer output, model output)
+    last_mod = adapter.module(adapter.layer_path(adapter.layer_range(site).stop - 1))
     was_training = base.training
     base.eval()
     kw_extra = {"use_cache": False} if adapter.pooling == "last" else {}
@@ -216,20 +220,26 @@ def verify_valuations(
 
             def pre(m, a, k, store=store):
                 store["args"], store["kwargs"] = _detach(a), _detach(k)
-                raise _Stop
 
-            h = lay_mod.register_forward_pre_hook(pre, with_kwargs=True)
+            def last_out(m, a, out, store=store):
+                store["last"] = _as_tensor_out(out).detach()
+
+            # the whole forward pass: the layer's inputs, and the last layer's output next to the model's own
+            # output (the readout modules must turn the one into the other)
+            hs = [lay_mod.register_forward_pre_hook(pre, with_kwargs=True),
+                  last_mod.register_forward_hook(last_out)]
             f64 = keep_float64() if next(base.parameters()).dtype == torch.float64 else contextlib.nullcontext()
             try:
                 with torch.no_grad(), f64:
-                    base(*args, **{**kw, **kw_extra})
-            except _Stop:
-                pass
+                    o = base(*args, **{**kw, **kw_extra})
             finally:
-                h.remove()
+                for h in hs:
+                    h.remove()
             if "args" not in store:
                 raise VerificationError(f"the forward pass never reached {lay_path}: the adapter's layer path does "
                                         "not match the model; fix the adapter or pass --no-verify")
+            logits = getattr(o, "logits", o)
+            logits = logits[0] if isinstance(logits, (tuple, list)) else logits
             seq = None
             for t in list(args) + list(kw.values()):
                 if isinstance(t, torch.Tensor) and t.ndim >= 2:
@@ -237,7 +247,8 @@ def verify_valuations(
                     break
             idx = adapter.pool_index(kw, seq or 1) if adapter.pooling != "none" else None
             captured.append(([x for x, _ in items], store["args"], store["kwargs"], idx,
-                             None if targets is None else torch.as_tensor(targets).reshape(-1)))
+                             None if targets is None else torch.as_tensor(targets).reshape(-1),
+                             store.get("last"), logits.detach() if isinstance(logits, torch.Tensor) else None))
     finally:
         base.train(was_training)
 
@@ -345,7 +356,7 @@ def verify_valuations(
     real = {c: np.zeros(len(xs)) for c in configs}
     g_real = np.zeros((len(xs), players.size))
     row_of = {int(x): k for k, x in enumerate(xs)}
-    for rows, args, kwargs, idx, targets in captured:
+    for rows, args, kwargs, idx, targets, _, _ in captured:
         gb = base_g(args, kwargs) if (site == "mlp" and cache.ablation == "lora") else None
         k_rows = [row_of[x] for x in rows]
         for c in configs:
@@ -385,6 +396,22 @@ def verify_valuations(
         checks[name] = {"max_rel_err": err, "scale": scale, "n_values": int(direct.size), "passed": err <= tol,
                         "what": what, "cause": cause}
 
+    # the readout modules reproduce the model's own output from its last layer (a final norm left out, a wrong
+    # head or readout position show here; everything below trusts these modules)
+    ro_mine, ro_model = [], []
+    for rows, _, _, idx, targets, last, logits in captured:
+        if last is None or logits is None:
+            continue
+        with torch.no_grad(), keep_float64():
+            ro_mine.append(_readout_logit(readout, pool(last.to(wdt), idx), targets).double().cpu().numpy())
+        lg = logits if logits.ndim == 2 else logits[:, None]
+        lg = lg[:, 0] if lg.shape[1] == 1 else lg.gather(1, targets.long().view(-1, 1))[:, 0]
+        ro_model.append(lg.double().cpu().numpy())
+    if ro_mine:
+        record("readout", np.concatenate(ro_mine), np.concatenate(ro_model),
+               "the adapter's readout (final norm + head) on the last layer vs the model's own output",
+               "the adapter's final norm, head or readout position is not the model's (a final norm missing, "
+               "a wrong head, or another pooling position)")
     l0r, l0c = real[()], comp[()]
     lscale = float(np.abs(l0r).max(initial=0.0))
     tail_desc = getattr(cache.tail, "kind", type(cache.tail).__name__)
@@ -492,3 +519,13 @@ def save_verification(res: dict, directory: Any, stem: str = "verification") -> 
         w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["check"])
         w.writeheader()
         w.writerows(rows)
+
+
+def format_verification(res: dict) -> str:
+    """A few lines for the terminal: the verdict and the worst relative error per check."""
+    head = (f"  self-verification ({len(res['samples'])} inputs, {len(res['players'])} players, {len(res['pairs'])} "
+            f"pairs, {res['precision']['direct']} direct ablation through the model's modules, {res['seconds']:.1f} s): "
+            f"{'passed' if res['passed'] else 'FAILED'} (tolerance {res['tolerance']:.0e})")
+    lines = [head] + [f"    {k:15s} max rel. err {c['max_rel_err']:.1e}  {'ok' if c['passed'] else 'FAILED'}"
+                      for k, c in res["checks"].items()]
+    return "\n".join(lines)

@@ -213,6 +213,9 @@ def norm_params(norm: torch.nn.Module) -> tuple[str, np.ndarray | None, np.ndarr
     if isinstance(eps, (tuple, list)):
         eps = eps[0]
     eps = float(eps)
+    if w is not None and w.ndim != 1:
+        raise ValueError(f"norm module {type(norm).__name__} is neither an RMSNorm nor a LayerNorm (a {tuple(w.shape)} "
+                         "weight): write an adapter whose tail builds it by hand (docs/models.md)")
     p = next(norm.parameters(), None)
     shape = getattr(norm, "normalized_shape", None)
     d = int(w.shape[-1]) if w is not None else (int(shape[-1]) if shape else None)
