@@ -197,7 +197,8 @@ class AutoDecoderAdapter(ModelAdapter):
     def _act_candidates(self, layer: int) -> list[tuple[str, Any]]:
         out = []
         for rel in self.structure["act_candidates"]:
-            out.append((f"{self.mlp_input_rel}.{rel}", self.module(f"{self.layer_path(layer)}.{self.mlp_input_rel}.{rel}")))
+            path = f"{self.mlp_input_rel}.{rel}"
+            out.append((path, self.module(f"{self.layer_path(layer)}.{path}")))
         name = self.structure.get("hidden_act")
         if isinstance(name, str):
             try:

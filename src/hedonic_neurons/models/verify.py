@@ -40,7 +40,8 @@ from .precision import keep_float64
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VerificationError", "verify_valuations", "verification_rows", "save_verification", "format_verification", "keep_float64",
+__all__ = ["VerificationError", "verify_valuations", "verification_rows", "save_verification", "format_verification",
+           "keep_float64",
            "TOLERANCES"]
 
 # Max |computed - direct| / max |direct| over the checked values, per cache precision. float32 caches carry
@@ -399,7 +400,7 @@ def verify_valuations(
     # the readout modules reproduce the model's own output from its last layer (a final norm left out, a wrong
     # head or readout position show here; everything below trusts these modules)
     ro_mine, ro_model = [], []
-    for rows, _, _, idx, targets, last, logits in captured:
+    for _rows, _, _, idx, targets, last, logits in captured:
         if last is None or logits is None:
             continue
         with torch.no_grad(), keep_float64():
@@ -480,7 +481,8 @@ def verify_valuations(
         "values": {
             "psi_direct": {str(int(i)): float(full_single[int(i)].mean()) for i in players},
             "phi_computed": {f"{i},{j}": float(v.phi_pas[i, j]) for i, j in pairs} if v.phi_pas is not None else {},
-            "pas_per_sample_direct": {f"{i},{j}": [float(a) for a in row] for (i, j), row in zip(pairs, pair_r)}
+            "pas_per_sample_direct": {f"{i},{j}": [float(a) for a in row]
+                                      for (i, j), row in zip(pairs, pair_r, strict=True)}
             if pairs else {},
         },
     }
@@ -501,8 +503,9 @@ def verify_valuations(
 
 def verification_rows(res: dict) -> list[dict]:
     """One row per check (for a CSV / the report's table)."""
-    return [{"check": k, "what": c["what"], "max_rel_err": f"{c['max_rel_err']:.2e}", "tolerance": f"{res['tolerance']:.0e}",
-             "values": c["n_values"], "passed": "yes" if c["passed"] else "NO"} for k, c in res["checks"].items()]
+    return [{"check": k, "what": c["what"], "max_rel_err": f"{c['max_rel_err']:.2e}",
+             "tolerance": f"{res['tolerance']:.0e}", "values": c["n_values"], "passed": "yes" if c["passed"] else "NO"}
+            for k, c in res["checks"].items()]
 
 
 def save_verification(res: dict, directory: Any, stem: str = "verification") -> None:
@@ -524,8 +527,8 @@ def save_verification(res: dict, directory: Any, stem: str = "verification") -> 
 def format_verification(res: dict) -> str:
     """A few lines for the terminal: the verdict and the worst relative error per check."""
     head = (f"  self-verification ({len(res['samples'])} inputs, {len(res['players'])} players, {len(res['pairs'])} "
-            f"pairs, {res['precision']['direct']} direct ablation through the model's modules, {res['seconds']:.1f} s): "
-            f"{'passed' if res['passed'] else 'FAILED'} (tolerance {res['tolerance']:.0e})")
+            f"pairs, {res['precision']['direct']} direct ablation through the model's modules, "
+            f"{res['seconds']:.1f} s): {'passed' if res['passed'] else 'FAILED'} (tolerance {res['tolerance']:.0e})")
     lines = [head] + [f"    {k:15s} max rel. err {c['max_rel_err']:.1e}  {'ok' if c['passed'] else 'FAILED'}"
                       for k, c in res["checks"].items()]
     return "\n".join(lines)

@@ -204,8 +204,7 @@ def exact_pas_postnorm(
     z = torch.zeros(N, dtype=f64)
     l0 = logit(z, z, z, z, z, s1sq, A, B, RR, RM, MM)
     e_single = gam1 - 2 * beta1
-    col = (lambda x: x[:, None])
-    li = logit(e_single, a, rho, mu, nu, col(s1sq), col(A), col(B), col(RR), col(RM), col(MM))
+    li = logit(e_single, a, rho, mu, nu, *(x[:, None] for x in (s1sq, A, B, RR, RM, MM)))
     single = l0[:, None] - li
     psi = single.mean(0).numpy()
     psi_se = (single.std(0, unbiased=True) / math.sqrt(N)).numpy() if N > 1 else np.full(n, np.nan)
@@ -224,20 +223,18 @@ def exact_pas_postnorm(
         s2 = torch.zeros_like(s1)
         for b0 in range(0, N, batch_size):
             b = slice(b0, min(b0 + batch_size, N))
+            D1 = _pair_gram(cf, cb, b, I, J, G1, G1cb if Cb is not None else None, G1bb if Cb is not None else None)
+            D2 = _pair_gram(cf, cb, b, I, J, G2, G2cb if Cb is not None else None, G2bb if Cb is not None else None)
 
-            def gram(G, Gcb, Gbb):
-                ci, cj = cf[b, I][:, :, None], cf[b, J][:, None, :]
-                D = ci * cj * G[I, J]
-                if Cb is not None:
-                    bi, bj = cb[b, I][:, :, None], cb[b, J][:, None, :]
-                    D = D - ci * bj * Gcb[I, J] - bi * cj * Gcb[J, I].T + bi * bj * Gbb[I, J]
-                return D
+            def pi(x, b=b, I=I):
+                return x[b, I][:, :, None]
 
-            D1 = gram(G1, G1cb if Cb is not None else None, G1bb if Cb is not None else None)
-            D2 = gram(G2, G2cb if Cb is not None else None, G2bb if Cb is not None else None)
-            pi = (lambda x: x[b, I][:, :, None])
-            pj = (lambda x: x[b, J][:, None, :])
-            sc = (lambda x: x[b][:, None, None])
+            def pj(x, b=b, J=J):
+                return x[b, J][:, None, :]
+
+            def sc(x, b=b):
+                return x[b][:, None, None]
+
             e1 = pi(e_single) + pj(e_single) + 2 * D1
             lij = logit(e1, pi(a) + pj(a), pi(rho) + pj(rho), pi(mu) + pj(mu), pi(nu) + pj(nu) + 2 * D2,
                         sc(s1sq), sc(A), sc(B), sc(RR), sc(RM), sc(MM))
@@ -258,3 +255,13 @@ def exact_pas_postnorm(
     se.fill_diagonal_(0.0)
     logit_mean = float((l0 + torch.as_tensor(c, dtype=f64)[torch.as_tensor(t_idx)]).mean())
     return PASResult(phi.numpy(), se.numpy(), psi, psi_se, N, logit_mean, "postnorm", "float64")
+
+
+def _pair_gram(cf, cb, b, I, J, G, Gcb, Gbb) -> torch.Tensor:
+    """(B, |I|, |J|) Gram term delta_i . delta_j under G's geometry, with the C_base blocks when present."""
+    ci, cj = cf[b, I][:, :, None], cf[b, J][:, None, :]
+    D = ci * cj * G[I, J]
+    if Gcb is not None:
+        bi, bj = cb[b, I][:, :, None], cb[b, J][:, None, :]
+        D = D - ci * bj * Gcb[I, J] - bi * cj * Gcb[J, I].T + bi * bj * Gbb[I, J]
+    return D
