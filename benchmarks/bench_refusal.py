@@ -55,6 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {folder} ({size:.2f} GB of weights)")
     print(f"CLI exit code {r.returncode}, {refuse_s:.2f} s end to end (fresh interpreter; target < 5 s)")
     print(f"message: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else '(none)'}")
+    # the refusal itself, in this process once torch / transformers are imported (no interpreter start-up)
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    from hedonic_neurons.models.detect import check_supported
+
+    t = time.perf_counter()
+    try:
+        check_supported(str(folder))
+        msg = "(accepted?)"
+    except ValueError as exc:
+        msg = str(exc)
+    print(f"check_supported alone (imports done): {time.perf_counter() - t:.2f} s -> {msg[:100]}...")
     if not args.no_load:
         cmd = [sys.executable, "-c", "import time; t = time.perf_counter(); "
                "from transformers import AutoModelForSequenceClassification as A; "

@@ -317,7 +317,7 @@ def verify_valuations(
                 elif cache.ablation == "zero":
                     g_rev[..., S_t] = 0.0
                 else:
-                    g_rev[..., S_t] = means[S_t].to(g.dtype)
+                    g_rev[..., S_t] = means[S_t].to(g.device, g.dtype)
                 if is_lora_layer(m) and not getattr(m, "disable_adapters", False):
                     # the channel's base activation through the base weight; its LoRA column removed ("lora"),
                     # or the full merged column applied to the zeroed / mean value ("zero", "mean")
@@ -337,7 +337,7 @@ def verify_valuations(
                 if len(S_t) == 0:
                     return out
                 o = o.clone()
-                o[..., S_t] = 0.0 if cache.ablation == "zero" else means[S_t].to(o.dtype)
+                o[..., S_t] = 0.0 if cache.ablation == "zero" else means[S_t].to(o.device, o.dtype)
                 return (o, *out[1:]) if isinstance(out, tuple) else o
             handles.append(lay.register_forward_hook(out_fwd))
         try:
@@ -480,8 +480,8 @@ def verify_valuations(
     # ---- 5. OCA's weight term = the real down projection's write directions ----------------------------
     if site == "mlp" and cache.W_down is not None and players.size:
         dn = down
-        E = torch.zeros((players.size, n), dtype=wdt)
-        E[torch.arange(players.size), torch.as_tensor(players)] = 1.0
+        E = torch.zeros((players.size, n), dtype=wdt, device=next(dn.parameters()).device)
+        E[torch.arange(players.size), torch.as_tensor(players)] = 1.0  # one unit input per checked player
         with torch.no_grad(), keep_float64():
             cols = (_as_tensor_out(dn(E)) - _as_tensor_out(dn(torch.zeros_like(E)))).double().cpu().numpy()
         record("oca_weight", np.asarray(cache.W_down, np.float64)[:, players].T, cols,
