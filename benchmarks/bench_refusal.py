@@ -52,7 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)
     refuse_s = time.perf_counter() - t
+    # the same fresh interpreter with only the imports the CLI path makes: what start-up alone costs here
+    imp = [sys.executable, "-c", "import torch, transformers, numpy; from transformers import AutoConfig, "
+           "AutoModelForSequenceClassification; from hedonic_neurons.cli import main; "
+           "from hedonic_neurons.models.valuate import compute_valuations; "
+           "from transformers.models.gpt2 import modeling_gpt2"]
+    t = time.perf_counter()
+    subprocess.run(imp, capture_output=True, text=True)
+    import_s = time.perf_counter() - t
     print(f"model: {folder} ({size:.2f} GB of weights)")
+    print(f"fresh interpreter + the CLI's imports alone: {import_s:.2f} s; refusal beyond them: "
+          f"{refuse_s - import_s:.2f} s")
     print(f"CLI exit code {r.returncode}, {refuse_s:.2f} s end to end (fresh interpreter; target < 5 s)")
     print(f"message: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else '(none)'}")
     # the refusal itself, in this process once torch / transformers are imported (no interpreter start-up)
