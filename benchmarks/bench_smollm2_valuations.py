@@ -87,13 +87,21 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     cache = layer_cache(model, batches, args.layer)
     T[f"forward to layer {args.layer} (stopped there)"] = time.perf_counter() - t
-    del model
 
     v = valuations_from_cache(cache, ("oca", "pas", "hessian"), pas_dtype=np.dtype(args.pas_dtype))
     T["OCA"] = v.timings["oca"]
     T["exact PAS, all pairs"] = v.timings["pas_exact"]
     T["Hessian PAS"] = v.timings["pas_hessian"]
     T["agreement"] = v.timings.get("agreement", 0.0)
+    valuation_s = sum(s for k, s in T.items() if k not in ("load model + LoRA", "inputs + tokenise"))
+    # self-verification, as compute_valuations / the CLI run it: a few psi(i), psi(i, j) by direct ablation
+    # through a float64 copy of the real layer and the model's readout, in the same process under the same load
+    from hedonic_neurons.models.verify import format_verification, verify_valuations
+
+    t = time.perf_counter()
+    ver = verify_valuations(model, batches, v, raise_on_fail=False)
+    T["self-verification"] = time.perf_counter() - t
+    del model
     total = time.perf_counter() - t0
 
     # spot check: exact PAS vs direct ablation through the tail, float64, for a few pairs
@@ -129,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{np.mean(np.abs(v.phi_pas[off]) > 2 * v.pas_se[off]):.3f}; local logit mean {l0.mean():.4f}")
     print(f"psi (single ablations): |psi| mean {np.abs(v.psi).mean():.3e}")
     print(f"spot check, exact PAS vs direct tail ablation (5 pairs, float64): max rel diff {worst:.2e}")
+    ratio = T["self-verification"] / valuation_s
+    print(f"self-verification {T['self-verification']:.1f} s = {100 * ratio:.1f} % of the valuation time "
+          f"({valuation_s:.1f} s: forward to the layer + OCA + exact PAS + Hessian + agreement; target <= 10 %; "
+          f"same process, same load, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(format_verification(ver))
     a = v.agreement
     print(f"Hessian vs exact PAS over {a['n_pairs']} pairs: Pearson {a['pearson']:.3f}, Spearman "
           f"{a['spearman']:.3f}, top-{a['top_k']} overlap {a['topk_overlap']:.3f}")
@@ -136,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.out, "w") as f:
             json.dump({"adapter": adapter_desc, "layer": args.layer, "n": n, "N": cache.n_samples,
                        "tokens": n_tok, "timings_s": T, "total_s": total, "peak_rss_gb": rss_gb,
-                       "agreement": a, "spot_check_max_rel_diff": worst, "pas_dtype": args.pas_dtype}, f,
+                       "agreement": a, "spot_check_max_rel_diff": worst, "pas_dtype": args.pas_dtype,
+                       "valuation_s": valuation_s, "verification_ratio": ratio, "verification": ver}, f,
                       indent=2)
-    return 0 if total <= 600 else 1
+    return 0 if total <= 600 and ver["passed"] and ratio <= 0.10 else 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from hedonic_neurons.models.precision import keep_float64
+
 
 def parts(model, arch: str, layer: int) -> dict:
     """The modules of one layer and the readout, addressed by hand for each architecture."""
@@ -73,7 +75,8 @@ def local_logits(model, arch: str, batches, layer: int, S=(), revert: str = "lor
                p["layer"].register_forward_hook(layer_fwd)]
     outs = []
     try:
-        with torch.no_grad():
+        # float64 throughout: HF's norms and rotary tables would upcast to float32 only (DESIGN trap 9)
+        with torch.no_grad(), keep_float64():
             for b in batches:
                 model(**b)
                 h = store["h"]
@@ -89,5 +92,5 @@ def local_logits(model, arch: str, batches, layer: int, S=(), revert: str = "lor
 
 
 def model_logits(model, batches) -> torch.Tensor:
-    with torch.no_grad():
+    with torch.no_grad(), keep_float64():
         return torch.cat([model(**b).logits[:, 0] for b in batches])

@@ -45,11 +45,10 @@ def test_unknown_architecture_names_it_and_the_fix():
 
 
 def test_register_adapter_adds_an_architecture():
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    model = LlamaForSequenceClassification(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24,
-                                                       num_hidden_layers=2, num_attention_heads=2,
-                                                       num_key_value_heads=1))
+    # an architecture the detection refuses (Conv1D MLP): a registered adapter takes precedence
+    model = GPT2ForSequenceClassification(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=32))
     model.config.model_type = "my_llama_clone"
     with pytest.raises(ValueError, match="my_llama_clone"):
         get_adapter(model)

@@ -9,6 +9,7 @@ from models_brute import local_logits, model_logits, parts
 from models_tiny import ARCHS, tiny_model, token_batches
 
 from hedonic_neurons.models import compute_valuations, layer_cache, valuations_from_cache
+from hedonic_neurons.models.precision import keep_float64
 from hedonic_neurons.valuations.pas import exact_pas
 from hedonic_neurons.valuations.tail import NormTail
 
@@ -144,7 +145,7 @@ def test_ablate_channels_in_a_full_forward_pass(arch, f64_norms):
     mask = torch.zeros(b["input_ids"].shape[0], n, dtype=torch.bool)
     mask[0, S] = True
     mask[1, [5]] = True
-    with ablate_channels(model, 2, mask), torch.no_grad():
+    with ablate_channels(model, 2, mask), torch.no_grad(), keep_float64():
         rows = model(**b).logits[:, 0].numpy()
     np.testing.assert_allclose(rows[0], out[0], rtol=1e-10)
     np.testing.assert_allclose(rows[1], local_logits(model, arch, [b], 2, [5]).numpy()[1], rtol=1e-10)

@@ -165,3 +165,14 @@ def test_phi_heatmaps_for_mnist_style_keys(tmp_path):
     assert derive_outputs(rd.root) == []
     assert sorted(p.name for p in (rd.root / "figures").glob("phi_*")) == [
         "phi_h2_hedonic_oca.png", "phi_h2_hedonic_pas.png"]
+
+
+def test_self_verification_section(tmp_path):
+    from hedonic_neurons.models.verify import save_verification
+
+    rd = RunDir(tmp_path / "run")
+    res = {"tolerance": 1e-3, "checks": {"pas_per_sample": {"what": "Delta_ij(x) per sample", "max_rel_err": 2e-6,
+                                                            "n_values": 9, "passed": True}}}
+    save_verification(res, rd.root / "verification", stem="10")
+    page = build_report(rd.root).read_text()
+    assert "Self-verification" in page and "pas_per_sample" in page and "2e-06" in page

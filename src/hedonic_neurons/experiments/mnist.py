@@ -76,6 +76,7 @@ class MnistConfig:
     loss_delta_images: int = 256  # held-out images used for the per-neuron loss deltas (I.3)
     oca_weight: str = "next"  # "next": the weights that read the residual next; "identity": Pearson only
     controls: bool = True
+    verify: bool = True  # self-verify each valuation against direct ablation through the model (models.verify)
     control_layer: str = "h3"
     control_seeds: list[int] | None = None  # None: every seed
     n_grids: int = 4
@@ -209,6 +210,23 @@ def oca_weight(model, layer: str, how: str = "next") -> np.ndarray | None:
     return (model.head.weight.detach().double() * model.norm.weight.detach().double()).numpy()
 
 
+def _verify(rd: RunDir, model, data: _Data, li: int, key: str, pas) -> None:
+    """The same self-verification as every valuation run (models.verify): a few psi(i), psi(i, j) of this
+    residual site redone through the model's own modules; raises VerificationError when they disagree."""
+    import torch
+
+    from hedonic_neurons.models.extract import layer_cache
+    from hedonic_neurons.models.valuate import Valuations
+    from hedonic_neurons.models.verify import save_verification, verify_valuations
+
+    X, y = torch.as_tensor(data.X_test), torch.as_tensor(data.y_test)
+    batches = [(X[s:s + 512], y[s:s + 512]) for s in range(0, len(X), 512)]
+    cache = layer_cache(model, batches, li, site="residual", ablation="zero", progress=False)
+    v = Valuations(layer=li, site="residual", ablation="zero", n_samples=cache.n_samples, n_players=cache.n_players,
+                   phi_pas=pas.phi, psi=pas.psi, cache=cache)
+    save_verification(verify_valuations(model, batches, v), rd.root / "verification", stem=key)
+
+
 def stage_valuations(rd: RunDir, cfg: MnistConfig, model, data: _Data, key: str, layer: str) -> dict:
     """OCA, exact PAS (+ standard errors, psi), per-neuron loss deltas for one layer; saved as safetensors."""
     from hedonic_neurons.metrics.ablation import neuron_loss_delta
@@ -232,6 +250,8 @@ def stage_valuations(rd: RunDir, cfg: MnistConfig, model, data: _Data, key: str,
     pas = exact_pas(H.astype(np.float64), H.astype(np.float64), None, _tail(model), targets=data.y_test,
                     dtype=np.float32, progress=False)
     t2 = time.time()
+    if cfg.verify:
+        _verify(rd, model, data, li, key, pas)
     n_ld = min(cfg.loss_delta_images, H.shape[0])
     loss_delta = neuron_loss_delta(model, H[:n_ld], li, data.y_test[:n_ld])
     t3 = time.time()
@@ -672,7 +692,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = MnistConfig(seeds=list(range(args.seeds)), layers=_parse_layers(args.layers), data=args.data,
                       n_train=args.n_train, n_test=args.n_test, epochs=args.epochs, m=args.m, omega=args.omega,
                       controls=not args.no_controls, control_layer=args.control_layer,
-                      loss_delta_images=args.loss_delta_images)
+                      loss_delta_images=args.loss_delta_images, verify=not args.no_verify)
     t0 = time.time()
     rd = run_mnist(cfg, args.out, threads=args.threads)
     try:
@@ -713,5 +733,7 @@ def register(subparsers) -> None:
     p.add_argument("--loss-delta-images", type=int, default=256,
                    help="held-out images for the per-neuron loss deltas (I.3)")
     p.add_argument("--no-controls", action="store_true", help="skip the random-init and label-shuffled controls")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the self-verification of each valuation against the model's own modules")
     p.add_argument("--quiet", dest="mnist_quiet", action="store_true", help="no progress bars or log lines")
     p.set_defaults(func=run)

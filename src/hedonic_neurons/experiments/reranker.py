@@ -156,6 +156,7 @@ class RerankerConfig:
     data_dir: str | None = None
     track: bool = True
     report: bool = True
+    verify: bool = True  # self-verify each layer's valuations against the model's modules (models.verify)
 
     def __post_init__(self):
         if self.layers is not None:
@@ -554,6 +555,16 @@ class RerankerExperiment:
             info.update(pas="hessian (exact agreement on random pairs)", agreement_pairs=int(m),
                         agreement_pearson=corr, hessian_seconds=round(time.perf_counter() - t, 2))
             log.info("layer %s: Hessian PAS vs exact on %d random pairs: Pearson %.4f", layer, m, corr)
+        if c.verify:
+            from hedonic_neurons.models.verify import save_verification, verify_valuations
+
+            if v.psi is None:
+                v.psi, v.psi_se = psi, psi_se
+            probe = text_batches(tok, data["probe"].texts, batch_size=16, max_length=c.max_length)  # as the cache
+            t = time.perf_counter()
+            res = verify_valuations(pm, probe, v, device=c.device)
+            info["verify_seconds"] = round(time.perf_counter() - t, 2)
+            save_verification(res, self.rd.root / "verification", stem=str(layer))
         ood = layer_cache(pm, text_batches(tok, data["ood"].texts, batch_size=16, max_length=c.max_length), layer,
                           device=c.device, progress=prog)
         ad = get_adapter(pm)
@@ -911,7 +922,7 @@ def _cli(args) -> int:
                          agreement_pairs=args.agreement_pairs,
                          solver_m=args.solver_m, solver_omega=args.solver_omega, n_largest=args.n_largest,
                          n_random=args.n_random, data_dir=args.data_dir, report=not args.no_report,
-                         track=not args.no_report)
+                         track=not args.no_report, verify=not args.no_verify)
     out = args.out or f"runs/reranker-{Path(args.model).name}-{args.task}"
     rd = run_reranker(cfg, out, quiet=quiet)
     if not quiet:
@@ -953,4 +964,6 @@ def register(subparsers) -> None:
     g.add_argument("--n-random", type=int, default=None, help="OOD-drop subset: random coalitions *")
     g.add_argument("--data-dir", default=None, help="data folder (default $HEDONIC_NEURONS_DATA or ./data)")
     g.add_argument("--no-report", action="store_true", help="skip tracking and report.html")
+    g.add_argument("--no-verify", action="store_true",
+                   help="skip the self-verification of each layer's valuations against the model's modules")
     p.set_defaults(func=_cli)

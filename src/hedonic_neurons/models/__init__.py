@@ -1,5 +1,6 @@
-"""Models: adapter registry (LLaMA/Mistral, GPT-NeoX, BERT, the MNIST gated MLP), LoRA base-vs-adapted
-activations, hook-based extraction with early stop, per-layer caches, loaders and `compute_valuations`."""
+"""Models: architectures found from the model (detect), adapters (BERT, the MNIST gated MLP, registered ones),
+LoRA base-vs-adapted activations, hook-based extraction with early stop, per-layer caches, loaders,
+`compute_valuations` and its self-verification against the model's own modules (verify)."""
 
 from hedonic_neurons.models.ablate import ablate_channels
 from hedonic_neurons.models.adapters import (
@@ -13,6 +14,7 @@ from hedonic_neurons.models.adapters import (
     register_adapter,
     registered_adapters,
 )
+from hedonic_neurons.models.detect import AutoDecoderAdapter, check_supported, use_adapter
 from hedonic_neurons.models.extract import (
     LayerCache,
     activation_stats,
@@ -23,9 +25,15 @@ from hedonic_neurons.models.extract import (
 from hedonic_neurons.models.loading import load_minilm, load_model, load_smollm2, smollm2_gguf
 from hedonic_neurons.models.lora import lora_config, unwrap_model
 from hedonic_neurons.models.valuate import Valuations, compute_valuations, valuations_from_cache
+from hedonic_neurons.models.verify import VerificationError, verify_valuations
 
 __all__ = [
+    "AutoDecoderAdapter",
+    "VerificationError",
     "ablate_channels",
+    "check_supported",
+    "use_adapter",
+    "verify_valuations",
     "BertAdapter",
     "DecoderAdapter",
     "GatedMLPAdapter",

@@ -68,15 +68,23 @@ def get_adapter(model: nn.Module) -> ModelAdapter:
     if isinstance(model, ModelAdapter):
         return model
     base = unwrap_model(model)
+    override = getattr(base, "_hn_adapter", None)  # models.detect.use_adapter (the CLI's --adapter)
+    if override is not None:
+        return override(base)
     model_type, cls_name = _arch_key(base)
     for key in (model_type, cls_name):
         if key is not None and key in _REGISTRY:
             return _REGISTRY[key](base)
-    raise ValueError(
-        f"no model adapter for architecture {model_type or cls_name!r} ({cls_name}); known: "
-        f"{', '.join(sorted(_REGISTRY))}. Register one with "
-        f"hedonic_neurons.models.register_adapter({(model_type or cls_name)!r}, MyAdapter) (see docs/models.md)"
-    )
+    from .detect import detect_adapter
+
+    try:
+        return detect_adapter(base)  # found from the module tree and probes of the real modules
+    except ValueError as exc:
+        raise ValueError(
+            f"no model adapter for architecture {model_type or cls_name!r} ({cls_name}): {exc}. Known by name: "
+            f"{', '.join(sorted(_REGISTRY))}; register one with hedonic_neurons.models.register_adapter("
+            f"{(model_type or cls_name)!r}, MyAdapter) or pass --adapter module:Class (docs/models.md)"
+        ) from None
 
 
 class ModuleTail:
@@ -261,11 +269,28 @@ class ModelAdapter:
         """(module path, "output"|"input") whose tensor is the residual H after `layer`."""
         return self.layer_path(layer), "output"
 
+    def extra_reads(self, layer: int, site: str = "mlp") -> dict[str, tuple[str, str]]:
+        """More tensors to read at the readout position in the same pass: {name: (module path, "output"|"input")}."""
+        return {}
+
+    def make_tail(self, layer: int, site: str, out: dict) -> Any:
+        """The tail of a cache, given the per-sample readouts `out` (H, acts, extra reads, targets)."""
+        return self.tail(layer, site)
+
     def final_norm(self) -> nn.Module | None:
         return self.module(self.norm_path) if self.norm_path else None
 
     def head(self) -> nn.Module:
         return _resolve_head(self.module(self.head_path))
+
+    def readout_modules(self, layer: int, site: str = "mlp") -> list[nn.Module]:
+        """The model's own modules that turn the layer's output (at the readout position) into the local logit.
+
+        Self-verification (`models.verify`) runs these on the real layer's output, independently of `tail`:
+        override it together with `tail` when the readout is not final_norm + head.
+        """
+        norm = self.final_norm()
+        return ([norm] if norm is not None else []) + [self.head()]
 
     @property
     def tail_is_norm(self) -> bool:
@@ -364,6 +389,14 @@ class BertAdapter(ModelAdapter):
     def tail_is_norm(self) -> bool:
         return False
 
+    def readout_modules(self, layer: int, site: str = "mlp") -> list[nn.Module]:
+        pooler = getattr(self.model.bert, "pooler", None)
+        if pooler is not None:
+            pooler = _resolve_head(pooler)
+        # the pooler's own dense + tanh (its forward would pick token 0 of a sequence; we pass CLS already)
+        mods = [] if pooler is None else [pooler.dense, pooler.activation]
+        return mods + [self.head()]
+
     def tail(self, layer: int, site: str = "mlp") -> ModuleTail:
         ln = self.module(f"{self.layer_path(layer)}.output.LayerNorm")
         pooler = getattr(self.model.bert, "pooler", None)
@@ -425,8 +458,7 @@ class GatedMLPAdapter(ModelAdapter):
         return super().mlp_modules(max(layer, 2))
 
 
-register_adapter("llama", DecoderAdapter)
-register_adapter("mistral", MistralAdapter)
-register_adapter("gpt_neox", GPTNeoXAdapter)
+# LLaMA, Mistral, GPT-NeoX, Qwen2/3, Phi-3, OLMo-2, Gemma-2 ... are found from the model (models.detect);
+# DecoderAdapter / GPTNeoXAdapter stay as classes to subclass for models the detection does not cover.
 register_adapter("bert", BertAdapter)
 register_adapter("GatedMLPClassifier", GatedMLPAdapter)

@@ -41,10 +41,16 @@ def run(args: argparse.Namespace) -> int:
         source = f"embedded query-passage pairs ({args.split}, seed {args.seed})"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("--device cuda asked for, but torch sees no CUDA device: use --device cpu")
+    adapter = None
+    if args.adapter:
+        from hedonic_neurons.models.detect import load_adapter_class
+
+        adapter = load_adapter_class(args.adapter)
     # one process, or every rank of a torchrun launch (docs/scale.md); only rank 0 gets the result back
     v = valuations_any(args.model, texts, args.layer, methods=methods, ablation=args.ablation,
                        batch_size=args.batch_size, max_length=args.max_length, device=args.device,
-                       pas_dtype=np.dtype(args.pas_dtype), load_kwargs=placement_kwargs(args))
+                       pas_dtype=np.dtype(args.pas_dtype), load_kwargs=placement_kwargs(args),
+                       verify=not args.no_verify, adapter=adapter)
     if v is None:
         return 0
     v.meta.update(model=str(args.model), inputs=source)
@@ -57,7 +63,14 @@ def run(args: argparse.Namespace) -> int:
         a = v.agreement
         print(f"  Hessian vs exact PAS: Pearson {a['pearson']:.3f}, Spearman {a['spearman']:.3f}, "
               f"top-{a['top_k']} overlap {a['topk_overlap']:.3f}")
-    print(f"-> {out / 'valuations.safetensors'}, {out / 'valuations.json'}")
+    if v.verification:
+        from hedonic_neurons.models.verify import format_verification
+
+        print(format_verification(v.verification))
+    else:
+        print("  self-verification: skipped (--no-verify): these valuations are unchecked")
+    print(f"-> {out / 'valuations.safetensors'}, {out / 'valuations.json'}"
+          + (f", {out / 'verification.csv'}" if v.verification else ""))
     return 0
 
 
@@ -85,4 +98,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", default="valuations", help="output directory")
     add_placement_args(p)
+    p.add_argument("--adapter", metavar="MODULE:CLASS",
+                   help="a ModelAdapter subclass for an architecture that is not found automatically "
+                        "(importable module or path/to/file.py; docs/models.md)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the self-verification against direct ablation through the model's modules")
     p.set_defaults(func=run)

@@ -303,12 +303,16 @@ def distributed_valuations(
     sizes: list[int] | None = None,
     load_kwargs: dict | None = None,
     dist: Dist | None = None,
+    verify: bool = True,
+    adapter: Any = None,
 ) -> Valuations | None:
     """`compute_valuations` over the ranks of a `torchrun` launch: rank 0 returns the Valuations, others None.
 
     Each rank takes a contiguous shard of `inputs` (as even as possible, or `sizes` inputs per rank),
     loads the model on its own device (``cuda:LOCAL_RANK`` for ``device="cuda"``), and the statistics
     are merged exactly (`reduce_stats`). Outside a launch it runs on one process, through the same path.
+    ``verify`` / ``adapter`` as in `compute_valuations`: rank 0 checks its own shard's cache against direct
+    ablation through the model's modules (the merged statistics are built by the same cache machinery).
     """
     progress = progress and not os.environ.get("TQDM_DISABLE")
     own = dist is None
@@ -333,7 +337,7 @@ def distributed_valuations(
         if isinstance(model, (str, Path)):
             from .loading import load_model
 
-            model, tok = load_model(model, dtype=dtype, **(load_kwargs or {}))
+            model, tok = load_model(model, dtype=dtype, check=adapter is None, **(load_kwargs or {}))
             tokenizer = tokenizer or tok
             if not getattr(model, "hf_device_map", None):
                 model = model.to(dist.device)
@@ -342,7 +346,13 @@ def distributed_valuations(
                                                                  "hf_device_map", None)
         if hf_map:
             dev = _first_device(model)
+        if adapter is not None:
+            from .detect import use_adapter
+
+            use_adapter(model, adapter)
         batches = _as_batches(shard, tokenizer, batch_size=batch_size, max_length=max_length, targets=tg)
+        if verify and not isinstance(batches, (list, tuple)):
+            batches = list(batches)  # self-verification re-runs a few of them
         t = time.perf_counter()
         cache = layer_cache(model, batches, layer, site=site, ablation=ablation, device=dev, dtype=dtype,
                             progress=progress and dist.is_main)
@@ -357,10 +367,23 @@ def distributed_valuations(
         timings["reduce"] = time.perf_counter() - t
         if not dist.is_main:
             return None
-        return valuations_from_stats(merged, W_down=cache.W_down, layer=cache.layer, site=cache.site,
-                                     ablation=cache.ablation, timings=timings,
-                                     meta={"world_size": dist.world, "shard_sizes": sz, "backend": dist.backend
-                                           if dist.world > 1 else None})
+        v = valuations_from_stats(merged, W_down=cache.W_down, layer=cache.layer, site=cache.site,
+                                  ablation=cache.ablation, timings=timings,
+                                  meta={"world_size": dist.world, "shard_sizes": sz, "backend": dist.backend
+                                        if dist.world > 1 else None})
+        if verify:
+            from .verify import verify_valuations
+
+            t = time.perf_counter()
+            v.cache = cache  # rank 0's shard: the checks compare its per-sample values with direct ablation
+            try:
+                verify_valuations(model, batches, v, device=dev)
+            finally:
+                v.cache = None
+            v.timings["verify"] = time.perf_counter() - t
+        else:
+            v.meta["verification"] = "skipped (verify=False / --no-verify)"
+        return v
     finally:
         if own:
             dist.__exit__(None, None, None)

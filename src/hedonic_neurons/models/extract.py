@@ -10,6 +10,7 @@ input with the base (pre-LoRA) weights at the pooling position only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from .adapters import ModelAdapter, get_adapter
+from .precision import keep_float64
 
 log = logging.getLogger(__name__)
 
@@ -152,22 +154,25 @@ class _Probe:
         a = self.adapter
         last = self.layers[-1]
         for layer in self.layers:
-            path, where = a.residual_spec(layer, self.site)
-            mod = a.module(path)
-            stop = layer == last
+            # H and any extra reads of the adapter (post-norm blocks: the layer output); the last of them
+            # in the forward pass (the layer output, when read) ends it
+            reads = {"H": a.residual_spec(layer, self.site), **a.extra_reads(layer, self.site)}
+            for key, (path, where) in reads.items():
+                mod = a.module(path)
+                stop = layer == last and (key != "H" or len(reads) == 1)
 
-            if where == "output":
-                def hook(m, args, out, layer=layer, stop=stop):
-                    self.out[layer]["H"] = self._pool(_as_tensor_out(out)).detach()
-                    if stop:
-                        raise _StopForward
-                self.handles.append(mod.register_forward_hook(hook))
-            else:
-                def pre(m, args, kwargs, layer=layer, stop=stop):
-                    self.out[layer]["H"] = self._pool(_first_tensor(args, kwargs)).detach()
-                    if stop:
-                        raise _StopForward
-                self.handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
+                if where == "output":
+                    def hook(m, args, out, layer=layer, stop=stop, key=key):
+                        self.out[layer][key] = self._pool(_as_tensor_out(out)).detach()
+                        if stop:
+                            raise _StopForward
+                    self.handles.append(mod.register_forward_hook(hook))
+                else:
+                    def pre(m, args, kwargs, layer=layer, stop=stop, key=key):
+                        self.out[layer][key] = self._pool(_first_tensor(args, kwargs)).detach()
+                        if stop:
+                            raise _StopForward
+                    self.handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
 
             if self.site == "mlp":
                 down = a.mlp_modules(layer)["down"]
@@ -231,8 +236,10 @@ def _iter_readouts(model: nn.Module, batches: Iterable[Any], layers: Sequence[in
     was_training = base.training
     base.eval()
     kwargs_extra = {"use_cache": False} if adapter.pooling == "last" else {}
+    # a float64 model runs in float64 throughout (HF norms would upcast to float32 only: DESIGN trap 9)
+    f64 = keep_float64() if p is not None and p.dtype == torch.float64 else contextlib.nullcontext()
     try:
-        with torch.no_grad(), _Probe(adapter, layers, site, want_base) as probe:
+        with torch.no_grad(), f64, _Probe(adapter, layers, site, want_base) as probe:
             total = len(batches) if hasattr(batches, "__len__") else None
             for batch in _tqdm(batches, desc=desc, total=total, disable=not progress):
                 args, kw, targets, index = _prepare(batch, device)
@@ -436,9 +443,11 @@ def layer_cache(
         coef = H.copy() if ablation == "zero" else H - H.mean(0, keepdims=True, dtype=np.float64).astype(np_dtype)
     norm, head = adapter.final_norm(), adapter.module(adapter.head_path) if adapter.head_path else None
     with onloaded(adapter.model, norm or nn.Identity()), onloaded(adapter.model, head or nn.Identity()):
-        tail = adapter.tail(layer, site)
+        tail = adapter.make_tail(layer, site, out)
     targets = out.get("targets")
-    if getattr(tail, "n_classes", None) is None:
+    if getattr(tail, "sample_indexed", False):
+        targets = np.arange(H.shape[0])  # a per-sample tail (post-norm blocks): rows are read by sample id
+    elif getattr(tail, "n_classes", None) is None:
         targets = None
     elif targets is None:
         raise ValueError(

@@ -158,7 +158,7 @@ def load_minilm(num_labels: int = 1, *, dtype: torch.dtype = torch.float32, seed
 
 
 def _load_adapter_dir(path: Path, *, num_labels: int, dtype: torch.dtype, seed: int,
-                      **placement: Any) -> tuple[Any, Any]:
+                      check: bool = True, **placement: Any) -> tuple[Any, Any]:
     from peft import PeftModel
 
     cfg = json.loads((path / "adapter_config.json").read_text())
@@ -173,7 +173,7 @@ def _load_adapter_dir(path: Path, *, num_labels: int, dtype: torch.dtype, seed: 
         pass
     if smol_dir is not None and str(Path(base_ref).resolve()) == smol_dir:
         base_ref = "smollm2"
-    base, tok = load_model(base_ref, num_labels=num_labels, dtype=dtype, seed=seed, **placement)
+    base, tok = load_model(base_ref, num_labels=num_labels, dtype=dtype, seed=seed, check=check, **placement)
     model = PeftModel.from_pretrained(base, str(path))
     if not getattr(base, "hf_device_map", None):  # LoRA weights of a dispatched base follow its layers
         model = model.to(dtype)
@@ -187,12 +187,14 @@ def _load_adapter_dir(path: Path, *, num_labels: int, dtype: torch.dtype, seed: 
 
 def load_model(name_or_path: str | Path, *, num_labels: int = 1, dtype: torch.dtype = torch.float32,
                seed: int = 0, device_map: str | dict | None = None, max_memory: dict | None = None,
-               offload_folder: str | None = None) -> tuple[Any, Any]:
+               offload_folder: str | None = None, check: bool = True) -> tuple[Any, Any]:
     """(model, tokenizer) for "smollm2", "minilm", a local model directory or .gguf file, a PEFT adapter
     directory (its base is loaded first) or a hub id already in the local cache.
 
     ``device_map`` (with ``max_memory``, ``offload_folder``) places the layers with accelerate for models
     larger than one device (docs/scale.md); the model is then loaded in ``dtype`` where it sits.
+    ``check`` (default) decides from the config alone, before any weight is read, whether the architecture
+    is supported (`models.detect.check_supported`); pass False when you bring your own adapter.
     """
     name = str(name_or_path)
     pl = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
@@ -208,8 +210,10 @@ def load_model(name_or_path: str | Path, *, num_labels: int = 1, dtype: torch.dt
             return _finish(m, t, dtype)
         if path.is_dir():
             if (path / "adapter_config.json").is_file():
-                return _load_adapter_dir(path, num_labels=num_labels, dtype=dtype, seed=seed, **pl)
+                return _load_adapter_dir(path, num_labels=num_labels, dtype=dtype, seed=seed, check=check, **pl)
             if (path / "config.json").is_file():
+                if check:
+                    _check(path)
                 m, t = _from_pretrained(str(path), num_labels=num_labels, seed=seed, **pk)
                 return _finish(m, t, dtype)
             ggufs = sorted(path.glob("*.gguf"))
@@ -232,5 +236,14 @@ def load_model(name_or_path: str | Path, *, num_labels: int = 1, dtype: torch.dt
             f"(this machine is offline): run `huggingface-cli download {name}` where there is internet, "
             "or pass a local directory"
         )
+    if check:
+        _check(Path(cached).parent)
     m, t = _from_pretrained(str(Path(cached).parent), num_labels=num_labels, seed=seed, **pk)
     return _finish(m, t, dtype)
+
+
+def _check(path: Path) -> None:
+    """Refuse an unsupported architecture from its config, before the weights load (seconds, not minutes)."""
+    from .detect import check_supported
+
+    check_supported(str(path))

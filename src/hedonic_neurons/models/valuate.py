@@ -50,6 +50,7 @@ class Valuations:
     psi_se: np.ndarray | None = None
     phi_hessian: np.ndarray | None = None
     agreement: dict | None = None
+    verification: dict | None = None  # self-verification against the model's modules (models.verify)
     timings: dict[str, float] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     cache: LayerCache | None = field(default=None, repr=False)
@@ -64,7 +65,7 @@ class Valuations:
         """Everything but the arrays, JSON-ready."""
         return {"layer": self.layer, "site": self.site, "ablation": self.ablation, "n_samples": self.n_samples,
                 "n_players": self.n_players, "oca_null_se": self.oca_null_se, "agreement": self.agreement,
-                "timings": self.timings, "meta": self.meta}
+                "verification": self.verification, "timings": self.timings, "meta": self.meta}
 
     def save(self, directory: str | Path) -> Path:
         """Write `valuations.safetensors` and `valuations.json` into `directory` (atomic renames)."""
@@ -78,6 +79,10 @@ class Valuations:
         tmpj = d / "valuations.json.tmp"
         tmpj.write_text(json.dumps(self.info(), indent=2, default=float))
         tmpj.replace(d / "valuations.json")
+        if self.verification is not None:
+            from .verify import save_verification
+
+            save_verification(self.verification, d)
         return d
 
     @classmethod
@@ -194,8 +199,14 @@ def valuations_from_cache(
     n = cache.n_players
     v = Valuations(layer=cache.layer, site=cache.site, ablation=cache.ablation, n_samples=cache.n_samples,
                    n_players=n, cache=cache, meta=dict(cache.meta))
+    from ..valuations.postnorm import PostNormTail, exact_pas_postnorm
+
     norm_tail = isinstance(cache.tail, NormTail)
+    post_tail = isinstance(cache.tail, PostNormTail)
     v.meta["tail"] = cache.tail.kind if norm_tail else repr(cache.tail)
+    if "pas" in methods and not (norm_tail or post_tail):
+        v.meta["pas_note"] = _direct_cost_note(cache, max_direct_cost)
+        log.warning("%s", v.meta["pas_note"])  # said before the run, with its cost
     kw = cache.math_kwargs()
     if "oca" in methods:
         t = time.perf_counter()
@@ -205,8 +216,9 @@ def valuations_from_cache(
         v.timings["oca"] = time.perf_counter() - t
     if "pas" in methods:
         t = time.perf_counter()
-        if norm_tail:
-            res = exact_pas(**kw, dtype=pas_dtype, progress=progress)
+        if norm_tail or post_tail:
+            fn = exact_pas if norm_tail else exact_pas_postnorm  # post-norm: float64 always
+            res = fn(**kw, dtype=pas_dtype, progress=progress)
             v.phi_pas, v.pas_se, v.psi, v.psi_se = res.phi, res.se, res.psi, res.psi_se
             v.meta["logit_mean"] = res.logit_mean
         elif n * (n - 1) // 2 * cache.n_samples * cache.H.shape[1] ** 2 <= max_direct_cost:
@@ -218,8 +230,9 @@ def valuations_from_cache(
             v.phi_pas, v.pas_se = phi, se
             v.psi, v.psi_se = exact_singles(cache)
         else:
-            log.warning("exact PAS for all %d pairs through a %s tail is too costly; computing psi and a "
-                        "%d-pair subset for the agreement only", n * (n - 1) // 2, v.meta["tail"], agreement_pairs)
+            log.warning("exact PAS for all %d pairs through a %s tail is above max_direct_cost: phi_pas stays None; "
+                        "computing psi and a %d-pair subset for the agreement only", n * (n - 1) // 2,
+                        v.meta["tail"], agreement_pairs)
             v.psi, v.psi_se = exact_singles(cache)
         v.timings["pas_exact"] = time.perf_counter() - t
     if "hessian" in methods:
@@ -250,6 +263,24 @@ def valuations_from_cache(
             v.agreement["subset"] = "random pairs (exact PAS of a non-norm tail on all pairs is too costly)"
         v.timings["agreement"] = time.perf_counter() - t
     return v
+
+
+def _direct_cost_note(cache: LayerCache, max_direct_cost: float) -> str:
+    """What exact PAS costs for a tail without a closed form, measured on one batch of tail calls."""
+    n, N, d = cache.n_players, cache.n_samples, cache.H.shape[1]
+    pairs = n * (n - 1) // 2
+    rows = min(N, 4096)
+    t = time.perf_counter()
+    cache.tail.logit(cache.H[:rows], None if cache.targets is None else cache.targets[:rows])
+    per_row = (time.perf_counter() - t) / rows
+    est = pairs * N * per_row
+    cost = pairs * N * d * d
+    verdict = ("computing it by direct evaluation" if cost <= max_direct_cost else
+               "above max_direct_cost (2e10 pair-samples x d^2 by default): only psi and a random pair subset "
+               "are computed exactly, the Hessian stands in for the full matrix")
+    return (f"tail {cache.tail!r} has no closed form for exact PAS: all {pairs:,} pairs x {N} inputs by direct "
+            f"evaluation cost {pairs * N:,} tail calls, about {est:,.0f} s at the {per_row * 1e6:.1f} us/call "
+            f"measured; {verdict}")
 
 
 def _as_batches(inputs: Any, tokenizer: Any, *, batch_size: int, max_length: int,
@@ -291,8 +322,15 @@ def compute_valuations(
     dtype: torch.dtype = torch.float32,
     pas_dtype: Any = np.float64,
     progress: bool = True,
+    verify: bool = True,
+    adapter: Any = None,
 ) -> Valuations:
     """Valuations (OCA, exact PAS + se + psi, Hessian PAS, their agreement) of `layer` over `inputs`.
+
+    ``verify`` (default) checks a few psi(i), psi(i, j) and OCA weight columns against direct ablation
+    through the model's own modules (`models.verify.verify_valuations`, result in ``v.verification``) and
+    raises `VerificationError` when they disagree; ``verify=False`` is the CLI's ``--no-verify``.
+    ``adapter``: a `ModelAdapter` subclass to use for this model (the CLI's ``--adapter module:Class``).
 
     `model`: a (PEFT) model object, or "smollm2" / "minilm" / a local path / a PEFT adapter directory
     (then the tokenizer comes with it). `inputs`: texts, an (N, d_in) array (with `targets` for a
@@ -302,10 +340,16 @@ def compute_valuations(
     if isinstance(model, (str, Path)):
         from .loading import load_model
 
-        model, tok = load_model(model, dtype=dtype)
+        model, tok = load_model(model, dtype=dtype, check=adapter is None)
         tokenizer = tokenizer or tok
         model = model.to(device)
+    if adapter is not None:
+        from .detect import use_adapter
+
+        use_adapter(model, adapter)
     batches = _as_batches(inputs, tokenizer, batch_size=batch_size, max_length=max_length, targets=targets)
+    if verify and not isinstance(batches, (list, tuple)):
+        batches = list(batches)  # self-verification re-runs a few of them
     t = time.perf_counter()
     cache = layer_cache(model, batches, layer, site=site, ablation=ablation, device=device, dtype=dtype,
                         progress=progress)
@@ -314,4 +358,12 @@ def compute_valuations(
         raise ValueError(f"{cache.n_samples} input(s): valuations are expectations over inputs; give at least 2")
     v = valuations_from_cache(cache, methods, pas_dtype=pas_dtype, progress=progress)
     v.timings = {"forward": t_cache, **v.timings}
+    if verify:
+        from .verify import verify_valuations
+
+        t = time.perf_counter()
+        verify_valuations(model, batches, v, device=device)
+        v.timings["verify"] = time.perf_counter() - t
+    else:
+        v.meta["verification"] = "skipped (verify=False / --no-verify)"
     return v

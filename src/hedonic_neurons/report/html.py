@@ -347,6 +347,15 @@ def build_report(run_dir: str | Path, *, derive: bool = True, track: bool | str 
                          + (f"<p>{inline(title)}</p>" if title else "") + _html_table(rows))
         sections.append(("tables", "Tables", "".join(parts)))
 
+    # self-verification (models.verify): valuations vs direct ablation through the model's modules -------
+    ver = sorted(root.glob("verification.csv")) + sorted((root / "verification").glob("*.csv"))
+    if ver:
+        sections.append(("verification", "Self-verification",
+                         "<p class='note'>Computed psi(i), psi(i, j), activations and OCA weight columns against "
+                         "direct ablation through the model's own modules on a few random inputs, players and "
+                         "pairs (verification*.json has every value).</p>"
+                         + "".join(f"<h3>{_esc(t.stem)}</h3>" + _html_table(_read_csv(t)) for t in ver)))
+
     # tracking ------------------------------------------------------------------------------------
     tdir = root / "tracking"
     trans = tdir / "transitions.csv"

@@ -171,34 +171,77 @@ class NormTail:
     @classmethod
     def from_modules(cls, norm: torch.nn.Module | None, head: torch.nn.Module | Any, kind: str | None = None,
                      row: int | None = None) -> NormTail:
-        """Build from a model's final norm module (LayerNorm / *RMSNorm / None) and linear head.
+        """Build from a model's final norm module (LayerNorm / RMSNorm of either parametrisation / None) and
+        linear head.
 
-        ``row`` keeps a single row of a (K, d) head (e.g. the one logit of a 1-label reranker).
-        Norms with other parameterisations (Gemma's ``1 + weight``) are not recognised: build those by hand.
+        The norm's formula is found by running the module on random inputs (`norm_params`): RMSNorm with
+        gain ``w`` or ``1 + w`` (Gemma), LayerNorm; anything else raises a ValueError naming the module, never
+        a silently wrong tail. ``row`` keeps a single row of a (K, d) head (one logit of a 1-label reranker).
         """
         if norm is None:
             kind = kind or "none"
             weight = bias = None
             eps = 0.0
         else:
-            name = type(norm).__name__.lower()
-            if kind is None:
-                if isinstance(norm, torch.nn.LayerNorm) or "layernorm" in name:
-                    kind = "layer"
-                elif "rms" in name:
-                    kind = "rms"
-                else:
-                    raise ValueError(f"unknown norm {type(norm).__name__}: pass kind='rms' or 'layer'")
-            w = getattr(norm, "weight", None)
-            weight = None if w is None else w.detach().double().cpu().numpy()
-            b = getattr(norm, "bias", None)
-            bias = None if b is None else b.detach().double().cpu().numpy()
-            eps = getattr(norm, "eps", None)
-            if eps is None:
-                eps = getattr(norm, "variance_epsilon", 1e-6)
+            kind_found, weight, bias, eps = norm_params(norm)
+            if kind is not None and kind != kind_found:
+                raise ValueError(f"{type(norm).__name__} behaves as kind {kind_found!r}, not {kind!r}: drop kind=")
+            kind = kind_found
         hw = head.weight.detach().double().cpu().numpy()
         hb = getattr(head, "bias", None)
         hb = np.zeros(hw.shape[0]) if hb is None else hb.detach().double().cpu().numpy()
         if row is not None:
             hw, hb = hw[row], float(hb[row])
         return cls(kind=kind, head_w=hw, head_b=hb, weight=weight, bias=bias, eps=float(eps))
+
+
+def norm_params(norm: torch.nn.Module) -> tuple[str, np.ndarray | None, np.ndarray | None, float]:
+    """(kind, effective gain, bias, eps) of a norm module, found by evaluating it (not from its class name).
+
+    Candidates: RMSNorm ``x / rms * g`` with g = weight, 1 + weight (Gemma) or 1, and LayerNorm
+    ``(x - mean) / sd * weight + bias``; the one that reproduces the module's output on random inputs (to
+    float32 precision: HF norms compute in float32) is returned with the effective gain g. A module that
+    matches none raises ValueError naming it.
+    """
+    w = getattr(norm, "weight", None)
+    b = getattr(norm, "bias", None)
+    eps = getattr(norm, "eps", None)
+    if eps is None:
+        eps = getattr(norm, "variance_epsilon", None)
+    if eps is None:
+        eps = 1e-6
+    if isinstance(eps, (tuple, list)):
+        eps = eps[0]
+    eps = float(eps)
+    if w is not None and w.ndim != 1:
+        raise ValueError(f"norm module {type(norm).__name__} is neither an RMSNorm nor a LayerNorm (a {tuple(w.shape)} "
+                         "weight): write an adapter whose tail builds it by hand (docs/models.md)")
+    p = next(norm.parameters(), None)
+    shape = getattr(norm, "normalized_shape", None)
+    d = int(w.shape[-1]) if w is not None else (int(shape[-1]) if shape else None)
+    if d is None:
+        raise ValueError(f"norm {type(norm).__name__} has no weight: build its NormTail by hand")
+    wv = np.ones(d) if w is None else w.detach().double().cpu().numpy().reshape(-1)
+    bv = None if b is None else b.detach().double().cpu().numpy().reshape(-1)
+    gen = torch.Generator().manual_seed(0)
+    # inputs with a non-zero mean and rms ~ 3: eps matters little, the parametrisation a lot
+    x = (torch.randn(4, d, generator=gen, dtype=torch.float64) * 3 + 0.5)
+    with torch.no_grad():
+        y = norm(x.to(p.dtype if p is not None else torch.float64)).double().cpu().numpy()
+    xn = x.numpy()
+    rms = xn / np.sqrt(np.mean(xn * xn, 1, keepdims=True) + eps)
+    xc = xn - xn.mean(1, keepdims=True)
+    ln = xc / np.sqrt(np.mean(xc * xc, 1, keepdims=True) + eps)
+    cands = [("rms", rms, wv, None), ("rms", rms, 1.0 + wv, None), ("rms", rms, np.ones(d), None),
+             ("layer", ln, wv, bv), ("layer", ln, np.ones(d), bv)]
+    scale = max(float(np.abs(y).max()), 1e-30)
+    for kind, z, g, bb in cands:
+        pred = z * g + (0.0 if bb is None else bb)
+        if np.abs(pred - y).max() <= 1e-4 * scale:
+            if kind == "rms" and bv is not None and np.abs(bv).max() > 0:
+                continue
+            return kind, g.copy(), (None if kind == "rms" else bb), eps
+    raise ValueError(
+        f"norm module {type(norm).__name__} is neither an RMSNorm (gain w or 1 + w) nor a LayerNorm on random "
+        "inputs: write an adapter whose tail builds it by hand (docs/models.md)"
+    )
