@@ -311,8 +311,8 @@ def distributed_valuations(
     Each rank takes a contiguous shard of `inputs` (as even as possible, or `sizes` inputs per rank),
     loads the model on its own device (``cuda:LOCAL_RANK`` for ``device="cuda"``), and the statistics
     are merged exactly (`reduce_stats`). Outside a launch it runs on one process, through the same path.
-    ``verify`` / ``adapter`` as in `compute_valuations`: rank 0 checks its own shard's cache against direct
-    ablation through the model's modules (the merged statistics are built by the same cache machinery).
+    ``verify`` / ``adapter`` as in `compute_valuations`: rank 0 checks the valuations of its own shard against
+    direct ablation through the model's modules (the merged statistics are built by the same machinery).
     """
     progress = progress and not os.environ.get("TQDM_DISABLE")
     own = dist is None
@@ -362,6 +362,17 @@ def distributed_valuations(
         st, times = stats_from_cache(cache, methods, pas_dtype=pas_dtype, n_total=N,
                                      progress=progress and dist.is_main)
         timings.update(times)
+        if verify and dist.is_main:
+            # rank 0 checks its own shard: the valuations of its inputs alone against direct ablation
+            # through the model's modules (the merged statistics come from the same cache machinery)
+            from .verify import verify_valuations
+
+            t = time.perf_counter()
+            local = valuations_from_stats(st, W_down=cache.W_down, layer=cache.layer, site=cache.site,
+                                          ablation=cache.ablation, timings={}, meta={})
+            local.cache = cache
+            verify_valuations(model, batches, local, device=dev)
+            local.timings["verify"] = time.perf_counter() - t
         t = time.perf_counter()
         merged = reduce_stats(st, dist)
         timings["reduce"] = time.perf_counter() - t
@@ -372,15 +383,8 @@ def distributed_valuations(
                                   meta={"world_size": dist.world, "shard_sizes": sz, "backend": dist.backend
                                         if dist.world > 1 else None})
         if verify:
-            from .verify import verify_valuations
-
-            t = time.perf_counter()
-            v.cache = cache  # rank 0's shard: the checks compare its per-sample values with direct ablation
-            try:
-                verify_valuations(model, batches, v, device=dev)
-            finally:
-                v.cache = None
-            v.timings["verify"] = time.perf_counter() - t
+            v.verification = local.verification
+            v.timings["verify"] = local.timings["verify"]
         else:
             v.meta["verification"] = "skipped (verify=False / --no-verify)"
         return v

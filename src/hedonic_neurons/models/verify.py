@@ -295,9 +295,10 @@ def verify_valuations(
         mlp_in = lay if mip == lay_path else lay.get_submodule(_module_rel(adapter, mip, layer))
     means = None
     if cache.ablation == "mean":
-        means = torch.as_tensor(np.asarray(cache.acts, dtype=np.float64).mean(0), dtype=wdt)
-        if site == "residual":
-            means = torch.as_tensor(np.asarray(cache.H, dtype=np.float64).mean(0), dtype=wdt)
+        # the mean the cache ablated to, read back from its coefficients (coef = X - mean): under torchrun it
+        # is the mean over all ranks' inputs, not this shard's
+        X = np.asarray(cache.acts if site == "mlp" else cache.H, dtype=np.float64)
+        means = torch.as_tensor((X - np.asarray(cache.coef, dtype=np.float64)).mean(0), dtype=wdt)
 
     def run_layer(args, kwargs, S: Sequence[int], g_base: torch.Tensor | None, want_g: bool = False):
         """The copied layer's output (full sequence) with players S ablated; optionally its down input."""
@@ -480,7 +481,9 @@ def verify_valuations(
     # ---- 5. OCA's weight term = the real down projection's write directions ----------------------------
     if site == "mlp" and cache.W_down is not None and players.size:
         dn = down
-        E = torch.zeros((players.size, n), dtype=wdt, device=next(dn.parameters()).device)
+        pdev = next(dn.parameters()).device
+        # an offloaded (meta) down projection: accelerate's hook moves the inputs to where it runs
+        E = torch.zeros((players.size, n), dtype=wdt, device="cpu" if pdev.type == "meta" else pdev)
         E[torch.arange(players.size), torch.as_tensor(players)] = 1.0  # one unit input per checked player
         with torch.no_grad(), keep_float64():
             cols = (_as_tensor_out(dn(E)) - _as_tensor_out(dn(torch.zeros_like(E)))).double().cpu().numpy()
