@@ -380,7 +380,10 @@ def stage_metrics(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, 
         drops = (abl["acc_base"] - abl["acc"]) * 100.0  # percentage points
         i = 0
         for method, coalitions in all_coal:
-            interp = coalition_metrics(H, y, coalitions, stroke=st, k=cfg.top_k, stroke_baseline=st.mean(0))
+            # top-K images of the evaluation half; at most half of them, so purity is never the class share
+            # of every image (only small test runs have fewer than 2 x top_k digits per half)
+            interp = coalition_metrics(H, y, coalitions, stroke=st, k=min(cfg.top_k, max(1, H.shape[0] // 2)),
+                                       stroke_baseline=st.mean(0))
             syn = synergy_rows(coalitions, mats[f"pas_{e}"], mats[f"pas_psi_{e}"], mats[f"pas_{h}"],
                                mats[f"pas_psi_{h}"])
             for cid, (members, row, sy) in enumerate(zip(coalitions, interp, syn, strict=True)):
@@ -866,7 +869,8 @@ def _write_coalitions_csv(path: Path, rows: list[dict]) -> None:
     import csv
 
     cols = ["variant", "setting", "seed", "layer", "method", "half", "scored_on", "coalition", "size", "dacc_pp",
-            "pair", "ratio", "pair_in_sample", "ratio_in_sample", "purity", "selectivity", "sparsity", "stroke", "stroke_template", "stroke_lift", "stroke_lift_template",
+            "pair", "ratio", "pair_in_sample", "ratio_in_sample", "purity", "selectivity", "sparsity", "stroke",
+            "stroke_template", "stroke_lift", "stroke_lift_template",
             "top_digit", "members"]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
