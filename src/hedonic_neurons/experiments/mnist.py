@@ -1,8 +1,11 @@
 """The MNIST experiment of the paper's appendix I, end to end, stage by stage and resumable.
 
-Per seed: train the gated MLP (`models.gated_mlp`), then for every hidden layer h1..h5 on the held-out
-digits: activations, per-neuron loss deltas (I.3), OCA and exact PAS over all 256 x 256 pairs (I.4),
-Hedonic-OCA and Hedonic-PAS partitions, the three size-matched baselines (I.5), and every metric of I.6.
+Per seed: train the gated MLP (`models.gated_mlp`), then for every hidden layer h1..h5, on each of two
+disjoint halves of the held-out digits (cross-fitting, `experiments.crossfit`): activations, OCA and exact
+PAS over all 256 x 256 pairs (I.4), Hedonic-OCA, Hedonic-PAS and Leiden partitions, the three size-matched
+baselines (I.5); then every metric of I.6 for each half's partitions on the OTHER half's digits and
+valuation (held-out Pair / Ratio, in-sample beside), and the split-half ARI of each method's two partitions.
+Per-neuron loss deltas (I.3) use the first held-out digits.
 Negative controls (Table 9): a randomly initialised network and a label-shuffled one, layer h3, same
 pipeline. Everything lands in a `RunDir`; each stage writes its files atomically and a marker, so an
 interrupted run resumes where it stopped.

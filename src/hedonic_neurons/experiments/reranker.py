@@ -8,18 +8,21 @@ the last finished one and never recomputes what is on disk):
    labels and MSLR features -> RUN/data/*.json.
 2. ``finetune``: PEFT LoRA on the MLP of `layers` -> RUN/adapter/ (safetensors), RUN/finetune.json,
    table ``finetune`` (untuned vs fine-tuned on OOD, like the paper's Tables 4 and 5).
-3. ``valuations:<layer>``: layer cache on the probe pairs -> OCA, exact PAS (+ se, psi), tracking inputs
-   -> RUN/matrices/<layer>.safetensors; readout activations of probe and OOD pairs ->
-   RUN/activations/<layer>.safetensors.
-4. ``partitions:<layer>:<seed>``: Hedonic-PAS, Hedonic-OCA (PAC-Top-Cover, random_state = seed) and
-   the three baselines matched to Hedonic-PAS's size histogram -> RUN/partitions/<layer>/<method>.json
-   (seed 0 under the plain method name, seed s > 0 as ``<method>.s<s>``).
+3. ``valuations:<layer>``: layer cache on the probe pairs, split into two halves of whole queries
+   (cross-fitting) -> per half OCA, PAS (+ se, psi), tracking inputs -> RUN/matrices/<layer>.safetensors
+   (keys ending ``_a`` / ``_b``); readout activations of probe and OOD pairs -> RUN/activations/<layer>.safetensors.
+4. ``partitions:<layer>:<seed>``: on each half, Hedonic-PAS, Hedonic-OCA (PAC-Top-Cover, random_state = seed),
+   Leiden (CPM on the positive PAS phi) and the three baselines matched to Hedonic-PAS's size histogram ->
+   RUN/partitions/<layer>/<method>.json (seed 0 under the plain method name, seed s > 0 as ``<method>.s<s>``;
+   the half-b partition with ``.b`` appended).
 5. ``evaluate:<layer>:<seed>``: per method, on a stated subset of coalitions (the `n_largest` largest
    plus `n_random` drawn at random from the other coalitions of size >= 2): OOD drop (the coalition's
    LoRA reverted for every token, layers before `layer` replayed from a cache, `coalition_batch`
-   coalitions per forward pass); on every coalition of size >= 2: feature alignment R^2 (OOD), Pair and
-   Ratio (exact PAS); per partition: coalition predictivity (ridge on coalition mean activations,
-   trained on the probe pairs, R^2 on OOD) -> RUN/eval/<layer>_s<seed>.json.
+   coalitions per forward pass); on every coalition of size >= 2: feature alignment R^2 (OOD); per
+   partition: coalition predictivity (ridge on coalition mean activations, trained on the probe pairs,
+   R^2 on OOD); all three for the half-a partitions. Pair and Ratio cross-fitted: each half's partition
+   scored with the other half's PAS (held-out; in-sample beside), both directions averaged; split-half
+   ARI -> RUN/eval/<layer>_s<seed>.json.
 6. ``tables``: Tables 1, 2 and 6 (mean +- 95 % CI over seeds, beside the paper's numbers), summary.md.
 7. ``tracking`` and ``report``: the tracking engineer's `track_run` and `report.build_report`.
 
