@@ -1,9 +1,15 @@
-"""`HedonicPartition`: the scikit-learn-style estimator around PAC-Top-Cover (paper section 3.3).
+"""`HedonicPartition`: the scikit-learn-style hedonic-game partitioner (paper section 3, issue 11).
 
     >>> from hedonic_neurons import HedonicPartition, planted_game
     >>> phi, truth = planted_game(500, noise=0.1)
-    >>> hp = HedonicPartition(m=50_000, omega=5_000).fit(phi)
-    >>> hp.labels_, hp.stability_["upper"]
+    >>> hp = HedonicPartition().fit(phi)                  # default: fractional utility, best response
+    >>> hp.labels_, hp.stability_["improving_players"]
+    >>> HedonicPartition(preset="topk").fit(phi)          # MFC top-k utility + PAC-Top-Cover
+    >>> HedonicPartition(preset="paper").fit(phi)         # the paper's Algorithm 1 as written
+
+The default utility counts every member, u_i(S) = sum_{j in S} (phi_ij - tau) / |S| (fractional
+hedonic), and is solved by best-response dynamics with the size cap enforced (`game.dynamics`):
+on real valuations the MFC top-k utility chains into giant coalitions (DESIGN trap 8).
 
 Pure numpy/scipy: no torch here.
 """
@@ -19,10 +25,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hedonic_neurons.game.dynamics import best_response, improving_players
 from hedonic_neurons.game.samplers import CoalitionSampler, UniformSampler, make_sampler
-from hedonic_neurons.game.stability import stability_certificate
+from hedonic_neurons.game.stability import partition_shape, partition_synergy, stability_certificate
 from hedonic_neurons.game.top_cover import EMIT_MODES, pac_top_cover
-from hedonic_neurons.game.utility import UTILITIES, Game, choose_z, false_partner_z, sample_offdiag
+from hedonic_neurons.game.utility import (
+    SEPARABLE_UTILITIES,
+    UTILITIES,
+    Game,
+    choose_z,
+    false_partner_z,
+    positive_quantile,
+    sample_offdiag,
+)
+
+# Named settings: a preset fills every parameter left at its constructor default.
+PRESETS: dict[str | None, dict] = {
+    None: {},  # the default: fractional utility, tau at the 90th percentile of the positive phi, dynamics
+    "topk": {"utility": "sum"},  # the previous default: MFC top-k above a significance tau, PAC-Top-Cover
+    "paper": {"utility": "mean", "threshold": None, "sampler": "uniform", "emit": "one", "cover_all": False},
+}
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +54,13 @@ class SolverConfig:
     """Every hyperparameter of `HedonicPartition`, as saved beside results (JSON) and loadable again."""
 
     k: int = 3
-    utility: str = "sum"
+    preset: str | None = None
+    utility: str = "fractional"
     threshold: str | float | None = "auto"
+    tau_quantile: float = 0.9
+    init: str = "singletons"
+    n_init: int | str = "auto"
+    max_sweeps: int = 100
     sampler: str = "partners"
     m: int = 800_000
     omega: int = 80_000
@@ -81,43 +108,68 @@ def _check_phi(phi, phi_se) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 class HedonicPartition:
-    """Stable partition of neurons in a top-responsive hedonic game with MFC utilities.
+    """Stable partition of neurons in a hedonic game on a pairwise valuation phi.
 
     Parameters
     ----------
-    k: partners in a choice set (MFC, section 3.2).
-    utility: "sum" (default; (1/k) x sum of the <= k best partners above tau, appendix B.1) or "mean"
-        (Algorithm 1's pseudocode). DESIGN.md trap 6 explains why "mean", and "sum" with
-        threshold=0, are kept only to reproduce the paper literally.
-    threshold: "auto" (tau from the valuation's uncertainty: per pair phi > z * se when `phi_se` is
-        given to `fit`, else median + z * robust sd of the off-diagonal phi), a float tau, or None
-        (every partner counts). z minimises (1 + cost) x (entries a normal null expects above z)
-        minus (entries observed above z), and is never below the z at which a player expects
-        `alpha` noise partners among its n - 1.
-    sampler: "partners" (seeded proposal from high-phi partners; default), "uniform" (the paper's
-        D), "weighted" (proportional to Phi(S), appendix B.2), or a CoalitionSampler.
-    m, omega: reservoir size and samples per round (Algorithm 1).
-    min_size, max_size: sampled coalition sizes.
+    preset: None (the default below), "topk" (the previous default: MFC top-k utility "sum" with a
+        significance tau, PAC-Top-Cover) or "paper" (Algorithm 1 as written: utility "mean", no tau,
+        the uniform D, one sink SCC per round, no top-up). A preset fills every parameter left at its
+        constructor default; parameters given explicitly win.
+    utility: "fractional" (default; u_i(S) = sum_{j in S, j != i} (phi_ij - tau) / |S|), "additive"
+        (the same sum, not divided: a potential game whose potential is Leiden's CPM objective), both
+        solved by best-response dynamics with the size cap (`game.dynamics`); or the MFC utilities
+        solved by PAC-Top-Cover: "sum" ((1/k) x sum of the <= k best partners above tau, appendix
+        B.1) or "mean" (Algorithm 1's pseudocode). DESIGN.md traps 6 and 8 say why.
+    threshold: tau, the per-partner cost / significance cut. "auto": for the separable utilities
+        the `tau_quantile` quantile of the positive off-diagonal phi ("quantile"); for the MFC
+        utilities the significance rule ("significance": per pair phi > z * se when `phi_se` is given
+        to `fit`, else median + z * robust sd of the off-diagonal phi, z minimising (1 + cost) x
+        (entries a normal null expects above z) minus (entries observed above z), never below the z
+        at which a player expects `alpha` noise partners among its n - 1). Also "quantile",
+        "significance", a float tau, or None (MFC only: every partner counts).
+    tau_quantile: quantile of the positive off-diagonal (symmetrised) phi used by "quantile".
+    init: best-response start: "singletons" (everyone alone) or an array of labels (e.g. Leiden's
+        partition, which the dynamics then certify or improve; oversized coalitions are cut).
+    n_init: best-response runs from different random orders, the one with the highest welfare
+        (sum of the players' utilities) kept, as KMeans keeps its best start; "auto": 8 up to
+        n = 4096 players, 1 above (each run costs O(n^2) per sweep).
+    max_sweeps: cap on best-response sweeps (the fractional dynamics have no potential to bound them).
+    k: partners in a choice set (MFC, section 3.2; for separable utilities only the reported choice sets).
+    sampler: D of PAC-Top-Cover and of the blocking certificate: "partners" (seeded proposal from
+        high-phi partners; default), "uniform" (the paper's D), "weighted" (proportional to Phi(S),
+        appendix B.2), or a CoalitionSampler.
+    m, omega: reservoir size and samples per round (Algorithm 1; PAC-Top-Cover only).
+    min_size, max_size: sampled coalition sizes; max_size also caps the best-response coalitions.
     epsilon, delta: PAC targets; the stability certificate checks them on fresh samples.
     emit: "all" sink SCCs per round (default, fast) or "one" (the paper's literal order).
-    alpha: floor of the automatic threshold: expected noise partners per player at most alpha.
-    cost: how much worse a noise partner is than a missed one, for the automatic threshold.
+    alpha: floor of the significance threshold: expected noise partners per player at most alpha.
+    cost: how much worse a noise partner is than a missed one, for the significance threshold.
     cover_all: top up players no sample of a round contains (instead of a degenerate self-loop).
-    n_certificate: fresh samples for the certificate (default from epsilon, delta).
+    n_certificate: fresh samples for the blocking certificate (default from epsilon, delta).
     random_state: seed; fixed seed gives identical labels.
 
-    Attributes after fit: labels_, coalitions_, n_coalitions_, stability_, stability_uniform_,
-    threshold_, threshold_z_, threshold_rule_, trace_, params_, fit_seconds_.
+    Attributes after fit: labels_, coalitions_, n_coalitions_, stability_ (the stability notion,
+    its measurement, the blocking rate and the share of players in coalitions of size <= max_size),
+    stability_uniform_, threshold_, threshold_z_, threshold_rule_, trace_, params_, fit_seconds_.
+    `score(phi_eval)` gives the held-out Pair; `certificate(phi_eval, psi_eval)` the full report.
     """
 
-    def __init__(self, k: int = 3, utility: str = "sum", threshold: str | float | None = "auto",
+    def __init__(self, k: int = 3, preset: str | None = None, utility: str = "fractional",
+                 threshold: str | float | None = "auto", tau_quantile: float = 0.9, init="singletons",
+                 n_init: int | str = "auto", max_sweeps: int = 100,
                  sampler: str | CoalitionSampler = "partners", m: int = 800_000, omega: int = 80_000,
                  min_size: int = 2, max_size: int = 10, epsilon: float = 0.1, delta: float = 0.1,
                  emit: str = "all", alpha: float = 0.1, cost: float = 10.0, cover_all: bool = True,
                  n_certificate: int | None = None, progress: bool = False, random_state: int | None = 0):
         self.k = k
+        self.preset = preset
         self.utility = utility
         self.threshold = threshold
+        self.tau_quantile = tau_quantile
+        self.init = init
+        self.n_init = n_init
+        self.max_sweeps = max_sweeps
         self.sampler = sampler
         self.m = m
         self.omega = omega
@@ -148,16 +200,40 @@ class HedonicPartition:
 
     def __repr__(self) -> str:
         defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
-        changed = {k: v for k, v in self.get_params().items() if defaults.get(k) != v}
+        changed = {k: v for k, v in self.get_params().items() if not _same(defaults.get(k), v)}
         return f"HedonicPartition({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
+    def _resolve(self) -> None:
+        """Effective settings: the preset fills parameters left at their constructor default."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {list(PRESETS)}, got {self.preset!r}")
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
+        eff = self.get_params()
+        for key, value in PRESETS[self.preset].items():
+            if _same(eff[key], defaults[key]):
+                eff[key] = value
+        self._eff = eff
+
     def _validate(self) -> None:
+        self._resolve()
+        e = self._eff
         if not (isinstance(self.k, int | np.integer) and self.k >= 1):
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
-        if self.utility not in UTILITIES:
-            raise ValueError(f"utility must be one of {UTILITIES}, got {self.utility!r}")
-        if self.emit not in EMIT_MODES:
-            raise ValueError(f"emit must be one of {EMIT_MODES}, got {self.emit!r}")
+        if e["utility"] not in UTILITIES:
+            raise ValueError(f"utility must be one of {UTILITIES}, got {e['utility']!r}")
+        if e["utility"] in SEPARABLE_UTILITIES and e["threshold"] is None:
+            raise ValueError(f"utility={e['utility']!r} needs a finite tau (the cost of a partner): use "
+                             "threshold='auto', 'quantile', 'significance' or a float")
+        if not 0 < self.tau_quantile < 1:
+            raise ValueError(f"tau_quantile must lie in (0, 1), got {self.tau_quantile}")
+        if not (isinstance(self.max_sweeps, int | np.integer) and self.max_sweeps >= 1):
+            raise ValueError(f"max_sweeps must be a positive integer, got {self.max_sweeps!r}")
+        if not (self.n_init == "auto" or (isinstance(self.n_init, int | np.integer) and self.n_init >= 1)):
+            raise ValueError(f"n_init must be 'auto' or a positive integer, got {self.n_init!r}")
+        if isinstance(self.init, str) and self.init != "singletons":
+            raise ValueError(f"init must be 'singletons' or an array of labels, got {self.init!r}")
+        if e["emit"] not in EMIT_MODES:
+            raise ValueError(f"emit must be one of {EMIT_MODES}, got {e['emit']!r}")
         if not 1 <= self.min_size <= self.max_size:
             raise ValueError(f"need 1 <= min_size <= max_size, got min_size={self.min_size}, "
                              f"max_size={self.max_size}")
@@ -170,14 +246,37 @@ class HedonicPartition:
                 raise ValueError(f"{name} must lie in (0, 1), got {v}")
         if not self.alpha > 0:
             raise ValueError(f"alpha (expected noise partners per player) must be > 0, got {self.alpha}")
-        t = self.threshold
-        if not (t is None or t == "auto" or (isinstance(t, int | float) and math.isfinite(t))):
-            raise ValueError(f"threshold must be 'auto', a finite float or None, got {t!r}")
+        t = e["threshold"]
+        if not (t is None or t in THRESHOLDS or (isinstance(t, int | float) and math.isfinite(t))):
+            raise ValueError(f"threshold must be one of {THRESHOLDS}, a finite float or None, got {t!r}")
 
     def _game(self, phi: np.ndarray, phi_se: np.ndarray | None) -> Game:
         n = phi.shape[0]
+        utility = self._eff["utility"]
+        rule = self._eff["threshold"]
+        if rule == "auto":
+            rule = "quantile" if utility in SEPARABLE_UTILITIES else "significance"
         z_floor = false_partner_z(n, self.alpha)
-        if self.threshold == "auto" and phi_se is not None:
+        if rule == "quantile":
+            tau = positive_quantile(phi, self.tau_quantile)
+            self.threshold_ = tau
+            self.threshold_z_ = float("nan")
+            self.threshold_rule_ = (f"tau = {self.tau_quantile:.0%} quantile of the positive off-diagonal phi "
+                                    f"(symmetrised) = {tau:.4g}")
+            if phi_se is not None:
+                # a significance floor: the quantile rule always admits the top positive entries, so on
+                # a valuation that is pure noise it would pair players up; tau never goes below z x the
+                # typical standard error (z: a player expects `alpha` noise partners among its n - 1)
+                (ses,) = sample_offdiag([phi_se])
+                floor = z_floor * float(np.median(ses))
+                if floor > tau:
+                    tau = floor
+                    self.threshold_ = tau
+                self.threshold_z_ = z_floor
+                self.threshold_rule_ += (f", floored at {z_floor:.2f} x median se = {floor:.4g}"
+                                         + (" (the floor binds)" if floor >= tau and floor > 0 else ""))
+            return Game(phi, self.k, tau, utility)
+        if rule == "significance" and phi_se is not None:
             # per pair: a partner must beat its own standard error by the chosen z
             with np.errstate(divide="ignore", invalid="ignore"):
                 vals, ses = sample_offdiag([phi, phi_se])
@@ -187,8 +286,8 @@ class HedonicPartition:
             self.threshold_ = 0.0
             self.threshold_z_ = z
             self.threshold_rule_ = f"per pair: phi_ij > {z:.2f} x se_ij (cost={self.cost}, floor {z_floor:.2f})"
-            return Game(work, self.k, 0.0, self.utility)
-        if self.threshold == "auto":
+            return Game(work, self.k, 0.0, utility)
+        if rule == "significance":
             (vals,) = sample_offdiag([phi])
             med = float(np.median(vals))
             sd = 1.4826 * float(np.median(np.abs(vals - med)))
@@ -201,31 +300,50 @@ class HedonicPartition:
             self.threshold_z_ = z
             self.threshold_rule_ = (f"median {med:.4g} + {z:.2f} x robust sd {sd:.4g} of off-diagonal phi "
                                     f"(cost={self.cost}, floor {z_floor:.2f})")
-            return Game(phi, self.k, tau, self.utility)
+            return Game(phi, self.k, tau, utility)
         self.threshold_z_ = float("nan")
-        if self.threshold is None:
+        if rule is None:
             self.threshold_ = -math.inf
             self.threshold_rule_ = "none: every partner counts"
-            return Game(phi, self.k, -math.inf, self.utility)
-        self.threshold_ = float(self.threshold)
+            return Game(phi, self.k, -math.inf, utility)
+        self.threshold_ = float(rule)
         self.threshold_rule_ = f"fixed tau = {self.threshold_}"
-        return Game(phi, self.k, float(self.threshold), self.utility)
+        return Game(phi, self.k, float(rule), utility)
 
     def fit(self, phi, phi_se=None, y=None) -> HedonicPartition:
         """Partition the players of the game given by `phi` (n x n, zero diagonal).
 
-        `phi_se` (optional, n x n) is the standard error of each entry, used by threshold="auto".
+        `phi_se` (optional, n x n) is the standard error of each entry, used by the significance tau.
         """
         self._validate()
+        e = self._eff
         phi, phi_se = _check_phi(phi, phi_se)
         t0 = time.perf_counter()
         rng = np.random.default_rng(self.random_state)
         game = self._game(phi, phi_se)
-        sampler = make_sampler(self.sampler, self.min_size, self.max_size).bind(game)
-        log.info("PAC-Top-Cover: n=%d, k=%d, utility=%s, tau rule: %s, sampler=%s, m=%d, omega=%d",
-                 game.n, self.k, self.utility, self.threshold_rule_, sampler.name, self.m, self.omega)
-        labels, trace = pac_top_cover(game, sampler, int(self.m), int(self.omega), rng, emit=self.emit,
-                                      cover_all=self.cover_all, progress=self.progress)
+        sampler = make_sampler(e["sampler"], self.min_size, self.max_size).bind(game)
+        info: dict = {}
+        if game.utility in SEPARABLE_UTILITIES:
+            log.info("best-response dynamics: n=%d, utility=%s, tau rule: %s, max_size=%d",
+                     game.n, game.utility, self.threshold_rule_, self.max_size)
+            init = None if isinstance(self.init, str) else np.asarray(self.init)
+            n_init = (8 if game.n <= 4096 else 1) if self.n_init == "auto" else int(self.n_init)
+            best = None
+            for run in range(n_init):
+                lab, inf = best_response(game.phi, game.tau, game.utility, self.max_size, rng, init=init,
+                                         max_sweeps=int(self.max_sweeps))
+                inf["run"] = run
+                if best is None or inf["potential"] > best[1]["potential"]:
+                    best = (lab, inf)
+            labels, info = best
+            info["n_init"] = n_init
+            labels = _relabel_by_size(labels)
+            trace = [{"sweep": s, "moves": mv} for s, mv in enumerate(info["moves"])]
+        else:
+            log.info("PAC-Top-Cover: n=%d, k=%d, utility=%s, tau rule: %s, sampler=%s, m=%d, omega=%d",
+                     game.n, self.k, game.utility, self.threshold_rule_, sampler.name, self.m, self.omega)
+            labels, trace = pac_top_cover(game, sampler, int(self.m), int(self.omega), rng, emit=e["emit"],
+                                          cover_all=e["cover_all"], progress=self.progress)
         self.labels_ = labels
         sizes = np.bincount(labels)
         self.n_coalitions_ = int(sizes.size)
@@ -234,21 +352,59 @@ class HedonicPartition:
         groups = np.split(members, np.cumsum(sizes)[:-1])
         self.coalitions_ = [groups[c] for c in order]
         self.trace_ = trace
-        self.stability_ = stability_certificate(game, labels, sampler, self.epsilon, self.delta, rng,
-                                                self.n_certificate)
+        self.game_ = game
+        self.stability_ = self._stability(game, labels, sampler, rng, info)
         uniform = UniformSampler(self.min_size, self.max_size).bind(game)
         self.stability_uniform_ = stability_certificate(game, labels, uniform, self.epsilon, self.delta, rng,
                                                         self.n_certificate)
         self.sampler_ = sampler
         self.fit_seconds_ = time.perf_counter() - t0
-        params = {k: v for k, v in self.get_params().items() if k != "sampler"}
+        params = {k: v for k, v in e.items() if k not in ("sampler", "init")}
         self.params_ = {**params, "sampler": sampler.describe(), "threshold_value": self.threshold_,
+                        "init": self.init if isinstance(self.init, str) else "labels",
+                        "solver": "best_response" if game.utility in SEPARABLE_UTILITIES else "pac_top_cover",
                         "threshold_rule": self.threshold_rule_, "n_players": int(game.n),
                         "rounds": len(trace)}
-        log.info("PAC-Top-Cover: %d coalitions in %d rounds, %.1f s; blocking rate %.4f (upper %.4f)",
-                 self.n_coalitions_, len(trace), self.fit_seconds_, self.stability_["rate"],
-                 self.stability_["upper"])
+        log.info("%s: %d coalitions, %.1f s; %s", self.params_["solver"], self.n_coalitions_, self.fit_seconds_,
+                 {k: self.stability_[k] for k in ("improving_players", "rate", "share_within_max_size")})
         return self
+
+    def _stability(self, game: Game, labels: np.ndarray, sampler: CoalitionSampler, rng: np.random.Generator,
+                   info: dict) -> dict:
+        """The certificate: the notion guaranteed, its measurement, the blocking rate, the partition's shape."""
+        cert = stability_certificate(game, labels, sampler, self.epsilon, self.delta, rng, self.n_certificate)
+        if game.utility in SEPARABLE_UTILITIES:
+            movers = improving_players(game.phi, labels, game.tau, game.utility, self.max_size)
+            notion = (f"Nash stable under the size cap {self.max_size} (no player gains by moving alone to a "
+                      "coalition with room, or by leaving); implies individual stability"
+                      + (". Additive + symmetric phi: a potential game (CPM potential), so the dynamics "
+                         "always converge" if game.utility == "additive" else
+                         ". Fractional: no potential in general; converged says whether the dynamics settled"))
+            extra = {"notion": notion, "improving_players": int(movers.size),
+                     "nash_stable": bool(movers.size == 0), "converged": bool(info.get("converged", False)),
+                     "sweeps": int(info.get("sweeps", 0)), "potential": info.get("potential"),
+                     "n_init": int(info.get("n_init", 1))}
+        else:
+            extra = {"notion": "core stability of Top Covering for top-responsive preferences, here PAC: the "
+                               "sampled blocking rate under D (paper section 3.3)",
+                     "improving_players": None, "nash_stable": None}
+        return {**cert, **extra, **partition_shape(labels, self.max_size)}
+
+    def score(self, phi_eval, y=None) -> float:
+        """Held-out Pair: mean over coalitions of size >= 2 of their mean phi_eval(i, j) (eq. 8).
+
+        Give a valuation computed on inputs the partition was NOT fitted on (cross-fitting, issue 11).
+        """
+        return float(partition_synergy(self.labels_, np.asarray(phi_eval))["pair"])
+
+    def certificate(self, phi_eval=None, psi_eval=None) -> dict:
+        """stability_ plus, when given an evaluation valuation, held-out Pair (with its 95 % CI over
+        coalitions) and Ratio (with `psi_eval`, the singles of eq. 6)."""
+        out = dict(self.stability_)
+        if phi_eval is not None:
+            syn = partition_synergy(self.labels_, np.asarray(phi_eval), psi_eval)
+            out.update({f"heldout_{k}": v for k, v in syn.items()})
+        return out
 
     def fit_predict(self, phi, phi_se=None, y=None) -> np.ndarray:
         return self.fit(phi, phi_se).labels_
@@ -259,4 +415,27 @@ class HedonicPartition:
         params.pop("progress")
         if isinstance(params["sampler"], CoalitionSampler):
             params["sampler"] = params["sampler"].name
+        if not isinstance(params["init"], str):
+            raise ValueError("a partition given as init cannot be saved in a SolverConfig; save the labels instead")
         return SolverConfig(**params)
+
+
+THRESHOLDS = ("auto", "quantile", "significance")
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return False
+    return a == b if type(a) is type(b) else (a is b)
+
+
+def _relabel_by_size(labels: np.ndarray) -> np.ndarray:
+    """Coalition ids 0..c-1, largest first, ties by smallest member."""
+    _, inv = np.unique(labels, return_inverse=True)
+    sizes = np.bincount(inv)
+    first = np.full(sizes.size, labels.size)
+    np.minimum.at(first, inv, np.arange(labels.size))
+    order = np.lexsort((first, -sizes))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[inv].astype(np.int64)

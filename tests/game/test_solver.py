@@ -166,22 +166,22 @@ def test_output_is_partition_of_sink_sccs(n, seed, utility, sampler, emit):
 
 def test_fixed_seed_gives_identical_labels():
     phi, _ = planted_game(300, noise=0.2, random_state=5)
-    a = HedonicPartition(m=20_000, omega=2_000, random_state=7).fit(phi).labels_
-    b = HedonicPartition(m=20_000, omega=2_000, random_state=7).fit(phi).labels_
+    a = HedonicPartition(preset="topk", m=20_000, omega=2_000, random_state=7).fit(phi).labels_
+    b = HedonicPartition(preset="topk", m=20_000, omega=2_000, random_state=7).fit(phi).labels_
     np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("sampler", ["partners", "uniform"])
 def test_planted_recovery_small(sampler):
     phi, truth = planted_game(120, noise=0.1, random_state=2)
-    hp = HedonicPartition(sampler=sampler, m=60_000, omega=6_000, random_state=0).fit(phi)
+    hp = HedonicPartition(preset="topk", sampler=sampler, m=60_000, omega=6_000, random_state=0).fit(phi)
     # at n = 120 even the uniform D covers the few good coalitions; the partner proposal is exact
     assert adjusted_rand_score(truth, hp.labels_) > (0.99 if sampler == "partners" else 0.6)
 
 
-def test_planted_recovery_default_estimator():
+def test_planted_recovery_topk_preset():
     phi, truth = planted_game(1000, noise=0.1, random_state=1)
-    hp = HedonicPartition(m=100_000, omega=10_000).fit(phi)
+    hp = HedonicPartition(preset="topk", m=100_000, omega=10_000).fit(phi)
     assert adjusted_rand_score(truth, hp.labels_) >= 0.99
     assert hp.stability_["rate"] <= 0.01 and hp.stability_["certified"]
     assert 0.3 < hp.threshold_ < 0.8  # between the noise (sd 0.1) and the in-group value 1
@@ -189,7 +189,7 @@ def test_planted_recovery_default_estimator():
 
 def test_auto_threshold_on_pure_noise_gives_singletons():
     phi = _random_game(200, 0)
-    hp = HedonicPartition(m=10_000, omega=1_000).fit(phi)
+    hp = HedonicPartition(preset="topk", m=10_000, omega=1_000).fit(phi)
     assert hp.n_coalitions_ >= 195  # at most an extreme outlier pair or two survive the cut
     assert hp.threshold_ > 3 * 0.7
 
@@ -198,14 +198,14 @@ def test_per_pair_standard_errors_set_the_threshold():
     phi, truth = planted_game(300, noise=0.1, random_state=4)
     se = np.full_like(phi, 0.1)
     np.fill_diagonal(se, 0)
-    hp = HedonicPartition(m=30_000, omega=3_000).fit(phi, phi_se=se)
+    hp = HedonicPartition(preset="topk", m=30_000, omega=3_000).fit(phi, phi_se=se)
     assert "per pair" in hp.threshold_rule_
     assert adjusted_rand_score(truth, hp.labels_) >= 0.99
 
 
 def test_stability_certificate_flags_a_bad_partition():
     phi, truth = planted_game(300, noise=0.05, random_state=6)
-    hp = HedonicPartition(m=30_000, omega=3_000).fit(phi)
+    hp = HedonicPartition(preset="topk", m=30_000, omega=3_000).fit(phi)
     game = Game(phi, k=3, tau=hp.threshold_)
     rng = np.random.default_rng(0)
     singletons = np.arange(300)
@@ -217,7 +217,8 @@ def test_stability_certificate_flags_a_bad_partition():
 
 def test_literal_paper_options_run():
     phi, _ = planted_game(200, noise=0.1, random_state=0)
-    for kw in (dict(utility="mean", threshold=None), dict(threshold=0.0), dict(emit="one")):
+    for kw in (dict(utility="mean", threshold=None), dict(utility="sum", threshold=0.0),
+               dict(preset="topk", emit="one"), dict(preset="paper")):
         hp = HedonicPartition(m=5_000, omega=500, **kw).fit(phi)
         assert hp.labels_.shape == (200,)
 
@@ -226,7 +227,7 @@ def test_literal_paper_options_run():
 
 def test_estimator_api_and_config_round_trip(tmp_path):
     phi, _ = planted_game(100, noise=0.1, random_state=0)
-    hp = HedonicPartition(m=5_000, omega=500, random_state=3)
+    hp = HedonicPartition(preset="topk", m=5_000, omega=500, random_state=3)
     assert hp.fit(phi) is hp
     assert hp.get_params()["m"] == 5_000
     cfg = hp.config()

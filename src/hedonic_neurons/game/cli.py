@@ -37,9 +37,10 @@ def _partition(args: argparse.Namespace) -> int:
     phi = _load_matrix(Path(args.phi), args.key)
     se = _load_matrix(Path(args.se or args.phi), args.se_key) if (args.se or args.se_key) else None
     threshold = args.threshold
-    if threshold not in ("auto", "none"):
+    if threshold not in ("auto", "none", "quantile", "significance"):
         threshold = float(threshold)
-    hp = HedonicPartition(k=args.k, utility=args.utility, threshold=None if threshold == "none" else threshold,
+    hp = HedonicPartition(k=args.k, preset=args.preset, utility=args.utility,
+                          threshold=None if threshold == "none" else threshold, tau_quantile=args.tau_quantile,
                           sampler=args.sampler, m=args.m, omega=args.omega, min_size=args.min_size,
                           max_size=args.max_size, epsilon=args.epsilon, delta=args.delta, emit=args.emit,
                           progress=not args.quiet, random_state=args.seed)
@@ -53,8 +54,16 @@ def _partition(args: argparse.Namespace) -> int:
     sizes = np.bincount(np.bincount(hp.labels_))
     print(f"{hp.n_coalitions_} coalitions of {phi.shape[0]} players "
           f"(sizes: {', '.join(f'{s}x{c}' for s, c in enumerate(sizes) if c)}); "
-          f"blocking rate {hp.stability_['rate']:.4f} (upper {hp.stability_['upper']:.4f}); written to {out}")
+          f"{_stability_line(hp)}; written to {out}")
     return 0
+
+
+def _stability_line(hp) -> str:
+    st = hp.stability_
+    movers = st.get("improving_players")
+    movers = "" if movers is None else f"{movers} players with an improving move, "
+    return (f"{movers}blocking rate {st['rate']:.4f} (upper {st['upper']:.4f}), "
+            f"{st['share_within_max_size']:.0%} of players in coalitions of <= {st['max_size']}")
 
 
 def _planted(args: argparse.Namespace) -> int:
@@ -64,15 +73,18 @@ def _planted(args: argparse.Namespace) -> int:
     from hedonic_neurons.partition import HedonicPartition
 
     phi, truth = planted_game(args.n, k=args.k, noise=args.noise, random_state=args.seed)
-    hp = HedonicPartition(k=args.k, m=args.m, omega=args.omega, sampler=args.sampler,
+    hp = HedonicPartition(k=args.k, preset=args.preset, m=args.m, omega=args.omega, sampler=args.sampler,
                           progress=not args.quiet, random_state=args.seed).fit(phi)
     ari = adjusted_rand_score(truth, hp.labels_)
     print(f"planted game: n={args.n}, {len(np.unique(truth))} planted coalitions (sizes 2..{args.k + 1}), "
           f"noise sd {args.noise}")
-    print(f"recovered {hp.n_coalitions_} coalitions in {hp.fit_seconds_:.1f} s, {len(hp.trace_)} rounds; "
+    print(f"recovered {hp.n_coalitions_} coalitions in {hp.fit_seconds_:.1f} s ({hp.params_['solver']}, "
+          f"{len(hp.trace_)} rounds/sweeps); "
           f"adjusted Rand index vs planted = {ari:.4f}")
     print(f"threshold: {hp.threshold_rule_}")
-    print(f"stability certificate: {hp.stability_['blocked']} of {hp.stability_['n_samples']} fresh "
+    print(f"stability: {hp.stability_['notion']}")
+    print(f"measured: {_stability_line(hp)}")
+    print(f"stability certificate (blocking): {hp.stability_['blocked']} of {hp.stability_['n_samples']} fresh "
           f"coalitions block (rate {hp.stability_['rate']:.4f}, upper bound {hp.stability_['upper']:.4f} "
           f"at delta={hp.delta}; certified eps={hp.epsilon}: {hp.stability_['certified']})")
     if args.out:
@@ -85,15 +97,19 @@ def _planted(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("partition", help="partition the players of a saved phi matrix (PAC-Top-Cover)")
+    p = sub.add_parser("partition", help="partition the players of a saved phi matrix (hedonic game)")
     p.add_argument("phi", help="phi as .safetensors (with --key) or .npy, n x n with zero diagonal")
     p.add_argument("--key", help="tensor name inside the .safetensors file")
     p.add_argument("--se", help="file with per-pair standard errors (default: the phi file, with --se-key)")
     p.add_argument("--se-key", help="tensor name of the standard errors")
     p.add_argument("--out", default="partition.json", help="output JSON (labels, coalitions, certificate)")
     p.add_argument("--k", type=int, default=3)
-    p.add_argument("--utility", choices=["sum", "mean"], default="sum")
-    p.add_argument("--threshold", default="auto", help="'auto', 'none' or a number (tau)")
+    p.add_argument("--preset", choices=["topk", "paper"], default=None,
+                   help="topk: the MFC top-k utility with PAC-Top-Cover; paper: Algorithm 1 as written")
+    p.add_argument("--utility", choices=["fractional", "additive", "average", "sum", "mean"], default="fractional")
+    p.add_argument("--threshold", default="auto",
+                   help="'auto', 'quantile', 'significance', 'none' (MFC only) or a number (tau)")
+    p.add_argument("--tau-quantile", type=float, default=0.9)
     p.add_argument("--sampler", default="partners", choices=["partners", "uniform", "weighted"])
     p.add_argument("--m", type=int, default=800_000)
     p.add_argument("--omega", type=int, default=80_000)
@@ -109,6 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--n", type=int, default=2000)
     q.add_argument("--k", type=int, default=3)
     q.add_argument("--noise", type=float, default=0.2)
+    q.add_argument("--preset", choices=["topk", "paper"], default=None)
     q.add_argument("--sampler", default="partners", choices=["partners", "uniform", "weighted"])
     q.add_argument("--m", type=int, default=200_000)
     q.add_argument("--omega", type=int, default=20_000)

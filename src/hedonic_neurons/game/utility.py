@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-UTILITIES = ("sum", "mean")
+MFC_UTILITIES = ("sum", "mean")  # top-responsive: the value depends on the choice set only
+SEPARABLE_UTILITIES = ("fractional", "additive", "average")  # every member counts (issue 11, DESIGN trap 8)
+UTILITIES = (*SEPARABLE_UTILITIES, *MFC_UTILITIES)
 
 
 @dataclass
@@ -23,6 +25,8 @@ class Game:
     significant have already been set to 0 (they count as no partner). Partners must exceed `tau`.
     `utility="sum"` is (1/k) x the sum over the <= k best partners above tau (appendix B.1, monotone,
     top-responsive); `"mean"` averages them (Algorithm 1's pseudocode; not monotone).
+    `"additive"`: u_i(S) = sum_{j in S, j != i} (phi_ij - tau) (additively separable; tau is the cost of a
+    partner). `"fractional"`: the same sum divided by |S| (fractional hedonic preferences).
     """
 
     phi: np.ndarray
@@ -49,6 +53,8 @@ def member_utilities(
     `choice` (M, s, k) player ids (-1 where the choice set holds fewer than k partners).
     """
     members = np.asarray(members)
+    if game.utility in SEPARABLE_UTILITIES:
+        return _separable_utilities(game, members, chunk)
     M, s = members.shape
     k = game.k
     util = np.full((M, s), np.nan)
@@ -77,6 +83,32 @@ def member_utilities(
     return util, choice
 
 
+def _separable_utilities(game: Game, members: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """member_utilities for additive / fractional utilities; the choice set is the <= k best partners above tau."""
+    M, s = members.shape
+    k = game.k
+    util = np.full((M, s), np.nan)
+    choice = np.full((M, s, k), -1, dtype=np.int64)
+    for start in range(0, M, chunk):
+        mem = members[start : start + chunk]
+        valid = mem >= 0
+        safe = np.where(valid, mem, 0)
+        sub = game.phi[safe[:, :, None], safe[:, None, :]].astype(np.float64)
+        pair_ok = valid[:, :, None] & valid[:, None, :] & ~np.eye(s, dtype=bool)[None]
+        total = np.where(pair_ok, sub - game.tau, 0.0).sum(-1)
+        if game.utility == "fractional":
+            total = total / np.maximum(valid.sum(1, keepdims=True), 1)
+        elif game.utility == "average":
+            total = total / np.maximum(valid.sum(1, keepdims=True) - 1, 1)
+        util[start : start + chunk] = np.where(valid, total, np.nan)
+        vals = np.where(pair_ok & (sub > game.tau), sub, -np.inf)
+        order = _tie_order(vals, safe[:, None, :])[:, :, :k]
+        ok = np.isfinite(np.take_along_axis(vals, order, axis=-1))
+        ids = np.take_along_axis(np.broadcast_to(safe[:, None, :], vals.shape), order, axis=-1)
+        choice[start : start + chunk, :, : ids.shape[-1]] = np.where(ok & valid[:, :, None], ids, -1)
+    return util, choice
+
+
 def coalition_values(game: Game, members: np.ndarray) -> np.ndarray:
     """Coalition value Phi(S) = mean over members of u_i(S) (appendix B.2), one per row."""
     util, _ = member_utilities(game, members)
@@ -93,6 +125,12 @@ def utilities_in_partition(game: Game, labels: np.ndarray) -> np.ndarray:
         if group.size < 2:
             continue
         sub = game.phi[np.ix_(group, group)].astype(np.float64)
+        if game.utility in SEPARABLE_UTILITIES:
+            np.fill_diagonal(sub, game.tau)  # a player is not its own partner: contributes 0
+            total = (sub - game.tau).sum(1)
+            den = {"fractional": group.size, "average": group.size - 1}.get(game.utility, 1)
+            out[group] = total / den
+            continue
         np.fill_diagonal(sub, -np.inf)
         sub = np.where(sub > game.tau, sub, -np.inf)
         top = -np.sort(-sub, axis=1)[:, : game.k]
@@ -159,3 +197,15 @@ def sample_offdiag(mats: list[np.ndarray], max_entries: int = 2_000_000, seed: i
     j = rng.integers(0, n - 1, max_entries)
     j = j + (j >= i)
     return [np.asarray(m[i, j], dtype=np.float64) for m in mats]
+
+
+def positive_quantile(phi: np.ndarray, q: float, max_entries: int = 2_000_000, seed: int = 0) -> float:
+    """The q-quantile of the positive off-diagonal entries of (phi + phi^T) / 2 (0 if none is positive).
+
+    The default tau of the separable utilities: the rule Leiden's CPM resolution uses in this project
+    (there on phi scaled to max 1; a quantile does not depend on the scale).
+    """
+    a, b = sample_offdiag([phi, np.asarray(phi).T], max_entries=max_entries, seed=seed)
+    vals = (a + b) / 2
+    pos = vals[vals > 0]
+    return float(np.quantile(pos, q)) if pos.size else 0.0

@@ -1,0 +1,152 @@
+"""The default solver (issue 11): separable utilities, best-response dynamics, the stability it measures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from hedonic_neurons import HedonicPartition, planted_game
+from hedonic_neurons.game import Game, member_utilities, utilities_in_partition
+from hedonic_neurons.game.dynamics import best_response, improving_players, separable_potential
+from hedonic_neurons.game.stability import blocking_mask, partition_shape, partition_synergy
+
+
+def _chain_game(n_pairs=8, n_noise=40, seed=0):
+    """Pairs (2t, 2t+1) with phi 1, consecutive pairs linked by 0.4 (1 -> 2, 3 -> 4, ...), small noise.
+
+    A top-k player with a free slot takes the 0.4 link, so the choice graph chains every pair into
+    one strongly connected component; a utility that counts every member keeps the pairs apart.
+    """
+    rng = np.random.default_rng(seed)
+    n = 2 * n_pairs + n_noise
+    phi = rng.normal(0, 0.03, (n, n))
+    phi = (phi + phi.T) / 2
+    for t in range(n_pairs):
+        phi[2 * t, 2 * t + 1] = phi[2 * t + 1, 2 * t] = 1.0
+        if t + 1 < n_pairs:
+            phi[2 * t + 1, 2 * t + 2] = phi[2 * t + 2, 2 * t + 1] = 0.4
+    for t in range(n_pairs):  # the pairs dislike everything else a little
+        for j in range(2 * n_pairs):
+            if abs(j // 2 - t) > 1:
+                phi[2 * t, j] = phi[j, 2 * t] = phi[2 * t + 1, j] = phi[j, 2 * t + 1] = -0.2
+    np.fill_diagonal(phi, 0)
+    return phi, n_pairs
+
+
+def test_default_keeps_the_groups_where_topk_chains_into_one_component():
+    phi, n_pairs = _chain_game()
+    old = HedonicPartition(preset="topk", threshold=0.2, m=20_000, omega=2_000).fit(phi)
+    chained = old.labels_[: 2 * n_pairs]
+    assert np.unique(chained).size == 1  # today's default: one sink component over all 16 players
+    assert old.stability_["rate"] == 0  # ... which no sampled coalition blocks
+    assert old.stability_["share_within_max_size"] < 1 - 2 * n_pairs / phi.shape[0] + 1e-9
+    new = HedonicPartition().fit(phi)
+    lab = new.labels_
+    for t in range(n_pairs):
+        assert lab[2 * t] == lab[2 * t + 1]
+        assert (lab == lab[2 * t]).sum() == 2  # exactly the intended pair
+    assert new.stability_["nash_stable"] and new.stability_["improving_players"] == 0
+    assert new.stability_["largest"] <= 10 and new.stability_["share_within_max_size"] == 1.0
+
+
+@pytest.mark.parametrize("utility", ["fractional", "additive"])
+def test_planted_recovery(utility):
+    phi, truth = planted_game(600, noise=0.1, random_state=1)
+    hp = HedonicPartition(utility=utility).fit(phi)
+    assert adjusted_rand_score(truth, hp.labels_) >= 0.99
+    assert hp.stability_["improving_players"] == 0 and hp.stability_["converged"]
+    assert hp.params_["solver"] == "best_response"
+    assert 0 < hp.threshold_ < 0.5 and "90%" in hp.threshold_rule_
+
+
+def test_improving_players_hand_checked():
+    phi = np.zeros((4, 4))
+    phi[0, 1] = phi[1, 0] = 1.0
+    phi[2, 3] = phi[3, 2] = 1.0
+    phi[1, 2] = phi[2, 1] = 0.6
+    tau = 0.5
+    # {0,1},{2,3}: player 1 has 0.5; joining {2,3} gives 0.1 - 0.5 < 0; nobody moves
+    assert improving_players(phi, np.array([0, 0, 1, 1]), tau, "additive", 10).size == 0
+    # {0},{1,2,3}: player 1 has 0.1 - 0.5 = -0.4 and gains by leaving or joining 0 (0.5); player 2 has
+    # 0.1 + 0.5 = 0.6 (stays); player 3 has -0.5 + 0.5 = 0 (alone would be 0: not strictly better)
+    np.testing.assert_array_equal(improving_players(phi, np.array([0, 1, 1, 1]), tau, "additive", 10), [1])
+    # the size cap: with max_size 1 nobody may join anyone, but player 1 still gains by leaving
+    np.testing.assert_array_equal(improving_players(phi, np.array([0, 1, 1, 1]), tau, "additive", 1), [1])
+    # fractional: u_1({1,2,3}) = -0.4 / 3 < 0, u_1({0,1}) = 0.5 / 2
+    np.testing.assert_array_equal(improving_players(phi, np.array([0, 1, 1, 1]), tau, "fractional", 10), [1])
+    game = Game(phi, tau=tau, utility="additive")
+    np.testing.assert_allclose(utilities_in_partition(game, np.array([0, 1, 1, 1])), [0, -0.4, 0.6, 0.0])
+    util, _ = member_utilities(Game(phi, tau=tau, utility="fractional"), np.array([[1, 2, 3, -1]]))
+    np.testing.assert_allclose(util[0, :3], [-0.4 / 3, 0.6 / 3, 0.0])
+    # {0, 1} blocks {0},{1,2,3}: both strictly prefer it (0.5 > 0 and 0.5 > -0.4)
+    assert blocking_mask(game, np.array([0, 1, 1, 1]), np.array([[0, 1], [2, 3]])).tolist() == [True, False]
+    labels, info = best_response(phi, tau, "additive", 10, np.random.default_rng(0), init=np.array([0, 1, 1, 1]))
+    assert adjusted_rand_score([0, 0, 1, 1], labels) == 1.0 and info["converged"]
+    assert separable_potential(phi, labels, tau, "additive") == pytest.approx(1.0)
+
+
+def test_fixed_seed_is_deterministic_and_seeds_differ_only_in_order():
+    phi, _ = planted_game(400, noise=0.25, random_state=3)
+    a = HedonicPartition(random_state=5).fit(phi)
+    b = HedonicPartition(random_state=5).fit(phi)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    assert a.stability_ == b.stability_
+
+
+def test_init_from_a_partition_is_certified_or_improved():
+    phi, truth = planted_game(300, noise=0.1, random_state=2)
+    hp = HedonicPartition(init=truth).fit(phi)  # the planted partition is already Nash stable: kept
+    assert adjusted_rand_score(truth, hp.labels_) == 1.0 and hp.stability_["sweeps"] == 1
+    start = np.arange(300) // 20  # blocks of 20 players: oversized, cut to pieces of 10 first
+    hp = HedonicPartition(init=start).fit(phi)
+    assert hp.stability_["nash_stable"] and hp.stability_["largest"] <= 10
+
+
+def test_score_and_certificate_on_an_evaluation_phi():
+    phi, truth = planted_game(200, noise=0.1, random_state=4)
+    hp = HedonicPartition().fit(phi)
+    other = -phi  # an evaluation valuation that disagrees on purpose
+    assert hp.score(phi) > 0.5 and hp.score(other) < -0.5
+    cert = hp.certificate(other, psi_eval=np.ones(200))
+    assert cert["heldout_pair"] == pytest.approx(hp.score(other))
+    assert cert["heldout_ratio"] < 0 and cert["heldout_n_scored"] == int((np.bincount(hp.labels_) >= 2).sum())
+    with pytest.raises(ValueError, match="same players"):
+        partition_synergy(hp.labels_, phi[:10, :10])
+
+
+def test_partition_shape():
+    shape = partition_shape(np.array([0, 0, 1, 2, 2, 2]), max_size=2)
+    assert shape["share_within_max_size"] == pytest.approx(3 / 6)
+    assert shape["share_in_2_to_max"] == pytest.approx(2 / 6)
+    assert shape["largest"] == 3 and shape["n_coalitions"] == 3
+
+
+def test_presets_and_bad_options():
+    phi, _ = planted_game(120, noise=0.1, random_state=0)
+    hp = HedonicPartition(preset="paper", m=2_000, omega=200).fit(phi)
+    assert hp.params_["utility"] == "mean" and hp.params_["threshold"] is None
+    assert hp.params_["sampler"]["name"] == "uniform" and hp.params_["emit"] == "one"
+    assert hp.params_["solver"] == "pac_top_cover"
+    assert HedonicPartition(preset="topk", m=2_000, omega=200).fit(phi).params_["utility"] == "sum"
+    # an explicit parameter wins over the preset
+    assert HedonicPartition(preset="paper", utility="sum", m=2_000, omega=200).fit(phi).params_["utility"] == "sum"
+    with pytest.raises(ValueError, match="preset"):
+        HedonicPartition(preset="fast").fit(phi)
+    with pytest.raises(ValueError, match="finite tau"):
+        HedonicPartition(threshold=None).fit(phi)
+    with pytest.raises(ValueError, match="tau_quantile"):
+        HedonicPartition(tau_quantile=1.0).fit(phi)
+
+
+def test_pure_noise_with_standard_errors_stays_mostly_alone():
+    rng = np.random.default_rng(0)
+    phi = rng.normal(size=(300, 300))
+    phi = (phi + phi.T) / 2
+    np.fill_diagonal(phi, 0)
+    se = np.full_like(phi, 1 / np.sqrt(2))
+    np.fill_diagonal(se, 0)
+    hp = HedonicPartition().fit(phi, se)
+    assert "floor binds" in hp.threshold_rule_
+    assert hp.stability_["share_in_2_to_max"] < 0.15  # without se the quantile rule pairs up most players
+    assert HedonicPartition().fit(phi).stability_["share_in_2_to_max"] > 0.5
