@@ -587,6 +587,7 @@ def write_stability_table(rd: RunDir, max_size: int = 10) -> None:
                          "largest": int(sizes.max()),
                          f"pct_in_2_{max_size}": f"{100 * coverage(p['labels'], 2, max_size):.1f}",
                          "threshold_rule": pa.get("threshold_rule", "n/a"),
+                         "nash_stable": st.get("nash_stable", "n/a"),
                          "blocking_rate": st.get("rate", "n/a"), "upper_bound": st.get("upper", "n/a"),
                          "n_samples": st.get("n_samples", "n/a"), "seconds": f"{pa.get('seconds', 0):.1f}"})
     if rows:
