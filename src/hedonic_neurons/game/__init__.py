@@ -1,10 +1,11 @@
-"""The hedonic game and its solver, pure numpy/scipy: MFC utilities, samplers, Top Covering,
-PAC-Top-Cover, stability certificates and planted games."""
+"""The hedonic game and its solvers, pure numpy/scipy: separable and MFC utilities, best-response
+dynamics, samplers, Top Covering, PAC-Top-Cover, stability measurement and planted games."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from hedonic_neurons.game.dynamics import best_response, improving_players
 from hedonic_neurons.game.planted import planted_game
 from hedonic_neurons.game.samplers import (
     SAMPLERS,
@@ -15,7 +16,7 @@ from hedonic_neurons.game.samplers import (
     make_sampler,
     register_sampler,
 )
-from hedonic_neurons.game.stability import stability_certificate
+from hedonic_neurons.game.stability import partition_shape, partition_synergy, stability_certificate
 from hedonic_neurons.game.top_cover import emit_round, pac_top_cover, sink_components, top_covering
 from hedonic_neurons.game.utility import Game, coalition_values, member_utilities, utilities_in_partition
 
@@ -46,5 +47,6 @@ __all__ = [
     "Game", "CoalitionSampler", "UniformSampler", "WeightedSampler", "PartnerSampler", "SAMPLERS",
     "make_sampler", "register_sampler", "member_utilities", "coalition_values", "utilities_in_partition",
     "sink_components", "emit_round", "top_covering", "pac_top_cover", "stability_certificate",
-    "planted_game", "labels_to_coalitions", "coalitions_to_labels",
+    "planted_game", "labels_to_coalitions", "coalitions_to_labels", "best_response", "improving_players",
+    "partition_shape", "partition_synergy",
 ]

@@ -2,6 +2,7 @@
 
 u_i(S) = sum_{j in S, j != i} (phi_ij - tau)            ("additive": additively separable)
 u_i(S) = sum_{j in S, j != i} (phi_ij - tau) / |S|      ("fractional": fractional hedonic)
+u_i(S) = sum_{j in S, j != i} (phi_ij - tau) / (|S|-1)  ("average": modified fractional, the mean partner)
 
 Players move one at a time, in a seeded random order, to the coalition (of size < max_size, or an
 empty one: alone) that maximises their utility, until a whole sweep moves no one. The result is
@@ -11,8 +12,8 @@ room, or by leaving; hence also individually stable.
 Why it stops (additive): for a symmetric phi the game is a potential game with potential
 P(pi) = sum over coalitions C of sum_{i<j in C} (phi_ij - tau), the CPM objective with resolution
 tau (what Leiden maximises); every improving move raises P by exactly the mover's gain, so the
-dynamics cannot cycle. The fractional utility has no such potential in general; its dynamics are
-capped at `max_sweeps` and `converged` says whether they settled.
+dynamics cannot cycle. The fractional utilities have no such potential in general; their dynamics
+are capped at `max_sweeps` and `converged` says whether they settled.
 
 Cost: one O(n) pass per player per sweep (the row of phi summed per coalition); pure numpy.
 """
@@ -98,7 +99,7 @@ def best_response(
     """Best-response dynamics from `init` (default: everyone alone). Returns (labels, info).
 
     info: sweeps, moves per sweep, converged (a sweep with no move), potential (additive: the CPM
-    objective sum_C sum_{i<j in C} (phi_ij - tau); fractional: sum_i u_i, the social welfare).
+    objective sum_C sum_{i<j in C} (phi_ij - tau); fractional / average: sum_i u_i, the welfare).
     """
     phi = np.asarray(phi)
     _check(phi, utility, max_size)
@@ -137,7 +138,7 @@ def best_response(
 
 
 def separable_potential(phi: np.ndarray, labels: np.ndarray, tau: float, utility: str) -> float:
-    """Additive: sum_C sum_{i<j in C} (phi_ij - tau) (the potential); fractional: sum_i u_i (welfare)."""
+    """Additive: sum_C sum_{i<j in C} (phi_ij - tau) (the potential); otherwise sum_i u_i (the welfare)."""
     labels = np.asarray(labels)
     total = 0.0
     order = np.argsort(labels, kind="stable")
