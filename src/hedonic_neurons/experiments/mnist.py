@@ -377,11 +377,13 @@ def stage_metrics(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, 
         ix = mats[f"half_{e}_idx"]
         H, y, st = H_all[ix], data.y_test[ix], stroke[ix]
         all_coal = [(m, coalitions_of(lab)) for m, lab in by_method.items()]
-        flat = [c for _, cs in all_coal for c in cs]
+        # dAcc for coalitions of two or more neurons only (like Pair / Ratio; single neurons get NaN and
+        # are left out of its means): partitions with many single neurons would otherwise cost one
+        # propagated ablation pass per neuron and dilute the mean with single-neuron drops
+        flat = [c for _, cs in all_coal for c in cs if c.size >= 2]
         abl = ablation_effects(model, H, li, y, flat)
         acc_base[e] = abl["acc_base"]
-        drops = (abl["acc_base"] - abl["acc"]) * 100.0  # percentage points
-        i = 0
+        drops = iter((abl["acc_base"] - abl["acc"]) * 100.0)  # percentage points
         for method, coalitions in all_coal:
             # top-K images of the evaluation half; at most half of them, so purity is never the class share
             # of every image (only small test runs have fewer than 2 x top_k digits per half)
@@ -391,11 +393,11 @@ def stage_metrics(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, 
                                mats[f"pas_psi_{h}"])
             for cid, (members, row, sy) in enumerate(zip(coalitions, interp, syn, strict=True)):
                 rows.append({**base, "method": method, "half": h, "scored_on": e, "coalition": cid,
-                             "size": int(members.size), "members": members.tolist(), "dacc_pp": float(drops[i]),
+                             "size": int(members.size), "members": members.tolist(),
+                             "dacc_pp": float(next(drops)) if members.size >= 2 else float("nan"),
                              "pair": sy["pair"], "ratio": sy["ratio"], "pair_in_sample": sy["pair_in_sample"],
                              "ratio_in_sample": sy["ratio_in_sample"],
                              **{k: v for k, v in row.items() if k != "size"}})
-                i += 1
     prows = []
     for method in next(iter(parts.values())):
         labs = {h: parts[h][method] for h in parts}
