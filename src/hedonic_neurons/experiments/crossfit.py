@@ -21,6 +21,17 @@ from hedonic_neurons.metrics.synergy import pair_synergy, ratio_synergy
 
 HALVES = ("a", "b")
 OTHER = {"a": "b", "b": "a"}
+HALF_B_SEED_OFFSET = 100_003
+
+
+def half_seed(seed: int, half: str) -> int:
+    """The random state a method gets on `half`: `seed` on half a, another one on half b.
+
+    With one seed on both halves a size-matched random partition would come out (nearly) the same on
+    both and score a split-half ARI near 1 for nothing; every method therefore meets its own
+    randomness as well as the other half's data, and the ARI measures both.
+    """
+    return int(seed) if half == "a" else int(seed) + HALF_B_SEED_OFFSET
 
 
 def split_halves(n: int, seed: int, *, min_half: int, groups=None, what: str = "inputs"
@@ -123,5 +134,5 @@ def crossfit_synergy(labels: Mapping[str, np.ndarray], psi_pair: Mapping[str, np
     return out
 
 
-__all__ = ["HALVES", "OTHER", "split_halves", "split_half_ari", "coverage", "coalitions_of", "synergy_rows",
-           "crossfit_synergy"]
+__all__ = ["HALVES", "OTHER", "half_seed", "split_halves", "split_half_ari", "coverage", "coalitions_of",
+           "synergy_rows", "crossfit_synergy"]

@@ -315,6 +315,7 @@ def stage_partitions(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dic
     """{half: {method: labels}}: on each half, Hedonic-OCA, Hedonic-PAS, Leiden (positive part of the PAS
     phi) and the baselines matched to Hedonic-PAS (I.4-I.5) on that half's activation profiles."""
     from hedonic_neurons.baselines import LeidenPartition, matched_baselines
+    from hedonic_neurons.experiments.crossfit import half_seed
 
     stage = f"partitions_{key}"
     fit = _fit_halves(cfg)
@@ -324,10 +325,11 @@ def stage_partitions(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dic
     out: dict[str, dict[str, np.ndarray]] = {}
     for h in fit:
         res: dict[str, np.ndarray] = {}
+        hseed = half_seed(seed, h)  # its own random state per half (see half_seed)
         for method, phi, se in (("hedonic_oca", mats[f"oca_{h}"], mats[f"oca_se_{h}"]),
                                 ("hedonic_pas", mats[f"pas_{h}"], mats[f"pas_se_{h}"])):
             t0 = time.time()
-            hp = _solver(cfg, seed).fit(np.asarray(phi, dtype=np.float64), np.asarray(se, dtype=np.float64))
+            hp = _solver(cfg, hseed).fit(np.asarray(phi, dtype=np.float64), np.asarray(se, dtype=np.float64))
             params = dict(getattr(hp, "params_", {}) or {})
             params.setdefault("threshold_rule", str(getattr(hp, "threshold_rule_", "")))
             params["seconds"] = time.time() - t0
@@ -336,18 +338,18 @@ def stage_partitions(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dic
                               stability=dict(getattr(hp, "stability_", {}) or {}), params=params)
             res[method] = np.asarray(hp.labels_)
         t0 = time.time()
-        ld = LeidenPartition(max_size=cfg.max_size, random_state=seed).fit(np.asarray(mats[f"pas_{h}"],
+        ld = LeidenPartition(max_size=cfg.max_size, random_state=hseed).fit(np.asarray(mats[f"pas_{h}"],
                                                                                       dtype=np.float64))
         rd.save_partition(key, part_name("leiden", h), ld.labels_,
                           params={"resolution_rule": str(getattr(ld, "resolution_rule_", "")),
                                   "resolution": float(getattr(ld, "resolution_", float("nan"))),
                                   "max_size": cfg.max_size, "valuation": "positive part of PAS",
-                                  "fitted_on": f"half {h}", "seed": seed, "seconds": time.time() - t0})
+                                  "fitted_on": f"half {h}", "seed": hseed, "seconds": time.time() - t0})
         res["leiden"] = np.asarray(ld.labels_)
         for method, labels in matched_baselines(H_all[mats[f"half_{h}_idx"]].T, res["hedonic_pas"],
-                                                random_state=seed).items():
+                                                random_state=hseed).items():
             rd.save_partition(key, part_name(method, h), labels,
-                              params={"matched_to": "hedonic_pas", "seed": seed, "fitted_on": f"half {h}"})
+                              params={"matched_to": "hedonic_pas", "seed": hseed, "fitted_on": f"half {h}"})
             res[method] = labels
         out[h] = {m: res[m] for m in methods}
     rd.mark_done(stage)

@@ -654,6 +654,7 @@ class RerankerExperiment:
         """On each half of the probe pairs: Hedonic-PAS, Hedonic-OCA, Leiden (positive part of the PAS phi)
         and the baselines matched to Hedonic-PAS on that half's activations."""
         from hedonic_neurons.baselines import LeidenPartition, matched_baselines
+        from hedonic_neurons.experiments.crossfit import half_seed
         from hedonic_neurons.partition import HedonicPartition
 
         c = self.cfg
@@ -663,16 +664,17 @@ class RerankerExperiment:
         for h in self._fit_halves():
             labels = {}
             out[h] = {}
+            hseed = half_seed(seed, h)  # its own random state per half (see crossfit.half_seed)
             for method, phi, se in (("hedonic_pas", mats[f"phi_pas_{h}"], mats.get(f"pas_se_{h}")),
                                     ("hedonic_oca", mats[f"phi_oca_{h}"], mats[f"oca_se_{h}"])):
-                hp = HedonicPartition(m=c.solver_m, omega=c.solver_omega, max_size=c.max_size, random_state=seed)
+                hp = HedonicPartition(m=c.solver_m, omega=c.solver_omega, max_size=c.max_size, random_state=hseed)
                 hp.fit(np.asarray(phi, dtype=np.float64), None if se is None else np.asarray(se, dtype=np.float64))
                 labels[method] = hp.labels_
                 self.rd.save_partition(str(layer), _mname(method, seed, h), hp.labels_, stability=hp.stability_,
                                        params=hp.params_, extra={"seed": seed, "half": h,
                                                                  "threshold": float(hp.threshold_)})
                 out[h][method] = int(np.unique(hp.labels_).size)
-            ld = LeidenPartition(max_size=c.max_size, random_state=seed).fit(
+            ld = LeidenPartition(max_size=c.max_size, random_state=hseed).fit(
                 np.asarray(mats[f"phi_pas_{h}"], dtype=np.float64))
             self.rd.save_partition(str(layer), _mname("leiden", seed, h), ld.labels_,
                                    params={"resolution_rule": ld.resolution_rule_, "resolution": ld.resolution_,
@@ -680,7 +682,7 @@ class RerankerExperiment:
                                    extra={"seed": seed, "half": h})
             out[h]["leiden"] = int(ld.n_coalitions_)
             for method, lab in matched_baselines(acts[mats[f"half_{h}_idx"]].T, labels["hedonic_pas"],
-                                                 random_state=seed).items():
+                                                 random_state=hseed).items():
                 self.rd.save_partition(str(layer), _mname(method, seed, h), lab,
                                        params={"matched_to": "hedonic_pas"}, extra={"seed": seed, "half": h})
         return {"n_coalitions": out}
