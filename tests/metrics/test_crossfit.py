@@ -6,6 +6,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from hedonic_neurons.experiments.crossfit import (
     coverage,
+    half_seed,
     crossfit_synergy,
     split_half_ari,
     split_halves,
@@ -84,3 +85,15 @@ def test_ari_and_coverage():
     assert split_half_ari([0, 0, 1, 1], [1, 1, 0, 0]) == 1.0
     lab = np.array([0] * 12 + [1, 1, 2, 3, 3, 3])  # sizes 12, 2, 1, 3: 5 of 18 players in 2..10
     assert coverage(lab, 2, 10) == pytest.approx(5 / 18)
+
+
+def test_each_half_gets_its_own_random_state():
+    # one seed on both halves would make a size-matched random partition identical on both (ARI 1 for nothing)
+    from hedonic_neurons.baselines import RandomPartition
+
+    sizes = [3] * 20 + [1] * 40
+    X = np.zeros((100, 2))
+    a = RandomPartition(sizes, random_state=half_seed(0, "a")).fit(X).labels_
+    b = RandomPartition(sizes, random_state=half_seed(0, "b")).fit(X).labels_
+    assert half_seed(0, "a") == 0 and half_seed(0, "b") != 0
+    assert abs(split_half_ari(a, b)) < 0.2
