@@ -6,8 +6,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from hedonic_neurons.experiments.crossfit import (
     coverage,
-    half_seed,
     crossfit_synergy,
+    half_seed,
     split_half_ari,
     split_halves,
     synergy_rows,
