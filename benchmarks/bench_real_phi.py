@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -167,7 +168,6 @@ def methods(m: int, omega: int) -> dict:
         "topk (MFC top-k, PAC-Top-Cover)": hedonic(preset="topk", m=m, omega=omega),
         "paper literal (mean, no tau, uniform D)": hedonic(preset="paper", m=m, omega=omega),
         "leiden (CPM q90, <= 10)": leiden(),
-        "fractional q90": hedonic(utility="fractional"),
         "fractional q90, one run (n_init=1)": hedonic(utility="fractional", n_init=1),
         "fractional q80": hedonic(utility="fractional", tau_quantile=0.8),
         "modified fractional (average) q90": hedonic(utility="average"),
@@ -216,6 +216,7 @@ def evaluate(title: str, halves: dict, meths: dict, reference: str, seeds: list[
             t0 = time.perf_counter()
             fits[name] = {(h, s): np.asarray(fn(phi[h], se[h], acts[h], s)) for h in "AB" for s in seeds}
             secs[name] = (time.perf_counter() - t0) / (2 * len(seeds))
+            print(f"  ({layer}: {name} fitted, {secs[name]:.1f} s per fit)", file=sys.stderr, flush=True)
         if baselines:
             for bname in ("random", "kmeans", "ward"):
                 fits[f"{bname} (matched to default)"] = {}
@@ -248,6 +249,7 @@ def main() -> None:
     ap.add_argument("--part", choices=["mnist", "minilm", "all"], default="all")
     ap.add_argument("--seeds", type=int, default=1, help="solver seeds per half")
     ap.add_argument("--epochs", type=int, default=20, help="MNIST training epochs (the experiment's default)")
+    ap.add_argument("--minilm-layers", type=int, nargs="+", default=[1, 2, 3, 4])
     ap.add_argument("--minilm-pairs", type=int, default=80, help="query-passage pairs, split in two halves")
     ap.add_argument("--m", type=int, default=80_000, help="PAC-Top-Cover reservoir (MNIST appendix)")
     ap.add_argument("--omega", type=int, default=8_000)
@@ -263,8 +265,8 @@ def main() -> None:
         evaluate("MNIST gated MLP seed 0, exact PAS, residual h2-h4 (256 players), halves of 1,000 digits",
                  halves, meths, "default", seeds, not args.no_baselines)
     if args.part in ("minilm", "all"):
-        halves = minilm_halves(args.cache, [1, 2, 3, 4], args.minilm_pairs)
-        evaluate(f"MiniLM untuned, Hessian PAS, MLP layers 1-4 (1,536 players), halves of "
+        halves = minilm_halves(args.cache, args.minilm_layers, args.minilm_pairs)
+        evaluate(f"MiniLM untuned, Hessian PAS, MLP layers {args.minilm_layers} (1,536 players), halves of "
                  f"{args.minilm_pairs // 2} pairs", {str(k): v for k, v in halves.items()}, meths, "default", seeds,
                  not args.no_baselines)
 
