@@ -338,8 +338,9 @@ def stage_partitions(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dic
                               stability=dict(getattr(hp, "stability_", {}) or {}), params=params)
             res[method] = np.asarray(hp.labels_)
         t0 = time.time()
-        ld = LeidenPartition(max_size=cfg.max_size, random_state=hseed).fit(np.asarray(mats[f"pas_{h}"],
-                                                                                      dtype=np.float64))
+        # until convergence (n_iterations=-1): cheap at 256 players, and the strongest Leiden to compare with
+        ld = LeidenPartition(max_size=cfg.max_size, n_iterations=-1, random_state=hseed).fit(
+            np.asarray(mats[f"pas_{h}"], dtype=np.float64))
         rd.save_partition(key, part_name("leiden", h), ld.labels_,
                           params={"resolution_rule": str(getattr(ld, "resolution_rule_", "")),
                                   "resolution": float(getattr(ld, "resolution_", float("nan"))),
