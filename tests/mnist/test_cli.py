@@ -46,18 +46,22 @@ def test_cli_end_to_end(tmp_path, digits_npz, capsys):
             assert not any(v.lower() in ("nan", "n/a", "") or "nan" in v.lower() for v in vals), (name, col)
             if col not in ("method", "setting"):
                 assert len(set(vals)) > 1 or len(rows) == 1, f"{name}.{col} is constant"
-    assert len(_table(out / "tables" / "table9_controls.csv")) == 4
+    assert len(_table(out / "tables" / "table9_controls.csv")) == 7  # the paper's 4 rows + Leiden per setting
     assert len(list((out / "figures").glob("grid_h4_hedonic_pas_*.png"))) >= 1
     summary = (out / "summary.md").read_text()
     assert "Hedonic-PAS" in summary and "held" in summary
     coalitions = json.loads((out / "coalitions.json").read_text())
     methods = {r["method"] for r in coalitions}
-    assert methods == {"random", "kmeans", "ward", "hedonic_oca", "hedonic_pas"}
-    # every method partitions all 256 neurons of each layer
+    assert methods == {"random", "kmeans", "ward", "leiden", "hedonic_oca", "hedonic_pas"}
+    # every method partitions all 256 neurons of each layer, on each half
     for key in ("seed0_h4", "seed1_h4", "shuffled1_h4"):
         for m in methods:
-            p = json.loads((out / "partitions" / key / f"{m}.json").read_text())
-            assert sorted(sum(p["coalitions"], [])) == list(range(256))
+            for stem in (m, f"{m}.b"):
+                p = json.loads((out / "partitions" / key / f"{stem}.json").read_text())
+                assert sorted(sum(p["coalitions"], [])) == list(range(256))
+        leiden = json.loads((out / "partitions" / key / "leiden.json").read_text())
+        assert max(len(c) for c in leiden["coalitions"]) <= 10
+    _check_crossfit(out, coalitions)
     assert (out / "models" / "seed0.safetensors").exists()
     # resuming recomputes nothing and reproduces the tables
     before = (out / "tables" / "table7_synergy.csv").read_text()
@@ -67,8 +71,54 @@ def test_cli_end_to_end(tmp_path, digits_npz, capsys):
     assert (out / "metrics" / "seed0_h4.json").stat().st_mtime_ns == stamp
 
 
+def _cell_mean(cell: str) -> float:
+    return float(cell.split("±")[0])
+
+
+def _check_crossfit(out, coalitions):
+    """The reported Pair of a partition is its Pair on the OTHER half's PAS; the ARI column is the ARI of the
+    two halves' partitions."""
+    from safetensors.numpy import load_file
+    from sklearn.metrics import adjusted_rand_score
+
+    from hedonic_neurons.metrics.synergy import pair_synergy, ratio_synergy
+
+    mats = load_file(str(out / "matrices" / "seed0_h4.safetensors"))
+    a, b = mats["half_a_idx"], mats["half_b_idx"]
+    assert a.size == b.size == 100 and np.intersect1d(a, b).size == 0  # disjoint halves of the 200 digits
+    assert not np.allclose(mats["pas_a"], mats["pas_b"])
+    checked = 0
+    for r in coalitions:
+        if r["variant"] != "seed0" or r["size"] < 2:
+            continue
+        fit, other = r["half"], {"a": "b", "b": "a"}[r["half"]]
+        assert r["scored_on"] == other
+        assert r["pair"] == pytest.approx(pair_synergy(mats[f"pas_{other}"], r["members"]), rel=1e-9, abs=0)
+        assert r["ratio"] == pytest.approx(ratio_synergy(mats[f"pas_{other}"], mats[f"pas_psi_{other}"],
+                                                         r["members"]), rel=1e-9, abs=0, nan_ok=True)
+        assert r["pair_in_sample"] == pytest.approx(pair_synergy(mats[f"pas_{fit}"], r["members"]), rel=1e-9,
+                                                    abs=0)
+        checked += 1
+    assert checked >= 5
+    # the ARI column: mean over the 2 seeds of ARI(half-a partition, half-b partition)
+    t7 = {r["method"]: r for r in _table(out / "tables" / "table7_synergy.csv")}
+    for m, name in (("hedonic_pas", "Hedonic-PAS"), ("leiden", "Leiden (CPM)"), ("random", "Random Partition")):
+        aris = []
+        for s in (0, 1):
+            la = json.loads((out / "partitions" / f"seed{s}_h4" / f"{m}.json").read_text())["labels"]
+            lb = json.loads((out / "partitions" / f"seed{s}_h4" / f"{m}.b.json").read_text())["labels"]
+            aris.append(adjusted_rand_score(la, lb))
+        assert _cell_mean(t7[name]["ARI_split_half"]) == pytest.approx(np.mean(aris), abs=6e-4)
+    assert "ARI" in (out / "summary.md").read_text() and "Leiden" in (out / "summary.md").read_text()
+
+
 def test_cli_rejects_bad_input(tmp_path, digits_npz, capsys):
     assert main(["mnist", "--layers", "h9", "--out", str(tmp_path / "x"), "--data", str(digits_npz)]) == 2
     assert "unknown layers" in capsys.readouterr().err
     assert main(["mnist", "--out", str(tmp_path / "y"), "--data", str(tmp_path / "none.npz")]) == 2
     assert "fetch mnist" in capsys.readouterr().err
+    # too few held-out digits to split in two: one line naming the minimum, nothing written
+    assert main(["mnist", "--out", str(tmp_path / "z"), "--data", str(digits_npz), "--n-test", "40"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "each half needs >= 32" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "z").exists()

@@ -4,8 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 from hedonic_neurons.experiments.reranker import METHODS, run_reranker
+from hedonic_neurons.metrics.synergy import pair_synergy
 
 
 @pytest.mark.parametrize("arch,task", [("llama", "cqtr"), ("mistral", "relevance"), ("gpt_neox", "mtfl"),
@@ -21,19 +23,39 @@ def test_whole_pipeline(pool, tmp_path, arch, task, make_model, make_config):
     assert set(ft["ood_before"]) >= {"M"} and np.isfinite(ft["ood_after"]["M"])
     for layer in (1, 2):
         mats = rd.load_matrices(str(layer))
-        assert mats["phi_pas"].shape == (24, 24) and mats["phi_oca"].shape == (24, 24)
-        assert np.abs(mats["phi_pas"]).max() > 0  # the tail has its norm: PAS is not identically zero
-        assert ("pas_se" in mats) == (arch != "bert")
+        for h in ("a", "b"):  # one valuation per half of the probe pairs (cross-fitting)
+            assert mats[f"phi_pas_{h}"].shape == (24, 24) and mats[f"phi_oca_{h}"].shape == (24, 24)
+            assert np.abs(mats[f"phi_pas_{h}"]).max() > 0  # the tail has its norm: PAS is not identically zero
+            assert (f"pas_se_{h}" in mats) == (arch != "bert")
+        assert np.intersect1d(mats["half_a_idx"], mats["half_b_idx"]).size == 0
         for seed in range(2):
             ev = json.loads((root / "eval" / f"{layer}_s{seed}.json").read_text())
             assert set(ev["per_method"]) == set(METHODS)
             for m in METHODS:
                 suffix = "" if seed == 0 else f".s{seed}"
-                assert rd.load_partition(str(layer), m + suffix)["labels"].shape == (24,)
+                la = rd.load_partition(str(layer), m + suffix)["labels"]
+                lb = rd.load_partition(str(layer), m + suffix + ".b")["labels"]
+                assert la.shape == lb.shape == (24,)
+                pm = ev["per_method"][m]
+                assert pm["ari"] == pytest.approx(adjusted_rand_score(la, lb), abs=1e-12)
+                if arch != "bert":  # exact PAS: the reported Pair is the other half's, on every coalition >= 2
+                    want = {}
+                    for fit, lab in (("a", la), ("b", lb)):
+                        other = "b" if fit == "a" else "a"
+                        v = [pair_synergy(mats[f"phi_pas_{other}"], np.flatnonzero(lab == c))
+                             for c in np.unique(lab) if (lab == c).sum() >= 2]
+                        want[fit] = float(np.mean(v)) if v else float("nan")
+                    assert pm["pair_a_on_b"] == pytest.approx(want["a"], rel=1e-9, nan_ok=True)
+                    assert pm["pair_b_on_a"] == pytest.approx(want["b"], rel=1e-9, nan_ok=True)
+                    if np.isfinite(want["a"]) and np.isfinite(want["b"]):
+                        assert pm["pair"] == pytest.approx((want["a"] + want["b"]) / 2, rel=1e-9)
+        assert max(np.bincount(rd.load_partition(str(layer), "leiden")["labels"])) <= 10
     for name in ("table1_extrinsic", "table2_predictivity", "table6_synergy", "finetune", "timings"):
         assert (root / "tables" / f"{name}.csv").is_file() and (root / "tables" / f"{name}.md").is_file()
     t1 = (root / "tables" / "table1_extrinsic.md").read_text()
-    assert "Hedonic (PAS)" in t1 and "±" in t1 and "paper" in t1
+    assert "Hedonic (PAS)" in t1 and "±" in t1 and "paper" in t1 and "Leiden (CPM)" in t1
+    t6 = (root / "tables" / "table6_synergy.md").read_text()
+    assert "split-half ARI" in t6 and "Pairwise (held-out)" in t6 and "resolution rule" in t6
     summary = (root / "summary.md").read_text()
     assert "held" in summary
     if task == "relevance":

@@ -31,7 +31,7 @@ def test_resume_recomputes_only_the_deleted_stage(pool, tmp_path, make_model, ma
     after = json.loads((out / "eval" / "1_s0.json").read_text())
     for m, vals in before["per_method"].items():  # deterministic recomputation
         nums = {k: v for k, v in vals.items() if not isinstance(v, str)}
-        assert {k: after["per_method"][m][k] for k in nums} == pytest.approx(nums, rel=1e-6, abs=1e-12)
+        assert {k: after["per_method"][m][k] for k in nums} == pytest.approx(nums, rel=1e-6, abs=1e-12, nan_ok=True)
 
 
 def test_changed_settings_refuse_to_resume(pool, tmp_path, make_model, make_config):
@@ -40,6 +40,15 @@ def test_changed_settings_refuse_to_resume(pool, tmp_path, make_model, make_conf
     with pytest.raises(ValueError, match="different.*--out"):
         run_reranker(make_config(pool, model="llama", seeds=1, layers=(2,)), tmp_path / "r", quiet=True,
                      model_loader=lambda: make_model("llama"))
+
+
+def test_too_few_probe_pairs_to_split(pool, tmp_path, make_model, make_config):
+    # one query of 10 probe pairs cannot be split into two halves of whole queries
+    with pytest.raises(ValueError, match=r"each half needs >= 8") as exc:
+        run_reranker(make_config(pool, model="llama", seeds=1, layers=(1,), n_probe=10), tmp_path / "r",
+                     quiet=True, model_loader=lambda: make_model("llama"))
+    assert "\n" not in str(exc.value)
+    assert not (tmp_path / "r" / "data" / "probe.json").exists()
 
 
 def _cli_error(capsys, argv):

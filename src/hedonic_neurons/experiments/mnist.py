@@ -1,8 +1,11 @@
 """The MNIST experiment of the paper's appendix I, end to end, stage by stage and resumable.
 
-Per seed: train the gated MLP (`models.gated_mlp`), then for every hidden layer h1..h5 on the held-out
-digits: activations, per-neuron loss deltas (I.3), OCA and exact PAS over all 256 x 256 pairs (I.4),
-Hedonic-OCA and Hedonic-PAS partitions, the three size-matched baselines (I.5), and every metric of I.6.
+Per seed: train the gated MLP (`models.gated_mlp`), then for every hidden layer h1..h5, on each of two
+disjoint halves of the held-out digits (cross-fitting, `experiments.crossfit`): activations, OCA and exact
+PAS over all 256 x 256 pairs (I.4), Hedonic-OCA, Hedonic-PAS and Leiden partitions, the three size-matched
+baselines (I.5); then every metric of I.6 for each half's partitions on the OTHER half's digits and
+valuation (held-out Pair / Ratio, in-sample beside), and the split-half ARI of each method's two partitions.
+Per-neuron loss deltas (I.3) use the first held-out digits.
 Negative controls (Table 9): a randomly initialised network and a label-shuffled one, layer h3, same
 pipeline. Everything lands in a `RunDir`; each stage writes its files atomically and a marker, so an
 interrupted run resumes where it stopped.
@@ -25,9 +28,12 @@ from hedonic_neurons.experiments.rundir import RunDir, write_json
 
 log = logging.getLogger(__name__)
 
-METHODS = ("random", "kmeans", "ward", "hedonic_oca", "hedonic_pas")
+METHODS = ("random", "kmeans", "ward", "leiden", "hedonic_oca", "hedonic_pas")
 METHOD_NAMES = {"random": "Random Partition", "kmeans": "Activation K-Means",
-                "ward": "Activation Hierarchical", "hedonic_oca": "Hedonic-OCA", "hedonic_pas": "Hedonic-PAS"}
+                "ward": "Activation Hierarchical", "leiden": "Leiden (CPM)", "hedonic_oca": "Hedonic-OCA",
+                "hedonic_pas": "Hedonic-PAS"}
+MIN_HALF = 32  # cross-fitting: fewest held-out digits per half (PAS, purity, dAcc over fewer mean little)
+NOT_IN_PAPER = "–"  # paper columns of methods the paper does not have (Leiden)
 ALL_LAYERS = ("h1", "h2", "h3", "h4", "h5")
 TABLE_LAYERS = ("h2", "h3", "h4")  # the paper aggregates Tables 7-8 over h2-h4 (I.4)
 
@@ -80,6 +86,10 @@ class MnistConfig:
     control_layer: str = "h3"
     control_seeds: list[int] | None = None  # None: every seed
     n_grids: int = 4
+    # cross-fitting (DESIGN 3): the held-out digits are split into two seeded halves; partitions fitted on
+    # one half's valuation are scored on the other's (and every other metric uses the other half's digits)
+    crossfit: bool = True
+    crossfit_seed: int = 0  # the same split for every network
 
     def __post_init__(self) -> None:
         bad = [layer for layer in self.layers if layer not in ALL_LAYERS]
@@ -210,16 +220,17 @@ def oca_weight(model, layer: str, how: str = "next") -> np.ndarray | None:
     return (model.head.weight.detach().double() * model.norm.weight.detach().double()).numpy()
 
 
-def _verify(rd: RunDir, model, data: _Data, li: int, key: str, pas) -> None:
+def _verify(rd: RunDir, model, data: _Data, li: int, key: str, pas, ix: np.ndarray) -> None:
     """The same self-verification as every valuation run (models.verify): a few psi(i), psi(i, j) of this
-    residual site redone through the model's own modules; raises VerificationError when they disagree."""
+    residual site, computed on the held-out digits `ix`, redone through the model's own modules; raises
+    VerificationError when they disagree."""
     import torch
 
     from hedonic_neurons.models.extract import layer_cache
     from hedonic_neurons.models.valuate import Valuations
     from hedonic_neurons.models.verify import save_verification, verify_valuations
 
-    X, y = torch.as_tensor(data.X_test), torch.as_tensor(data.y_test)
+    X, y = torch.as_tensor(data.X_test[ix]), torch.as_tensor(data.y_test[ix])
     batches = [(X[s:s + 512], y[s:s + 512]) for s in range(0, len(X), 512)]
     cache = layer_cache(model, batches, li, site="residual", ablation="zero", progress=False)
     v = Valuations(layer=li, site="residual", ablation="zero", n_samples=cache.n_samples, n_players=cache.n_players,
@@ -227,8 +238,31 @@ def _verify(rd: RunDir, model, data: _Data, li: int, key: str, pas) -> None:
     save_verification(verify_valuations(model, batches, v), rd.root / "verification", stem=key)
 
 
+def halves(cfg: MnistConfig, n: int) -> dict[str, np.ndarray]:
+    """{half: indices into the held-out digits}: two seeded disjoint halves, or {"a": all} without crossfit."""
+    from hedonic_neurons.experiments.crossfit import split_halves
+
+    if not cfg.crossfit:
+        return {"a": np.arange(n)}
+    a, b = split_halves(n, cfg.crossfit_seed, min_half=MIN_HALF, what="held-out digits")
+    return {"a": a, "b": b}
+
+
+def eval_half(cfg: MnistConfig, half: str) -> str:
+    """The half whose digits and valuation score a partition fitted on `half` (itself without crossfit)."""
+    from hedonic_neurons.experiments.crossfit import OTHER
+
+    return OTHER[half] if cfg.crossfit else half
+
+
+def part_name(method: str, half: str) -> str:
+    """Partition file stem: half a under the plain method name (tracked, shown), half b as ``<method>.b``."""
+    return method if half == "a" else f"{method}.b"
+
+
 def stage_valuations(rd: RunDir, cfg: MnistConfig, model, data: _Data, key: str, layer: str) -> dict:
-    """OCA, exact PAS (+ standard errors, psi), per-neuron loss deltas for one layer; saved as safetensors."""
+    """OCA, exact PAS (+ standard errors, psi) on each half of the held-out digits, per-neuron loss deltas
+    for one layer; saved as safetensors with the half in the key (``pas_a``, ``pas_b``, ``oca_se_a`` ...)."""
     from hedonic_neurons.metrics.ablation import neuron_loss_delta
     from hedonic_neurons.valuations.oca import oca, oca_se
     from hedonic_neurons.valuations.pas import exact_pas
@@ -236,35 +270,53 @@ def stage_valuations(rd: RunDir, cfg: MnistConfig, model, data: _Data, key: str,
     stage = f"valuations_{key}"
     if rd.stage_done(stage) and rd.matrices_path(key).exists():
         return rd.load_matrices(key)
-    H = _hidden(model, data.X_test, layer)
+    H_all = _hidden(model, data.X_test, layer)
+    idx = halves(cfg, H_all.shape[0])
     li = int(layer[1:])
-    t0 = time.time()
     W = oca_weight(model, layer, cfg.oca_weight)
-    phi_oca = oca(H, W, dtype=np.float64)
-    oca_err = oca_se(W, H.shape[0])
-    if np.isscalar(oca_err):
-        oca_err = np.full(phi_oca.shape, float(oca_err))
-        np.fill_diagonal(oca_err, 0.0)
-    t1 = time.time()
-    # residual site, zero ablation: delta_i(x) = h_i(x) e_i, so coef = H and C = identity (None)
-    pas = exact_pas(H.astype(np.float64), H.astype(np.float64), None, _tail(model), targets=data.y_test,
-                    dtype=np.float32, progress=False)
+    mats: dict[str, np.ndarray] = {}
+    info: dict[str, float] = {"oca_s": 0.0, "pas_s": 0.0}
+    logit_mean = {}
+    pas_of = {}
+    for h, ix in idx.items():
+        H = H_all[ix]
+        t0 = time.time()
+        phi_oca = oca(H, W, dtype=np.float64)
+        oca_err = oca_se(W, H.shape[0])
+        if np.isscalar(oca_err):
+            oca_err = np.full(phi_oca.shape, float(oca_err))
+            np.fill_diagonal(oca_err, 0.0)
+        t1 = time.time()
+        # residual site, zero ablation: delta_i(x) = h_i(x) e_i, so coef = H and C = identity (None)
+        pas = exact_pas(H.astype(np.float64), H.astype(np.float64), None, _tail(model), targets=data.y_test[ix],
+                        dtype=np.float32, progress=False)
+        t2 = time.time()
+        mats.update({f"oca_{h}": phi_oca, f"oca_se_{h}": np.asarray(oca_err, dtype=np.float64),
+                     **{f"{k}_{h}": v for k, v in pas.matrices("pas").items()},
+                     f"half_{h}_idx": np.asarray(ix, dtype=np.int64)})
+        info["oca_s"] += t1 - t0
+        info["pas_s"] += t2 - t1
+        logit_mean[h] = pas.logit_mean
+        pas_of[h] = pas
     t2 = time.time()
-    if cfg.verify:
-        _verify(rd, model, data, li, key, pas)
-    n_ld = min(cfg.loss_delta_images, H.shape[0])
-    loss_delta = neuron_loss_delta(model, H[:n_ld], li, data.y_test[:n_ld])
-    t3 = time.time()
-    mats = {"oca": phi_oca, "oca_se": np.asarray(oca_err, dtype=np.float64), **pas.matrices("pas"),
-            "loss_delta": loss_delta.astype(np.float64), "track_acts": H}
+    if cfg.verify:  # half a: the partitions under the plain method names are fitted on it
+        _verify(rd, model, data, li, key, pas_of["a"], idx["a"])
+    n_ld = min(cfg.loss_delta_images, H_all.shape[0])
+    loss_delta = neuron_loss_delta(model, H_all[:n_ld], li, data.y_test[:n_ld])
+    info["loss_delta_s"] = time.time() - t2
+    # tracking follows the half-a partitions (the ones under the plain method names): read it on their
+    # evaluation half's digits
+    H_track = H_all[idx[eval_half(cfg, "a")]]
+    mats.update({"loss_delta": loss_delta.astype(np.float64), "track_acts": H_track})
     if li <= len(model.blocks):
         # cross-layer tracking at a residual site: E_x |d h_{l+1} / d h_l| through the next block
         from hedonic_neurons.tracking.jacobian import residual_jacobian_abs
 
-        mats["track_J_abs"] = residual_jacobian_abs(model.blocks[li - 1], H)
-    rd.save_matrices(key, mats, metadata={"layer": layer, "n_samples": H.shape[0],
-                                          "pas_logit_mean": pas.logit_mean, "oca_weight": cfg.oca_weight})
-    info = {"oca_s": t1 - t0, "pas_s": t2 - t1, "loss_delta_s": t3 - t2}
+        mats["track_J_abs"] = residual_jacobian_abs(model.blocks[li - 1], H_track)
+    rd.save_matrices(key, mats, metadata={"layer": layer, "n_samples": H_all.shape[0],
+                                          "halves": ",".join(f"{h}:{ix.size}" for h, ix in idx.items()),
+                                          "crossfit_seed": cfg.crossfit_seed, "pas_logit_mean": logit_mean,
+                                          "oca_weight": cfg.oca_weight})
     rd.mark_done(stage, info)
     log.debug("%s valuations: %s", key, info)
     return rd.load_matrices(key)
@@ -277,65 +329,115 @@ def _solver(cfg: MnistConfig, seed: int):
                             epsilon=cfg.epsilon, delta=cfg.delta, random_state=seed)
 
 
+def _fit_halves(cfg: MnistConfig) -> tuple[str, ...]:
+    return ("a", "b") if cfg.crossfit else ("a",)
+
+
 def stage_partitions(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, key: str, layer: str,
-                     seed: int, methods: tuple[str, ...] = METHODS) -> dict[str, np.ndarray]:
-    """Hedonic-OCA, Hedonic-PAS and the baselines matched to Hedonic-PAS (I.4-I.5) for one layer."""
-    from hedonic_neurons.baselines import matched_baselines
+                     seed: int, methods: tuple[str, ...] = METHODS) -> dict[str, dict[str, np.ndarray]]:
+    """{half: {method: labels}}: on each half, Hedonic-OCA, Hedonic-PAS, Leiden (positive part of the PAS
+    phi) and the baselines matched to Hedonic-PAS (I.4-I.5) on that half's activation profiles."""
+    from hedonic_neurons.baselines import LeidenPartition, matched_baselines
+    from hedonic_neurons.experiments.crossfit import half_seed
 
     stage = f"partitions_{key}"
+    fit = _fit_halves(cfg)
     if rd.stage_done(stage):
-        return {m: rd.load_partition(key, m)["labels"] for m in methods}
-    out: dict[str, np.ndarray] = {}
-    for method, phi, se in (("hedonic_oca", mats["oca"], mats["oca_se"]),
-                            ("hedonic_pas", mats["pas"], mats["pas_se"])):
+        return {h: {m: rd.load_partition(key, part_name(m, h))["labels"] for m in methods} for h in fit}
+    H_all = _hidden(model, data.X_test, layer)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for h in fit:
+        res: dict[str, np.ndarray] = {}
+        hseed = half_seed(seed, h)  # its own random state per half (see half_seed)
+        for method, phi, se in (("hedonic_oca", mats[f"oca_{h}"], mats[f"oca_se_{h}"]),
+                                ("hedonic_pas", mats[f"pas_{h}"], mats[f"pas_se_{h}"])):
+            t0 = time.time()
+            hp = _solver(cfg, hseed).fit(np.asarray(phi, dtype=np.float64), np.asarray(se, dtype=np.float64))
+            params = dict(getattr(hp, "params_", {}) or {})
+            params.setdefault("threshold_rule", str(getattr(hp, "threshold_rule_", "")))
+            params["seconds"] = time.time() - t0
+            params["fitted_on"] = f"half {h}"
+            rd.save_partition(key, part_name(method, h), hp.labels_,
+                              stability=dict(getattr(hp, "stability_", {}) or {}), params=params)
+            res[method] = np.asarray(hp.labels_)
         t0 = time.time()
-        hp = _solver(cfg, seed).fit(np.asarray(phi, dtype=np.float64), np.asarray(se, dtype=np.float64))
-        params = dict(getattr(hp, "params_", {}) or {})
-        params.setdefault("threshold_rule", str(getattr(hp, "threshold_rule_", "")))
-        params["seconds"] = time.time() - t0
-        rd.save_partition(key, method, hp.labels_, stability=dict(getattr(hp, "stability_", {}) or {}),
-                          params=params)
-        out[method] = np.asarray(hp.labels_)
-    H = _hidden(model, data.X_test, layer)
-    for method, labels in matched_baselines(H.T, out["hedonic_pas"], random_state=seed).items():
-        rd.save_partition(key, method, labels, params={"matched_to": "hedonic_pas", "seed": seed})
-        out[method] = labels
+        # until convergence (n_iterations=-1): cheap at 256 players, and the strongest Leiden to compare with
+        ld = LeidenPartition(max_size=cfg.max_size, n_iterations=-1, random_state=hseed).fit(
+            np.asarray(mats[f"pas_{h}"], dtype=np.float64))
+        rd.save_partition(key, part_name("leiden", h), ld.labels_,
+                          params={"resolution_rule": str(getattr(ld, "resolution_rule_", "")),
+                                  "resolution": float(getattr(ld, "resolution_", float("nan"))),
+                                  "max_size": cfg.max_size, "valuation": "positive part of PAS",
+                                  "fitted_on": f"half {h}", "seed": hseed, "seconds": time.time() - t0})
+        res["leiden"] = np.asarray(ld.labels_)
+        for method, labels in matched_baselines(H_all[mats[f"half_{h}_idx"]].T, res["hedonic_pas"],
+                                                random_state=hseed).items():
+            rd.save_partition(key, part_name(method, h), labels,
+                              params={"matched_to": "hedonic_pas", "seed": hseed, "fitted_on": f"half {h}"})
+            res[method] = labels
+        out[h] = {m: res[m] for m in methods}
     rd.mark_done(stage)
-    return {m: out[m] for m in methods}
+    return out
 
 
 def stage_metrics(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, parts: dict, key: str,
-                  layer: str, variant: str, setting: str, seed: int, stroke: np.ndarray) -> list[dict]:
-    """Every I.6 metric for every coalition of every method in one layer (rows saved as JSON)."""
+                  layer: str, variant: str, setting: str, seed: int, stroke: np.ndarray) -> dict:
+    """Every I.6 metric for every coalition of every method and half in one layer, each on the digits
+    and the valuation of the *other* half (cross-fitting); per partition the split-half ARI and the share
+    of neurons in coalitions of 2..max_size. Returns {"coalitions": rows, "partitions": rows} (saved)."""
+    from hedonic_neurons.experiments.crossfit import coalitions_of, coverage, split_half_ari, synergy_rows
     from hedonic_neurons.metrics.ablation import ablation_effects
     from hedonic_neurons.metrics.mnist import coalition_metrics
-    from hedonic_neurons.metrics.synergy import pair_synergy, ratio_synergy
 
     path = rd.root / "metrics" / f"{key}.json"
     stage = f"metrics_{key}"
     if rd.stage_done(stage) and path.exists():
         return json.loads(path.read_text())
-    H = _hidden(model, data.X_test, layer)
+    H_all = _hidden(model, data.X_test, layer)
     li = int(layer[1:])
     rows: list[dict] = []
-    all_coal = [(m, [np.flatnonzero(lab == c) for c in np.unique(lab)]) for m, lab in parts.items()]
-    flat = [c for _, cs in all_coal for c in cs]
-    abl = ablation_effects(model, H, li, data.y_test, flat)
-    drops = (abl["acc_base"] - abl["acc"]) * 100.0  # percentage points
-    i = 0
-    for method, coalitions in all_coal:
-        interp = coalition_metrics(H, data.y_test, coalitions, stroke=stroke, k=cfg.top_k,
-                                   stroke_baseline=stroke.mean(0))
-        for cid, (members, row) in enumerate(zip(coalitions, interp, strict=True)):
-            rows.append({"variant": variant, "setting": setting, "seed": seed, "layer": layer, "method": method,
-                         "coalition": cid, "size": int(members.size), "members": members.tolist(),
-                         "dacc_pp": float(drops[i]), "pair": pair_synergy(mats["pas"], members),
-                         "ratio": ratio_synergy(mats["pas"], mats["pas_psi"], members),
-                         **{k: v for k, v in row.items() if k != "size"}})
-            i += 1
-    write_json(path, rows)
-    rd.mark_done(stage, {"acc_base": abl["acc_base"]})
-    return rows
+    base = {"variant": variant, "setting": setting, "seed": seed, "layer": layer}
+    acc_base = {}
+    for h, by_method in parts.items():
+        e = eval_half(cfg, h)
+        ix = mats[f"half_{e}_idx"]
+        H, y, st = H_all[ix], data.y_test[ix], stroke[ix]
+        all_coal = [(m, coalitions_of(lab)) for m, lab in by_method.items()]
+        # dAcc for coalitions of two or more neurons only (like Pair / Ratio; single neurons get NaN and
+        # are left out of its means): partitions with many single neurons would otherwise cost one
+        # propagated ablation pass per neuron and dilute the mean with single-neuron drops
+        flat = [c for _, cs in all_coal for c in cs if c.size >= 2]
+        abl = ablation_effects(model, H, li, y, flat)
+        acc_base[e] = abl["acc_base"]
+        drops = iter((abl["acc_base"] - abl["acc"]) * 100.0)  # percentage points
+        for method, coalitions in all_coal:
+            # top-K images of the evaluation half; at most half of them, so purity is never the class share
+            # of every image (only small test runs have fewer than 2 x top_k digits per half)
+            interp = coalition_metrics(H, y, coalitions, stroke=st, k=min(cfg.top_k, max(1, H.shape[0] // 2)),
+                                       stroke_baseline=st.mean(0))
+            syn = synergy_rows(coalitions, mats[f"pas_{e}"], mats[f"pas_psi_{e}"], mats[f"pas_{h}"],
+                               mats[f"pas_psi_{h}"])
+            for cid, (members, row, sy) in enumerate(zip(coalitions, interp, syn, strict=True)):
+                rows.append({**base, "method": method, "half": h, "scored_on": e, "coalition": cid,
+                             "size": int(members.size), "members": members.tolist(),
+                             "dacc_pp": float(next(drops)) if members.size >= 2 else float("nan"),
+                             "pair": sy["pair"], "ratio": sy["ratio"], "pair_in_sample": sy["pair_in_sample"],
+                             "ratio_in_sample": sy["ratio_in_sample"],
+                             **{k: v for k, v in row.items() if k != "size"}})
+    prows = []
+    for method in next(iter(parts.values())):
+        labs = {h: parts[h][method] for h in parts}
+        cov = [coverage(lab, 2, cfg.max_size) for lab in labs.values()]
+        sizes = [np.bincount(np.unique(lab, return_inverse=True)[1]) for lab in labs.values()]
+        prows.append({**base, "method": method,
+                      "ari": split_half_ari(labs["a"], labs["b"]) if "b" in labs else float("nan"),
+                      "coverage": float(np.mean(cov)), "n_coalitions": float(np.mean([s.size for s in sizes])),
+                      "singletons": float(np.mean([(s == 1).sum() for s in sizes])),
+                      "largest": int(max(s.max() for s in sizes))})
+    out = {"coalitions": rows, "partitions": prows}
+    write_json(path, out)
+    rd.mark_done(stage, {"acc_base": acc_base})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -344,10 +446,27 @@ def stage_metrics(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, 
 
 
 def _per_seed(rows: list[dict], metric: str, method: str, layers, setting: str = "trained") -> list[float]:
-    """The metric's mean over the method's coalitions in `layers`, one value per seed (finite only)."""
+    """One value per seed: the mean over the method's coalitions in `layers`, taken per fitting half and then
+    averaged over the halves (cross-fitting: both directions count equally). Finite values only."""
     out = []
     for s in sorted({r["seed"] for r in rows if r["setting"] == setting}):
-        v = [r[metric] for r in rows if r["setting"] == setting and r["seed"] == s and r["method"] == method
+        per_half = []
+        for h in sorted({r.get("half", "a") for r in rows}):
+            v = [r[metric] for r in rows if r["setting"] == setting and r["seed"] == s and r["method"] == method
+                 and r.get("half", "a") == h and r["layer"] in layers and r.get(metric) is not None
+                 and np.isfinite(r[metric])]
+            if v:
+                per_half.append(float(np.mean(v)))
+        if per_half:
+            out.append(float(np.mean(per_half)))
+    return out
+
+
+def _per_seed_part(prows: list[dict], metric: str, method: str, layers, setting: str = "trained") -> list[float]:
+    """One value per seed: a per-partition figure (split-half ARI, coverage) averaged over `layers`."""
+    out = []
+    for s in sorted({r["seed"] for r in prows if r["setting"] == setting}):
+        v = [r[metric] for r in prows if r["setting"] == setting and r["seed"] == s and r["method"] == method
              and r["layer"] in layers and r.get(metric) is not None and np.isfinite(r[metric])]
         if v:
             out.append(float(np.mean(v)))
@@ -376,79 +495,133 @@ def _within_sd(rows: list[dict], metric: str, method: str, layers) -> float:
     return float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
 
 
-def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict]) -> dict:
-    """Tables 7, 8, 9 (ours beside the paper's), per-layer means, stability certificates, accuracies."""
+def _paper(table: dict, m: str, i: int, fmt: str) -> str:
+    return format(table[m][i], fmt) if m in table else NOT_IN_PAPER
+
+
+def leiden_rule(rd: RunDir) -> str:
+    """The resolution rule Leiden stated (first trained partition on disk), for the tables' notes."""
+    for key, methods in rd.partitions().items():
+        if "leiden" in methods:
+            rule = rd.load_partition(key, "leiden").get("params", {}).get("resolution_rule", "")
+            if rule:
+                return f"{rule} (e.g. {key}; every partition's rule and value: partitions/<net>_<layer>/leiden.json)"
+    return "n/a"
+
+
+def crossfit_note(cfg: MnistConfig) -> str:
+    if not cfg.crossfit:
+        return ("cross-fitting OFF: Pair, Ratio and every metric are IN-SAMPLE (scored on the digits and the "
+                "valuation the partitions were fitted on)")
+    return ("cross-fitted: the held-out digits are split in two seeded halves; partitions fitted on one half's "
+            "valuation are scored (Pair, Ratio, dAcc, purity ...) on the other half, both directions averaged; "
+            "*_in_sample columns score each partition on its own half (labelled, never used for a verdict); "
+            "ARI_split_half: adjusted Rand index between the two halves' partitions")
+
+
+def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict], prows: list[dict]) -> tuple[dict, dict]:
+    """Tables 7, 8, 9 (ours beside the paper's), per-layer means; returns (means, per-seed values)."""
     layers = [la for la in TABLE_LAYERS if la in cfg.layers] or list(cfg.layers)
     span = f"{layers[0]}–{layers[-1]}" if len(layers) > 1 else layers[0]
     n_seeds = len(cfg.seeds)
     ci = f"mean ± 95 % CI over {n_seeds} seeds" if n_seeds > 1 else "one seed"
+    note = crossfit_note(cfg)
+    leiden = f"Leiden (CPM): leidenalg CPM on the positive part of the PAS phi, communities <= {cfg.max_size}; " \
+             f"resolution rule: {leiden_rule(rd)}"
     t7, t8 = [], []
     means: dict[str, dict[str, float]] = {}
+    per_seed: dict[str, dict[str, list[float]]] = {}
     for m in METHODS:
-        d = {k: _per_seed(rows, k, m, layers) for k in ("dacc_pp", "pair", "ratio", "size", "purity",
-                                                          "selectivity", "sparsity", "stroke", "stroke_lift")}
+        d = {k: _per_seed(rows, k, m, layers) for k in ("dacc_pp", "pair", "ratio", "pair_in_sample",
+                                                          "ratio_in_sample", "size", "purity", "selectivity",
+                                                          "sparsity", "stroke", "stroke_lift")}
+        d.update({k: _per_seed_part(prows, k, m, layers) for k in ("ari", "coverage")})
+        per_seed[m] = d
         means[m] = {k: _mean(v) for k, v in d.items()}
-        p7, p8 = PAPER_T7[m], PAPER_T8[m]
         t7.append({"method": METHOD_NAMES[m], "dAcc_pp": _cell(d["dacc_pp"]),
                    "dAcc_sd_within": f"{_within_sd(rows, 'dacc_pp', m, layers):.3f}",
-                   "paper_dAcc": f"{p7[0]:.2f} ± {p7[1]:.2f}", "Pair": _cell(d["pair"], 4),
-                   "paper_Pair": f"{p7[2]:.3f}", "Ratio": _cell(d["ratio"]), "paper_Ratio": f"{p7[3]:.2f}",
-                   "avg_size": _cell(d["size"], 2), "paper_avg_size": f"{p7[4]:.1f}"})
-        t8.append({"method": METHOD_NAMES[m], "purity": _cell(d["purity"]), "paper_purity": f"{p8[0]:.2f}",
-                   "selectivity": _cell(d["selectivity"]), "paper_selectivity": f"{p8[1]:.2f}",
-                   "sparsity": _cell(d["sparsity"], 2), "paper_sparsity": f"{p8[2]:.2f}",
+                   "paper_dAcc": (f"{PAPER_T7[m][0]:.2f} ± {PAPER_T7[m][1]:.2f}" if m in PAPER_T7
+                                  else NOT_IN_PAPER),
+                   "Pair_heldout": _cell(d["pair"], 4), "Pair_in_sample": _cell(d["pair_in_sample"], 4),
+                   "paper_Pair": _paper(PAPER_T7, m, 2, ".3f"), "Ratio_heldout": _cell(d["ratio"]),
+                   "Ratio_in_sample": _cell(d["ratio_in_sample"]), "paper_Ratio": _paper(PAPER_T7, m, 3, ".2f"),
+                   "ARI_split_half": _cell(d["ari"]),
+                   f"pct_in_2_{cfg.max_size}": _cell([100 * v for v in d["coverage"]], 1),
+                   "avg_size": _cell(d["size"], 2), "paper_avg_size": _paper(PAPER_T7, m, 4, ".1f")})
+        t8.append({"method": METHOD_NAMES[m], "purity": _cell(d["purity"]),
+                   "paper_purity": _paper(PAPER_T8, m, 0, ".2f"),
+                   "selectivity": _cell(d["selectivity"]), "paper_selectivity": _paper(PAPER_T8, m, 1, ".2f"),
+                   "sparsity": _cell(d["sparsity"], 2), "paper_sparsity": _paper(PAPER_T8, m, 2, ".2f"),
                    "stroke": _cell(d["stroke"]), "stroke_lift": _cell(d["stroke_lift"])})
     rd.save_table("table7_synergy", t7, title=f"Table 7 (MNIST, layers {span}): accuracy drop (percentage "
-                  f"points) when one coalition is ablated, Pair and Ratio synergy, average size; {ci} "
-                  "(dAcc_sd_within: sd over all coalitions and seeds); paper columns beside ours")
+                  f"points) when one coalition is ablated, Pair and Ratio synergy (held-out), split-half ARI, "
+                  f"% of neurons in coalitions of 2-{cfg.max_size}, average size; {ci} "
+                  f"(dAcc_sd_within: sd over all coalitions and seeds); paper columns beside ours. {note}. "
+                  f"{leiden}")
     rd.save_table("table8_interpretability", t8, title=f"Table 8 (MNIST, layers {span}): digit purity, "
                   f"selectivity, sparsity ||a_C||_1/||a_C||_2 over the held-out images, stroke alignment; "
-                  f"{ci}; paper columns beside ours")
+                  f"{ci}; paper columns beside ours. {note}")
     t9 = []
     cl = cfg.control_layer
-    for (setting, m), paper in PAPER_T9.items():
+    t9_keys = list(PAPER_T9) + [(s, "leiden") for s in SETTING_NAMES]
+    for setting, m in t9_keys:
+        paper = PAPER_T9.get((setting, m))
         d = {k: _per_seed(rows, k, m, [cl], setting) for k in ("stroke", "stroke_lift", "purity", "ratio")}
         if not d["purity"]:
             continue
         t9.append({"setting": f"{SETTING_NAMES[setting]}, {cl}", "method": METHOD_NAMES[m],
-                   "stroke": _cell(d["stroke"]), "paper_stroke": f"{paper[0]:.2f}",
+                   "stroke": _cell(d["stroke"]), "paper_stroke": f"{paper[0]:.2f}" if paper else NOT_IN_PAPER,
                    "stroke_lift": _cell(d["stroke_lift"]),
-                   "purity": _cell(d["purity"]), "paper_purity": f"{paper[1]:.2f}",
-                   "ratio": _cell(d["ratio"]), "paper_ratio": f"{paper[2]:.2f}"})
+                   "purity": _cell(d["purity"]), "paper_purity": f"{paper[1]:.2f}" if paper else NOT_IN_PAPER,
+                   "ratio_heldout": _cell(d["ratio"]),
+                   "paper_ratio": f"{paper[2]:.2f}" if paper else NOT_IN_PAPER})
     if t9:
         rd.save_table("table9_controls", t9, title=f"Table 9 (MNIST, layer {cl}): stroke alignment, purity "
-                      "and Ratio for the trained network and the negative controls; paper columns beside ours")
+                      "and Ratio (held-out) for the trained network and the negative controls; paper columns "
+                      f"beside ours. {note}")
     per_layer = []
     for layer in cfg.layers:
         for m in METHODS:
             row = {"layer": layer, "method": METHOD_NAMES[m]}
-            for k in ("dacc_pp", "pair", "ratio", "purity", "selectivity", "sparsity", "stroke", "stroke_lift",
-                      "size"):
-                row[k] = _cell(_per_seed(rows, k, m, [layer]), 4 if k == "pair" else 3)
+            for k in ("dacc_pp", "pair", "pair_in_sample", "ratio", "ratio_in_sample", "purity", "selectivity",
+                      "sparsity", "stroke", "stroke_lift", "size"):
+                row[k] = _cell(_per_seed(rows, k, m, [layer]), 4 if k.startswith("pair") else 3)
+            row["ari_split_half"] = _cell(_per_seed_part(prows, "ari", m, [layer]))
+            row[f"pct_in_2_{cfg.max_size}"] = _cell([100 * v for v in _per_seed_part(prows, "coverage", m,
+                                                                                         [layer])], 1)
             per_layer.append(row)
-    rd.save_table("per_layer", per_layer, title=f"Every metric per layer and method (trained networks, {ci})")
-    return means
+    rd.save_table("per_layer", per_layer, title=f"Every metric per layer and method (trained networks, {ci}; "
+                  f"pair / ratio held-out, *_in_sample beside). {note}")
+    return means, per_seed
 
 
-def write_stability_table(rd: RunDir) -> None:
-    """The stability certificate of every partition (hedonic ones carry one; baselines are not certified)."""
+def write_stability_table(rd: RunDir, max_size: int = 10) -> None:
+    """The stability certificate of every hedonic partition (both halves), with the share of neurons in
+    coalitions of 2..max_size (baselines and Leiden are not certified)."""
+    from hedonic_neurons.experiments.crossfit import coverage
+
     rows = []
     for key, methods in rd.partitions().items():
-        for method in ("hedonic_oca", "hedonic_pas"):
-            if method not in methods:
+        for stem in sorted(methods):
+            method, _, half = stem.partition(".")
+            if method not in ("hedonic_oca", "hedonic_pas"):
                 continue
-            p = rd.load_partition(key, method)
+            p = rd.load_partition(key, stem)
             st, pa = p.get("stability", {}), p.get("params", {})
             sizes = np.bincount(np.unique(p["labels"], return_inverse=True)[1])
-            rows.append({"network_layer": key, "method": METHOD_NAMES[method], "n_coalitions": p["n_coalitions"],
+            rows.append({"network_layer": key, "method": METHOD_NAMES[method],
+                         "fitted_on": f"half {half or 'a'}", "n_coalitions": p["n_coalitions"],
                          "mean_size": f"{sizes.mean():.2f}", "singletons": int((sizes == 1).sum()),
-                         "threshold_rule": pa.get("threshold_rule", "n/a"),
                          "largest": int(sizes.max()),
+                         f"pct_in_2_{max_size}": f"{100 * coverage(p['labels'], 2, max_size):.1f}",
+                         "threshold_rule": pa.get("threshold_rule", "n/a"),
+                         "nash_stable": st.get("nash_stable", "n/a"),
                          "blocking_rate": st.get("rate", "n/a"), "upper_bound": st.get("upper", "n/a"),
                          "n_samples": st.get("n_samples", "n/a"), "seconds": f"{pa.get('seconds', 0):.1f}"})
     if rows:
         rd.save_table("stability", rows, title="Stability certificate of every hedonic partition: share of "
-                      "fresh sampled coalitions that block it, with its one-sided upper confidence bound")
+                      "fresh sampled coalitions that block it, with its one-sided upper confidence bound; "
+                      f"pct_in_2_{max_size}: share of neurons in coalitions of 2-{max_size}")
 
 
 def write_accuracy_table(rd: RunDir, variants) -> None:
@@ -468,7 +641,8 @@ def write_accuracy_table(rd: RunDir, variants) -> None:
 
 
 def digit_grids(rd: RunDir, cfg: MnistConfig, data: _Data, rows: list[dict], variant: str) -> list[Path]:
-    """Top-64 images (label above each) of the purest Hedonic-PAS coalitions of the control layer (Fig. 3-6)."""
+    """Top-64 images (label above each) of the purest Hedonic-PAS coalitions of the control layer (Fig. 3-6),
+    for the half-a partition, drawn from the other half's digits (those its purity was measured on)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -477,13 +651,16 @@ def digit_grids(rd: RunDir, cfg: MnistConfig, data: _Data, rows: list[dict], var
     from hedonic_neurons.metrics.mnist import coalition_activation, top_k
 
     layer = cfg.control_layer if cfg.control_layer in cfg.layers else cfg.layers[len(cfg.layers) // 2]
-    cand = [r for r in rows if r["variant"] == variant and r["layer"] == layer and r["method"] == "hedonic_pas"]
+    cand = [r for r in rows if r["variant"] == variant and r["layer"] == layer and r["method"] == "hedonic_pas"
+            and r.get("half", "a") == "a"]
     # real coalitions (two or more neurons) first, purest first; single neurons only if nothing else is left
     cand.sort(key=lambda r: (r["size"] < 2, -r["purity"], -r["selectivity"]))
     model_path = rd.root / "models" / f"{variant}.safetensors"
     from hedonic_neurons.models.gated_mlp import GatedMLPClassifier
 
-    H = _hidden(GatedMLPClassifier.load(model_path), data.X_test, layer)
+    ix = halves(cfg, len(data.y_test))[eval_half(cfg, "a")]
+    H = _hidden(GatedMLPClassifier.load(model_path), data.X_test[ix], layer)
+    images, labels = data.images_test[ix], data.y_test[ix]
     paths = []
     for rank, r in enumerate(cand[: cfg.n_grids]):
         idx = top_k(coalition_activation(H, r["members"]), 64)
@@ -494,15 +671,15 @@ def digit_grids(rd: RunDir, cfg: MnistConfig, data: _Data, rows: list[dict], var
         fig, ax = plt.subplots(figsize=(side * 0.8, side * 1.0))
         for pos, n in enumerate(idx):
             rr, cc = divmod(pos, side)
-            canvas[rr * cell_h + 10: rr * cell_h + 38, cc * cell_w + 1: cc * cell_w + 29] = data.images_test[n]
-            ax.text(cc * cell_w + 15, rr * cell_h + 5, str(int(data.y_test[n])), ha="center", va="center",
+            canvas[rr * cell_h + 10: rr * cell_h + 38, cc * cell_w + 1: cc * cell_w + 29] = images[n]
+            ax.text(cc * cell_w + 15, rr * cell_h + 5, str(int(labels[n])), ha="center", va="center",
                     fontsize=8, color="black")
         ax.imshow(canvas, cmap="gray_r", interpolation="nearest")
         ax.axis("off")
         ax.set_title(f"{variant} {layer} Hedonic-PAS coalition {r['coalition']} (|C|={r['size']}): purity "
                      f"{r['purity']:.2f}, top digit {r['top_digit']},\nbest stroke template "
-                     f"{r.get('stroke_template', '')} ({r.get('stroke', float('nan')):.2f}); top-64 digits, "
-                     "true label above each", fontsize=8)
+                     f"{r.get('stroke_template', '')} ({r.get('stroke', float('nan')):.2f}); top-64 digits of the "
+                     "half it was not fitted on, true label above each", fontsize=8)
         fig.tight_layout()
         path = rd.figure_path(f"grid_{layer}_hedonic_pas_{rank + 1}")
         fig.savefig(path, dpi=100)
@@ -511,24 +688,55 @@ def digit_grids(rd: RunDir, cfg: MnistConfig, data: _Data, rows: list[dict], var
     return paths
 
 
-ORDER = ("hedonic_pas", "hedonic_oca", "ward", "kmeans", "random")
+ORDER = ("hedonic_pas", "hedonic_oca", "ward", "kmeans", "random")  # the paper's (Leiden is not in it)
 LOWER_IS_BETTER = {"sparsity"}
-METRIC_NAMES = {"dacc_pp": "accuracy drop (dAcc)", "pair": "Pair synergy", "ratio": "Ratio synergy",
-                "purity": "digit purity", "selectivity": "digit selectivity", "sparsity": "activation sparsity",
-                "stroke": "stroke alignment", "stroke_lift": "stroke alignment relative to an average digit (lift)"}
+METRIC_NAMES = {"dacc_pp": "accuracy drop (dAcc)", "pair": "Pair synergy (held-out)",
+                "ratio": "Ratio synergy (held-out)", "purity": "digit purity", "selectivity": "digit selectivity",
+                "sparsity": "activation sparsity", "stroke": "stroke alignment",
+                "stroke_lift": "stroke alignment relative to an average digit (lift)"}
 
 
 def ordering_verdict(means: dict[str, dict[str, float]], metric: str) -> tuple[bool, str]:
-    """Whether Hedonic-PAS > Hedonic-OCA > hierarchical > k-means > random held for one metric, and our order."""
+    """Whether Hedonic-PAS > Hedonic-OCA > hierarchical > k-means > random held for one metric (Leiden, not in
+    the paper, is left out of the verdict), and our order of all six methods."""
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-    vals = {m: means[m][metric] for m in ORDER}
-    ours = sorted(ORDER, key=lambda m: -sign * vals[m])
-    held = list(ours) == list(ORDER)
+    vals = {m: means[m][metric] for m in METHODS}
+    ours = sorted(METHODS, key=lambda m: -sign * vals[m] if np.isfinite(vals[m]) else np.inf)
+    held = [m for m in ours if m in ORDER] == list(ORDER)
     return held, " > ".join(f"{METHOD_NAMES[m]} ({vals[m]:.3g})" for m in ours)
 
 
-def write_summary(rd: RunDir, cfg: MnistConfig, means: dict, rows: list[dict], variants, seconds: float) -> Path:
-    """summary.md: metric by metric, in plain words, whether the paper's ordering held."""
+def _lo_hi(values: list[float]) -> tuple[float, float, float]:
+    from hedonic_neurons.metrics.stats import mean_ci95
+
+    if not values:
+        return float("nan"), float("nan"), float("nan")
+    m, h = mean_ci95(values)
+    return m, m - h, m + h
+
+
+def default_vs_all(per_seed: dict, metric: str = "pair", ref: str = "hedonic_pas") -> str:
+    """Plain words: did `ref` beat every other method (Leiden included) on `metric`, with 95 % CIs apart?"""
+    m0, lo0, hi0 = _lo_hi(per_seed[ref][metric])
+    others = {m: _lo_hi(per_seed[m][metric]) for m in METHODS if m != ref and per_seed[m][metric]}
+    if not others or not np.isfinite(m0):
+        return f"{METHOD_NAMES[ref]}: no finite {metric}"
+    best = max(others, key=lambda m: others[m][0])
+    mb, lob, hib = others[best]
+    if m0 > mb and lo0 > max(o[2] for o in others.values()):
+        verdict = "above every other method with the 95 % CIs apart"
+    elif m0 > mb:
+        verdict = f"above every other method on the means only (its CI overlaps {METHOD_NAMES[best]}'s)"
+    else:
+        verdict = (f"NOT above every method: it falls short of {METHOD_NAMES[best]} by {mb - m0:.3g} "
+                   f"({(m0 / mb if mb else float('nan')):.2f} of it)")
+    return (f"{METHOD_NAMES[ref]} {m0:.3g} [{lo0:.3g}, {hi0:.3g}] vs best other {METHOD_NAMES[best]} "
+            f"{mb:.3g} [{lob:.3g}, {hib:.3g}]: {verdict}")
+
+
+def write_summary(rd: RunDir, cfg: MnistConfig, means: dict, per_seed: dict, rows: list[dict], prows: list[dict],
+                  variants, seconds: float) -> Path:
+    """summary.md: metric by metric, in plain words, whether the paper's ordering held (held-out scores)."""
     accs = []
     for variant, setting, _ in variants:
         p = rd.root / "models" / f"{variant}.json"
@@ -541,9 +749,11 @@ def write_summary(rd: RunDir, cfg: MnistConfig, means: dict, rows: list[dict], v
              f"{100 * np.mean(accs):.2f} % (range {100 * min(accs):.2f}-{100 * max(accs):.2f} %) on "
              f"{_n_test(rd, variants)} held-out digits (the paper reports "
              "98.8 % on the official test set, which is not available offline).",
+             "", f"Evaluation: {crossfit_note(cfg)}.",
              "", f"Tables 7-8 aggregate layers {', '.join(layers)} (as the paper does); every number is the mean "
-             "over seeds of the mean over coalitions. The paper's ordering is Hedonic-PAS > Hedonic-OCA > "
-             "hierarchical > k-means > random (lower is better for sparsity).", ""]
+             "over seeds of the mean over coalitions (and over the two fitting halves). The paper's ordering is "
+             "Hedonic-PAS > Hedonic-OCA > hierarchical > k-means > random (lower is better for sparsity); Leiden "
+             "(CPM), not in the paper, is placed in our order but left out of that verdict.", ""]
     n_held = 0
     for metric in ("dacc_pp", "pair", "ratio", "purity", "selectivity", "sparsity", "stroke", "stroke_lift"):
         held, order = ordering_verdict(means, metric)
@@ -551,7 +761,24 @@ def write_summary(rd: RunDir, cfg: MnistConfig, means: dict, rows: list[dict], v
         best = "Hedonic-PAS is best" if order.startswith("Hedonic-PAS") else "Hedonic-PAS is NOT best"
         lines.append(f"- **{METRIC_NAMES[metric]}**: the paper's ordering {'held' if held else 'did not hold'}"
                      f" ({best}). Ours: {order}.")
-    lines += ["", f"The full ordering held for {n_held} of 8 metrics."]
+    lines += ["", f"The full ordering held for {n_held} of 8 metrics.", "",
+              "## The default hedonic method against Leiden and every baseline (layers "
+              f"{', '.join(layers)}, mean [95 % CI] over seeds)", "",
+              f"- Held-out Pair: {default_vs_all(per_seed, 'pair')}.",
+              f"- Held-out Ratio: {default_vs_all(per_seed, 'ratio')}."]
+    if cfg.crossfit:
+        a0, al = means["hedonic_pas"]["ari"], means["leiden"]["ari"]
+        lines.append(f"- Split-half ARI: Hedonic-PAS {a0:.3f}, Leiden {al:.3f}: "
+                     + ("at least Leiden's." if a0 >= al else f"BELOW Leiden's by {al - a0:.3f}."))
+    cov = means["hedonic_pas"]["coverage"]
+    lines.append(f"- Neurons in coalitions of 2-{cfg.max_size}: Hedonic-PAS {100 * cov:.1f} % "
+                 f"({'at least' if cov >= 0.5 else 'BELOW'} half), Leiden {100 * means['leiden']['coverage']:.1f} %.")
+    if cfg.crossfit:
+        lines += ["", "Split-half ARI per method and layer (trained networks, mean over seeds):", "",
+                  "| method | " + " | ".join(cfg.layers) + " |", "|---|" + "---|" * len(cfg.layers)]
+        for m in METHODS:
+            cells = [_mean(_per_seed_part(prows, "ari", m, [la])) for la in cfg.layers]
+            lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     cl = cfg.control_layer
     ctrl = {s: _mean(_per_seed(rows, "purity", "hedonic_pas", [cl], s)) for s in SETTING_NAMES}
     if np.isfinite(ctrl.get("random_init", np.nan)):
@@ -560,18 +787,18 @@ def write_summary(rd: RunDir, cfg: MnistConfig, means: dict, rows: list[dict], v
                   + ("The trained network's coalitions are purer than both controls', as the paper says."
                      if ctrl["trained"] > max(ctrl["random_init"], ctrl["shuffled"]) else
                      "The trained network's coalitions are NOT purer than both controls'.")]
-    for m in ("hedonic_pas", "hedonic_oca"):
+    for m in ("hedonic_pas", "hedonic_oca", "leiden"):
         sizes = [r["size"] for r in rows if r["setting"] == "trained" and r["method"] == m]
         if sizes:
             sizes_a = np.asarray(sizes)
-            lines.append(f"- {METHOD_NAMES[m]} coalitions (all trained layers): {sizes_a.size} coalitions, "
-                         f"{int((sizes_a == 1).sum())} single neurons, largest {int(sizes_a.max())}, median "
-                         f"{float(np.median(sizes_a)):.0f} (sampled sizes are 2-{cfg.max_size}; an emitted sink "
-                         "component may be larger). The baselines copy Hedonic-PAS's size histogram.")
+            lines.append(f"- {METHOD_NAMES[m]} coalitions (all trained layers, both halves): {sizes_a.size} "
+                         f"coalitions, {int((sizes_a == 1).sum())} single neurons, largest {int(sizes_a.max())}, "
+                         f"median {float(np.median(sizes_a)):.0f}.")
+    lines.append("- The size-matched baselines copy Hedonic-PAS's size histogram on the same half.")
     lines += ["", "Notes on reading the numbers:",
-              "- Sparsity is ||a_C||_1/||a_C||_2 over all held-out images as the paper writes it; it lies in "
-              f"[1, sqrt(N)] = [1, {np.sqrt(_n_test(rd, variants)):.0f}] here, so the paper's values near 1.3-1.9 "
-              "cannot come from this formula over thousands of images; compare methods, not magnitudes.",
+              "- Sparsity is ||a_C||_1/||a_C||_2 over the evaluation digits as the paper writes it; it lies in "
+              "[1, sqrt(N)], so the paper's values near 1.3-1.9 cannot come from this formula over hundreds of "
+              "images; compare methods, not magnitudes.",
               "- Ratio divides by the summed single effects psi(i), which can be close to zero for some coalitions; "
               "a few such coalitions can dominate its mean.",
               "- Selectivity is in the residual stream's own units (differences of mean activations).",
@@ -590,6 +817,7 @@ def _n_test(rd: RunDir, variants) -> int:
         if p.exists():
             return int(json.loads(p.read_text())["n_test"])
     return 0
+
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -622,6 +850,7 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> 
 
     t_start = time.time()
     data = load_data(cfg)  # first, so that bad input leaves no half-made run directory behind
+    halves(cfg, len(data.y_test))  # too few digits to split in two: one-line error before anything is written
     rd = RunDir(out)
     cfg_path = rd.root / "config.json"
     if cfg_path.exists():
@@ -637,6 +866,7 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> 
         variants = _variants(cfg)
         jobs = [(v, s, seed, layer) for v, s, seed in variants for layer in _layers_of(cfg, s)]
         rows: list[dict] = []
+        prows: list[dict] = []
         models: dict[str, object] = {}
         bar = tqdm(jobs, desc="mnist", disable=not _progress())
         for variant, setting, seed, layer in bar:
@@ -646,16 +876,22 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> 
             model = models[variant]
             key = f"{variant}_{layer}"
             mats = stage_valuations(rd, cfg, model, data, key, layer)
-            methods = METHODS if setting == "trained" else ("hedonic_pas", "ward", "random", "kmeans", "hedonic_oca")
-            parts = stage_partitions(rd, cfg, model, data, mats, key, layer, seed, methods)
-            rows += stage_metrics(rd, cfg, model, data, mats, parts, key, layer, variant, setting, seed, stroke)
+            parts = stage_partitions(rd, cfg, model, data, mats, key, layer, seed, METHODS)
+            res = stage_metrics(rd, cfg, model, data, mats, parts, key, layer, variant, setting, seed, stroke)
+            rows += res["coalitions"]
+            prows += res["partitions"]
         write_json(rd.root / "coalitions.json", rows)
         _write_coalitions_csv(rd.root / "coalitions.csv", rows)
-        means = write_tables(rd, cfg, rows)
-        write_stability_table(rd)
+        rd.save_table("partitions", [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                                     for r in prows],
+                      title="Per network, layer and method: split-half ARI (partitions fitted on the two halves), "
+                      f"share of neurons in coalitions of 2-{cfg.max_size} (mean over halves), coalitions, "
+                      "single neurons (mean over halves), largest coalition")
+        means, per_seed = write_tables(rd, cfg, rows, prows)
+        write_stability_table(rd, cfg.max_size)
         write_accuracy_table(rd, variants)
         digit_grids(rd, cfg, data, rows, f"seed{cfg.seeds[0]}")
-        write_summary(rd, cfg, means, rows, variants, time.time() - t_start)
+        write_summary(rd, cfg, means, per_seed, rows, prows, variants, time.time() - t_start)
     finally:
         torch.set_num_threads(prev_threads)
     return rd
@@ -664,8 +900,9 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> 
 def _write_coalitions_csv(path: Path, rows: list[dict]) -> None:
     import csv
 
-    cols = ["variant", "setting", "seed", "layer", "method", "coalition", "size", "dacc_pp", "pair", "ratio",
-            "purity", "selectivity", "sparsity", "stroke", "stroke_template", "stroke_lift", "stroke_lift_template",
+    cols = ["variant", "setting", "seed", "layer", "method", "half", "scored_on", "coalition", "size", "dacc_pp",
+            "pair", "ratio", "pair_in_sample", "ratio_in_sample", "purity", "selectivity", "sparsity", "stroke",
+            "stroke_template", "stroke_lift", "stroke_lift_template",
             "top_digit", "members"]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
@@ -692,7 +929,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = MnistConfig(seeds=list(range(args.seeds)), layers=_parse_layers(args.layers), data=args.data,
                       n_train=args.n_train, n_test=args.n_test, epochs=args.epochs, m=args.m, omega=args.omega,
                       controls=not args.no_controls, control_layer=args.control_layer,
-                      loss_delta_images=args.loss_delta_images, verify=not args.no_verify)
+                      loss_delta_images=args.loss_delta_images, verify=not args.no_verify,
+                      crossfit=not args.no_crossfit)
     t0 = time.time()
     rd = run_mnist(cfg, args.out, threads=args.threads)
     try:
@@ -700,6 +938,15 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         build_report = None
     report = None
+    try:
+        # track the partitions under the plain method names only (half a); the half-b ones (<method>.b)
+        # exist for cross-fitting and would double the Sankey views
+        from hedonic_neurons.tracking.run import track_run
+
+        if len(cfg.layers) > 1:
+            track_run(rd.root, methods=list(METHODS))
+    except Exception as exc:  # the results are on disk; a tracking failure must not hide them
+        log.error("cross-layer tracking failed (%s: %s)", type(exc).__name__, exc)
     if build_report is None:
         log.warning("hedonic_neurons.report.build_report is not available: no report.html; the tables, figures "
                     "and summary.md are in %s", rd.root)
@@ -715,7 +962,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("mnist", help="the paper's MNIST experiment (appendix I): 3 seeds, h1..h5, 5 methods, "
+    p = subparsers.add_parser("mnist", help="the paper's MNIST experiment (appendix I): 3 seeds, h1..h5, 6 methods, "
                               "negative controls, Tables 7-9")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1), default 3")
     p.add_argument("--layers", default="h1..h5", help="layers, e.g. h1..h5 or h2,h3 (default h1..h5)")
@@ -735,5 +982,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-controls", action="store_true", help="skip the random-init and label-shuffled controls")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the self-verification of each valuation against the model's own modules")
+    p.add_argument("--no-crossfit", action="store_true", help="fit and score on all held-out digits (in-sample "
+                   "scores); default: fit on one half, score on the other")
     p.add_argument("--quiet", dest="mnist_quiet", action="store_true", help="no progress bars or log lines")
     p.set_defaults(func=run)

@@ -8,18 +8,21 @@ the last finished one and never recomputes what is on disk):
    labels and MSLR features -> RUN/data/*.json.
 2. ``finetune``: PEFT LoRA on the MLP of `layers` -> RUN/adapter/ (safetensors), RUN/finetune.json,
    table ``finetune`` (untuned vs fine-tuned on OOD, like the paper's Tables 4 and 5).
-3. ``valuations:<layer>``: layer cache on the probe pairs -> OCA, exact PAS (+ se, psi), tracking inputs
-   -> RUN/matrices/<layer>.safetensors; readout activations of probe and OOD pairs ->
-   RUN/activations/<layer>.safetensors.
-4. ``partitions:<layer>:<seed>``: Hedonic-PAS, Hedonic-OCA (PAC-Top-Cover, random_state = seed) and
-   the three baselines matched to Hedonic-PAS's size histogram -> RUN/partitions/<layer>/<method>.json
-   (seed 0 under the plain method name, seed s > 0 as ``<method>.s<s>``).
+3. ``valuations:<layer>``: layer cache on the probe pairs, split into two halves of whole queries
+   (cross-fitting) -> per half OCA, PAS (+ se, psi), tracking inputs -> RUN/matrices/<layer>.safetensors
+   (keys ending ``_a`` / ``_b``); readout activations of probe and OOD pairs -> RUN/activations/<layer>.safetensors.
+4. ``partitions:<layer>:<seed>``: on each half, Hedonic-PAS, Hedonic-OCA (PAC-Top-Cover, random_state = seed),
+   Leiden (CPM on the positive PAS phi) and the three baselines matched to Hedonic-PAS's size histogram ->
+   RUN/partitions/<layer>/<method>.json (seed 0 under the plain method name, seed s > 0 as ``<method>.s<s>``;
+   the half-b partition with ``.b`` appended).
 5. ``evaluate:<layer>:<seed>``: per method, on a stated subset of coalitions (the `n_largest` largest
    plus `n_random` drawn at random from the other coalitions of size >= 2): OOD drop (the coalition's
    LoRA reverted for every token, layers before `layer` replayed from a cache, `coalition_batch`
-   coalitions per forward pass); on every coalition of size >= 2: feature alignment R^2 (OOD), Pair and
-   Ratio (exact PAS); per partition: coalition predictivity (ridge on coalition mean activations,
-   trained on the probe pairs, R^2 on OOD) -> RUN/eval/<layer>_s<seed>.json.
+   coalitions per forward pass); on every coalition of size >= 2: feature alignment R^2 (OOD); per
+   partition: coalition predictivity (ridge on coalition mean activations, trained on the probe pairs,
+   R^2 on OOD); all three for the half-a partitions. Pair and Ratio cross-fitted: each half's partition
+   scored with the other half's PAS (held-out; in-sample beside), both directions averaged; split-half
+   ARI -> RUN/eval/<layer>_s<seed>.json.
 6. ``tables``: Tables 1, 2 and 6 (mean +- 95 % CI over seeds, beside the paper's numbers), summary.md.
 7. ``tracking`` and ``report``: the tracking engineer's `track_run` and `report.build_report`.
 
@@ -61,9 +64,12 @@ from hedonic_neurons.ir.features import FEATURE_NAMES
 
 log = logging.getLogger(__name__)
 
-METHODS = ("random", "kmeans", "ward", "hedonic_oca", "hedonic_pas")
-METHOD_LABELS = {"random": "Random", "kmeans": "K-means", "ward": "Hier. clustering",
+METHODS = ("random", "kmeans", "ward", "leiden", "hedonic_oca", "hedonic_pas")
+METHOD_LABELS = {"random": "Random", "kmeans": "K-means", "ward": "Hier. clustering", "leiden": "Leiden (CPM)",
                  "hedonic_oca": "Hedonic (OCA)", "hedonic_pas": "Hedonic (PAS)"}
+BASELINES = ("random", "kmeans", "ward", "leiden")  # what Hedonic-PAS is compared with in the summary
+MIN_HALF = 8  # cross-fitting: fewest probe pairs per half
+NOT_IN_PAPER = "–"  # paper columns of methods the paper does not have (Leiden)
 
 # The paper's numbers (Table 1: LLaMA-3.1 column; Table 2: average of three LLMs; Table 6: LLaMA-3.1).
 PAPER_TABLE1 = {  # task -> method -> (OOD drop, Align R2)
@@ -146,6 +152,10 @@ class RerankerConfig:
     # channels of MiniLM / SmolLM2 get 1e5 (65 per player): the same ratio, an 8x cheaper fit.
     solver_m: int = 100_000
     solver_omega: int = 10_000
+    max_size: int = 10  # largest sampled coalition of the solver and largest Leiden community
+    # cross-fitting (DESIGN 3): the probe pairs are split into two seeded halves of whole queries; partitions
+    # fitted on one half's valuation are scored (Pair, Ratio) on the other's, both directions averaged
+    crossfit: bool = True
     n_largest: int | None = None  # OOD-drop subset: the largest coalitions per method, layer, seed ...
     n_random: int | None = None  # ... plus this many drawn at random from the other coalitions of size >= 2
     coalition_batch: int = 8  # coalition ablations per forward pass
@@ -430,8 +440,12 @@ class RerankerExperiment:
         check_rank_loss(self.cfg.rank_loss)
         if cfg_path.is_file():
             old = json.loads(cfg_path.read_text())
-            keys = ("model", "task", "layers", "n_train", "n_probe", "n_ood", "n_ood_drop", "max_words", "seed0")
-            diff = [k for k in keys if json.dumps(old.get(k)) != json.dumps(dataclasses.asdict(self.cfg)[k])]
+            keys = ("model", "task", "layers", "n_train", "n_probe", "n_ood", "n_ood_drop", "max_words", "seed0",
+                    "crossfit")
+            now = dataclasses.asdict(self.cfg)
+            default = dataclasses.asdict(RerankerConfig())
+            # a field an older config lacks had its default then
+            diff = [k for k in keys if json.dumps(old.get(k, default[k])) != json.dumps(now[k])]
             if diff:
                 raise ValueError(f"{self.rd.root} holds a run with different {', '.join(diff)}; resume it with the "
                                  "same settings or choose a new --out")
@@ -473,6 +487,7 @@ class RerankerExperiment:
                                                              data_dir=c.data_dir), feat, c.max_words, norm=norm)
         if len(probe.texts) < 4:
             raise ValueError(f"only {len(probe.texts)} probe pairs; raise --n-probe or lower --n-train")
+        probe_halves(c, probe.pairs.qids)  # too few probe pairs to split in two: one-line error, nothing written
         for name, d in (("train", train), ("probe", probe), ("ood", ood)):
             write_json(self.rd.root / "data" / f"{name}.json", _pairs_to_json(d))
         write_json(self.rd.root / "data" / "norm.json", {"mean": norm[0], "sd": norm[1],
@@ -513,20 +528,27 @@ class RerankerExperiment:
                            "(TREC DL-19/20 queries x Wikipedia pool), as the paper's Tables 4-5; 'head only' is the "
                            "new head fitted by ridge before LoRA training (LP-FT), adapter off")
 
-    def stage_valuations(self, layer: int) -> dict:
-        from hedonic_neurons.models import get_adapter
-        from hedonic_neurons.models.extract import layer_cache, text_batches
-        from hedonic_neurons.models.lora import merged_weight
+    def halves(self) -> dict[str, np.ndarray]:
+        """{half: probe-pair indices}: two seeded halves of whole queries, or {"a": all} without crossfit."""
+        qids = json.loads((self.rd.root / "data" / "probe.json").read_text())["qids"]
+        return probe_halves(self.cfg, qids)
+
+    def _eval_half(self, half: str) -> str:
+        from hedonic_neurons.experiments.crossfit import OTHER
+
+        return OTHER[half] if self.cfg.crossfit else half
+
+    def _valuate(self, cache, prog: bool, verify_texts: list[str] | None = None,
+                 verify_stem: str = "") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """OCA and PAS (exact, or Hessian with its exact agreement) of one cache: ({phi_oca, oca_se, phi_pas,
+        [pas_se], psi, [psi_se]}, info). With `verify_texts` (the cache's own inputs, in order) the valuations
+        are self-verified against direct ablation through the model (models.verify) and the check saved."""
         from hedonic_neurons.models.valuate import exact_pas_pairs, exact_singles, valuations_from_cache
         from hedonic_neurons.valuations.oca import oca_se
         from hedonic_neurons.valuations.pas import hessian_pas
         from hedonic_neurons.valuations.tail import NormTail
 
         c = self.cfg
-        data = load_data(self.rd)
-        pm, tok = self.model()
-        prog = not self.quiet and not os.environ.get("TQDM_DISABLE")
-        cache = self._probe_cache(layer)
         n, N = cache.n_players, cache.n_samples
         info: dict[str, Any] = {}
         if isinstance(cache.tail, NormTail) or n * (n - 1) // 2 * N <= c.direct_pas_limit:
@@ -554,29 +576,54 @@ class RerankerExperiment:
             corr = float(np.corrcoef(vals, hv)[0, 1]) if vals.std() > 0 and hv.std() > 0 else float("nan")
             info.update(pas="hessian (exact agreement on random pairs)", agreement_pairs=int(m),
                         agreement_pearson=corr, hessian_seconds=round(time.perf_counter() - t, 2))
-            log.info("layer %s: Hessian PAS vs exact on %d random pairs: Pearson %.4f", layer, m, corr)
-        if c.verify:
+            log.info("layer %s: Hessian PAS vs exact on %d random pairs: Pearson %.4f", cache.layer, m, corr)
+        if verify_texts is not None:
+            from hedonic_neurons.models.extract import text_batches
             from hedonic_neurons.models.verify import save_verification, verify_valuations
 
             if v.psi is None:
                 v.psi, v.psi_se = psi, psi_se
-            probe = text_batches(tok, data["probe"].texts, batch_size=16, max_length=c.max_length)  # as the cache
+            pm, tok = self.model()
+            batches = text_batches(tok, verify_texts, batch_size=16, max_length=c.max_length)  # as the cache
             t = time.perf_counter()
-            res = verify_valuations(pm, probe, v, device=c.device)
+            res = verify_valuations(pm, batches, v, device=c.device)
             info["verify_seconds"] = round(time.perf_counter() - t, 2)
-            save_verification(res, self.rd.root / "verification", stem=str(layer))
-        ood = layer_cache(pm, text_batches(tok, data["ood"].texts, batch_size=16, max_length=c.max_length), layer,
-                          device=c.device, progress=prog)
-        ad = get_adapter(pm)
-        mods = ad.mlp_modules(layer)
-        mats = {"phi_oca": v.phi_oca, "oca_se": np.asarray(oca_se(cache.W_down, cache.n_samples)),
-                "phi_pas": phi_pas, "psi": psi,
-                "track_W_down": cache.W_down, "track_acts": cache.acts,
-                "track_W_up": merged_weight(mods["up"]).cpu().numpy()}
+            save_verification(res, self.rd.root / "verification", stem=verify_stem)
+        mats = {"phi_oca": v.phi_oca, "oca_se": np.asarray(oca_se(cache.W_down, N)), "phi_pas": phi_pas,
+                "psi": psi}
         if pas_se is not None:
             mats["pas_se"] = pas_se
         if psi_se is not None:
             mats["psi_se"] = psi_se
+        info["timings"] = v.timings
+        return mats, info
+
+    def stage_valuations(self, layer: int) -> dict:
+        from hedonic_neurons.models import get_adapter
+        from hedonic_neurons.models.extract import layer_cache, text_batches
+        from hedonic_neurons.models.lora import merged_weight
+
+        c = self.cfg
+        data = load_data(self.rd)
+        pm, tok = self.model()
+        prog = not self.quiet and not os.environ.get("TQDM_DISABLE")
+        cache = self._probe_cache(layer)
+        idx = self.halves()
+        mats: dict[str, np.ndarray] = {}
+        info: dict[str, Any] = {}
+        for h, ix in idx.items():
+            # self-verify half a (the partitions under the plain method names are fitted on it)
+            vt = [data["probe"].texts[i] for i in ix] if (c.verify and h == "a") else None
+            m_h, info[h] = self._valuate(subset_cache(cache, ix), prog, verify_texts=vt, verify_stem=str(layer))
+            mats.update({f"{k}_{h}": v for k, v in m_h.items()})
+            mats[f"half_{h}_idx"] = np.asarray(ix, dtype=np.int64)
+        ood = layer_cache(pm, text_batches(tok, data["ood"].texts, batch_size=16, max_length=c.max_length), layer,
+                          device=c.device, progress=prog)
+        ad = get_adapter(pm)
+        mods = ad.mlp_modules(layer)
+        # tracking follows the half-a partitions (plain method names): their evaluation half's activations
+        mats.update({"track_W_down": cache.W_down, "track_acts": cache.acts[idx[self._eval_half("a")]],
+                     "track_W_up": merged_weight(mods["up"]).cpu().numpy()})
         if "gate" in mods:
             mats["track_W_gate"] = merged_weight(mods["gate"]).cpu().numpy()
         # the norm in front of this layer's MLP: tracking folds its gain into the next layer's weights
@@ -586,8 +633,10 @@ class RerankerExperiment:
             norm = None  # post-LN models (BERT) have no norm between the residual and the MLP
         if norm is not None and getattr(norm, "weight", None) is not None:
             mats["track_norm_gain"] = norm.weight.detach().float().cpu().numpy()
-        self.rd.save_matrices(str(layer), mats, metadata={"task": c.task, "n_samples": cache.n_samples,
-                                                          "ablation": cache.ablation, "pas": info["pas"]})
+        pas_kind = info["a"]["pas"]
+        self.rd.save_matrices(str(layer), mats, metadata={
+            "task": c.task, "n_samples": cache.n_samples, "ablation": cache.ablation, "pas": pas_kind,
+            "halves": ",".join(f"{h}:{ix.size}" for h, ix in idx.items()), "crossfit": c.crossfit})
         from safetensors.numpy import save_file
 
         path = self.rd.root / "activations" / f"{layer}.safetensors"
@@ -595,7 +644,12 @@ class RerankerExperiment:
         save_file({"acts_probe": np.ascontiguousarray(cache.acts), "acts_ood": np.ascontiguousarray(ood.acts)},
                   str(path.with_suffix(".tmp")))
         path.with_suffix(".tmp").replace(path)
-        return {"n_players": cache.n_players, "timings": v.timings, **info}
+        out = {"n_players": cache.n_players, "pas": pas_kind, "halves": {h: int(ix.size) for h, ix in idx.items()},
+               "per_half": info}
+        if "agreement_pairs" in info["a"]:  # the Hessian path: its exact agreement, per half
+            out["agreement_pairs"] = info["a"]["agreement_pairs"]
+            out["agreement_pearson"] = {h: i["agreement_pearson"] for h, i in info.items()}
+        return out
 
     def _probe_cache(self, layer: int):
         """The layer cache (H, coef, C, tail, acts) of the probe pairs, kept in memory for the run."""
@@ -610,26 +664,44 @@ class RerankerExperiment:
                                                layer, device=self.cfg.device, progress=prog)}
         return self._caches[layer]
 
+    def _fit_halves(self) -> tuple[str, ...]:
+        return ("a", "b") if self.cfg.crossfit else ("a",)
+
     def stage_partitions(self, layer: int, seed: int) -> dict:
-        from hedonic_neurons.baselines import matched_baselines
+        """On each half of the probe pairs: Hedonic-PAS, Hedonic-OCA, Leiden (positive part of the PAS phi)
+        and the baselines matched to Hedonic-PAS on that half's activations."""
+        from hedonic_neurons.baselines import LeidenPartition, matched_baselines
+        from hedonic_neurons.experiments.crossfit import half_seed
         from hedonic_neurons.partition import HedonicPartition
 
         c = self.cfg
         mats = self.rd.load_matrices(str(layer))
         acts = self._acts(layer)["acts_probe"]
-        out = {}
-        labels = {}
-        for method, phi, se in (("hedonic_pas", mats["phi_pas"], mats.get("pas_se")),
-                                ("hedonic_oca", mats["phi_oca"], mats["oca_se"])):
-            hp = HedonicPartition(m=c.solver_m, omega=c.solver_omega, random_state=seed)
-            hp.fit(np.asarray(phi, dtype=np.float64), None if se is None else np.asarray(se, dtype=np.float64))
-            labels[method] = hp.labels_
-            self.rd.save_partition(str(layer), _mname(method, seed), hp.labels_, stability=hp.stability_,
-                                   params=hp.params_, extra={"seed": seed, "threshold": float(hp.threshold_)})
-            out[method] = int(np.unique(hp.labels_).size)
-        for method, lab in matched_baselines(acts.T, labels["hedonic_pas"], random_state=seed).items():
-            self.rd.save_partition(str(layer), _mname(method, seed), lab,
-                                   params={"matched_to": "hedonic_pas"}, extra={"seed": seed})
+        out: dict[str, dict[str, int]] = {}
+        for h in self._fit_halves():
+            labels = {}
+            out[h] = {}
+            hseed = half_seed(seed, h)  # its own random state per half (see crossfit.half_seed)
+            for method, phi, se in (("hedonic_pas", mats[f"phi_pas_{h}"], mats.get(f"pas_se_{h}")),
+                                    ("hedonic_oca", mats[f"phi_oca_{h}"], mats[f"oca_se_{h}"])):
+                hp = HedonicPartition(m=c.solver_m, omega=c.solver_omega, max_size=c.max_size, random_state=hseed)
+                hp.fit(np.asarray(phi, dtype=np.float64), None if se is None else np.asarray(se, dtype=np.float64))
+                labels[method] = hp.labels_
+                self.rd.save_partition(str(layer), _mname(method, seed, h), hp.labels_, stability=hp.stability_,
+                                       params=hp.params_, extra={"seed": seed, "half": h,
+                                                                 "threshold": float(hp.threshold_)})
+                out[h][method] = int(np.unique(hp.labels_).size)
+            ld = LeidenPartition(max_size=c.max_size, random_state=hseed).fit(
+                np.asarray(mats[f"phi_pas_{h}"], dtype=np.float64))
+            self.rd.save_partition(str(layer), _mname("leiden", seed, h), ld.labels_,
+                                   params={"resolution_rule": ld.resolution_rule_, "resolution": ld.resolution_,
+                                           "max_size": c.max_size, "valuation": "positive part of PAS"},
+                                   extra={"seed": seed, "half": h})
+            out[h]["leiden"] = int(ld.n_coalitions_)
+            for method, lab in matched_baselines(acts[mats[f"half_{h}_idx"]].T, labels["hedonic_pas"],
+                                                 random_state=hseed).items():
+                self.rd.save_partition(str(layer), _mname(method, seed, h), lab,
+                                       params={"matched_to": "hedonic_pas"}, extra={"seed": seed, "half": h})
         return {"n_coalitions": out}
 
     def _acts(self, layer: int) -> dict[str, np.ndarray]:
@@ -637,8 +709,36 @@ class RerankerExperiment:
 
         return load_file(str(self.rd.root / "activations" / f"{layer}.safetensors"))
 
+    def _exact_pair_means(self, layer: int, half: str, coalitions: list[np.ndarray], seed: int) -> list[float]:
+        """Pair of each coalition from exact pair ablations on the probe pairs of `half` (non-norm tails):
+        every pair of a coalition with at most `synergy_pairs` pairs, else that many drawn at random (an
+        unbiased estimate of the mean over pairs). One batched call for all coalitions."""
+        from hedonic_neurons.models.valuate import exact_pas_pairs
+
+        c = self.cfg
+        rng = np.random.default_rng(seed)
+        chosen = []
+        for coal in coalitions:
+            k = coal.size
+            if k * (k - 1) // 2 <= c.synergy_pairs:
+                iu, ju = np.triu_indices(k, 1)
+            else:
+                iu = rng.integers(0, k, size=c.synergy_pairs)
+                ju = (iu + rng.integers(1, k, size=c.synergy_pairs)) % k
+            a_, b_ = coal[iu], coal[ju]
+            chosen.append((np.minimum(a_, b_), np.maximum(a_, b_)))
+        keys = {(int(x), int(y)) for pa, pb in chosen for x, y in zip(pa, pb, strict=True)}
+        val: dict[tuple[int, int], float] = {}
+        if keys:
+            pi, pj = (np.array(x, dtype=np.int64) for x in zip(*sorted(keys), strict=True))
+            ix = self.halves()[half]
+            (pi, pj), vals, _ = exact_pas_pairs(subset_cache(self._probe_cache(layer), ix), (pi, pj),
+                                                progress=False)
+            val = {(int(x), int(y)): float(v) for x, y, v in zip(pi, pj, vals, strict=True)}
+        return [float(np.mean([val[(int(x), int(y))] for x, y in zip(pa, pb, strict=True)])) for pa, pb in chosen]
+
     def stage_evaluate(self, layer: int, seed: int) -> dict:
-        from hedonic_neurons.metrics.synergy import pair_synergy, ratio_synergy
+        from hedonic_neurons.experiments.crossfit import coalitions_of, coverage, split_half_ari, synergy_rows
 
         c = self.cfg
         data = load_data(self.rd)
@@ -646,7 +746,10 @@ class RerankerExperiment:
         mats = self.rd.load_matrices(str(layer))
         pm, tok = self.model()
         ood = data["ood"]
-        partitions = {m: self.rd.load_partition(str(layer), _mname(m, seed))["labels"] for m in METHODS}
+        fit = self._fit_halves()
+        parts = {h: {m: self.rd.load_partition(str(layer), _mname(m, seed, h))["labels"] for m in METHODS}
+                 for h in fit}
+        partitions = parts["a"]  # extrinsic metrics (OOD drop, alignment, predictivity): the half-a partitions
         subsets = {m: coalition_subset(lab, c.n_largest, c.n_random, seed) for m, lab in partitions.items()}
         n = acts["acts_probe"].shape[1]
         flat = [(m, coal) for m in METHODS for coal in subsets[m]]
@@ -666,36 +769,53 @@ class RerankerExperiment:
             M0 = task_metric(c.task, base, ood_d)["M"]
             for q, r in enumerate(todo):
                 known[tuple(flat[r][1].tolist())] = M0 - task_metric(c.task, abl[q], ood_d)["M"]
-        exact = "pas_se" in mats  # the valuations stage saved exact PAS for all pairs
-        est: dict[int, float] = {}
-        if not exact:
-            # Hessian PAS partitioned; Pair on the evaluated subset from exact pair ablations: every pair of a
-            # coalition with at most `synergy_pairs` pairs, else that many pairs drawn at random (an unbiased
-            # estimate of the mean over pairs); Ratio = Pair |C|(|C|-1) / sum psi (eq. 8).
-            from hedonic_neurons.models.valuate import exact_pas_pairs
+        exact = "pas_se_a" in mats  # the valuations stage saved exact PAS for all pairs
+        # Pair / Ratio, cross-fitted: the partition of half h is scored with the valuation of the other half
+        # e (held-out) and, beside it, with its own (in-sample). Exact PAS: every coalition of size >= 2;
+        # otherwise the evaluated subset (n_largest + n_random) from exact pair ablations on each half.
+        syn: dict[str, dict[str, list[dict]]] = {h: {} for h in fit}
+        if exact:
+            for h in fit:
+                e = self._eval_half(h)
+                for m in METHODS:
+                    syn[h][m] = synergy_rows(coalitions_of(parts[h][m], 2), mats[f"phi_pas_{e}"], mats[f"psi_{e}"],
+                                             mats[f"phi_pas_{h}"], mats[f"psi_{h}"])
+        else:
+            sub = {h: {m: coalition_subset(parts[h][m], c.n_largest, c.n_random, seed) for m in METHODS}
+                   for h in fit}
+            # per valuation half v: every coalition scored on it (held-out for the other half's partitions,
+            # in-sample for its own), in one batched exact call
+            on: dict[str, list[float]] = {}
+            jobs: dict[str, list[tuple[str, str, int]]] = {}
+            for v in fit:
+                items = [(h, m, k) for h in fit for m in METHODS for k in range(len(sub[h][m]))]
+                jobs[v] = items
+                on[v] = self._exact_pair_means(layer, v, [sub[h][m][k] for h, m, k in items], seed)
+            for h in fit:
+                e = self._eval_half(h)
+                for m in METHODS:
+                    rows_hm = []
+                    for k, coal in enumerate(sub[h][m]):
+                        p_e = on[e][jobs[e].index((h, m, k))]
+                        p_h = on[h][jobs[h].index((h, m, k))]
+                        npairs = coal.size * (coal.size - 1)
 
-            rng = np.random.default_rng(seed)
-            chosen = []
-            for coal in (coal for _, coal in flat):
-                k = coal.size
-                if k * (k - 1) // 2 <= c.synergy_pairs:
-                    iu, ju = np.triu_indices(k, 1)
-                else:
-                    iu = rng.integers(0, k, size=c.synergy_pairs)
-                    ju = (iu + rng.integers(1, k, size=c.synergy_pairs)) % k
-                a_, b_ = coal[iu], coal[ju]
-                chosen.append((np.minimum(a_, b_), np.maximum(a_, b_)))
-            keys = {(int(x), int(y)) for pa, pb in chosen for x, y in zip(pa, pb, strict=True)}
-            val: dict[tuple[int, int], float] = {}
-            if keys:
-                pi, pj = (np.array(x, dtype=np.int64) for x in zip(*sorted(keys), strict=True))
-                (pi, pj), vals, _ = exact_pas_pairs(self._probe_cache(layer), (pi, pj), progress=False)
-                val = {(int(x), int(y)): float(v) for x, y, v in zip(pi, pj, vals, strict=True)}
-            for r, (pa, pb) in enumerate(chosen):
-                est[r] = float(np.mean([val[(int(x), int(y))] for x, y in zip(pa, pb, strict=True)]))
+                        def ratio(p, v, coal=coal, npairs=npairs):
+                            den = float(mats[f"psi_{v}"][coal].sum())
+                            return p * npairs / den if den != 0 else float("nan")
+
+                        rows_hm.append({"size": int(coal.size), "pair": p_e, "ratio": ratio(p_e, e),
+                                        "pair_in_sample": p_h, "ratio_in_sample": ratio(p_h, h)})
+                    syn[h][m] = rows_hm
         drops = [known[tuple(coal.tolist())] for _, coal in flat]
         rows = []
         per_method = {}
+
+        def mean_of(rs, key):
+            v = np.asarray([r[key] for r in rs], dtype=np.float64)
+            v = v[np.isfinite(v)]
+            return float(v.mean()) if v.size else float("nan")
+
         for m in METHODS:
             lab = partitions[m]
             ids, a_ood = coalition_means(acts["acts_ood"], lab)
@@ -703,27 +823,28 @@ class RerankerExperiment:
             sizes = np.array([(lab == i).sum() for i in ids])
             big = sizes >= 2
             align = alignment_r2(a_ood[:, big], ood.features) if big.any() else np.zeros(0)
-            if exact:
-                syn = [np.flatnonzero(lab == i) for i in ids[big]]
-                pairs = [pair_synergy(mats["phi_pas"], members) for members in syn]
-                ratios = [ratio_synergy(mats["phi_pas"], mats["psi"], members) for members in syn]
-            else:
-                rs = [r for r, (mm, _) in enumerate(flat) if mm == m]
-                pairs = [est[r] for r in rs]
-                den = [float(mats["psi"][flat[r][1]].sum()) for r in rs]
-                ratios = [p * flat[r][1].size * (flat[r][1].size - 1) / d if d != 0 else float("nan")
-                          for p, r, d in zip(pairs, rs, den, strict=True)]
             pred = predictivity_r2(a_probe, data["probe"].y_std, a_ood, ood.y_std)
             d = [drops[r] for r, (mm, _) in enumerate(flat) if mm == m]
+            dirs = {h: {k: mean_of(syn[h][m], k) for k in ("pair", "ratio", "pair_in_sample", "ratio_in_sample")}
+                    for h in fit}
+
+            def both(key, dirs=dirs):
+                v = [dirs[h][key] for h in fit if np.isfinite(dirs[h][key])]
+                return float(np.mean(v)) if v else float("nan")
+
             per_method[m] = {
                 "ood_drop": float(np.mean(d)) if d else float("nan"), "n_drop": len(d),
                 "align_r2": float(np.mean(align)) if align.size else float("nan"),
                 "predictivity_r2": pred,
-                "pair": float(np.nanmean(pairs)) if pairs else float("nan"),
-                "ratio": float(np.nanmean(ratios)) if ratios else float("nan"),
+                "pair": both("pair"), "ratio": both("ratio"),
+                "pair_in_sample": both("pair_in_sample"), "ratio_in_sample": both("ratio_in_sample"),
+                **{f"pair_{h}_on_{self._eval_half(h)}": dirs[h]["pair"] for h in fit},
+                "ari": split_half_ari(parts["a"][m], parts["b"][m]) if "b" in parts else float("nan"),
+                "coverage": float(np.mean([coverage(parts[h][m], 2, c.max_size) for h in fit])),
                 "n_coalitions": int(ids.size), "n_coalitions_ge2": int(big.sum()),
                 "synergy_on": "all coalitions >= 2 (exact PAS)" if exact else
                 f"evaluated subset (exact pair ablations, <= {c.synergy_pairs} pairs per coalition)",
+                "scored_on": "the other half (cross-fitted)" if c.crossfit else "the same inputs (in-sample)",
             }
             for coal, dr in zip(subsets[m], d, strict=True):
                 rows.append({"layer": layer, "seed": seed, "method": m, "size": int(coal.size), "ood_drop": dr,
@@ -753,44 +874,81 @@ class RerankerExperiment:
                 f"random pairs per coalition); predictivity on the whole "
                 f"partition")
 
+    def crossfit_note(self) -> str:
+        if not self.cfg.crossfit:
+            return ("Cross-fitting OFF: Pair and Ratio are IN-SAMPLE (scored on the probe pairs the partitions were "
+                    "fitted on).")
+        return ("Cross-fitted: the probe pairs are split into two seeded halves of whole queries; partitions "
+                "fitted on one half's valuation are scored (Pair, Ratio) on the other half's, both directions "
+                "averaged; 'in-sample' columns score each partition on its own half (labelled, never used for a "
+                "verdict); split-half ARI: adjusted Rand index between the two halves' partitions; % in 2-"
+                f"{self.cfg.max_size}: share of channels in coalitions of 2-{self.cfg.max_size} (mean over halves). "
+                "OOD drop, alignment and predictivity are measured on the OOD pairs (never used for fitting) for "
+                "the half-a partitions; predictivity's ridge is trained on all probe pairs.")
+
+    def leiden_note(self) -> str:
+        rule = "n/a"
+        for layer in self.cfg.layers:
+            p = self.rd.partition_path(str(layer), "leiden")
+            if p.is_file():
+                rule = json.loads(p.read_text()).get("params", {}).get("resolution_rule", "n/a")
+                rule = f"{rule} (e.g. layer {layer}, seed 0, half a; every partition's: partitions/<l>/leiden*.json)"
+                break
+        return (f"Leiden (CPM): leidenalg CPM on the positive part of the PAS phi of the same half, communities <= "
+                f"{self.cfg.max_size}; resolution rule: {rule}.")
+
     def stage_tables(self) -> dict:
         from hedonic_neurons.metrics.stats import fmt_ci, mean_ci95
 
         c = self.cfg
         self._finetune_table(json.loads((self.rd.root / "finetune.json").read_text()))
+        keys = ("ood_drop", "align_r2", "predictivity_r2", "pair", "ratio", "pair_in_sample", "ratio_in_sample",
+                "ari", "coverage")
         per_seed: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
         for seed in range(c.seeds):
             ev = [json.loads((self.rd.root / "eval" / f"{layer}_s{seed}.json").read_text()) for layer in c.layers]
             for m in METHODS:
-                for key in ("ood_drop", "align_r2", "predictivity_r2", "pair", "ratio"):
-                    vals = [e["per_method"][m][key] for e in ev]
+                for key in keys:
+                    vals = [e["per_method"][m].get(key, float("nan")) for e in ev]
                     per_seed[m].setdefault(key, []).append(float(np.nanmean(vals)) if np.isfinite(vals).any()
                                                            else float("nan"))
 
-        def cell(m, key):
-            vals = [v for v in per_seed[m][key] if np.isfinite(v)]
+        def cell(m, key, scale=1.0):
+            vals = [scale * v for v in per_seed[m][key] if np.isfinite(v)]
             if not vals:
                 return "n/a"
             mu, h = mean_ci95(vals)
             # tiny values (PAS of a small LoRA change) would print as 0.000: keep 3 significant digits
             return fmt_ci(vals, 3) if mu == 0 or abs(mu) >= 0.01 else f"{mu:.3g} ± {h:.2g}"
 
+        def paper(table, m, i=None):
+            v = table[c.task].get(m)
+            return NOT_IN_PAPER if v is None else (v if i is None else v[i])
+
         label = "derived labels" if c.task == "relevance" else "z units"
         t1 = [{"task": TASK_NAMES[c.task], "algorithm": METHOD_LABELS[m], "OOD drop": cell(m, "ood_drop"),
-               "Align R2": cell(m, "align_r2"), "paper OOD drop (LLaMA)": PAPER_TABLE1[c.task][m][0],
-               "paper Align R2 (LLaMA)": PAPER_TABLE1[c.task][m][1]} for m in METHODS]
+               "Align R2": cell(m, "align_r2"), "paper OOD drop (LLaMA)": paper(PAPER_TABLE1, m, 0),
+               "paper Align R2 (LLaMA)": paper(PAPER_TABLE1, m, 1)} for m in METHODS]
         t2 = [{"task": TASK_NAMES[c.task], "algorithm": METHOD_LABELS[m], "OOD R2": cell(m, "predictivity_r2"),
-               "paper R2 (3-LLM mean)": PAPER_TABLE2[c.task][m]} for m in METHODS]
-        t6 = [{"task": TASK_NAMES[c.task], "algorithm": METHOD_LABELS[m], "Pairwise": cell(m, "pair"),
-               "Ratio": cell(m, "ratio"), "paper Pairwise (LLaMA)": PAPER_TABLE6[c.task][m][0],
-               "paper Ratio (LLaMA)": PAPER_TABLE6[c.task][m][1]} for m in METHODS]
+               "paper R2 (3-LLM mean)": paper(PAPER_TABLE2, m)} for m in METHODS]
+        held = "held-out" if c.crossfit else "in-sample"
+        t6 = [{"task": TASK_NAMES[c.task], "algorithm": METHOD_LABELS[m], f"Pairwise ({held})": cell(m, "pair"),
+               f"Ratio ({held})": cell(m, "ratio"), "Pairwise (in-sample)": cell(m, "pair_in_sample"),
+               "Ratio (in-sample)": cell(m, "ratio_in_sample"), "split-half ARI": cell(m, "ari"),
+               f"% in 2-{c.max_size}": cell(m, "coverage", 100.0),
+               "paper Pairwise (LLaMA)": paper(PAPER_TABLE6, m, 0), "paper Ratio (LLaMA)": paper(PAPER_TABLE6, m, 1)}
+              for m in METHODS]
+        if not c.crossfit:
+            for r in t6:
+                del r["Pairwise (in-sample)"], r["Ratio (in-sample)"], r["split-half ARI"]
         where = (f"{c.model}, layers {c.layers[0]}-{c.layers[-1]}, mean ± 95 % CI over {c.seeds} seeds; "
                  f"M = {'NDCG@10' if c.task == 'relevance' else '-MSE'} ({label})")
         self.rd.save_table("table1_extrinsic", t1, title=f"Table 1: OOD drop and feature alignment R2 ({where}). "
                            + self.subset_rule())
         self.rd.save_table("table2_predictivity", t2, title=f"Table 2: coalition predictivity, ridge R2 on OOD "
                            f"({where})")
-        self.rd.save_table("table6_synergy", t6, title=f"Table 6: coalition synergy on exact PAS ({where})")
+        self.rd.save_table("table6_synergy", t6, title=f"Table 6: coalition synergy on exact PAS ({where}). "
+                           f"{self.crossfit_note()} {self.leiden_note()}")
         all_rows = []
         for seed in range(c.seeds):
             for layer in c.layers:
@@ -798,15 +956,17 @@ class RerankerExperiment:
                 for m in METHODS:
                     all_rows.append({"layer": layer, "seed": seed, "method": m, **e["per_method"][m]})
         self.rd.save_table("eval_per_layer", all_rows, title="Per layer and seed (means over the evaluated "
-                           "coalitions)")
+                           "coalitions; pair / ratio held-out, *_in_sample beside, ari = split-half ARI)")
         means = {m: {k: mean_ci95([v for v in per_seed[m][k] if np.isfinite(v)] or [np.nan])[0]
                      if any(np.isfinite(per_seed[m][k])) else float("nan") for k in per_seed[m]} for m in METHODS}
-        summary = self._summary(means, per_seed)
+        summary = self._summary(means, per_seed, all_rows)
         (self.rd.root / "summary.md").write_text(summary)
         write_json(self.rd.root / "results.json", {"per_seed": per_seed, "means": means})
         return {}
 
-    def _summary(self, means: dict, per_seed: dict | None = None) -> str:
+    def _summary(self, means: dict, per_seed: dict | None = None, all_rows: list[dict] | None = None) -> str:
+        from hedonic_neurons.metrics.stats import mean_ci95
+
         c = self.cfg
         ft = json.loads((self.rd.root / "finetune.json").read_text())
         metric = "ndcg@10" if c.task == "relevance" else "mse"
@@ -821,33 +981,75 @@ class RerankerExperiment:
         if ft.get("ood_head_only"):
             lines.append(f"The new head alone (ridge linear probe, LoRA off) scores {ft['ood_head_only'][metric]:.4f}: "
                          "what LoRA adds is the difference from the fine-tuned figure.")
-        lines.append("")
+        lines += ["", self.crossfit_note(), ""]
+
+        def lo_hi(m, key):
+            vals = [x for x in (per_seed or {}).get(m, {}).get(key, []) if np.isfinite(x)]
+            if not vals:
+                return float("nan"), float("nan"), float("nan")
+            mu, h = mean_ci95(vals)
+            return mu, mu - h, mu + h
+
+        held = "held-out" if c.crossfit else "in-sample"
         claims = [("ood_drop", "OOD drop"), ("align_r2", "alignment R2"), ("predictivity_r2", "predictivity R2"),
-                  ("pair", "Pairwise synergy"), ("ratio", "Ratio synergy")]
+                  ("pair", f"Pairwise synergy ({held})"), ("ratio", f"Ratio synergy ({held})")]
         for key, name in claims:
             v = {m: means[m][key] for m in METHODS}
-            base_best = max(v[m] for m in ("random", "kmeans", "ward"))
-            pas_ok = v["hedonic_pas"] > base_best
-            oca_ok = v["hedonic_oca"] > base_best
+            paper_best = max(v[m] for m in ("random", "kmeans", "ward"))
+            pas_ok = v["hedonic_pas"] > paper_best
+            oca_ok = v["hedonic_oca"] > paper_best
             order = " > ".join(f"{METHOD_LABELS[m]} ({v[m]:.3g})" for m in sorted(METHODS, key=lambda m: -v[m]
                                                                                    if np.isfinite(v[m]) else 1e9))
             sep = ""
             if per_seed is not None and pas_ok:
-                from hedonic_neurons.metrics.stats import mean_ci95
-
-                def lo_hi(m, key=key):
-                    vals = [x for x in per_seed[m][key] if np.isfinite(x)]
-                    mu, h = mean_ci95(vals) if vals else (np.nan, np.nan)
-                    return mu - h, mu + h
-
                 best = max(("random", "kmeans", "ward"), key=lambda m: v[m])
-                sep = (" (the 95 % CIs of Hedonic-PAS and the best baseline do not overlap)"
-                       if lo_hi("hedonic_pas")[0] > lo_hi(best)[1] else
-                       " (on the means only: the 95 % CIs of Hedonic-PAS and the best baseline overlap)")
-            lines.append(f"- {name}: {order}. The paper's ordering (Hedonic-PAS above every baseline) "
-                         f"{'held' if pas_ok else 'did NOT hold'}{sep}; Hedonic-OCA above every baseline "
-                         f"{'held' if oca_ok else 'did NOT hold'}.")
-        lines += ["", self.subset_rule() + "."]
+                sep = (" (the 95 % CIs of Hedonic-PAS and the best of them do not overlap)"
+                       if lo_hi("hedonic_pas", key)[1] > lo_hi(best, key)[2] else
+                       " (on the means only: the 95 % CIs of Hedonic-PAS and the best of them overlap)")
+            lines.append(f"- {name}: {order}. The paper's ordering (Hedonic-PAS above the three paper baselines) "
+                         f"{'held' if pas_ok else 'did NOT hold'}{sep}; Hedonic-OCA above them "
+                         f"{'held' if oca_ok else 'did NOT hold'}; Hedonic-PAS above Leiden: "
+                         f"{'yes' if v['hedonic_pas'] > v['leiden'] else 'NO'}.")
+        if per_seed is not None:
+            lines += ["", f"## The default hedonic method against Leiden and every baseline (mean [95 % CI] over "
+                      f"{c.seeds} seeds, layers {c.layers[0]}-{c.layers[-1]})", ""]
+            for key, name in (("pair", f"{held} Pair"), ("ratio", f"{held} Ratio")):
+                m0, lo0, hi0 = lo_hi("hedonic_pas", key)
+                others = {m: lo_hi(m, key) for m in METHODS if m != "hedonic_pas"}
+                others = {m: o for m, o in others.items() if np.isfinite(o[0])}
+                if not others or not np.isfinite(m0):
+                    lines.append(f"- {name}: not finite for Hedonic-PAS or the others")
+                    continue
+                best = max(others, key=lambda m: others[m][0])
+                mb, lob, hib = others[best]
+                if m0 > mb and lo0 > max(o[2] for o in others.values()):
+                    verdict = "above every other method with the 95 % CIs apart"
+                elif m0 > mb:
+                    verdict = f"above every other method on the means only (its CI overlaps {METHOD_LABELS[best]}'s)"
+                else:
+                    verdict = (f"NOT above every method: it falls short of {METHOD_LABELS[best]} by {mb - m0:.3g} "
+                               f"({(m0 / mb if mb else float('nan')):.2f} of it)")
+                lines.append(f"- {name}: Hedonic (PAS) {m0:.3g} [{lo0:.3g}, {hi0:.3g}] vs best other "
+                             f"{METHOD_LABELS[best]} {mb:.3g} [{lob:.3g}, {hib:.3g}]: {verdict}.")
+            if c.crossfit:
+                a0, al = means["hedonic_pas"]["ari"], means["leiden"]["ari"]
+                lines.append(f"- Split-half ARI: Hedonic (PAS) {a0:.3f}, Leiden {al:.3f}: "
+                             + ("at least Leiden's." if a0 >= al else f"BELOW Leiden's by {al - a0:.3f}."))
+            cov = means["hedonic_pas"]["coverage"]
+            lines.append(f"- Channels in coalitions of 2-{c.max_size}: Hedonic (PAS) {100 * cov:.1f} % "
+                         f"({'at least' if cov >= 0.5 else 'BELOW'} half), Leiden "
+                         f"{100 * means['leiden']['coverage']:.1f} %.")
+        if all_rows and c.crossfit:
+            lines += ["", "Split-half ARI per method and layer (mean over seeds):", "",
+                      "| method | " + " | ".join(str(la) for la in c.layers) + " |",
+                      "|---|" + "---|" * len(c.layers)]
+            for m in METHODS:
+                cells = []
+                for la in c.layers:
+                    v = [r["ari"] for r in all_rows if r["method"] == m and r["layer"] == la and np.isfinite(r["ari"])]
+                    cells.append(f"{np.mean(v):.3f}" if v else "n/a")
+                lines.append(f"| {METHOD_LABELS[m]} | " + " | ".join(cells) + " |")
+        lines += ["", self.leiden_note(), "", self.subset_rule() + "."]
         return "\n".join(lines) + "\n"
 
     def stage_tracking(self) -> dict:
@@ -855,7 +1057,10 @@ class RerankerExperiment:
 
         if len(self.cfg.layers) < 2:
             return {"skipped": "one layer"}
-        track_run(self.rd.root, paper_task=self.cfg.task)  # every method and seed on disk, with controls
+        # every method and seed on disk, with controls; the half-a partitions only (track_acts are read on
+        # their evaluation half), not the half-b ones (`.b`) that exist for the split-half scores
+        methods = sorted({m for by in self.rd.partitions().values() for m in by if not m.endswith(".b")})
+        track_run(self.rd.root, methods=methods or None, paper_task=self.cfg.task)
         return {}
 
     def stage_report(self) -> dict:
@@ -889,8 +1094,34 @@ class RerankerExperiment:
         return self.rd
 
 
-def _mname(method: str, seed: int) -> str:
-    return method if seed == 0 else f"{method}.s{seed}"
+def _mname(method: str, seed: int, half: str = "a") -> str:
+    """Partition file stem: seed 0 / half a under the plain method name (tracked, shown in the report);
+    seed s > 0 as ``<method>.s<s>``; the half-b partition (cross-fitting) with ``.b`` appended."""
+    name = method if seed == 0 else f"{method}.s{seed}"
+    return name if half == "a" else f"{name}.b"
+
+
+def probe_halves(cfg: RerankerConfig, qids: Sequence[str]) -> dict[str, np.ndarray]:
+    """{half: probe-pair indices}: two seeded halves (seed `seed0`) of whole queries, so no query's pairs are
+    on both sides; {"a": all} without cross-fitting. One-line error when a half gets < MIN_HALF pairs."""
+    from hedonic_neurons.experiments.crossfit import split_halves
+
+    if not cfg.crossfit:
+        return {"a": np.arange(len(qids))}
+    a, b = split_halves(len(qids), cfg.seed0, min_half=MIN_HALF, groups=np.asarray(qids), what="probe pairs")
+    return {"a": a, "b": b}
+
+
+def subset_cache(cache, idx: np.ndarray):
+    """The layer cache restricted to the samples `idx` (a half of the probe pairs); weights are shared."""
+    idx = np.asarray(idx, dtype=np.int64)
+
+    def take(x):
+        return None if x is None else x[idx]
+
+    return dataclasses.replace(cache, H=cache.H[idx], coef=cache.coef[idx], acts=cache.acts[idx],
+                               acts_base=take(cache.acts_base), coef_base=take(cache.coef_base),
+                               targets=take(cache.targets), meta=dict(cache.meta))
 
 
 def run_reranker(cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None) -> RunDir:
@@ -922,7 +1153,7 @@ def _cli(args) -> int:
                          agreement_pairs=args.agreement_pairs,
                          solver_m=args.solver_m, solver_omega=args.solver_omega, n_largest=args.n_largest,
                          n_random=args.n_random, data_dir=args.data_dir, report=not args.no_report,
-                         track=not args.no_report, verify=not args.no_verify)
+                         crossfit=not args.no_crossfit, track=not args.no_report, verify=not args.no_verify)
     out = args.out or f"runs/reranker-{Path(args.model).name}-{args.task}"
     rd = run_reranker(cfg, out, quiet=quiet)
     if not quiet:
@@ -966,4 +1197,6 @@ def register(subparsers) -> None:
     g.add_argument("--no-report", action="store_true", help="skip tracking and report.html")
     g.add_argument("--no-verify", action="store_true",
                    help="skip the self-verification of each layer's valuations against the model's modules")
+    g.add_argument("--no-crossfit", action="store_true", help="fit and score Pair / Ratio on all probe pairs "
+                   "(in-sample); default: fit on one half of the queries, score on the other")
     p.set_defaults(func=_cli)

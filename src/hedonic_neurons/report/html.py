@@ -269,6 +269,10 @@ def derive_outputs(run_dir: str | Path, *, track: bool | str = "auto") -> list[s
                         if len(shape) != 2 or shape[0] != shape[1] or key.startswith("track_"):
                             continue
                         v = key.removeprefix("phi_")
+                        if v.endswith("_b"):
+                            # cross-fitted runs: half b's phi (held-out for the half-a partitions, which
+                            # carry the plain method names), ordered by those partitions
+                            v = v[:-2]
                         for method in parts[layer]:
                             if method == v or method == f"hedonic_{v}" or method.endswith(f"_{v}"):
                                 fig = rd.figure_path(f"phi_{layer}_{method}")
