@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hedonic_neurons.game.dynamics import best_response, improving_players
+from hedonic_neurons.game.dynamics import best_response, improving_players, relabel_by_size
 from hedonic_neurons.game.samplers import CoalitionSampler, UniformSampler, make_sampler
 from hedonic_neurons.game.stability import partition_shape, partition_synergy, stability_certificate
 from hedonic_neurons.game.top_cover import EMIT_MODES, pac_top_cover
@@ -337,7 +337,7 @@ class HedonicPartition:
                     best = (lab, inf)
             labels, info = best
             info["n_init"] = n_init
-            labels = _relabel_by_size(labels)
+            labels = relabel_by_size(labels)
             trace = [{"sweep": s, "moves": mv} for s, mv in enumerate(info["moves"])]
         else:
             log.info("PAC-Top-Cover: n=%d, k=%d, utility=%s, tau rule: %s, sampler=%s, m=%d, omega=%d",
@@ -427,15 +427,3 @@ def _same(a, b) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return False
     return a == b if type(a) is type(b) else (a is b)
-
-
-def _relabel_by_size(labels: np.ndarray) -> np.ndarray:
-    """Coalition ids 0..c-1, largest first, ties by smallest member."""
-    _, inv = np.unique(labels, return_inverse=True)
-    sizes = np.bincount(inv)
-    first = np.full(sizes.size, labels.size)
-    np.minimum.at(first, inv, np.arange(labels.size))
-    order = np.lexsort((first, -sizes))
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    return rank[inv].astype(np.int64)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hedonic_neurons.game.dynamics import relabel_by_size
+
 _INSTALL = "LeidenPartition needs leidenalg and python-igraph: pip install leidenalg"
 
 
@@ -24,18 +26,6 @@ def _import_leiden():
     except ImportError as err:  # one line, naming the install
         raise ImportError(_INSTALL) from err
     return igraph, leidenalg
-
-
-def _relabel_by_size(labels: np.ndarray) -> np.ndarray:
-    """Coalition ids 0..c-1, largest first, ties by smallest member (deterministic, comparable)."""
-    _, inv = np.unique(labels, return_inverse=True)
-    sizes = np.bincount(inv)
-    first = np.full(sizes.size, labels.size)
-    np.minimum.at(first, inv, np.arange(labels.size))
-    order = np.lexsort((first, -sizes))
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    return rank[inv].astype(np.int64)
 
 
 def positive_weights(phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -107,7 +97,7 @@ class LeidenPartition:
         opt.max_comm_size = int(self.max_size)
         opt.community_constraint_enforcement = 10**6  # without it the cap is ignored (leidenalg 0.12)
         opt.optimise_partition(part, n_iterations=int(self.n_iterations))
-        labels = _relabel_by_size(np.asarray(part.membership, dtype=np.int64))
+        labels = relabel_by_size(np.asarray(part.membership, dtype=np.int64))
         largest = int(np.bincount(labels).max())
         if largest > self.max_size:  # never seen with the enforcement above; refuse rather than pass it on
             raise RuntimeError(f"leidenalg returned a community of {largest} > max_size={self.max_size}; "

@@ -150,3 +150,15 @@ def separable_potential(phi: np.ndarray, labels: np.ndarray, tau: float, utility
         w = float(sub.sum() - np.trace(sub))  # ordered pairs
         total += w / 2 if utility == "additive" else w / (group.size - (utility == "average"))
     return total
+
+
+def relabel_by_size(labels: np.ndarray) -> np.ndarray:
+    """Coalition ids 0..c-1, largest first, ties by smallest member (deterministic, comparable across runs)."""
+    _, inv = np.unique(labels, return_inverse=True)
+    sizes = np.bincount(inv)
+    first = np.full(sizes.size, labels.size)
+    np.minimum.at(first, inv, np.arange(labels.size))
+    order = np.lexsort((first, -sizes))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[inv].astype(np.int64)
