@@ -136,3 +136,19 @@ def crossfit_synergy(labels: Mapping[str, np.ndarray], psi_pair: Mapping[str, np
 
 __all__ = ["HALVES", "OTHER", "half_seed", "split_halves", "split_half_ari", "coverage", "coalitions_of",
            "synergy_rows", "crossfit_synergy"]
+
+
+def versus_best(ref: tuple[float, float, float], others: Mapping[str, tuple[float, float, float]],
+                labels: Mapping[str, str]) -> tuple[str, str]:
+    """(best other method, plain-words verdict): is `ref` (mean, lo, hi) above every other method's mean,
+    and with its 95 % CI above every other CI? `others` holds finite (mean, lo, hi) per method."""
+    m0 = ref[0]
+    best = max(others, key=lambda m: others[m][0])
+    mb = others[best][0]
+    if m0 > mb and ref[1] > max(o[2] for o in others.values()):
+        return best, "above every other method with the 95 % CIs apart"
+    if m0 > mb:
+        return best, f"above every other method on the means only (its CI overlaps {labels[best]}'s)"
+    return best, (f"NOT above every method: it falls short of {labels[best]} by {mb - m0:.3g} "
+                  f"({(m0 / mb if mb else float('nan')):.2f} of it)")
+

@@ -721,15 +721,10 @@ def default_vs_all(per_seed: dict, metric: str = "pair", ref: str = "hedonic_pas
     others = {m: _lo_hi(per_seed[m][metric]) for m in METHODS if m != ref and per_seed[m][metric]}
     if not others or not np.isfinite(m0):
         return f"{METHOD_NAMES[ref]}: no finite {metric}"
-    best = max(others, key=lambda m: others[m][0])
+    from hedonic_neurons.experiments.crossfit import versus_best
+
+    best, verdict = versus_best((m0, lo0, hi0), others, METHOD_NAMES)
     mb, lob, hib = others[best]
-    if m0 > mb and lo0 > max(o[2] for o in others.values()):
-        verdict = "above every other method with the 95 % CIs apart"
-    elif m0 > mb:
-        verdict = f"above every other method on the means only (its CI overlaps {METHOD_NAMES[best]}'s)"
-    else:
-        verdict = (f"NOT above every method: it falls short of {METHOD_NAMES[best]} by {mb - m0:.3g} "
-                   f"({(m0 / mb if mb else float('nan')):.2f} of it)")
     return (f"{METHOD_NAMES[ref]} {m0:.3g} [{lo0:.3g}, {hi0:.3g}] vs best other {METHOD_NAMES[best]} "
             f"{mb:.3g} [{lob:.3g}, {hib:.3g}]: {verdict}")
 

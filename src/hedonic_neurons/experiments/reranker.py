@@ -965,6 +965,7 @@ class RerankerExperiment:
         return {}
 
     def _summary(self, means: dict, per_seed: dict | None = None, all_rows: list[dict] | None = None) -> str:
+        from hedonic_neurons.experiments.crossfit import versus_best
         from hedonic_neurons.metrics.stats import mean_ci95
 
         c = self.cfg
@@ -1020,15 +1021,8 @@ class RerankerExperiment:
                 if not others or not np.isfinite(m0):
                     lines.append(f"- {name}: not finite for Hedonic-PAS or the others")
                     continue
-                best = max(others, key=lambda m: others[m][0])
+                best, verdict = versus_best((m0, lo0, hi0), others, METHOD_LABELS)
                 mb, lob, hib = others[best]
-                if m0 > mb and lo0 > max(o[2] for o in others.values()):
-                    verdict = "above every other method with the 95 % CIs apart"
-                elif m0 > mb:
-                    verdict = f"above every other method on the means only (its CI overlaps {METHOD_LABELS[best]}'s)"
-                else:
-                    verdict = (f"NOT above every method: it falls short of {METHOD_LABELS[best]} by {mb - m0:.3g} "
-                               f"({(m0 / mb if mb else float('nan')):.2f} of it)")
                 lines.append(f"- {name}: Hedonic (PAS) {m0:.3g} [{lo0:.3g}, {hi0:.3g}] vs best other "
                              f"{METHOD_LABELS[best]} {mb:.3g} [{lob:.3g}, {hib:.3g}]: {verdict}.")
             if c.crossfit:
