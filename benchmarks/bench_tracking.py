@@ -238,14 +238,14 @@ def main() -> None:
     print("1 / (number of target coalitions):", round(1 / np.mean([np.unique(v).size for v in labels.values()]), 5))
     t0 = time.perf_counter()
     for la in layers:
-        from hedonic_neurons.experiments.rundir import RunDir
+        from hedonic_neurons.rundir import RunDir
 
         RunDir(out).save_partition(str(la), "hedonic_oca", labels[str(la)])
     report = build_report(out, track=False)
     print(f"build_report (not part of tracking)        {time.perf_counter() - t0:7.2f} s "
           f"({report.stat().st_size / 1e6:.1f} MB) -> {report}")
     print()
-    from hedonic_neurons.report.tables import read_table
+    from hedonic_neurons.rundir import read_table
 
     ev = ["persist", "merge", "split", "vanish"]
     print(f"Table 3, SmolLM2-135M base, OCA partitions, seed 0 (measure = excess); paper: LLaMA-3.1, "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hedonic_neurons.experiments.rundir import RunDir, write_json
+from hedonic_neurons.rundir import RunDir, matrix_key, write_json
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,8 @@ def part_name(method: str, half: str) -> str:
 
 def stage_valuations(rd: RunDir, cfg: MnistConfig, model, data: _Data, key: str, layer: str) -> dict:
     """OCA, exact PAS (+ standard errors, psi) on each half of the held-out digits, per-neuron loss deltas
-    for one layer; saved as safetensors with the half in the key (``pas_a``, ``pas_b``, ``oca_se_a`` ...)."""
+    for one layer; saved as safetensors with the half in the key (``phi_pas_a``, ``phi_pas_b``,
+    ``oca_se_a`` ...: the keys of rundir.MATRIX_KEYS)."""
     from hedonic_neurons.metrics.ablation import neuron_loss_delta
     from hedonic_neurons.valuations.oca import oca, oca_se
     from hedonic_neurons.valuations.pas import exact_pas
@@ -291,9 +292,11 @@ def stage_valuations(rd: RunDir, cfg: MnistConfig, model, data: _Data, key: str,
         pas = exact_pas(H.astype(np.float64), H.astype(np.float64), None, _tail(model), targets=data.y_test[ix],
                         dtype=np.float32, progress=False)
         t2 = time.time()
-        mats.update({f"oca_{h}": phi_oca, f"oca_se_{h}": np.asarray(oca_err, dtype=np.float64),
-                     **{f"{k}_{h}": v for k, v in pas.matrices("pas").items()},
-                     f"half_{h}_idx": np.asarray(ix, dtype=np.int64)})
+        mats.update({matrix_key("phi_oca", h): phi_oca,
+                     matrix_key("oca_se", h): np.asarray(oca_err, dtype=np.float64),
+                     matrix_key("phi_pas", h): pas.phi, matrix_key("pas_se", h): pas.se,
+                     matrix_key("psi", h): pas.psi, matrix_key("psi_se", h): pas.psi_se,
+                     matrix_key("half_idx", h): np.asarray(ix, dtype=np.int64)})
         info["oca_s"] += t1 - t0
         info["pas_s"] += t2 - t1
         logit_mean[h] = pas.logit_mean
@@ -349,8 +352,8 @@ def stage_partitions(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dic
     for h in fit:
         res: dict[str, np.ndarray] = {}
         hseed = half_seed(seed, h)  # its own random state per half (see half_seed)
-        for method, phi, se in (("hedonic_oca", mats[f"oca_{h}"], mats[f"oca_se_{h}"]),
-                                ("hedonic_pas", mats[f"pas_{h}"], mats[f"pas_se_{h}"])):
+        for method, phi, se in (("hedonic_oca", mats[f"phi_oca_{h}"], mats[f"oca_se_{h}"]),
+                                ("hedonic_pas", mats[f"phi_pas_{h}"], mats[f"pas_se_{h}"])):
             t0 = time.time()
             hp = _solver(cfg, hseed).fit(np.asarray(phi, dtype=np.float64), np.asarray(se, dtype=np.float64))
             params = dict(getattr(hp, "params_", {}) or {})
@@ -363,7 +366,7 @@ def stage_partitions(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dic
         t0 = time.time()
         # until convergence (n_iterations=-1): cheap at 256 players, and the strongest Leiden to compare with
         ld = LeidenPartition(max_size=cfg.max_size, n_iterations=-1, random_state=hseed).fit(
-            np.asarray(mats[f"pas_{h}"], dtype=np.float64))
+            np.asarray(mats[f"phi_pas_{h}"], dtype=np.float64))
         rd.save_partition(key, part_name("leiden", h), ld.labels_,
                           params={"resolution_rule": str(getattr(ld, "resolution_rule_", "")),
                                   "resolution": float(getattr(ld, "resolution_", float("nan"))),
@@ -415,8 +418,8 @@ def stage_metrics(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, 
             # of every image (only small test runs have fewer than 2 x top_k digits per half)
             interp = coalition_metrics(H, y, coalitions, stroke=st, k=min(cfg.top_k, max(1, H.shape[0] // 2)),
                                        stroke_baseline=st.mean(0))
-            syn = synergy_rows(coalitions, mats[f"pas_{e}"], mats[f"pas_psi_{e}"], mats[f"pas_{h}"],
-                               mats[f"pas_psi_{h}"])
+            syn = synergy_rows(coalitions, mats[f"phi_pas_{e}"], mats[f"psi_{e}"], mats[f"phi_pas_{h}"],
+                               mats[f"psi_{h}"])
             for cid, (members, row, sy) in enumerate(zip(coalitions, interp, syn, strict=True)):
                 rows.append({**base, "method": method, "half": h, "scored_on": e, "coalition": cid,
                              "size": int(members.size), "members": members.tolist(),
@@ -936,10 +939,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         # track the partitions under the plain method names only (half a); the half-b ones (<method>.b)
         # exist for cross-fitting and would double the Sankey views
-        from hedonic_neurons.tracking.run import track_run
+        from hedonic_neurons.report.sankey import track_and_draw
 
         if len(cfg.layers) > 1:
-            track_run(rd.root, methods=list(METHODS))
+            track_and_draw(rd.root, methods=list(METHODS))
     except Exception as exc:  # the results are on disk; a tracking failure must not hide them
         log.error("cross-layer tracking failed (%s: %s)", type(exc).__name__, exc)
     if build_report is None:

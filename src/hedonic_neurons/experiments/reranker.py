@@ -58,9 +58,9 @@ from hedonic_neurons.experiments.finetune import (
     load_adapter,
     task_metric,
 )
-from hedonic_neurons.experiments.rundir import RunDir, write_json
 from hedonic_neurons.ir.embedded import PairSet
 from hedonic_neurons.ir.features import FEATURE_NAMES
+from hedonic_neurons.rundir import RunDir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -1047,14 +1047,14 @@ class RerankerExperiment:
         return "\n".join(lines) + "\n"
 
     def stage_tracking(self) -> dict:
-        from hedonic_neurons.tracking import track_run
+        from hedonic_neurons.report.sankey import track_and_draw
 
         if len(self.cfg.layers) < 2:
             return {"skipped": "one layer"}
         # every method and seed on disk, with controls; the half-a partitions only (track_acts are read on
         # their evaluation half), not the half-b ones (`.b`) that exist for the split-half scores
         methods = sorted({m for by in self.rd.partitions().values() for m in by if not m.endswith(".b")})
-        track_run(self.rd.root, methods=methods or None, paper_task=self.cfg.task)
+        track_and_draw(self.rd.root, methods=methods or None, paper_task=self.cfg.task)
         return {}
 
     def stage_report(self) -> dict:

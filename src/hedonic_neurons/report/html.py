@@ -188,14 +188,13 @@ def derive_outputs(run_dir: str | Path, *, track: bool | str = "auto") -> list[s
 
     From partitions/: ``figures/coalition_sizes_<method>.png`` (rank-size on log-log axes with Zipf
     fits), ``tables/coalition_sizes`` (exponents), ``tables/stability_certificates`` and
-    ``figures/stability_certificates.png``. From matrices/: ``figures/phi_<layer>_<method>.png`` where a
-    square array named ``phi_<v>`` or ``<v>`` matches a method named ``<v>``, ``hedonic_<v>`` or
-    ``<something>_<v>``. From
+    ``figures/stability_certificates.png``. From matrices/: ``figures/phi_<layer>_<method>.png`` for each
+    phi key of ``rundir.PHI_KEYS`` (``phi_pas`` -> ``hedonic_pas``; half b in cross-fitted runs). From
     tables/ whose name holds "synergy": ``figures/<name>_bars.png``. ``track``: True runs
     ``track_run``; "auto" only when tracking/ has no transitions yet.
     """
-    from hedonic_neurons.experiments.rundir import RunDir
     from hedonic_neurons.report import plots
+    from hedonic_neurons.rundir import PHI_KEYS, RunDir, parse_matrix_key
 
     rd = RunDir(run_dir)
     root = rd.root
@@ -205,9 +204,9 @@ def derive_outputs(run_dir: str | Path, *, track: bool | str = "auto") -> list[s
     if track is True or (track == "auto" and parts and not (root / "tracking" / "transitions.csv").exists()
                          and (root / "matrices").is_dir()):
         try:
-            from hedonic_neurons.tracking.run import track_run
+            from hedonic_neurons.report.sankey import track_and_draw
 
-            track_run(root)
+            track_and_draw(root)
         except Exception as exc:  # the report must still be written
             problems.append(f"tracking failed: {exc}")
 
@@ -265,22 +264,20 @@ def derive_outputs(run_dir: str | Path, *, track: bool | str = "auto") -> list[s
 
                 with safe_open(str(mpath), framework="numpy") as fh:
                     for key in fh.keys():
-                        shape = fh.get_slice(key).get_shape()
-                        if len(shape) != 2 or shape[0] != shape[1] or key.startswith("track_"):
+                        parsed = parse_matrix_key(key)
+                        # cross-fitted runs: half b's phi (held-out for the half-a partitions, which carry
+                        # the plain method names), ordered by those partitions; unsplit runs: the plain key
+                        if parsed is None or parsed[0] not in PHI_KEYS or parsed[1] not in (None, "b"):
                             continue
-                        v = key.removeprefix("phi_")
-                        if v.endswith("_b"):
-                            # cross-fitted runs: half b's phi (held-out for the half-a partitions, which
-                            # carry the plain method names), ordered by those partitions
-                            v = v[:-2]
-                        for method in parts[layer]:
-                            if method == v or method == f"hedonic_{v}" or method.endswith(f"_{v}"):
-                                fig = rd.figure_path(f"phi_{layer}_{method}")
-                                if fig.exists() and fig.stat().st_mtime >= mpath.stat().st_mtime:
-                                    continue
-                                labels = rd.load_partition(layer, method)["labels"]
-                                plots.phi_heatmap_png(fh.get_tensor(key), labels, fig,
-                                                      title=f"{key} at layer {layer}, ordered by {method}")
+                        method = PHI_KEYS[parsed[0]]
+                        if method not in parts[layer]:
+                            continue
+                        fig = rd.figure_path(f"phi_{layer}_{method}")
+                        if fig.exists() and fig.stat().st_mtime >= mpath.stat().st_mtime:
+                            continue
+                        labels = rd.load_partition(layer, method)["labels"]
+                        plots.phi_heatmap_png(fh.get_tensor(key), labels, fig,
+                                              title=f"{key} at layer {layer}, ordered by {method}")
             except Exception as exc:
                 problems.append(f"phi heatmap for layer {layer}: {exc}")
 

@@ -51,8 +51,8 @@ def _partition(args: argparse.Namespace) -> int:
 
 
 def _partition_one(job: tuple[argparse.Namespace, str, Path]) -> int:
-    from hedonic_neurons.experiments.rundir import write_json
     from hedonic_neurons.partition import HedonicPartition
+    from hedonic_neurons.rundir import write_json
 
     args, phi_path, out = job
     phi = _load_matrix(Path(phi_path), args.key)
@@ -108,7 +108,7 @@ def _planted(args: argparse.Namespace) -> int:
           f"coalitions block (rate {hp.stability_['rate']:.4f}, upper bound {hp.stability_['upper']:.4f} "
           f"at delta={hp.delta}; certified eps={hp.epsilon}: {hp.stability_['certified']})")
     if args.out:
-        from hedonic_neurons.experiments.rundir import write_json
+        from hedonic_neurons.rundir import write_json
 
         write_json(Path(args.out), {"labels": hp.labels_, "planted": truth, "ari": ari,
                                     "stability": hp.stability_, "params": hp.params_})

@@ -9,7 +9,7 @@ import sys
 
 # Each module exposes `register(subparsers)`, which adds its sub-command(s) and sets `func`.
 _COMMAND_MODULES = [
-    "hedonic_neurons.game.cli",
+    "hedonic_neurons.cli.partition",
     "hedonic_neurons.data.fetch",
     "hedonic_neurons.experiments.mnist",
     "hedonic_neurons.report.cli",
