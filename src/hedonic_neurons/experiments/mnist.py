@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hedonic_neurons.partition import SolverConfig
 from hedonic_neurons.rundir import RunDir, matrix_key, write_json
 
 log = logging.getLogger(__name__)
@@ -69,14 +70,8 @@ class MnistConfig:
     lr: float = 1e-3
     d_model: int = 256
     d_ff: int = 1024
-    # solver (appendix I.4)
-    k: int = 3
-    min_size: int = 2
-    max_size: int = 10
-    m: int = 80_000
-    omega: int = 8_000
-    epsilon: float = 0.1
-    delta: float = 0.1
+    # solver (appendix I.4: m = 8e4, omega = 8e3 for MNIST); random_state is set per seed
+    solver: SolverConfig = field(default_factory=lambda: SolverConfig(m=80_000, omega=8_000))
     # metrics
     top_k: int = 128
     loss_delta_images: int = 256  # held-out images used for the per-neuron loss deltas (I.3)
@@ -92,6 +87,8 @@ class MnistConfig:
     crossfit_seed: int = 0  # the same split for every network
 
     def __post_init__(self) -> None:
+        if isinstance(self.solver, dict):
+            self.solver = SolverConfig(**self.solver)
         bad = [layer for layer in self.layers if layer not in ALL_LAYERS]
         if bad or not self.layers:
             raise ValueError(f"unknown layers {bad or self.layers}: choose from {', '.join(ALL_LAYERS)}")
@@ -101,6 +98,10 @@ class MnistConfig:
             raise ValueError(f"oca_weight {self.oca_weight!r}: use 'next' or 'identity'")
         if self.control_layer not in ALL_LAYERS:
             raise ValueError(f"control_layer {self.control_layer!r}: choose from {', '.join(ALL_LAYERS)}")
+
+
+# flat keys of config.json files written before MnistConfig.solver existed -> their nested place
+MNIST_MOVED = {k: f"solver.{k}" for k in ("k", "min_size", "max_size", "m", "omega", "epsilon", "delta")}
 
 
 def _progress() -> bool:
@@ -326,10 +327,7 @@ def stage_valuations(rd: RunDir, cfg: MnistConfig, model, data: _Data, key: str,
 
 
 def _solver(cfg: MnistConfig, seed: int):
-    from hedonic_neurons.partition import HedonicPartition
-
-    return HedonicPartition(k=cfg.k, min_size=cfg.min_size, max_size=cfg.max_size, m=cfg.m, omega=cfg.omega,
-                            epsilon=cfg.epsilon, delta=cfg.delta, random_state=seed)
+    return cfg.solver.to_estimator(random_state=seed)
 
 
 def _fit_halves(cfg: MnistConfig) -> tuple[str, ...]:
@@ -365,12 +363,12 @@ def stage_partitions(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dic
             res[method] = np.asarray(hp.labels_)
         t0 = time.time()
         # until convergence (n_iterations=-1): cheap at 256 players, and the strongest Leiden to compare with
-        ld = LeidenPartition(max_size=cfg.max_size, n_iterations=-1, random_state=hseed).fit(
+        ld = LeidenPartition(max_size=cfg.solver.max_size, n_iterations=-1, random_state=hseed).fit(
             np.asarray(mats[f"phi_pas_{h}"], dtype=np.float64))
         rd.save_partition(key, part_name("leiden", h), ld.labels_,
                           params={"resolution_rule": str(getattr(ld, "resolution_rule_", "")),
                                   "resolution": float(getattr(ld, "resolution_", float("nan"))),
-                                  "max_size": cfg.max_size, "valuation": "positive part of PAS",
+                                  "max_size": cfg.solver.max_size, "valuation": "positive part of PAS",
                                   "fitted_on": f"half {h}", "seed": hseed, "seconds": time.time() - t0})
         res["leiden"] = np.asarray(ld.labels_)
         for method, labels in matched_baselines(H_all[mats[f"half_{h}_idx"]].T, res["hedonic_pas"],
@@ -430,7 +428,7 @@ def stage_metrics(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, 
     prows = []
     for method in next(iter(parts.values())):
         labs = {h: parts[h][method] for h in parts}
-        cov = [coverage(lab, 2, cfg.max_size) for lab in labs.values()]
+        cov = [coverage(lab, 2, cfg.solver.max_size) for lab in labs.values()]
         sizes = [np.bincount(np.unique(lab, return_inverse=True)[1]) for lab in labs.values()]
         prows.append({**base, "method": method,
                       "ari": split_half_ari(labs["a"], labs["b"]) if "b" in labs else float("nan"),
@@ -529,7 +527,8 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict], prows: list[dic
     n_seeds = len(cfg.seeds)
     ci = f"mean ± 95 % CI over {n_seeds} seeds" if n_seeds > 1 else "one seed"
     note = crossfit_note(cfg)
-    leiden = f"Leiden (CPM): leidenalg CPM on the positive part of the PAS phi, communities <= {cfg.max_size}; " \
+    leiden = f"Leiden (CPM): leidenalg CPM on the positive part of the PAS phi, communities <= " \
+             f"{cfg.solver.max_size}; " \
              f"resolution rule: {leiden_rule(rd)}"
     t7, t8 = [], []
     means: dict[str, dict[str, float]] = {}
@@ -549,7 +548,7 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict], prows: list[dic
                    "paper_Pair": _paper(PAPER_T7, m, 2, ".3f"), "Ratio_heldout": _cell(d["ratio"]),
                    "Ratio_in_sample": _cell(d["ratio_in_sample"]), "paper_Ratio": _paper(PAPER_T7, m, 3, ".2f"),
                    "ARI_split_half": _cell(d["ari"]),
-                   f"pct_in_2_{cfg.max_size}": _cell([100 * v for v in d["coverage"]], 1),
+                   f"pct_in_2_{cfg.solver.max_size}": _cell([100 * v for v in d["coverage"]], 1),
                    "avg_size": _cell(d["size"], 2), "paper_avg_size": _paper(PAPER_T7, m, 4, ".1f")})
         t8.append({"method": METHOD_NAMES[m], "purity": _cell(d["purity"]),
                    "paper_purity": _paper(PAPER_T8, m, 0, ".2f"),
@@ -558,7 +557,7 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict], prows: list[dic
                    "stroke": _cell(d["stroke"]), "stroke_lift": _cell(d["stroke_lift"])})
     rd.save_table("table7_synergy", t7, title=f"Table 7 (MNIST, layers {span}): accuracy drop (percentage "
                   f"points) when one coalition is ablated, Pair and Ratio synergy (held-out), split-half ARI, "
-                  f"% of neurons in coalitions of 2-{cfg.max_size}, average size; {ci} "
+                  f"% of neurons in coalitions of 2-{cfg.solver.max_size}, average size; {ci} "
                   f"(dAcc_sd_within: sd over all coalitions and seeds); paper columns beside ours. {note}. "
                   f"{leiden}")
     rd.save_table("table8_interpretability", t8, title=f"Table 8 (MNIST, layers {span}): digit purity, "
@@ -590,7 +589,7 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict], prows: list[dic
                       "sparsity", "stroke", "stroke_lift", "size"):
                 row[k] = _cell(_per_seed(rows, k, m, [layer]), 4 if k.startswith("pair") else 3)
             row["ari_split_half"] = _cell(_per_seed_part(prows, "ari", m, [layer]))
-            row[f"pct_in_2_{cfg.max_size}"] = _cell([100 * v for v in _per_seed_part(prows, "coverage", m,
+            row[f"pct_in_2_{cfg.solver.max_size}"] = _cell([100 * v for v in _per_seed_part(prows, "coverage", m,
                                                                                          [layer])], 1)
             per_layer.append(row)
     rd.save_table("per_layer", per_layer, title=f"Every metric per layer and method (trained networks, {ci}; "
@@ -769,7 +768,7 @@ def write_summary(rd: RunDir, cfg: MnistConfig, means: dict, per_seed: dict, row
         lines.append(f"- Split-half ARI: Hedonic-PAS {a0:.3f}, Leiden {al:.3f}: "
                      + ("at least Leiden's." if a0 >= al else f"BELOW Leiden's by {al - a0:.3f}."))
     cov = means["hedonic_pas"]["coverage"]
-    lines.append(f"- Neurons in coalitions of 2-{cfg.max_size}: Hedonic-PAS {100 * cov:.1f} % "
+    lines.append(f"- Neurons in coalitions of 2-{cfg.solver.max_size}: Hedonic-PAS {100 * cov:.1f} % "
                  f"({'at least' if cov >= 0.5 else 'BELOW'} half), Leiden {100 * means['leiden']['coverage']:.1f} %.")
     if cfg.crossfit:
         lines += ["", "Split-half ARI per method and layer (trained networks, mean over seeds):", "",
@@ -883,10 +882,10 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> 
         rd.save_table("partitions", [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                                      for r in prows],
                       title="Per network, layer and method: split-half ARI (partitions fitted on the two halves), "
-                      f"share of neurons in coalitions of 2-{cfg.max_size} (mean over halves), coalitions, "
+                      f"share of neurons in coalitions of 2-{cfg.solver.max_size} (mean over halves), coalitions, "
                       "single neurons (mean over halves), largest coalition")
         means, per_seed = write_tables(rd, cfg, rows, prows)
-        write_stability_table(rd, cfg.max_size)
+        write_stability_table(rd, cfg.solver.max_size)
         write_accuracy_table(rd, variants)
         digit_grids(rd, cfg, data, rows, f"seed{cfg.seeds[0]}")
         write_summary(rd, cfg, means, per_seed, rows, prows, variants, time.time() - t_start)
@@ -921,11 +920,14 @@ def _parse_layers(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hedonic_neurons.configs import config_from_args
+
     if getattr(args, "mnist_quiet", False):
         os.environ["TQDM_DISABLE"] = "1"
         logging.getLogger().setLevel(logging.WARNING)
     cfg = MnistConfig(seeds=list(range(args.seeds)), layers=_parse_layers(args.layers), data=args.data,
-                      n_train=args.n_train, n_test=args.n_test, epochs=args.epochs, m=args.m, omega=args.omega,
+                      n_train=args.n_train, n_test=args.n_test, epochs=args.epochs,
+                      solver=config_from_args(MnistConfig().solver, args, args.solver_fields),
                       controls=not args.no_controls, control_layer=args.control_layer,
                       loss_delta_images=args.loss_delta_images, verify=not args.no_verify,
                       crossfit=not args.no_crossfit)
@@ -960,6 +962,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
+    from hedonic_neurons.configs import add_config_flags
+
     p = subparsers.add_parser("mnist", help="the paper's MNIST experiment (appendix I): 3 seeds, h1..h5, 6 methods, "
                               "negative controls, Tables 7-9")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1), default 3")
@@ -970,8 +974,6 @@ def register(subparsers) -> None:
     p.add_argument("--n-train", type=int, default=None, help="use at most this many training images (tests)")
     p.add_argument("--n-test", type=int, default=None, help="use at most this many held-out images (tests)")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--m", type=int, default=80_000, help="solver reservoir size (paper: 8e4 for MNIST)")
-    p.add_argument("--omega", type=int, default=8_000, help="solver samples per round (paper: 8e3 for MNIST)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the core count, or 1 "
                    "when the machine is already busy)")
     p.add_argument("--control-layer", default="h3", help="layer of the negative controls and digit grids (h3)")
@@ -983,4 +985,5 @@ def register(subparsers) -> None:
     p.add_argument("--no-crossfit", action="store_true", help="fit and score on all held-out digits (in-sample "
                    "scores); default: fit on one half, score on the other")
     p.add_argument("--quiet", dest="mnist_quiet", action="store_true", help="no progress bars or log lines")
-    p.set_defaults(func=run)
+    g = p.add_argument_group("solver (SolverConfig; MNIST defaults m = 8e4, omega = 8e3 as in appendix I.4)")
+    p.set_defaults(func=run, solver_fields=add_config_flags(g, MnistConfig().solver, exclude=["random_state"]))

@@ -39,6 +39,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,6 @@ import torch
 from tqdm.auto import tqdm
 
 from hedonic_neurons.experiments.finetune import (
-    RANK_LOSSES,
     TASK_NAMES,
     FinetuneConfig,
     TaskData,
@@ -60,6 +60,7 @@ from hedonic_neurons.experiments.finetune import (
 )
 from hedonic_neurons.ir.embedded import PairSet
 from hedonic_neurons.ir.features import FEATURE_NAMES
+from hedonic_neurons.partition import SolverConfig
 from hedonic_neurons.rundir import RunDir, write_json
 
 log = logging.getLogger(__name__)
@@ -142,17 +143,12 @@ class RerankerConfig:
     per_query: int = 10
     max_words: int = 60
     max_length: int = 128
-    epochs: int = 1
-    batch_size: int = 8
-    lr: float = 2e-3  # LoRA lr; the paper's 2e-4 (batch 128 x 500k pairs) does not move a CPU-sized run
-    head_lr: float = 2e-3
-    rank_loss: str = "ranknet"  # relevance: ranknet | listnet (ListNet did not beat untuned, docs/reranker.md)
-    rank: int = 8
+    # fine-tuning (task, layers, seed = seed0, device and max_length are filled from this config)
+    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(head_init_pairs=None))
     # The paper's m = 8e5 / omega = 8e4 are for 14,336 players (56 samples per player); the 1,536 MLP
     # channels of MiniLM / SmolLM2 get 1e5 (65 per player): the same ratio, an 8x cheaper fit.
-    solver_m: int = 100_000
-    solver_omega: int = 10_000
-    max_size: int = 10  # largest sampled coalition of the solver and largest Leiden community
+    # solver.max_size also caps the Leiden communities; random_state is set per seed.
+    solver: SolverConfig = field(default_factory=lambda: SolverConfig(m=100_000, omega=10_000))
     # cross-fitting (DESIGN 3): the probe pairs are split into two seeded halves of whole queries; partitions
     # fitted on one half's valuation are scored (Pair, Ratio) on the other's, both directions averaged
     crossfit: bool = True
@@ -171,6 +167,19 @@ class RerankerConfig:
     def __post_init__(self):
         if self.layers is not None:
             self.layers = tuple(int(x) for x in self.layers)
+        if isinstance(self.solver, dict):
+            self.solver = SolverConfig(**self.solver)
+        if isinstance(self.finetune, dict):
+            self.finetune = FinetuneConfig(**self.finetune)
+        self.sync_finetune()
+
+    def sync_finetune(self) -> None:
+        """Fill the fine-tuning fields this config owns (task, layers, seed, device, max_length), so the
+        saved config holds exactly what fine-tuning ran with."""
+        ft = self.finetune
+        ft.task, ft.seed, ft.device, ft.max_length = self.task, self.seed0, self.device, self.max_length
+        if self.layers is not None:
+            ft.layers = tuple(self.layers)
 
     def resolve_sizes(self, n_params: int) -> RerankerConfig:
         """Fill the size fields left at None from `SIZE_PRESETS` ("small" below 60 M parameters, else
@@ -180,6 +189,11 @@ class RerankerConfig:
             if getattr(self, k) is None:
                 setattr(self, k, v)
         return self
+
+
+# flat keys of config.json files written before RerankerConfig.solver / .finetune existed -> their nested place
+RERANKER_MOVED = {"solver_m": "solver.m", "solver_omega": "solver.omega", "max_size": "solver.max_size",
+                  **{k: f"finetune.{k}" for k in ("epochs", "batch_size", "lr", "head_lr", "rank_loss", "rank")}}
 
 
 # Per-model-size defaults. The ablations of the evaluate stage cost K coalitions x pairs x later layers:
@@ -437,7 +451,7 @@ class RerankerExperiment:
             raise ValueError(f"layers {bad} are outside this model's {ad.n_layers} layers; use --layers within "
                              f"0-{ad.n_layers - 1} (e.g. {default_layers(ad.n_layers)[0]}-"
                              f"{default_layers(ad.n_layers)[-1]})")
-        check_rank_loss(self.cfg.rank_loss)
+        check_rank_loss(self.cfg.finetune.rank_loss)
         if cfg_path.is_file():
             old = json.loads(cfg_path.read_text())
             keys = ("model", "task", "layers", "n_train", "n_probe", "n_ood", "n_ood_drop", "max_words", "seed0",
@@ -499,10 +513,10 @@ class RerankerExperiment:
         data = load_data(self.rd)
         model, tok = self._base if self._base is not None else self._load_base()
         self._base = None
-        fc = FinetuneConfig(task=c.task, layers=c.layers, rank=c.rank, lr=c.lr, head_lr=c.head_lr, epochs=c.epochs,
-                            batch_size=c.batch_size, max_length=c.max_length, seed=c.seed0, device=c.device,
-                            rank_loss=c.rank_loss,
-                            head_init_pairs=min(800, max(100, c.n_train // 4)))
+        c.sync_finetune()
+        fc = c.finetune
+        if fc.head_init_pairs is None:  # None: a quarter of the training pairs, within 100..800
+            fc = dataclasses.replace(fc, head_init_pairs=min(800, max(100, c.n_train // 4)))
         pm, rep = finetune(model, tok, data["train"], data["ood"], fc, out_dir=self.rd.root / "adapter",
                            progress=not self.quiet)
         pm.eval()
@@ -672,7 +686,6 @@ class RerankerExperiment:
         and the baselines matched to Hedonic-PAS on that half's activations."""
         from hedonic_neurons.baselines import LeidenPartition, matched_baselines
         from hedonic_neurons.experiments.crossfit import half_seed
-        from hedonic_neurons.partition import HedonicPartition
 
         c = self.cfg
         mats = self.rd.load_matrices(str(layer))
@@ -684,18 +697,18 @@ class RerankerExperiment:
             hseed = half_seed(seed, h)  # its own random state per half (see crossfit.half_seed)
             for method, phi, se in (("hedonic_pas", mats[f"phi_pas_{h}"], mats.get(f"pas_se_{h}")),
                                     ("hedonic_oca", mats[f"phi_oca_{h}"], mats[f"oca_se_{h}"])):
-                hp = HedonicPartition(m=c.solver_m, omega=c.solver_omega, max_size=c.max_size, random_state=hseed)
+                hp = c.solver.to_estimator(random_state=hseed)
                 hp.fit(np.asarray(phi, dtype=np.float64), None if se is None else np.asarray(se, dtype=np.float64))
                 labels[method] = hp.labels_
                 self.rd.save_partition(str(layer), _mname(method, seed, h), hp.labels_, stability=hp.stability_,
                                        params=hp.params_, extra={"seed": seed, "half": h,
                                                                  "threshold": float(hp.threshold_)})
                 out[h][method] = int(np.unique(hp.labels_).size)
-            ld = LeidenPartition(max_size=c.max_size, random_state=hseed).fit(
+            ld = LeidenPartition(max_size=c.solver.max_size, random_state=hseed).fit(
                 np.asarray(mats[f"phi_pas_{h}"], dtype=np.float64))
             self.rd.save_partition(str(layer), _mname("leiden", seed, h), ld.labels_,
                                    params={"resolution_rule": ld.resolution_rule_, "resolution": ld.resolution_,
-                                           "max_size": c.max_size, "valuation": "positive part of PAS"},
+                                           "max_size": c.solver.max_size, "valuation": "positive part of PAS"},
                                    extra={"seed": seed, "half": h})
             out[h]["leiden"] = int(ld.n_coalitions_)
             for method, lab in matched_baselines(acts[mats[f"half_{h}_idx"]].T, labels["hedonic_pas"],
@@ -840,7 +853,7 @@ class RerankerExperiment:
                 "pair_in_sample": both("pair_in_sample"), "ratio_in_sample": both("ratio_in_sample"),
                 **{f"pair_{h}_on_{self._eval_half(h)}": dirs[h]["pair"] for h in fit},
                 "ari": split_half_ari(parts["a"][m], parts["b"][m]) if "b" in parts else float("nan"),
-                "coverage": float(np.mean([coverage(parts[h][m], 2, c.max_size) for h in fit])),
+                "coverage": float(np.mean([coverage(parts[h][m], 2, c.solver.max_size) for h in fit])),
                 "n_coalitions": int(ids.size), "n_coalitions_ge2": int(big.sum()),
                 "synergy_on": "all coalitions >= 2 (exact PAS)" if exact else
                 f"evaluated subset (exact pair ablations, <= {c.synergy_pairs} pairs per coalition)",
@@ -882,7 +895,8 @@ class RerankerExperiment:
                 "fitted on one half's valuation are scored (Pair, Ratio) on the other half's, both directions "
                 "averaged; 'in-sample' columns score each partition on its own half (labelled, never used for a "
                 "verdict); split-half ARI: adjusted Rand index between the two halves' partitions; % in 2-"
-                f"{self.cfg.max_size}: share of channels in coalitions of 2-{self.cfg.max_size} (mean over halves). "
+                f"{self.cfg.solver.max_size}: share of channels in coalitions of 2-{self.cfg.solver.max_size} "
+                "(mean over halves). "
                 "OOD drop, alignment and predictivity are measured on the OOD pairs (never used for fitting) for "
                 "the half-a partitions; predictivity's ridge is trained on all probe pairs.")
 
@@ -895,7 +909,7 @@ class RerankerExperiment:
                 rule = f"{rule} (e.g. layer {layer}, seed 0, half a; every partition's: partitions/<l>/leiden*.json)"
                 break
         return (f"Leiden (CPM): leidenalg CPM on the positive part of the PAS phi of the same half, communities <= "
-                f"{self.cfg.max_size}; resolution rule: {rule}.")
+                f"{self.cfg.solver.max_size}; resolution rule: {rule}.")
 
     def stage_tables(self) -> dict:
         from hedonic_neurons.metrics.stats import fmt_ci, mean_ci95
@@ -935,7 +949,7 @@ class RerankerExperiment:
         t6 = [{"task": TASK_NAMES[c.task], "algorithm": METHOD_LABELS[m], f"Pairwise ({held})": cell(m, "pair"),
                f"Ratio ({held})": cell(m, "ratio"), "Pairwise (in-sample)": cell(m, "pair_in_sample"),
                "Ratio (in-sample)": cell(m, "ratio_in_sample"), "split-half ARI": cell(m, "ari"),
-               f"% in 2-{c.max_size}": cell(m, "coverage", 100.0),
+               f"% in 2-{c.solver.max_size}": cell(m, "coverage", 100.0),
                "paper Pairwise (LLaMA)": paper(PAPER_TABLE6, m, 0), "paper Ratio (LLaMA)": paper(PAPER_TABLE6, m, 1)}
               for m in METHODS]
         if not c.crossfit:
@@ -1030,7 +1044,7 @@ class RerankerExperiment:
                 lines.append(f"- Split-half ARI: Hedonic (PAS) {a0:.3f}, Leiden {al:.3f}: "
                              + ("at least Leiden's." if a0 >= al else f"BELOW Leiden's by {al - a0:.3f}."))
             cov = means["hedonic_pas"]["coverage"]
-            lines.append(f"- Channels in coalitions of 2-{c.max_size}: Hedonic (PAS) {100 * cov:.1f} % "
+            lines.append(f"- Channels in coalitions of 2-{c.solver.max_size}: Hedonic (PAS) {100 * cov:.1f} % "
                          f"({'at least' if cov >= 0.5 else 'BELOW'} half), Leiden "
                          f"{100 * means['leiden']['coverage']:.1f} %.")
         if all_rows and c.crossfit:
@@ -1134,6 +1148,9 @@ def _cli(args) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+    from hedonic_neurons.configs import config_from_args
+
+    d = RerankerConfig()
     check_task(args.task)
     if args.device not in ("cpu", "cuda"):
         raise ValueError(f"--device {args.device!r}: use cpu or cuda")
@@ -1142,10 +1159,10 @@ def _cli(args) -> int:
     cfg = RerankerConfig(model=args.model, task=args.task, layers=parse_layers(args.layers), device=args.device,
                          seeds=args.seeds, n_train=args.n_train, n_probe=args.n_probe, n_ood=args.n_ood,
                          n_ood_drop=args.n_ood_drop,
-                         max_words=args.max_words, max_length=args.max_length, epochs=args.epochs, lr=args.lr,
-                         rank_loss=args.rank_loss,
+                         max_words=args.max_words, max_length=args.max_length,
+                         finetune=config_from_args(d.finetune, args, args.finetune_fields, dest_prefix="ft_"),
                          agreement_pairs=args.agreement_pairs,
-                         solver_m=args.solver_m, solver_omega=args.solver_omega, n_largest=args.n_largest,
+                         solver=config_from_args(d.solver, args, args.solver_fields), n_largest=args.n_largest,
                          n_random=args.n_random, data_dir=args.data_dir, report=not args.no_report,
                          crossfit=not args.no_crossfit, track=not args.no_report, verify=not args.no_verify)
     out = args.out or f"runs/reranker-{Path(args.model).name}-{args.task}"
@@ -1159,6 +1176,8 @@ def _cli(args) -> int:
 
 
 def register(subparsers) -> None:
+    from hedonic_neurons.configs import add_config_flags
+
     p = subparsers.add_parser("reranker", help="the reranker experiment: fine-tune, partition, evaluate (Tables 1-6)")
     p.add_argument("--model", default="smollm2", help="smollm2 (default), minilm, a local path or cached hub id")
     p.add_argument("--task", default="cqtr", help="cqtr | mtfl | relevance")
@@ -1177,14 +1196,8 @@ def register(subparsers) -> None:
                    help="OOD pairs (whole queries) the coalition ablations run on (0 = all) *")
     g.add_argument("--max-words", type=int, default=d.max_words, help="passage words kept")
     g.add_argument("--max-length", type=int, default=d.max_length, help="tokens per input")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--lr", type=float, default=d.lr, help="LoRA learning rate (AdamW)")
-    g.add_argument("--rank-loss", default=d.rank_loss, choices=tuple(RANK_LOSSES),
-                   help="relevance task: pairwise RankNet (default) or listwise ListNet")
     g.add_argument("--agreement-pairs", type=int, default=d.agreement_pairs,
                    help="random pairs for the Hessian-vs-exact PAS check (non-norm tails)")
-    g.add_argument("--solver-m", type=int, default=d.solver_m, help="PAC-Top-Cover reservoir m")
-    g.add_argument("--solver-omega", type=int, default=d.solver_omega, help="PAC-Top-Cover samples per round")
     g.add_argument("--n-largest", type=int, default=None, help="OOD-drop subset: largest coalitions *")
     g.add_argument("--n-random", type=int, default=None, help="OOD-drop subset: random coalitions *")
     g.add_argument("--data-dir", default=None, help="data folder (default $HEDONIC_NEURONS_DATA or ./data)")
@@ -1193,4 +1206,11 @@ def register(subparsers) -> None:
                    help="skip the self-verification of each layer's valuations against the model's modules")
     g.add_argument("--no-crossfit", action="store_true", help="fit and score Pair / Ratio on all probe pairs "
                    "(in-sample); default: fit on one half of the queries, score on the other")
-    p.set_defaults(func=_cli)
+    ft = p.add_argument_group("fine-tuning (FinetuneConfig)")
+    fts = add_config_flags(ft, d.finetune, fields=["epochs", "batch_size", "lr", "head_lr", "rank", "alpha", "warmup",
+                                                   "max_grad_norm", "head_init", "head_init_pairs", "rank_loss"],
+                           dest_prefix="ft_", flags={"alpha": "--lora-alpha"})
+    sg = p.add_argument_group("solver (SolverConfig; reranker defaults m = 1e5, omega = 1e4)")
+    sol = add_config_flags(sg, d.solver, exclude=["random_state"],
+                           aliases={"m": ["--solver-m"], "omega": ["--solver-omega"]})
+    p.set_defaults(func=_cli, finetune_fields=fts, solver_fields=sol)
