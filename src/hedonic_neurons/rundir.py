@@ -225,8 +225,11 @@ class RunDir:
         return path
 
     # stages (resume) --------------------------------------------------------------------------
+    def stage_path(self, stage: str) -> Path:
+        return self.root / "stages" / f"{stage}.done"
+
     def stage_done(self, stage: str) -> bool:
-        return (self.root / "stages" / f"{stage}.done").exists()
+        return self.stage_path(stage).exists()
 
     def mark_done(self, stage: str, info: dict | None = None) -> None:
-        write_json(self.root / "stages" / f"{stage}.done", info or {})
+        write_json(self.stage_path(stage), info or {})

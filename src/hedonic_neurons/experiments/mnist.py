@@ -14,7 +14,6 @@ interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ import numpy as np
 
 from hedonic_neurons.partition import SolverConfig
 from hedonic_neurons.rundir import RunDir, matrix_key, write_json
+from hedonic_neurons.stages import StageRunner
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def _layers_of(cfg: MnistConfig, setting: str) -> list[str]:
     return list(cfg.layers) if setting == "trained" else [cfg.control_layer]
 
 
-def stage_model(rd: RunDir, cfg: MnistConfig, data: _Data, variant: str, setting: str, seed: int):
+def stage_model(sr: StageRunner, cfg: MnistConfig, data: _Data, variant: str, setting: str, seed: int):
     """Train (or just initialise) one model and save it as safetensors; reload it when already done."""
     import torch
 
@@ -161,9 +161,10 @@ def stage_model(rd: RunDir, cfg: MnistConfig, data: _Data, variant: str, setting
         train_classifier,
     )
 
+    rd = sr.rd
     path = rd.root / "models" / f"{variant}.safetensors"
     stage = f"model_{variant}"
-    if rd.stage_done(stage) and path.exists():
+    if sr.fresh(stage) and path.exists():
         return GatedMLPClassifier.load(path)
     torch.manual_seed(seed)
     model = build_classifier(seed, d_model=cfg.d_model, d_ff=cfg.d_ff)
@@ -179,7 +180,7 @@ def stage_model(rd: RunDir, cfg: MnistConfig, data: _Data, variant: str, setting
             "test_accuracy": accuracy(model, data.X_test, data.y_test)}
     model.save(path, metadata={"variant": variant, "setting": setting, "seed": seed})
     write_json(rd.root / "models" / f"{variant}.json", info)
-    rd.mark_done(stage, info)
+    sr.done(stage, info)
     log.info("%s: held-out accuracy %.4f (%.0f s)", variant, info["test_accuracy"], info["train_seconds"])
     return model
 
@@ -261,7 +262,7 @@ def part_name(method: str, half: str) -> str:
     return method if half == "a" else f"{method}.b"
 
 
-def stage_valuations(rd: RunDir, cfg: MnistConfig, model, data: _Data, key: str, layer: str) -> dict:
+def stage_valuations(sr: StageRunner, cfg: MnistConfig, model, data: _Data, key: str, layer: str) -> dict:
     """OCA, exact PAS (+ standard errors, psi) on each half of the held-out digits, per-neuron loss deltas
     for one layer; saved as safetensors with the half in the key (``phi_pas_a``, ``phi_pas_b``,
     ``oca_se_a`` ...: the keys of rundir.MATRIX_KEYS)."""
@@ -269,8 +270,9 @@ def stage_valuations(rd: RunDir, cfg: MnistConfig, model, data: _Data, key: str,
     from hedonic_neurons.valuations.oca import oca, oca_se
     from hedonic_neurons.valuations.pas import exact_pas
 
+    rd = sr.rd
     stage = f"valuations_{key}"
-    if rd.stage_done(stage) and rd.matrices_path(key).exists():
+    if sr.fresh(stage) and rd.matrices_path(key).exists():
         return rd.load_matrices(key)
     H_all = _hidden(model, data.X_test, layer)
     idx = halves(cfg, H_all.shape[0])
@@ -321,7 +323,7 @@ def stage_valuations(rd: RunDir, cfg: MnistConfig, model, data: _Data, key: str,
                                           "halves": ",".join(f"{h}:{ix.size}" for h, ix in idx.items()),
                                           "crossfit_seed": cfg.crossfit_seed, "pas_logit_mean": logit_mean,
                                           "oca_weight": cfg.oca_weight})
-    rd.mark_done(stage, info)
+    sr.done(stage, info)
     log.debug("%s valuations: %s", key, info)
     return rd.load_matrices(key)
 
@@ -334,16 +336,17 @@ def _fit_halves(cfg: MnistConfig) -> tuple[str, ...]:
     return ("a", "b") if cfg.crossfit else ("a",)
 
 
-def stage_partitions(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, key: str, layer: str,
+def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats: dict, key: str, layer: str,
                      seed: int, methods: tuple[str, ...] = METHODS) -> dict[str, dict[str, np.ndarray]]:
     """{half: {method: labels}}: on each half, Hedonic-OCA, Hedonic-PAS, Leiden (positive part of the PAS
     phi) and the baselines matched to Hedonic-PAS (I.4-I.5) on that half's activation profiles."""
     from hedonic_neurons.baselines import LeidenPartition, matched_baselines
     from hedonic_neurons.experiments.crossfit import half_seed
 
+    rd = sr.rd
     stage = f"partitions_{key}"
     fit = _fit_halves(cfg)
-    if rd.stage_done(stage):
+    if sr.fresh(stage):
         return {h: {m: rd.load_partition(key, part_name(m, h))["labels"] for m in methods} for h in fit}
     H_all = _hidden(model, data.X_test, layer)
     out: dict[str, dict[str, np.ndarray]] = {}
@@ -377,11 +380,11 @@ def stage_partitions(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dic
                               params={"matched_to": "hedonic_pas", "seed": hseed, "fitted_on": f"half {h}"})
             res[method] = labels
         out[h] = {m: res[m] for m in methods}
-    rd.mark_done(stage)
+    sr.done(stage)
     return out
 
 
-def stage_metrics(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, parts: dict, key: str,
+def stage_metrics(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats: dict, parts: dict, key: str,
                   layer: str, variant: str, setting: str, seed: int, stroke: np.ndarray) -> dict:
     """Every I.6 metric for every coalition of every method and half in one layer, each on the digits
     and the valuation of the *other* half (cross-fitting); per partition the split-half ARI and the share
@@ -390,9 +393,10 @@ def stage_metrics(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, 
     from hedonic_neurons.metrics.ablation import ablation_effects
     from hedonic_neurons.metrics.mnist import coalition_metrics
 
+    rd = sr.rd
     path = rd.root / "metrics" / f"{key}.json"
     stage = f"metrics_{key}"
-    if rd.stage_done(stage) and path.exists():
+    if sr.fresh(stage) and path.exists():
         return json.loads(path.read_text())
     H_all = _hidden(model, data.X_test, layer)
     li = int(layer[1:])
@@ -437,7 +441,7 @@ def stage_metrics(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, 
                       "largest": int(max(s.max() for s in sizes))})
     out = {"coalitions": rows, "partitions": prows}
     write_json(path, out)
-    rd.mark_done(stage, {"acc_base": acc_base})
+    sr.done(stage, {"acc_base": acc_base})
     return out
 
 
@@ -822,6 +826,60 @@ def _n_test(rd: RunDir, variants) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
+# config fields read by every stage through the data (the split and its caps)
+DATA_FIELDS = ("data", "n_train", "n_test", "test_fraction", "split_seed")
+
+
+def plan_stages(rd: RunDir, cfg: MnistConfig, report: bool = False) -> StageRunner:
+    """Every stage of the run with the config fields and upstream stages it reads (docs/mnist.md)."""
+    sr = StageRunner(rd, cfg)
+    metrics = []
+    for variant, setting, _seed in _variants(cfg):
+        train = ("epochs", "lr") if setting != "random_init" else ()
+        sr.add(f"model_{variant}", (*DATA_FIELDS, "d_model", "d_ff", *train),
+               outputs=(f"models/{variant}.safetensors", f"models/{variant}.json"))
+        for layer in _layers_of(cfg, setting):
+            key = f"{variant}_{layer}"
+            sr.add(f"valuations_{key}", ("crossfit", "crossfit_seed", "oca_weight", "verify", "loss_delta_images"),
+                   (f"model_{variant}",), outputs=(f"matrices/{key}.safetensors", f"verification/{key}.json",
+                                                   f"verification/{key}.md"))
+            sr.add(f"partitions_{key}", ("solver",), (f"valuations_{key}",), outputs=(f"partitions/{key}",))
+            sr.add(f"metrics_{key}", ("top_k",), (f"partitions_{key}",), outputs=(f"metrics/{key}.json",))
+            metrics.append(f"metrics_{key}")
+    # the tables read every metrics file (so a new seed or layer rebuilds them) and the first seed's
+    # network for the digit grids
+    sr.add("tables", ("n_grids", "control_layer"), tuple(metrics))
+    if report:
+        if len(cfg.layers) > 1:
+            sr.add("tracking", (), ("tables",), outputs=("tracking",))
+        sr.add("report", (), ("tracking",) if len(cfg.layers) > 1 else ("tables",), outputs=("report.html",))
+    return sr
+
+
+def _track(rd: RunDir) -> dict:
+    # track the partitions under the plain method names only (half a); the half-b ones (<method>.b)
+    # exist for cross-fitting and would double the Sankey views
+    from hedonic_neurons.report.sankey import track_and_draw
+
+    try:
+        track_and_draw(rd.root, methods=list(METHODS))
+    except Exception as exc:  # the results are on disk; a tracking failure must not hide them
+        log.error("cross-layer tracking failed (%s: %s)", type(exc).__name__, exc)
+        return {"failed": str(exc)}
+    return {}
+
+
+def _report(rd: RunDir) -> dict:
+    from hedonic_neurons.report import build_report
+
+    try:
+        return {"path": str(build_report(rd.root))}
+    except Exception as exc:  # the results are on disk; a report failure must not hide them
+        log.error("building report.html failed (%s: %s); the tables, figures and summary.md are in %s",
+                  type(exc).__name__, exc, rd.root)
+        return {"failed": str(exc)}
+
+
 def _threads(threads: int | None) -> int:
     """Torch threads: as asked, else the core count, or 1 when the cores are already busy.
 
@@ -838,11 +896,16 @@ def _threads(threads: int | None) -> int:
     return 1 if load >= cores - 0.5 else cores
 
 
-def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> RunDir:
-    """Run (or resume) the whole experiment into `out`; returns the RunDir. `threads`: torch threads."""
+def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None, force: bool = False,
+              report: bool = False) -> RunDir:
+    """Run (or resume) the whole experiment into `out`; returns the RunDir. `threads`: torch threads.
+
+    Resuming reuses exactly the stages whose fingerprint (config fields + upstream stages, `plan_stages`)
+    is unchanged; `force` recomputes everything. `report`: then cross-layer tracking and report.html."""
     import torch
     from tqdm.auto import tqdm
 
+    from hedonic_neurons.configs import config_from_dict
     from hedonic_neurons.metrics.mnist import stroke_scores
 
     t_start = time.time()
@@ -850,12 +913,12 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> 
     halves(cfg, len(data.y_test))  # too few digits to split in two: one-line error before anything is written
     rd = RunDir(out)
     cfg_path = rd.root / "config.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if old != json.loads(json.dumps(dataclasses.asdict(cfg))):
-            raise ValueError(f"{out} holds a run with a different configuration: pass a new --out, or delete "
-                             f"{out} to start over")
-    rd.save_config(cfg)
+    if cfg_path.exists() and not force:
+        # an older run directory: load its config (flat keys of older versions map to their nested place)
+        # or refuse in one line; what changed is then recomputed stage by stage, never silently reused
+        config_from_dict(MnistConfig, json.loads(cfg_path.read_text()), MNIST_MOVED)
+    sr = plan_stages(rd, cfg, report=report)
+    sr.prepare(force=force)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(_threads(threads))
     try:
@@ -869,26 +932,32 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> 
         for variant, setting, seed, layer in bar:
             bar.set_postfix_str(f"{variant} {layer}")
             if variant not in models:
-                models[variant] = stage_model(rd, cfg, data, variant, setting, seed)
+                models[variant] = stage_model(sr, cfg, data, variant, setting, seed)
             model = models[variant]
             key = f"{variant}_{layer}"
-            mats = stage_valuations(rd, cfg, model, data, key, layer)
-            parts = stage_partitions(rd, cfg, model, data, mats, key, layer, seed, METHODS)
-            res = stage_metrics(rd, cfg, model, data, mats, parts, key, layer, variant, setting, seed, stroke)
+            mats = stage_valuations(sr, cfg, model, data, key, layer)
+            parts = stage_partitions(sr, cfg, model, data, mats, key, layer, seed, METHODS)
+            res = stage_metrics(sr, cfg, model, data, mats, parts, key, layer, variant, setting, seed, stroke)
             rows += res["coalitions"]
             prows += res["partitions"]
-        write_json(rd.root / "coalitions.json", rows)
-        _write_coalitions_csv(rd.root / "coalitions.csv", rows)
-        rd.save_table("partitions", [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
-                                     for r in prows],
-                      title="Per network, layer and method: split-half ARI (partitions fitted on the two halves), "
-                      f"share of neurons in coalitions of 2-{cfg.solver.max_size} (mean over halves), coalitions, "
-                      "single neurons (mean over halves), largest coalition")
-        means, per_seed = write_tables(rd, cfg, rows, prows)
-        write_stability_table(rd, cfg.solver.max_size)
-        write_accuracy_table(rd, variants)
-        digit_grids(rd, cfg, data, rows, f"seed{cfg.seeds[0]}")
-        write_summary(rd, cfg, means, per_seed, rows, prows, variants, time.time() - t_start)
+        if not sr.fresh("tables"):
+            write_json(rd.root / "coalitions.json", rows)
+            _write_coalitions_csv(rd.root / "coalitions.csv", rows)
+            rd.save_table("partitions", [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                                         for r in prows],
+                          title="Per network, layer and method: split-half ARI (partitions fitted on the two halves), "
+                          f"share of neurons in coalitions of 2-{cfg.solver.max_size} (mean over halves), coalitions, "
+                          "single neurons (mean over halves), largest coalition")
+            means, per_seed = write_tables(rd, cfg, rows, prows)
+            write_stability_table(rd, cfg.solver.max_size)
+            write_accuracy_table(rd, variants)
+            digit_grids(rd, cfg, data, rows, f"seed{cfg.seeds[0]}")
+            write_summary(rd, cfg, means, per_seed, rows, prows, variants, time.time() - t_start)
+            sr.done("tables")
+        if report:
+            if "tracking" in sr.stages:
+                sr.run("tracking", lambda: _track(rd))
+            sr.run("report", lambda: _report(rd))
     finally:
         torch.set_num_threads(prev_threads)
     return rd
@@ -932,30 +1001,8 @@ def run(args: argparse.Namespace) -> int:
                       loss_delta_images=args.loss_delta_images, verify=not args.no_verify,
                       crossfit=not args.no_crossfit)
     t0 = time.time()
-    rd = run_mnist(cfg, args.out, threads=args.threads)
-    try:
-        from hedonic_neurons.report import build_report
-    except ImportError:
-        build_report = None
-    report = None
-    try:
-        # track the partitions under the plain method names only (half a); the half-b ones (<method>.b)
-        # exist for cross-fitting and would double the Sankey views
-        from hedonic_neurons.report.sankey import track_and_draw
-
-        if len(cfg.layers) > 1:
-            track_and_draw(rd.root, methods=list(METHODS))
-    except Exception as exc:  # the results are on disk; a tracking failure must not hide them
-        log.error("cross-layer tracking failed (%s: %s)", type(exc).__name__, exc)
-    if build_report is None:
-        log.warning("hedonic_neurons.report.build_report is not available: no report.html; the tables, figures "
-                    "and summary.md are in %s", rd.root)
-    else:
-        try:
-            report = build_report(rd.root)
-        except Exception as exc:  # the results are on disk; a report failure must not hide them
-            log.error("building report.html failed (%s: %s); the tables, figures and summary.md are in %s",
-                      type(exc).__name__, exc, rd.root)
+    rd = run_mnist(cfg, args.out, threads=args.threads, force=args.force, report=True)
+    report = rd.root / "report.html" if (rd.root / "report.html").exists() else None
     print(f"MNIST run finished in {(time.time() - t0) / 60:.1f} min; summary: {rd.root / 'summary.md'}")
     print(f"report: {report if report is not None else rd.root / 'summary.md'}")
     return 0
@@ -985,5 +1032,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-crossfit", action="store_true", help="fit and score on all held-out digits (in-sample "
                    "scores); default: fit on one half, score on the other")
     p.add_argument("--quiet", dest="mnist_quiet", action="store_true", help="no progress bars or log lines")
+    p.add_argument("--force", action="store_true", help="recompute every stage of an existing --out (default: "
+                   "reuse the stages whose config fields and inputs are unchanged)")
     g = p.add_argument_group("solver (SolverConfig; MNIST defaults m = 8e4, omega = 8e3 as in appendix I.4)")
     p.set_defaults(func=run, solver_fields=add_config_flags(g, MnistConfig().solver, exclude=["random_state"]))
