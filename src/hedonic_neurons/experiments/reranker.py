@@ -62,6 +62,7 @@ from hedonic_neurons.ir.embedded import PairSet
 from hedonic_neurons.ir.features import FEATURE_NAMES
 from hedonic_neurons.partition import SolverConfig
 from hedonic_neurons.rundir import RunDir, write_json
+from hedonic_neurons.stages import StageRunner
 
 log = logging.getLogger(__name__)
 
@@ -415,8 +416,10 @@ def predictivity_r2(A_train: np.ndarray, y_train: np.ndarray, A_test: np.ndarray
 class RerankerExperiment:
     """Runs (or resumes) one reranker experiment into `out`; `run()` returns the RunDir."""
 
-    def __init__(self, cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None):
+    def __init__(self, cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None,
+                 force: bool = False):
         self.cfg = cfg
+        self.force = force
         check_task(cfg.task)
         if cfg.seeds < 1:
             raise ValueError(f"--seeds {cfg.seeds}: give at least 1")
@@ -437,8 +440,20 @@ class RerankerExperiment:
         return load_model(self.cfg.model, num_labels=1, seed=self.cfg.seed0)
 
     def _check_config(self) -> None:
-        """Resolve the layers against the model (one-line error when outside it); save the config."""
+        """Resolve the config; plan the stages, drop the stale ones and save config.json (StageRunner)."""
+        self.resolve()
         cfg_path = self.rd.root / "config.json"
+        if cfg_path.is_file() and not self.force:
+            # an older run directory: load its config (flat keys of older versions map to their nested place)
+            # or refuse in one line; what changed is then recomputed stage by stage, never silently reused
+            from hedonic_neurons.configs import config_from_dict
+
+            config_from_dict(RerankerConfig, json.loads(cfg_path.read_text()), RERANKER_MOVED)
+        self.sr = self.plan()
+        self.sr.prepare(force=self.force)
+
+    def resolve(self) -> None:
+        """Resolve the sizes and layers against the model (one-line error when outside it)."""
         model, tok = self._load_base()
         from hedonic_neurons.models import get_adapter
 
@@ -452,18 +467,7 @@ class RerankerExperiment:
                              f"0-{ad.n_layers - 1} (e.g. {default_layers(ad.n_layers)[0]}-"
                              f"{default_layers(ad.n_layers)[-1]})")
         check_rank_loss(self.cfg.finetune.rank_loss)
-        if cfg_path.is_file():
-            old = json.loads(cfg_path.read_text())
-            keys = ("model", "task", "layers", "n_train", "n_probe", "n_ood", "n_ood_drop", "max_words", "seed0",
-                    "crossfit")
-            now = dataclasses.asdict(self.cfg)
-            default = dataclasses.asdict(RerankerConfig())
-            # a field an older config lacks had its default then
-            diff = [k for k in keys if json.dumps(old.get(k, default[k])) != json.dumps(now[k])]
-            if diff:
-                raise ValueError(f"{self.rd.root} holds a run with different {', '.join(diff)}; resume it with the "
-                                 "same settings or choose a new --out")
-        self.rd.save_config(self.cfg)
+        self.cfg.sync_finetune()
         self._base = (model, tok)
 
     def model(self):
@@ -474,14 +478,39 @@ class RerankerExperiment:
             self._pm = (load_adapter(base, self.rd.root / "adapter").to(self.cfg.device), tok)
         return self._pm
 
+    def plan(self) -> StageRunner:
+        """Every stage with the config fields and upstream stages it reads (docs/reranker.md)."""
+        c, sr = self.cfg, StageRunner(self.rd, self.cfg)
+        sr.add("data", ("task", "seed0", "n_train", "n_probe", "n_ood", "per_query", "max_words", "data_dir"),
+               outputs=("data",))
+        sr.add("finetune", ("model", "seed0", "layers", "device", "max_length", "finetune"), ("data",),
+               outputs=("adapter", "finetune.json"))
+        evals = []
+        for layer in c.layers:
+            sr.add(f"valuations:{layer}", ("crossfit", "verify", "direct_pas_limit", "agreement_pairs"), ("finetune",),
+                   outputs=(f"matrices/{layer}.safetensors", f"activations/{layer}.safetensors"))
+            for seed in range(c.seeds):
+                sr.add(f"partitions:{layer}:{seed}", ("solver",), (f"valuations:{layer}",),
+                       outputs=tuple(f"partitions/{layer}/{_mname(m, seed, h)}.json" for m in METHODS
+                                     for h in ("a", "b")))
+            for seed in range(c.seeds):
+                sr.add(f"evaluate:{layer}:{seed}", ("n_ood_drop", "n_largest", "n_random", "coalition_batch",
+                                                    "eval_batch", "synergy_pairs"), (f"partitions:{layer}:{seed}",),
+                       outputs=(f"eval/{layer}_s{seed}.json",))
+                evals.append(f"evaluate:{layer}:{seed}")
+        sr.add("tables", (), tuple(evals))
+        last = "tables"
+        if c.track:
+            sr.add("tracking", (), ("tables",), outputs=("tracking",))
+            last = "tracking"
+        if c.report:
+            sr.add("report", (), (last,), outputs=("report.html",))
+        return sr
+
     def _stage(self, name: str, fn) -> None:
-        if self.rd.stage_done(name):
-            return
         t = time.perf_counter()
-        info = fn() or {}
-        dt = time.perf_counter() - t
-        self.rd.mark_done(name, {"seconds": round(dt, 2), **info})
-        self.timer.record(name, dt)
+        if self.sr.run(name, lambda: {**(fn() or {}), "seconds": round(time.perf_counter() - t, 2)}):
+            self.timer.record(name, time.perf_counter() - t)
 
     # stages -------------------------------------------------------------------------------------
     def stage_data(self) -> dict:
@@ -1132,9 +1161,11 @@ def subset_cache(cache, idx: np.ndarray):
                                targets=take(cache.targets), meta=dict(cache.meta))
 
 
-def run_reranker(cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None) -> RunDir:
-    """Run or resume the reranker experiment described by `cfg` into `out`."""
-    return RerankerExperiment(cfg, out, quiet=quiet, model_loader=model_loader).run()
+def run_reranker(cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None,
+                 force: bool = False) -> RunDir:
+    """Run or resume the reranker experiment described by `cfg` into `out`: stages whose config fields and
+    inputs are unchanged are reused, the others recomputed (`force`: all of them)."""
+    return RerankerExperiment(cfg, out, quiet=quiet, model_loader=model_loader, force=force).run()
 
 
 # --- CLI -----------------------------------------------------------------------------------------
@@ -1166,7 +1197,7 @@ def _cli(args) -> int:
                          n_random=args.n_random, data_dir=args.data_dir, report=not args.no_report,
                          crossfit=not args.no_crossfit, track=not args.no_report, verify=not args.no_verify)
     out = args.out or f"runs/reranker-{Path(args.model).name}-{args.task}"
-    rd = run_reranker(cfg, out, quiet=quiet)
+    rd = run_reranker(cfg, out, quiet=quiet, force=args.force)
     if not quiet:
         print(f"[reranker] done: {rd.root}")
         s = rd.root / "summary.md"
@@ -1186,6 +1217,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/reranker-<model>-<task>)")
     p.add_argument("--seeds", type=int, default=3, help="partition / baseline seeds (default 3)")
     p.add_argument("--quiet", dest="quiet_sub", action="store_true", help="no progress bars or stage lines")
+    p.add_argument("--force", action="store_true", help="recompute every stage of an existing --out (default: "
+                   "reuse the stages whose config fields and inputs are unchanged)")
     g = p.add_argument_group("size knobs (defaults: the full run; sizes marked * follow the model's preset, "
                              "docs/reranker.md)")
     d = RerankerConfig()
