@@ -79,6 +79,11 @@ def test_full_report_is_self_contained(small_run):
     for section in ("Summary", "Configuration", "Partitions", "Tables", "Tracking across layers", "Figures"):
         assert f">{section}</h2>" in page
     assert ">MISSING</span>" not in page and page.count(">present</span>") == 7
+    # results first (headline figures), bookkeeping folded at the end
+    order = re.findall(r'<section id="([a-z]+)">', page)
+    assert order[0] == "results" and order[-1] == "contents", order
+    assert order.index("config") > order.index("figures") and order.index("partitions") > order.index("tables")
+    assert "synergy_bars" in page.split('<section id="summary">')[0]
     # offline: no remote scripts, styles or images; every image inline
     markup = re.sub(r"<script>.*?</script>", "", page, flags=re.S)  # the inlined libraries hold URLs
     assert not re.search(r'(src|href)="(https?:)?//', markup)

@@ -296,6 +296,33 @@ def derive_outputs(run_dir: str | Path, *, track: bool | str = "auto") -> list[s
     return problems
 
 
+# headline tables of each experiment, in order (MNIST Tables 7-8, reranker Tables 1, 6, 2)
+HEADLINE_TABLES = ("table7_synergy", "table8_interpretability", "table1_extrinsic", "table6_synergy",
+                   "table2_predictivity")
+# headline figures: synergy bars (with CIs), coalition sizes, digit grids, the across-layer Sankey
+HEADLINE_FIGURES = ("synergy", "coalition_sizes_hedonic_pas", "grid_", "sankey_hedonic_pas_all")
+
+
+def _results_html(root: Path, tables: list[Path], figs: list[Path]) -> str:
+    """The headline tables and figures, shown first (every table and figure is also in its section)."""
+    by_stem = {t.stem: t for t in tables}
+    body = []
+    for stem in HEADLINE_TABLES:
+        if stem in by_stem:
+            title = _md_title(by_stem[stem])
+            body.append(f"<h3>{_esc(stem)}</h3>" + (f"<p>{inline(title)}</p>" if title else "")
+                        + _html_table(_read_csv(by_stem[stem])))
+    chosen = [f for key in HEADLINE_FIGURES for f in figs if key in f.stem][:6]
+    if chosen:
+        body.append('<div class="grid">')
+        for f in dict.fromkeys(chosen):
+            wide = " wide" if any(k in f.stem for k in ("grid", "sankey")) else ""
+            body.append(f'<figure class="{wide.strip()}"><img alt="{_esc(f.stem)}" src="{_png_uri(f)}">'
+                        f"<figcaption>{_esc(f.relative_to(root))}</figcaption></figure>")
+        body.append("</div>")
+    return "".join(body)
+
+
 def build_report(run_dir: str | Path, *, derive: bool = True, track: bool | str = "auto",
                  out: str | Path | None = None) -> Path:
     """Write ``run_dir/report.html`` (self-contained, offline) and return its path.
@@ -426,6 +453,11 @@ def build_report(run_dir: str | Path, *, derive: bool = True, track: bool | str 
     if others:
         sections.append(("views", "Views", "".join(view_html(v) for v in others)))
 
+    # results first: the headline tables and figures at the top ------------------------------------
+    results = _results_html(root, tables, figs)
+    if results:
+        sections.insert(0, ("results", "Results", results))
+
     # what is missing -----------------------------------------------------------------------------
     stages = sorted(p.stem for p in (root / "stages").glob("*.done"))
     lines = "".join(
@@ -437,7 +469,12 @@ def build_report(run_dir: str | Path, *, derive: bool = True, track: bool | str 
     if problems:
         contents += ("<p class='missing'>problems while deriving figures:</p><ul>"
                      + "".join(f"<li>{_esc(p)}</li>" for p in problems) + "</ul>")
-    sections.insert(0, ("contents", "Contents of this run", contents))
+    # bookkeeping last, folded: the configuration, the partition overview and the run's contents
+    tail = {"config", "partitions"}
+    folded = [(a, t, f"<details><summary>show</summary>{h}</details>") for a, t, h in sections if a in tail]
+    sections = [x for x in sections if x[0] not in tail] + folded
+    sections.append(("contents", "Contents of this run",
+                     f"<details><summary>files, finished stages, derivation notes</summary>{contents}</details>"))
 
     nav = "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t, _ in sections)
     body = "".join(f'<section id="{a}"><h2>{_esc(t)}</h2>{h}</section>' for a, t, h in sections)
