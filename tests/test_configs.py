@@ -56,8 +56,8 @@ def test_command_defaults_differ_only_in_sizes():
 
 
 def test_reranker_finetune_flags_and_lr_default():
-    from hedonic_neurons.experiments.finetune import FinetuneConfig
     from hedonic_neurons.experiments.reranker import RerankerConfig
+    from hedonic_neurons.models.finetune import FinetuneConfig
 
     assert FinetuneConfig().lr == RerankerConfig().finetune.lr == 2e-3
     args = build_parser().parse_args(["reranker", "--lr", "1e-3", "--lora-alpha", "8", "--alpha", "0.2",

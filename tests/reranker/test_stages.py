@@ -10,8 +10,8 @@ import shutil
 
 import pytest
 
-from hedonic_neurons.experiments.finetune import FinetuneConfig
 from hedonic_neurons.experiments.reranker import RerankerConfig, RerankerExperiment, run_reranker
+from hedonic_neurons.models.finetune import FinetuneConfig
 from hedonic_neurons.partition import SolverConfig
 
 ALL = ["data", "finetune", "valuations:1", "partitions:1:0", "evaluate:1:0", "tables"]

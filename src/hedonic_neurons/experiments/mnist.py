@@ -1,7 +1,7 @@
 """The MNIST experiment of the paper's appendix I, end to end, stage by stage and resumable.
 
 Per seed: train the gated MLP (`models.gated_mlp`), then for every hidden layer h1..h5, on each of two
-disjoint halves of the held-out digits (cross-fitting, `experiments.crossfit`): activations, OCA and exact
+disjoint halves of the held-out digits (cross-fitting, `metrics.crossfit`): activations, OCA and exact
 PAS over all 256 x 256 pairs (I.4), Hedonic-OCA, Hedonic-PAS and Leiden partitions, the three size-matched
 baselines (I.5); then every metric of I.6 for each half's partitions on the OTHER half's digits and
 valuation (held-out Pair / Ratio, in-sample beside), and the split-half ARI of each method's two partitions.
@@ -242,7 +242,7 @@ def _verify(rd: RunDir, model, data: _Data, li: int, key: str, pas, ix: np.ndarr
 
 def halves(cfg: MnistConfig, n: int) -> dict[str, np.ndarray]:
     """{half: indices into the held-out digits}: two seeded disjoint halves, or {"a": all} without crossfit."""
-    from hedonic_neurons.experiments.crossfit import split_halves
+    from hedonic_neurons.metrics.crossfit import split_halves
 
     if not cfg.crossfit:
         return {"a": np.arange(n)}
@@ -252,7 +252,7 @@ def halves(cfg: MnistConfig, n: int) -> dict[str, np.ndarray]:
 
 def eval_half(cfg: MnistConfig, half: str) -> str:
     """The half whose digits and valuation score a partition fitted on `half` (itself without crossfit)."""
-    from hedonic_neurons.experiments.crossfit import OTHER
+    from hedonic_neurons.metrics.crossfit import OTHER
 
     return OTHER[half] if cfg.crossfit else half
 
@@ -341,7 +341,7 @@ def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats
     """{half: {method: labels}}: on each half, Hedonic-OCA, Hedonic-PAS, Leiden (positive part of the PAS
     phi) and the baselines matched to Hedonic-PAS (I.4-I.5) on that half's activation profiles."""
     from hedonic_neurons.baselines import LeidenPartition, matched_baselines
-    from hedonic_neurons.experiments.crossfit import half_seed
+    from hedonic_neurons.metrics.crossfit import half_seed
 
     rd = sr.rd
     stage = f"partitions_{key}"
@@ -389,8 +389,8 @@ def stage_metrics(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats: d
     """Every I.6 metric for every coalition of every method and half in one layer, each on the digits
     and the valuation of the *other* half (cross-fitting); per partition the split-half ARI and the share
     of neurons in coalitions of 2..max_size. Returns {"coalitions": rows, "partitions": rows} (saved)."""
-    from hedonic_neurons.experiments.crossfit import coalitions_of, coverage, split_half_ari, synergy_rows
     from hedonic_neurons.metrics.ablation import ablation_effects
+    from hedonic_neurons.metrics.crossfit import coalitions_of, coverage, split_half_ari, synergy_rows
     from hedonic_neurons.metrics.mnist import coalition_metrics
 
     rd = sr.rd
@@ -604,7 +604,7 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict], prows: list[dic
 def write_stability_table(rd: RunDir, max_size: int = 10) -> None:
     """The stability certificate of every hedonic partition (both halves), with the share of neurons in
     coalitions of 2..max_size (baselines and Leiden are not certified)."""
-    from hedonic_neurons.experiments.crossfit import coverage
+    from hedonic_neurons.metrics.crossfit import coverage
 
     rows = []
     for key, methods in rd.partitions().items():
@@ -727,7 +727,7 @@ def default_vs_all(per_seed: dict, metric: str = "pair", ref: str = "hedonic_pas
     others = {m: _lo_hi(per_seed[m][metric]) for m in METHODS if m != ref and per_seed[m][metric]}
     if not others or not np.isfinite(m0):
         return f"{METHOD_NAMES[ref]}: no finite {metric}"
-    from hedonic_neurons.experiments.crossfit import versus_best
+    from hedonic_neurons.metrics.crossfit import versus_best
 
     best, verdict = versus_best((m0, lo0, hi0), others, METHOD_NAMES)
     mb, lob, hib = others[best]

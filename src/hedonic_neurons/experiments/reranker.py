@@ -45,9 +45,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from hedonic_neurons.experiments.finetune import (
+from hedonic_neurons.ir.embedded import PairSet
+from hedonic_neurons.ir.features import FEATURE_NAMES
+from hedonic_neurons.metrics.partition_metrics import alignment_r2, coalition_means, coalition_subset, predictivity_r2
+from hedonic_neurons.models.coalition_ablation import ablation_scores
+from hedonic_neurons.models.finetune import (
     TASK_NAMES,
     FinetuneConfig,
     TaskData,
@@ -58,8 +61,6 @@ from hedonic_neurons.experiments.finetune import (
     load_adapter,
     task_metric,
 )
-from hedonic_neurons.ir.embedded import PairSet
-from hedonic_neurons.ir.features import FEATURE_NAMES
 from hedonic_neurons.partition import SolverConfig
 from hedonic_neurons.rundir import RunDir, write_json
 from hedonic_neurons.stages import StageRunner
@@ -240,118 +241,6 @@ def load_data(rd: RunDir) -> dict[str, TaskData]:
             for s in ("train", "probe", "ood")}
 
 
-# --- coalition ablation through the rest of the model ----------------------------------------------
-class CoalitionAblator:
-    """Scores of the model with coalitions' LoRA reverted at one MLP layer, many coalitions per pass.
-
-    Reverting channel i's LoRA change at layer l, for every token: g_i -> g_base_i (the rows of the
-    up/gate deltas) and the column i of the down projection's LoRA delta dropped. Layers before l are
-    not re-run: their output is cached once per batch of inputs and replayed (a patched forward that
-    returns the cached, repeated hidden states), so each ablated pass costs only layers l..L.
-    """
-
-    def __init__(self, model: torch.nn.Module, layer: int):
-        from hedonic_neurons.models import get_adapter
-
-        self.model = model
-        self.ad = get_adapter(model)
-        self.layer = self.ad.check_layer(int(layer), "mlp")
-        self.layers = self.ad.module(self.ad.layers_prefix)
-        self.down = self.ad.mlp_modules(self.layer)["down"]
-        self.mlp_in = self.ad.module(self.ad.mlp_input_path(self.layer))
-        _, dW = self.ad.down_weights(self.layer)
-        self.dW = dW
-
-    def _cache_prefix(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(unablated scores, output of layer l - 1 or None when l = 0) of one batch."""
-        store: dict[str, Any] = {}
-        handle = None
-        if self.layer > 0:
-            def grab(mod, args, out):
-                store["h"] = out
-
-            handle = self.layers[self.layer - 1].register_forward_hook(grab)
-        try:
-            with torch.no_grad():
-                logits = self.model(**batch).logits[:, 0]
-        finally:
-            if handle is not None:
-                handle.remove()
-        return logits, store.get("h")
-
-    def scores(self, batch: dict, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(unablated (b,), ablated (K, b)) scores of one batch of inputs under K coalition masks (K, n)."""
-        base_scores, h_prev = self._cache_prefix(batch)
-        b = next(iter(batch.values())).shape[0]
-        out = []
-        for s in range(0, masks.shape[0], self.chunk):
-            M = torch.as_tensor(masks[s:s + self.chunk], dtype=torch.float32)
-            K = M.shape[0]
-            rep = {k: v.repeat(K, *([1] * (v.ndim - 1))) for k, v in batch.items()}
-            Mr = M.repeat_interleave(b, dim=0)[:, None, :]
-            out.append(self._ablated(rep, Mr, h_prev, K).reshape(K, b))
-        return base_scores.double().cpu().numpy(), torch.cat(out).double().cpu().numpy()
-
-    chunk = 8
-
-    def _ablated(self, rep: dict, Mr: torch.Tensor, h_prev: torch.Tensor | None, K: int) -> torch.Tensor:
-        state: dict[str, torch.Tensor] = {}
-        ad, layer = self.ad, self.layer
-
-        def grab_x(mod, args, kwargs):
-            state["x"] = args[0] if args else next(iter(kwargs.values()))
-
-        def swap_g(mod, args):
-            g = args[0]
-            g_base = ad.mlp_activation(layer, state["x"], base=True).to(g.dtype)
-            m = Mr.to(g.dtype)
-            g2 = g + m * (g_base - g)
-            state["g2"] = g2
-            return (g2, *args[1:])
-
-        def drop_down_delta(mod, args, out):
-            if self.dW is None:
-                return out
-            return out - torch.nn.functional.linear(state["g2"] * Mr.to(out.dtype), self.dW.to(out.dtype))
-
-        hooks = [self.mlp_in.register_forward_pre_hook(grab_x, with_kwargs=True),
-                 self.down.register_forward_pre_hook(swap_g),
-                 self.down.register_forward_hook(drop_down_delta)]
-        patched = []
-        if h_prev is not None:
-            h_rep = h_prev.repeat(K, *([1] * (h_prev.ndim - 1)))
-            for j in range(layer):
-                mod = self.layers[j]
-                mod.forward = (lambda *a, _h=h_rep, **k: _h)  # replay: layers < l are not re-run
-                patched.append(mod)
-        try:
-            with torch.no_grad():
-                return self.model(**rep).logits[:, 0]
-        finally:
-            for h in hooks:
-                h.remove()
-            for mod in patched:
-                del mod.forward
-
-
-def ablation_scores(model, tokenizer, texts: list[str], layer: int, masks: np.ndarray, *, batch_size: int = 10,
-                    coalition_batch: int = 8, max_length: int = 128, device: str = "cpu",
-                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(unablated (N,), ablated (K, N)) scores of `texts` with each of K coalition masks (K, n) ablated."""
-    ab = CoalitionAblator(model, layer)
-    ab.chunk = max(1, int(coalition_batch))
-    model.eval()
-    base, abl = [], []
-    it = range(0, len(texts), batch_size)
-    for s in tqdm(it, desc=f"ablations layer {layer}", disable=not progress or bool(os.environ.get("TQDM_DISABLE"))):
-        enc = tokenizer(texts[s:s + batch_size], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt").to(device)
-        b0, a0 = ab.scores(dict(enc), masks)
-        base.append(b0)
-        abl.append(a0)
-    return np.concatenate(base), np.concatenate(abl, axis=1)
-
-
 # --- metrics on partitions -----------------------------------------------------------------------
 def drop_subset(d: TaskData, n: int | None) -> TaskData:
     """The first whole queries of `d` holding at most `n` pairs (at least one query); None or 0: all of `d`."""
@@ -366,50 +255,6 @@ def drop_subset(d: TaskData, n: int | None) -> TaskData:
         keep += rows
     idx = np.asarray(keep, dtype=np.int64)
     return TaskData(d.pairs.subset(idx), [d.texts[i] for i in idx], d.y[idx], d.y_std[idx], d.features[idx])
-
-
-def coalition_subset(labels: np.ndarray, n_largest: int, n_random: int, seed: int) -> list[np.ndarray]:
-    """The evaluated subset: the `n_largest` largest coalitions (ties: lowest member first) plus `n_random`
-    drawn uniformly (seeded) from the remaining coalitions of size >= 2."""
-    coals = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    coals = [c for c in coals if c.size >= 2]
-    coals.sort(key=lambda c: (-c.size, c[0]))
-    top = coals[:n_largest]
-    rest = coals[n_largest:]
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(rest), size=min(n_random, len(rest)), replace=False) if rest else []
-    return top + [rest[i] for i in sorted(pick)]
-
-
-def coalition_means(acts: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(coalition ids, (N, k) mean activation of each coalition's members)."""
-    ids = np.unique(labels)
-    ind = (labels[None, :] == ids[:, None]).astype(np.float64)
-    ind /= ind.sum(1, keepdims=True)
-    return ids, acts @ ind.T
-
-
-def alignment_r2(a: np.ndarray, F: np.ndarray) -> np.ndarray:
-    """max_j corr^2(a_C, f_j) for each column of a (N, k) against the features F (N, m); constant -> 0."""
-    def z(x):
-        x = x - x.mean(0)
-        sd = np.sqrt((x ** 2).sum(0))
-        return np.where(sd > 1e-12, x / np.where(sd > 1e-12, sd, 1.0), 0.0)
-
-    C = z(a).T @ z(F)
-    return (C ** 2).max(axis=1)
-
-
-def predictivity_r2(A_train: np.ndarray, y_train: np.ndarray, A_test: np.ndarray, y_test: np.ndarray) -> float:
-    """OOD R^2 of a ridge regression (alpha by internal CV) on coalition macro-features (paper Table 2)."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.metrics import r2_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
-    model.fit(A_train, y_train)
-    return float(r2_score(y_test, model.predict(A_test)))
 
 
 # --- the experiment ------------------------------------------------------------------------------
@@ -577,7 +422,7 @@ class RerankerExperiment:
         return probe_halves(self.cfg, qids)
 
     def _eval_half(self, half: str) -> str:
-        from hedonic_neurons.experiments.crossfit import OTHER
+        from hedonic_neurons.metrics.crossfit import OTHER
 
         return OTHER[half] if self.cfg.crossfit else half
 
@@ -714,7 +559,7 @@ class RerankerExperiment:
         """On each half of the probe pairs: Hedonic-PAS, Hedonic-OCA, Leiden (positive part of the PAS phi)
         and the baselines matched to Hedonic-PAS on that half's activations."""
         from hedonic_neurons.baselines import LeidenPartition, matched_baselines
-        from hedonic_neurons.experiments.crossfit import half_seed
+        from hedonic_neurons.metrics.crossfit import half_seed
 
         c = self.cfg
         mats = self.rd.load_matrices(str(layer))
@@ -780,7 +625,7 @@ class RerankerExperiment:
         return [float(np.mean([val[(int(x), int(y))] for x, y in zip(pa, pb, strict=True)])) for pa, pb in chosen]
 
     def stage_evaluate(self, layer: int, seed: int) -> dict:
-        from hedonic_neurons.experiments.crossfit import coalitions_of, coverage, split_half_ari, synergy_rows
+        from hedonic_neurons.metrics.crossfit import coalitions_of, coverage, split_half_ari, synergy_rows
 
         c = self.cfg
         data = load_data(self.rd)
@@ -1008,7 +853,7 @@ class RerankerExperiment:
         return {}
 
     def _summary(self, means: dict, per_seed: dict | None = None, all_rows: list[dict] | None = None) -> str:
-        from hedonic_neurons.experiments.crossfit import versus_best
+        from hedonic_neurons.metrics.crossfit import versus_best
         from hedonic_neurons.metrics.stats import mean_ci95
 
         c = self.cfg
@@ -1141,7 +986,7 @@ def _mname(method: str, seed: int, half: str = "a") -> str:
 def probe_halves(cfg: RerankerConfig, qids: Sequence[str]) -> dict[str, np.ndarray]:
     """{half: probe-pair indices}: two seeded halves (seed `seed0`) of whole queries, so no query's pairs are
     on both sides; {"a": all} without cross-fitting. One-line error when a half gets < MIN_HALF pairs."""
-    from hedonic_neurons.experiments.crossfit import split_halves
+    from hedonic_neurons.metrics.crossfit import split_halves
 
     if not cfg.crossfit:
         return {"a": np.arange(len(qids))}
