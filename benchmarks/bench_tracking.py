@@ -221,7 +221,11 @@ def main() -> None:
             Wsh = {la: {k: (rng.permutation(v.ravel()).reshape(v.shape) if k != "gain" else v)
                         for k, v in W[la].items()} for la in layers}
             ctrl.setdefault("shuffled_weights", []).append(track_layers(lab, masses_of(lab, Wsh)))
-        write_tracking(out, name, lab, m_seed, control_rows=ctrl, paper_task=args.paper_task, views=seed == 0)
+        tracked = write_tracking(out, name, lab, m_seed, control_rows=ctrl, paper_task=args.paper_task)
+        if seed == 0:  # tracking returns data, the report draws it
+            from hedonic_neurons.report.sankey import draw_tracking
+
+            draw_tracking(out, {name: tracked})
     lap(f"controls ({args.draws} draw(s) x 2 kinds) x {args.seeds} seed(s) (not in the target)", t0)
     load = os.getloadavg()[0]
     print(f"stage                                        wall s    CPU s (both threads; load avg {load:.1f} "
