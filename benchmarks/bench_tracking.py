@@ -221,7 +221,11 @@ def main() -> None:
             Wsh = {la: {k: (rng.permutation(v.ravel()).reshape(v.shape) if k != "gain" else v)
                         for k, v in W[la].items()} for la in layers}
             ctrl.setdefault("shuffled_weights", []).append(track_layers(lab, masses_of(lab, Wsh)))
-        write_tracking(out, name, lab, m_seed, control_rows=ctrl, paper_task=args.paper_task, views=seed == 0)
+        tracked = write_tracking(out, name, lab, m_seed, control_rows=ctrl, paper_task=args.paper_task)
+        if seed == 0:  # tracking returns data, the report draws it
+            from hedonic_neurons.report.sankey import draw_tracking
+
+            draw_tracking(out, {name: tracked})
     lap(f"controls ({args.draws} draw(s) x 2 kinds) x {args.seeds} seed(s) (not in the target)", t0)
     load = os.getloadavg()[0]
     print(f"stage                                        wall s    CPU s (both threads; load avg {load:.1f} "
@@ -238,14 +242,14 @@ def main() -> None:
     print("1 / (number of target coalitions):", round(1 / np.mean([np.unique(v).size for v in labels.values()]), 5))
     t0 = time.perf_counter()
     for la in layers:
-        from hedonic_neurons.experiments.rundir import RunDir
+        from hedonic_neurons.rundir import RunDir
 
         RunDir(out).save_partition(str(la), "hedonic_oca", labels[str(la)])
     report = build_report(out, track=False)
     print(f"build_report (not part of tracking)        {time.perf_counter() - t0:7.2f} s "
           f"({report.stat().st_size / 1e6:.1f} MB) -> {report}")
     print()
-    from hedonic_neurons.report.tables import read_table
+    from hedonic_neurons.rundir import read_table
 
     ev = ["persist", "merge", "split", "vanish"]
     print(f"Table 3, SmolLM2-135M base, OCA partitions, seed 0 (measure = excess); paper: LLaMA-3.1, "

@@ -27,7 +27,7 @@ _LAZY = {
     **dict.fromkeys(["track_layers", "track_transition", "transition_table", "coalition_write",
                      "mlp_interaction_mass", "residual_interaction_mass", "track_run"], "hedonic_neurons.tracking"),
     "build_report": "hedonic_neurons.report",
-    "RunDir": "hedonic_neurons.experiments.rundir",
+    "RunDir": "hedonic_neurons.rundir",
 }
 
 

@@ -22,6 +22,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -51,7 +52,41 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SolverConfig:
-    """Every hyperparameter of `HedonicPartition`, as saved beside results (JSON) and loadable again."""
+    """Every hyperparameter of `HedonicPartition`, as saved beside results (JSON) and loadable again.
+
+    The one declaration of the solver's parameters and their defaults: `HedonicPartition.__init__`
+    takes its defaults from here, the experiments nest it (``MnistConfig.solver``,
+    ``RerankerConfig.solver``) and every command's solver flags are generated from it
+    (``configs.add_config_flags``). The experiments set ``random_state`` per seed.
+    """
+
+    HELP: ClassVar[dict[str, str]] = {
+        "k": "partners in a choice set (MFC, section 3.2)",
+        "preset": "topk: the MFC top-k utility with PAC-Top-Cover; paper: Algorithm 1 as written",
+        "utility": "fractional / additive (best-response dynamics) or sum / mean (MFC, PAC-Top-Cover)",
+        "threshold": "tau: auto, quantile, significance, none (MFC only) or a number",
+        "tau_quantile": "quantile of the positive phi used by threshold 'quantile'",
+        "init": "best-response start: singletons",
+        "n_init": "best-response restarts (auto: 8 up to 4096 players, 1 above)",
+        "max_sweeps": "cap on best-response sweeps",
+        "sampler": "D of PAC-Top-Cover and of the blocking certificate",
+        "m": "PAC-Top-Cover reservoir size",
+        "omega": "PAC-Top-Cover samples per round",
+        "min_size": "smallest sampled coalition",
+        "max_size": "largest sampled coalition; caps best-response coalitions and Leiden communities",
+        "epsilon": "PAC target epsilon (checked by the certificate)",
+        "delta": "PAC target delta",
+        "emit": "all sink SCCs per round or one (the paper's order)",
+        "alpha": "significance floor: expected noise partners per player",
+        "cost": "significance threshold: cost of a noise partner vs a missed one",
+        "cover_all": "top up players no sample of a round contains",
+        "n_certificate": "fresh samples for the blocking certificate (none: from epsilon, delta)",
+        "random_state": "solver seed",
+    }
+    CHOICES: ClassVar[dict[str, list]] = {
+        "preset": [None, "topk", "paper"], "utility": ["fractional", "additive", "average", "sum", "mean"],
+        "sampler": ["partners", "uniform", "weighted"], "emit": ["all", "one"],
+    }
 
     k: int = 3
     preset: str | None = None
@@ -77,6 +112,9 @@ class SolverConfig:
 
     def to_estimator(self, **overrides) -> HedonicPartition:
         return HedonicPartition(**{**dataclasses.asdict(self), **overrides})
+
+
+_D = SolverConfig()  # HedonicPartition's defaults: declared once, in SolverConfig
 
 
 def _check_phi(phi, phi_se) -> tuple[np.ndarray, np.ndarray | None]:
@@ -155,13 +193,14 @@ class HedonicPartition:
     `score(phi_eval)` gives the held-out Pair; `certificate(phi_eval, psi_eval)` the full report.
     """
 
-    def __init__(self, k: int = 3, preset: str | None = None, utility: str = "fractional",
-                 threshold: str | float | None = "auto", tau_quantile: float = 0.9, init="singletons",
-                 n_init: int | str = "auto", max_sweeps: int = 100,
-                 sampler: str | CoalitionSampler = "partners", m: int = 800_000, omega: int = 80_000,
-                 min_size: int = 2, max_size: int = 10, epsilon: float = 0.1, delta: float = 0.1,
-                 emit: str = "all", alpha: float = 0.1, cost: float = 10.0, cover_all: bool = True,
-                 n_certificate: int | None = None, progress: bool = False, random_state: int | None = 0):
+    def __init__(self, k: int = _D.k, preset: str | None = _D.preset, utility: str = _D.utility,
+                 threshold: str | float | None = _D.threshold, tau_quantile: float = _D.tau_quantile,
+                 init=_D.init, n_init: int | str = _D.n_init, max_sweeps: int = _D.max_sweeps,
+                 sampler: str | CoalitionSampler = _D.sampler, m: int = _D.m, omega: int = _D.omega,
+                 min_size: int = _D.min_size, max_size: int = _D.max_size, epsilon: float = _D.epsilon,
+                 delta: float = _D.delta, emit: str = _D.emit, alpha: float = _D.alpha, cost: float = _D.cost,
+                 cover_all: bool = _D.cover_all, n_certificate: int | None = _D.n_certificate,
+                 progress: bool = False, random_state: int | None = _D.random_state):
         self.k = k
         self.preset = preset
         self.utility = utility

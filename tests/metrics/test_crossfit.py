@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from hedonic_neurons.experiments.crossfit import (
+from hedonic_neurons.metrics.crossfit import (
     coverage,
     crossfit_synergy,
     half_seed,

@@ -86,17 +86,17 @@ def _check_crossfit(out, coalitions):
     mats = load_file(str(out / "matrices" / "seed0_h4.safetensors"))
     a, b = mats["half_a_idx"], mats["half_b_idx"]
     assert a.size == b.size == 100 and np.intersect1d(a, b).size == 0  # disjoint halves of the 200 digits
-    assert not np.allclose(mats["pas_a"], mats["pas_b"])
+    assert not np.allclose(mats["phi_pas_a"], mats["phi_pas_b"])
     checked = 0
     for r in coalitions:
         if r["variant"] != "seed0" or r["size"] < 2:
             continue
         fit, other = r["half"], {"a": "b", "b": "a"}[r["half"]]
         assert r["scored_on"] == other
-        assert r["pair"] == pytest.approx(pair_synergy(mats[f"pas_{other}"], r["members"]), rel=1e-9, abs=0)
-        assert r["ratio"] == pytest.approx(ratio_synergy(mats[f"pas_{other}"], mats[f"pas_psi_{other}"],
+        assert r["pair"] == pytest.approx(pair_synergy(mats[f"phi_pas_{other}"], r["members"]), rel=1e-9, abs=0)
+        assert r["ratio"] == pytest.approx(ratio_synergy(mats[f"phi_pas_{other}"], mats[f"psi_{other}"],
                                                          r["members"]), rel=1e-9, abs=0, nan_ok=True)
-        assert r["pair_in_sample"] == pytest.approx(pair_synergy(mats[f"pas_{fit}"], r["members"]), rel=1e-9,
+        assert r["pair_in_sample"] == pytest.approx(pair_synergy(mats[f"phi_pas_{fit}"], r["members"]), rel=1e-9,
                                                     abs=0)
         checked += 1
     assert checked >= 5

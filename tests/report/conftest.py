@@ -4,10 +4,10 @@ HedonicPartition on three layers, MLP-site tracking inputs with planted flow, ta
 import numpy as np
 import pytest
 
-from hedonic_neurons.experiments.rundir import RunDir
 from hedonic_neurons.game import planted_game
 from hedonic_neurons.metrics.stats import fmt_ci
 from hedonic_neurons.partition import HedonicPartition
+from hedonic_neurons.rundir import RunDir
 
 N_PLAYERS, D_MODEL, N_SAMPLES = 48, 16, 64
 

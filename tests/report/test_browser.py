@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hedonic_neurons.report.html import build_report
-from hedonic_neurons.tracking.run import track_run
+from hedonic_neurons.report.sankey import track_and_draw
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -24,7 +24,7 @@ pytestmark = [
 def test_report_renders_in_chromium(small_run, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
     rd, _ = small_run
-    track_run(rd.root)
+    track_and_draw(rd.root)
     report = build_report(rd.root)
     errors: list[str] = []
     requests: list[str] = []

@@ -7,19 +7,18 @@ import numpy as np
 import pytest
 
 from hedonic_neurons.cli import main
-from hedonic_neurons.experiments.rundir import RunDir
 from hedonic_neurons.report import build_report
 from hedonic_neurons.report.markdown import markdown_to_html
 from hedonic_neurons.report.plots import parse_ci, phi_heatmap_png, zipf_fit
-from hedonic_neurons.report.sankey import sankey_data
-from hedonic_neurons.report.tables import read_table
+from hedonic_neurons.report.sankey import sankey_data, track_and_draw
+from hedonic_neurons.rundir import RunDir, read_table
 from hedonic_neurons.tracking import track_layers
 from hedonic_neurons.tracking.run import track_run
 
 
 def test_track_run_writes_tables_views_and_figures(small_run):
     rd, labels = small_run
-    out = track_run(rd.root)
+    out = track_and_draw(rd.root)
     assert set(out) == {"hedonic_pas", "random"}
     rows = read_table(rd.root / "tracking" / "transitions.csv")
     n_source = sum(np.unique(labels[layer]).size for layer in (1, 2))
@@ -57,7 +56,7 @@ def test_track_run_writes_tables_views_and_figures(small_run):
 
 def test_sankey_links_respect_lo(small_run):
     rd, labels = small_run
-    out = track_run(rd.root, methods=["hedonic_pas"], views=False)
+    out = track_run(rd.root, methods=["hedonic_pas"])
     from safetensors.numpy import load_file
 
     mass = {tuple(k.split("->")): v for k, v in
@@ -80,6 +79,11 @@ def test_full_report_is_self_contained(small_run):
     for section in ("Summary", "Configuration", "Partitions", "Tables", "Tracking across layers", "Figures"):
         assert f">{section}</h2>" in page
     assert ">MISSING</span>" not in page and page.count(">present</span>") == 7
+    # results first (headline figures), bookkeeping folded at the end
+    order = re.findall(r'<section id="([a-z]+)">', page)
+    assert order[0] == "results" and order[-1] == "contents", order
+    assert order.index("config") > order.index("figures") and order.index("partitions") > order.index("tables")
+    assert "synergy_bars" in page.split('<section id="summary">')[0]
     # offline: no remote scripts, styles or images; every image inline
     markup = re.sub(r"<script>.*?</script>", "", page, flags=re.S)  # the inlined libraries hold URLs
     assert not re.search(r'(src|href)="(https?:)?//', markup)
@@ -152,7 +156,7 @@ def test_parse_ci_and_markdown():
     assert "<ol><li>a</li><li>b</li></ol>" in html and "&lt;raw&gt;" in html and "&lt;script&gt;" in html
 
 
-def test_phi_heatmaps_for_mnist_style_keys(tmp_path):
+def test_phi_heatmaps_from_declared_keys(tmp_path):
     from hedonic_neurons.report.html import derive_outputs
 
     rd = RunDir(tmp_path / "run")
@@ -161,7 +165,7 @@ def test_phi_heatmaps_for_mnist_style_keys(tmp_path):
     np.fill_diagonal(phi, 0)
     for m in ("hedonic_oca", "hedonic_pas", "random"):
         rd.save_partition("h2", m, rng.integers(0, 5, 20))
-    rd.save_matrices("h2", {"oca": phi, "oca_se": np.abs(phi), "phi_pas": phi, "pas_psi": phi[0]})
+    rd.save_matrices("h2", {"phi_oca": phi, "oca_se": np.abs(phi), "phi_pas": phi, "psi": phi[0]})
     assert derive_outputs(rd.root) == []
     assert sorted(p.name for p in (rd.root / "figures").glob("phi_*")) == [
         "phi_h2_hedonic_oca.png", "phi_h2_hedonic_pas.png"]

@@ -85,8 +85,9 @@ torch.set_num_threads(1)
 
 def tiny_config(root, **kw):
     from hedonic_neurons.experiments.reranker import RerankerConfig
+    from hedonic_neurons.partition import SolverConfig
 
-    base = dict(layers=(1, 2), seeds=2, n_train=30, n_probe=20, n_ood=20, solver_m=2000, solver_omega=200,
+    base = dict(layers=(1, 2), seeds=2, n_train=30, n_probe=20, n_ood=20, solver=SolverConfig(m=2000, omega=200),
                 n_largest=2, n_random=1, data_dir=str(root), max_length=40, report=False, track=False)
     base.update(kw)
     return RerankerConfig(**base)

@@ -72,9 +72,9 @@ def test_whole_pipeline(pool, tmp_path, arch, task, make_model, make_config):
 
 
 def test_fine_tuning_beats_untuned_on_ood(pool, tmp_path, make_model):
-    from hedonic_neurons.experiments.finetune import FinetuneConfig, build_task_data, finetune
     from hedonic_neurons.ir.embedded import passage_texts, query_passage_pairs
     from hedonic_neurons.ir.features import IRFeatures
+    from hedonic_neurons.models.finetune import FinetuneConfig, build_task_data, finetune
 
     feat = IRFeatures().fit(passage_texts(pool))
     train, norm = build_task_data("cqtr", query_passage_pairs(140, "train", data_dir=pool), feat)
@@ -90,15 +90,15 @@ def test_fine_tuning_beats_untuned_on_ood(pool, tmp_path, make_model):
 def test_ridge_head_init_reads_what_the_model_scores(pool, make_model, arch):
     # The probe's features must be those the head sees at the token the model scores (last real token
     # for decoders, CLS + pooler for BERT): the head's own R2 after the init equals the ridge fit's.
-    from hedonic_neurons.experiments.finetune import (
+    from hedonic_neurons.ir.embedded import passage_texts, query_passage_pairs
+    from hedonic_neurons.ir.features import IRFeatures
+    from hedonic_neurons.models.finetune import (
         FinetuneConfig,
         build_task_data,
         peft_model,
         ridge_head_init,
         score,
     )
-    from hedonic_neurons.ir.embedded import passage_texts, query_passage_pairs
-    from hedonic_neurons.ir.features import IRFeatures
 
     feat = IRFeatures().fit(passage_texts(pool))
     train, _ = build_task_data("cqtr", query_passage_pairs(60, "train", data_dir=pool), feat)
@@ -117,7 +117,7 @@ def test_ridge_head_init_reads_what_the_model_scores(pool, make_model, arch):
 def test_rank_losses_by_hand():
     import torch
 
-    from hedonic_neurons.experiments.finetune import RANK_LOSSES
+    from hedonic_neurons.models.finetune import RANK_LOSSES
 
     # RankNet: pairs (0,1) and (0,2) are ordered by rel; differences 2 and 1
     got = RANK_LOSSES["ranknet"](torch.tensor([2.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 0.0]))
@@ -128,9 +128,9 @@ def test_rank_losses_by_hand():
 
 
 def test_relevance_probe_is_within_query_and_keeps_the_labels(pool, make_model):
-    from hedonic_neurons.experiments.finetune import FinetuneConfig, build_task_data, peft_model, ridge_head_init
     from hedonic_neurons.ir.embedded import passage_texts, query_passage_pairs
     from hedonic_neurons.ir.features import IRFeatures
+    from hedonic_neurons.models.finetune import FinetuneConfig, build_task_data, peft_model, ridge_head_init
 
     data, _ = build_task_data("relevance", query_passage_pairs(60, "train", data_dir=pool),
                               IRFeatures().fit(passage_texts(pool)))
@@ -143,9 +143,9 @@ def test_relevance_probe_is_within_query_and_keeps_the_labels(pool, make_model):
 
 
 def test_non_finite_loss_stops_with_a_clear_error(pool, make_model):
-    from hedonic_neurons.experiments.finetune import FinetuneConfig, build_task_data, peft_model, train
     from hedonic_neurons.ir.embedded import passage_texts, query_passage_pairs
     from hedonic_neurons.ir.features import IRFeatures
+    from hedonic_neurons.models.finetune import FinetuneConfig, build_task_data, peft_model, train
 
     data, _ = build_task_data("cqtr", query_passage_pairs(20, "train", data_dir=pool),
                               IRFeatures().fit(passage_texts(pool)))

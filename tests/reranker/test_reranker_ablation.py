@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from hedonic_neurons.experiments.finetune import peft_model
 from hedonic_neurons.experiments.reranker import ablation_scores, coalition_subset
+from hedonic_neurons.models.finetune import peft_model
 
 TEXTS = ["query: cat dog passage: the cat sat with a dog", "query: moon passage: river and forest",
          "query: king queen war passage: the king met the queen", "query: sun passage: sun sun star"]
@@ -79,8 +79,8 @@ def test_coalition_subset_rule():
 
 
 def _task_data(qids):
-    from hedonic_neurons.experiments.finetune import TaskData
     from hedonic_neurons.ir.embedded import PairSet
+    from hedonic_neurons.models.finetune import TaskData
 
     n = len(qids)
     pairs = PairSet(list(qids), ["q"] * n, [f"p{i}" for i in range(n)], ["x"] * n, np.zeros(n, dtype=np.int64),

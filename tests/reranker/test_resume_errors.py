@@ -34,12 +34,15 @@ def test_resume_recomputes_only_the_deleted_stage(pool, tmp_path, make_model, ma
         assert {k: after["per_method"][m][k] for k in nums} == pytest.approx(nums, rel=1e-6, abs=1e-12, nan_ok=True)
 
 
-def test_changed_settings_refuse_to_resume(pool, tmp_path, make_model, make_config):
+def test_changed_settings_recompute_instead_of_reusing(pool, tmp_path, make_model, make_config):
     run_reranker(make_config(pool, model="llama", seeds=1, layers=(1,)), tmp_path / "r", quiet=True,
                  model_loader=lambda: make_model("llama"))
-    with pytest.raises(ValueError, match="different.*--out"):
-        run_reranker(make_config(pool, model="llama", seeds=1, layers=(2,)), tmp_path / "r", quiet=True,
-                     model_loader=lambda: make_model("llama"))
+    cfg = make_config(pool, model="llama", seeds=1, layers=(2,))
+    rd = run_reranker(cfg, tmp_path / "r", quiet=True, model_loader=lambda: make_model("llama"))
+    # layer 1's stages left the run with their files; config.json says what produced the files
+    assert not list((rd.root / "partitions" / "1").glob("*.json")) and (rd.root / "partitions" / "2").is_dir()
+    assert not (rd.root / "stages" / "valuations:1.done").exists()
+    assert json.loads((rd.root / "config.json").read_text())["layers"] == [2]
 
 
 def test_too_few_probe_pairs_to_split(pool, tmp_path, make_model, make_config):

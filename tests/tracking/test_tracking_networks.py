@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from hedonic_neurons.experiments.rundir import RunDir
 from hedonic_neurons.models.gated_mlp import GatedBlock
-from hedonic_neurons.report.tables import read_table
+from hedonic_neurons.rundir import RunDir, read_table
 from hedonic_neurons.tracking.jacobian import residual_jacobian_abs
 from hedonic_neurons.tracking.run import track_run
 
@@ -38,7 +37,7 @@ def _mlp_run(tmp_path, writes, reads, *, noise=0.0, seed=0, controls=(), measure
     rd.save_partition("8", "m", lab2)
     rd.save_matrices("7", {"track_W_down": W_down, "track_acts": acts})
     rd.save_matrices("8", {"track_W_up": W_up, "track_W_gate": W_gate, "track_norm_gain": 1 + rng.random(d)})
-    rows = track_run(rd.root, views=False, controls=controls, measure=measure)["m"]
+    rows = track_run(rd.root, controls=controls, measure=measure)["m"]
     return {r["source"]: r["event"] for r in rows}, rd
 
 
@@ -70,12 +69,12 @@ def test_random_dense_layer_vanishes(tmp_path, n_coal):
     rd.save_partition("8", "m", lab2)
     rd.save_matrices("7", {"track_W_down": rng.normal(size=(d, n1)), "track_acts": np.abs(rng.normal(size=(N, n1)))})
     rd.save_matrices("8", {"track_W_up": rng.normal(size=(n2, d)), "track_W_gate": rng.normal(size=(n2, d))})
-    rows = track_run(rd.root, views=False, controls=())["m"]
+    rows = track_run(rd.root, controls=())["m"]
     vanish = np.mean([r["event"] == "vanish" for r in rows])
     assert vanish >= 0.9
     assert max(r["alpha"] for r in rows) < 0.1      # chance-level mass reads ~0 whatever n_coal
     # the paper's raw rule reads vanish at 24 coalitions only because alpha ~ 1 / n_coal'
-    raw = track_run(rd.root, views=False, controls=(), measure="raw")["m"]
+    raw = track_run(rd.root, controls=(), measure="raw")["m"]
     assert np.median([r["alpha"] for r in raw]) == pytest.approx(1 / n_coal, rel=0.3)
 
 
@@ -96,7 +95,7 @@ def test_residual_identity_persists(tmp_path):
     rd.save_partition("h3", "m", labels)
     rd.save_matrices("h2", {"track_J_abs": J, "track_acts": H})
     rd.save_matrices("h3", {"track_acts": H})
-    rows = track_run(rd.root, views=False)["m"]
+    rows = track_run(rd.root)["m"]
     assert [r["event"] for r in rows] == ["persist"] * 6
     assert all(r["target"] == r["source"] and r["alpha"] == pytest.approx(1.0) for r in rows)
     # the controls tell chance: independent random partitions and a shuffled Jacobian do not persist

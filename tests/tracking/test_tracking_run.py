@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from hedonic_neurons.experiments.rundir import RunDir
 from hedonic_neurons.models.gated_mlp import GatedBlock
-from hedonic_neurons.report.tables import read_table
+from hedonic_neurons.rundir import RunDir, read_table
 from hedonic_neurons.tracking.jacobian import residual_jacobian_abs
 from hedonic_neurons.tracking.mass import residual_interaction_mass
 from hedonic_neurons.tracking.run import track_run
@@ -30,7 +29,7 @@ def test_track_run_residual_sites(tmp_path):
         if layer < 2:
             tensors["track_J_abs"] = residual_jacobian_abs(blocks[layer], h[layer].numpy())
         rd.save_matrices(f"h{layer + 1}", tensors)
-    out = track_run(rd.root, views=False)
+    out = track_run(rd.root)
     rows = out["hedonic_pas"]
     assert {r["transition"] for r in rows} == {"h1->h2", "h2->h3"}
     # the skip connection makes the Jacobian close to the identity: a coalition flows mostly to the
@@ -66,12 +65,13 @@ def test_layer_chains_stay_within_a_network():
 
 
 def test_write_tracking_one_view_per_network(tmp_path):
+    from hedonic_neurons.report.sankey import draw_tracking
     from hedonic_neurons.tracking.run import write_tracking
 
     rng = np.random.default_rng(1)
     labels = {f"seed{s}_h{h}": rng.integers(0, 3, 9) for s in (0, 1) for h in (2, 3, 4)}
     mass = {(f"seed{s}_h{h}", f"seed{s}_h{h + 1}"): rng.random((3, 3)) for s in (0, 1) for h in (2, 3)}
-    write_tracking(tmp_path, "hedonic_pas", labels, mass)
+    draw_tracking(tmp_path, {"hedonic_pas": write_tracking(tmp_path, "hedonic_pas", labels, mass)})
     views = sorted(p.stem for p in (tmp_path / "views").glob("*_all.html"))
     assert views == ["sankey_hedonic_pas_seed0_all", "sankey_hedonic_pas_seed1_all"]
     assert (tmp_path / "figures" / "sankey_hedonic_pas_seed1_all.png").exists()

@@ -1,7 +1,7 @@
 """The MNIST experiment of the paper's appendix I, end to end, stage by stage and resumable.
 
 Per seed: train the gated MLP (`models.gated_mlp`), then for every hidden layer h1..h5, on each of two
-disjoint halves of the held-out digits (cross-fitting, `experiments.crossfit`): activations, OCA and exact
+disjoint halves of the held-out digits (cross-fitting, `metrics.crossfit`): activations, OCA and exact
 PAS over all 256 x 256 pairs (I.4), Hedonic-OCA, Hedonic-PAS and Leiden partitions, the three size-matched
 baselines (I.5); then every metric of I.6 for each half's partitions on the OTHER half's digits and
 valuation (held-out Pair / Ratio, in-sample beside), and the split-half ARI of each method's two partitions.
@@ -14,7 +14,6 @@ interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -24,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hedonic_neurons.experiments.rundir import RunDir, write_json
+from hedonic_neurons.partition import SolverConfig
+from hedonic_neurons.rundir import RunDir, matrix_key, write_json
+from hedonic_neurons.stages import StageRunner
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +70,8 @@ class MnistConfig:
     lr: float = 1e-3
     d_model: int = 256
     d_ff: int = 1024
-    # solver (appendix I.4)
-    k: int = 3
-    min_size: int = 2
-    max_size: int = 10
-    m: int = 80_000
-    omega: int = 8_000
-    epsilon: float = 0.1
-    delta: float = 0.1
+    # solver (appendix I.4: m = 8e4, omega = 8e3 for MNIST); random_state is set per seed
+    solver: SolverConfig = field(default_factory=lambda: SolverConfig(m=80_000, omega=8_000))
     # metrics
     top_k: int = 128
     loss_delta_images: int = 256  # held-out images used for the per-neuron loss deltas (I.3)
@@ -92,6 +87,8 @@ class MnistConfig:
     crossfit_seed: int = 0  # the same split for every network
 
     def __post_init__(self) -> None:
+        if isinstance(self.solver, dict):
+            self.solver = SolverConfig(**self.solver)
         bad = [layer for layer in self.layers if layer not in ALL_LAYERS]
         if bad or not self.layers:
             raise ValueError(f"unknown layers {bad or self.layers}: choose from {', '.join(ALL_LAYERS)}")
@@ -101,6 +98,10 @@ class MnistConfig:
             raise ValueError(f"oca_weight {self.oca_weight!r}: use 'next' or 'identity'")
         if self.control_layer not in ALL_LAYERS:
             raise ValueError(f"control_layer {self.control_layer!r}: choose from {', '.join(ALL_LAYERS)}")
+
+
+# flat keys of config.json files written before MnistConfig.solver existed -> their nested place
+MNIST_MOVED = {k: f"solver.{k}" for k in ("k", "min_size", "max_size", "m", "omega", "epsilon", "delta")}
 
 
 def _progress() -> bool:
@@ -149,7 +150,7 @@ def _layers_of(cfg: MnistConfig, setting: str) -> list[str]:
     return list(cfg.layers) if setting == "trained" else [cfg.control_layer]
 
 
-def stage_model(rd: RunDir, cfg: MnistConfig, data: _Data, variant: str, setting: str, seed: int):
+def stage_model(sr: StageRunner, cfg: MnistConfig, data: _Data, variant: str, setting: str, seed: int):
     """Train (or just initialise) one model and save it as safetensors; reload it when already done."""
     import torch
 
@@ -160,9 +161,10 @@ def stage_model(rd: RunDir, cfg: MnistConfig, data: _Data, variant: str, setting
         train_classifier,
     )
 
+    rd = sr.rd
     path = rd.root / "models" / f"{variant}.safetensors"
     stage = f"model_{variant}"
-    if rd.stage_done(stage) and path.exists():
+    if sr.fresh(stage) and path.exists():
         return GatedMLPClassifier.load(path)
     torch.manual_seed(seed)
     model = build_classifier(seed, d_model=cfg.d_model, d_ff=cfg.d_ff)
@@ -178,7 +180,7 @@ def stage_model(rd: RunDir, cfg: MnistConfig, data: _Data, variant: str, setting
             "test_accuracy": accuracy(model, data.X_test, data.y_test)}
     model.save(path, metadata={"variant": variant, "setting": setting, "seed": seed})
     write_json(rd.root / "models" / f"{variant}.json", info)
-    rd.mark_done(stage, info)
+    sr.done(stage, info)
     log.info("%s: held-out accuracy %.4f (%.0f s)", variant, info["test_accuracy"], info["train_seconds"])
     return model
 
@@ -240,7 +242,7 @@ def _verify(rd: RunDir, model, data: _Data, li: int, key: str, pas, ix: np.ndarr
 
 def halves(cfg: MnistConfig, n: int) -> dict[str, np.ndarray]:
     """{half: indices into the held-out digits}: two seeded disjoint halves, or {"a": all} without crossfit."""
-    from hedonic_neurons.experiments.crossfit import split_halves
+    from hedonic_neurons.metrics.crossfit import split_halves
 
     if not cfg.crossfit:
         return {"a": np.arange(n)}
@@ -250,7 +252,7 @@ def halves(cfg: MnistConfig, n: int) -> dict[str, np.ndarray]:
 
 def eval_half(cfg: MnistConfig, half: str) -> str:
     """The half whose digits and valuation score a partition fitted on `half` (itself without crossfit)."""
-    from hedonic_neurons.experiments.crossfit import OTHER
+    from hedonic_neurons.metrics.crossfit import OTHER
 
     return OTHER[half] if cfg.crossfit else half
 
@@ -260,15 +262,17 @@ def part_name(method: str, half: str) -> str:
     return method if half == "a" else f"{method}.b"
 
 
-def stage_valuations(rd: RunDir, cfg: MnistConfig, model, data: _Data, key: str, layer: str) -> dict:
+def stage_valuations(sr: StageRunner, cfg: MnistConfig, model, data: _Data, key: str, layer: str) -> dict:
     """OCA, exact PAS (+ standard errors, psi) on each half of the held-out digits, per-neuron loss deltas
-    for one layer; saved as safetensors with the half in the key (``pas_a``, ``pas_b``, ``oca_se_a`` ...)."""
+    for one layer; saved as safetensors with the half in the key (``phi_pas_a``, ``phi_pas_b``,
+    ``oca_se_a`` ...: the keys of rundir.MATRIX_KEYS)."""
     from hedonic_neurons.metrics.ablation import neuron_loss_delta
     from hedonic_neurons.valuations.oca import oca, oca_se
     from hedonic_neurons.valuations.pas import exact_pas
 
+    rd = sr.rd
     stage = f"valuations_{key}"
-    if rd.stage_done(stage) and rd.matrices_path(key).exists():
+    if sr.fresh(stage) and rd.matrices_path(key).exists():
         return rd.load_matrices(key)
     H_all = _hidden(model, data.X_test, layer)
     idx = halves(cfg, H_all.shape[0])
@@ -291,9 +295,11 @@ def stage_valuations(rd: RunDir, cfg: MnistConfig, model, data: _Data, key: str,
         pas = exact_pas(H.astype(np.float64), H.astype(np.float64), None, _tail(model), targets=data.y_test[ix],
                         dtype=np.float32, progress=False)
         t2 = time.time()
-        mats.update({f"oca_{h}": phi_oca, f"oca_se_{h}": np.asarray(oca_err, dtype=np.float64),
-                     **{f"{k}_{h}": v for k, v in pas.matrices("pas").items()},
-                     f"half_{h}_idx": np.asarray(ix, dtype=np.int64)})
+        mats.update({matrix_key("phi_oca", h): phi_oca,
+                     matrix_key("oca_se", h): np.asarray(oca_err, dtype=np.float64),
+                     matrix_key("phi_pas", h): pas.phi, matrix_key("pas_se", h): pas.se,
+                     matrix_key("psi", h): pas.psi, matrix_key("psi_se", h): pas.psi_se,
+                     matrix_key("half_idx", h): np.asarray(ix, dtype=np.int64)})
         info["oca_s"] += t1 - t0
         info["pas_s"] += t2 - t1
         logit_mean[h] = pas.logit_mean
@@ -317,40 +323,38 @@ def stage_valuations(rd: RunDir, cfg: MnistConfig, model, data: _Data, key: str,
                                           "halves": ",".join(f"{h}:{ix.size}" for h, ix in idx.items()),
                                           "crossfit_seed": cfg.crossfit_seed, "pas_logit_mean": logit_mean,
                                           "oca_weight": cfg.oca_weight})
-    rd.mark_done(stage, info)
+    sr.done(stage, info)
     log.debug("%s valuations: %s", key, info)
     return rd.load_matrices(key)
 
 
 def _solver(cfg: MnistConfig, seed: int):
-    from hedonic_neurons.partition import HedonicPartition
-
-    return HedonicPartition(k=cfg.k, min_size=cfg.min_size, max_size=cfg.max_size, m=cfg.m, omega=cfg.omega,
-                            epsilon=cfg.epsilon, delta=cfg.delta, random_state=seed)
+    return cfg.solver.to_estimator(random_state=seed)
 
 
 def _fit_halves(cfg: MnistConfig) -> tuple[str, ...]:
     return ("a", "b") if cfg.crossfit else ("a",)
 
 
-def stage_partitions(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, key: str, layer: str,
+def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats: dict, key: str, layer: str,
                      seed: int, methods: tuple[str, ...] = METHODS) -> dict[str, dict[str, np.ndarray]]:
     """{half: {method: labels}}: on each half, Hedonic-OCA, Hedonic-PAS, Leiden (positive part of the PAS
     phi) and the baselines matched to Hedonic-PAS (I.4-I.5) on that half's activation profiles."""
     from hedonic_neurons.baselines import LeidenPartition, matched_baselines
-    from hedonic_neurons.experiments.crossfit import half_seed
+    from hedonic_neurons.metrics.crossfit import half_seed
 
+    rd = sr.rd
     stage = f"partitions_{key}"
     fit = _fit_halves(cfg)
-    if rd.stage_done(stage):
+    if sr.fresh(stage):
         return {h: {m: rd.load_partition(key, part_name(m, h))["labels"] for m in methods} for h in fit}
     H_all = _hidden(model, data.X_test, layer)
     out: dict[str, dict[str, np.ndarray]] = {}
     for h in fit:
         res: dict[str, np.ndarray] = {}
         hseed = half_seed(seed, h)  # its own random state per half (see half_seed)
-        for method, phi, se in (("hedonic_oca", mats[f"oca_{h}"], mats[f"oca_se_{h}"]),
-                                ("hedonic_pas", mats[f"pas_{h}"], mats[f"pas_se_{h}"])):
+        for method, phi, se in (("hedonic_oca", mats[f"phi_oca_{h}"], mats[f"oca_se_{h}"]),
+                                ("hedonic_pas", mats[f"phi_pas_{h}"], mats[f"pas_se_{h}"])):
             t0 = time.time()
             hp = _solver(cfg, hseed).fit(np.asarray(phi, dtype=np.float64), np.asarray(se, dtype=np.float64))
             params = dict(getattr(hp, "params_", {}) or {})
@@ -362,12 +366,12 @@ def stage_partitions(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dic
             res[method] = np.asarray(hp.labels_)
         t0 = time.time()
         # until convergence (n_iterations=-1): cheap at 256 players, and the strongest Leiden to compare with
-        ld = LeidenPartition(max_size=cfg.max_size, n_iterations=-1, random_state=hseed).fit(
-            np.asarray(mats[f"pas_{h}"], dtype=np.float64))
+        ld = LeidenPartition(max_size=cfg.solver.max_size, n_iterations=-1, random_state=hseed).fit(
+            np.asarray(mats[f"phi_pas_{h}"], dtype=np.float64))
         rd.save_partition(key, part_name("leiden", h), ld.labels_,
                           params={"resolution_rule": str(getattr(ld, "resolution_rule_", "")),
                                   "resolution": float(getattr(ld, "resolution_", float("nan"))),
-                                  "max_size": cfg.max_size, "valuation": "positive part of PAS",
+                                  "max_size": cfg.solver.max_size, "valuation": "positive part of PAS",
                                   "fitted_on": f"half {h}", "seed": hseed, "seconds": time.time() - t0})
         res["leiden"] = np.asarray(ld.labels_)
         for method, labels in matched_baselines(H_all[mats[f"half_{h}_idx"]].T, res["hedonic_pas"],
@@ -376,22 +380,23 @@ def stage_partitions(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dic
                               params={"matched_to": "hedonic_pas", "seed": hseed, "fitted_on": f"half {h}"})
             res[method] = labels
         out[h] = {m: res[m] for m in methods}
-    rd.mark_done(stage)
+    sr.done(stage)
     return out
 
 
-def stage_metrics(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, parts: dict, key: str,
+def stage_metrics(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats: dict, parts: dict, key: str,
                   layer: str, variant: str, setting: str, seed: int, stroke: np.ndarray) -> dict:
     """Every I.6 metric for every coalition of every method and half in one layer, each on the digits
     and the valuation of the *other* half (cross-fitting); per partition the split-half ARI and the share
     of neurons in coalitions of 2..max_size. Returns {"coalitions": rows, "partitions": rows} (saved)."""
-    from hedonic_neurons.experiments.crossfit import coalitions_of, coverage, split_half_ari, synergy_rows
     from hedonic_neurons.metrics.ablation import ablation_effects
+    from hedonic_neurons.metrics.crossfit import coalitions_of, coverage, split_half_ari, synergy_rows
     from hedonic_neurons.metrics.mnist import coalition_metrics
 
+    rd = sr.rd
     path = rd.root / "metrics" / f"{key}.json"
     stage = f"metrics_{key}"
-    if rd.stage_done(stage) and path.exists():
+    if sr.fresh(stage) and path.exists():
         return json.loads(path.read_text())
     H_all = _hidden(model, data.X_test, layer)
     li = int(layer[1:])
@@ -415,8 +420,8 @@ def stage_metrics(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, 
             # of every image (only small test runs have fewer than 2 x top_k digits per half)
             interp = coalition_metrics(H, y, coalitions, stroke=st, k=min(cfg.top_k, max(1, H.shape[0] // 2)),
                                        stroke_baseline=st.mean(0))
-            syn = synergy_rows(coalitions, mats[f"pas_{e}"], mats[f"pas_psi_{e}"], mats[f"pas_{h}"],
-                               mats[f"pas_psi_{h}"])
+            syn = synergy_rows(coalitions, mats[f"phi_pas_{e}"], mats[f"psi_{e}"], mats[f"phi_pas_{h}"],
+                               mats[f"psi_{h}"])
             for cid, (members, row, sy) in enumerate(zip(coalitions, interp, syn, strict=True)):
                 rows.append({**base, "method": method, "half": h, "scored_on": e, "coalition": cid,
                              "size": int(members.size), "members": members.tolist(),
@@ -427,7 +432,7 @@ def stage_metrics(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, 
     prows = []
     for method in next(iter(parts.values())):
         labs = {h: parts[h][method] for h in parts}
-        cov = [coverage(lab, 2, cfg.max_size) for lab in labs.values()]
+        cov = [coverage(lab, 2, cfg.solver.max_size) for lab in labs.values()]
         sizes = [np.bincount(np.unique(lab, return_inverse=True)[1]) for lab in labs.values()]
         prows.append({**base, "method": method,
                       "ari": split_half_ari(labs["a"], labs["b"]) if "b" in labs else float("nan"),
@@ -436,7 +441,7 @@ def stage_metrics(rd: RunDir, cfg: MnistConfig, model, data: _Data, mats: dict, 
                       "largest": int(max(s.max() for s in sizes))})
     out = {"coalitions": rows, "partitions": prows}
     write_json(path, out)
-    rd.mark_done(stage, {"acc_base": acc_base})
+    sr.done(stage, {"acc_base": acc_base})
     return out
 
 
@@ -526,7 +531,8 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict], prows: list[dic
     n_seeds = len(cfg.seeds)
     ci = f"mean ± 95 % CI over {n_seeds} seeds" if n_seeds > 1 else "one seed"
     note = crossfit_note(cfg)
-    leiden = f"Leiden (CPM): leidenalg CPM on the positive part of the PAS phi, communities <= {cfg.max_size}; " \
+    leiden = f"Leiden (CPM): leidenalg CPM on the positive part of the PAS phi, communities <= " \
+             f"{cfg.solver.max_size}; " \
              f"resolution rule: {leiden_rule(rd)}"
     t7, t8 = [], []
     means: dict[str, dict[str, float]] = {}
@@ -546,7 +552,7 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict], prows: list[dic
                    "paper_Pair": _paper(PAPER_T7, m, 2, ".3f"), "Ratio_heldout": _cell(d["ratio"]),
                    "Ratio_in_sample": _cell(d["ratio_in_sample"]), "paper_Ratio": _paper(PAPER_T7, m, 3, ".2f"),
                    "ARI_split_half": _cell(d["ari"]),
-                   f"pct_in_2_{cfg.max_size}": _cell([100 * v for v in d["coverage"]], 1),
+                   f"pct_in_2_{cfg.solver.max_size}": _cell([100 * v for v in d["coverage"]], 1),
                    "avg_size": _cell(d["size"], 2), "paper_avg_size": _paper(PAPER_T7, m, 4, ".1f")})
         t8.append({"method": METHOD_NAMES[m], "purity": _cell(d["purity"]),
                    "paper_purity": _paper(PAPER_T8, m, 0, ".2f"),
@@ -555,7 +561,7 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict], prows: list[dic
                    "stroke": _cell(d["stroke"]), "stroke_lift": _cell(d["stroke_lift"])})
     rd.save_table("table7_synergy", t7, title=f"Table 7 (MNIST, layers {span}): accuracy drop (percentage "
                   f"points) when one coalition is ablated, Pair and Ratio synergy (held-out), split-half ARI, "
-                  f"% of neurons in coalitions of 2-{cfg.max_size}, average size; {ci} "
+                  f"% of neurons in coalitions of 2-{cfg.solver.max_size}, average size; {ci} "
                   f"(dAcc_sd_within: sd over all coalitions and seeds); paper columns beside ours. {note}. "
                   f"{leiden}")
     rd.save_table("table8_interpretability", t8, title=f"Table 8 (MNIST, layers {span}): digit purity, "
@@ -587,7 +593,7 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict], prows: list[dic
                       "sparsity", "stroke", "stroke_lift", "size"):
                 row[k] = _cell(_per_seed(rows, k, m, [layer]), 4 if k.startswith("pair") else 3)
             row["ari_split_half"] = _cell(_per_seed_part(prows, "ari", m, [layer]))
-            row[f"pct_in_2_{cfg.max_size}"] = _cell([100 * v for v in _per_seed_part(prows, "coverage", m,
+            row[f"pct_in_2_{cfg.solver.max_size}"] = _cell([100 * v for v in _per_seed_part(prows, "coverage", m,
                                                                                          [layer])], 1)
             per_layer.append(row)
     rd.save_table("per_layer", per_layer, title=f"Every metric per layer and method (trained networks, {ci}; "
@@ -598,7 +604,7 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict], prows: list[dic
 def write_stability_table(rd: RunDir, max_size: int = 10) -> None:
     """The stability certificate of every hedonic partition (both halves), with the share of neurons in
     coalitions of 2..max_size (baselines and Leiden are not certified)."""
-    from hedonic_neurons.experiments.crossfit import coverage
+    from hedonic_neurons.metrics.crossfit import coverage
 
     rows = []
     for key, methods in rd.partitions().items():
@@ -721,7 +727,7 @@ def default_vs_all(per_seed: dict, metric: str = "pair", ref: str = "hedonic_pas
     others = {m: _lo_hi(per_seed[m][metric]) for m in METHODS if m != ref and per_seed[m][metric]}
     if not others or not np.isfinite(m0):
         return f"{METHOD_NAMES[ref]}: no finite {metric}"
-    from hedonic_neurons.experiments.crossfit import versus_best
+    from hedonic_neurons.metrics.crossfit import versus_best
 
     best, verdict = versus_best((m0, lo0, hi0), others, METHOD_NAMES)
     mb, lob, hib = others[best]
@@ -766,7 +772,7 @@ def write_summary(rd: RunDir, cfg: MnistConfig, means: dict, per_seed: dict, row
         lines.append(f"- Split-half ARI: Hedonic-PAS {a0:.3f}, Leiden {al:.3f}: "
                      + ("at least Leiden's." if a0 >= al else f"BELOW Leiden's by {al - a0:.3f}."))
     cov = means["hedonic_pas"]["coverage"]
-    lines.append(f"- Neurons in coalitions of 2-{cfg.max_size}: Hedonic-PAS {100 * cov:.1f} % "
+    lines.append(f"- Neurons in coalitions of 2-{cfg.solver.max_size}: Hedonic-PAS {100 * cov:.1f} % "
                  f"({'at least' if cov >= 0.5 else 'BELOW'} half), Leiden {100 * means['leiden']['coverage']:.1f} %.")
     if cfg.crossfit:
         lines += ["", "Split-half ARI per method and layer (trained networks, mean over seeds):", "",
@@ -820,6 +826,60 @@ def _n_test(rd: RunDir, variants) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
+# config fields read by every stage through the data (the split and its caps)
+DATA_FIELDS = ("data", "n_train", "n_test", "test_fraction", "split_seed")
+
+
+def plan_stages(rd: RunDir, cfg: MnistConfig, report: bool = False) -> StageRunner:
+    """Every stage of the run with the config fields and upstream stages it reads (docs/mnist.md)."""
+    sr = StageRunner(rd, cfg)
+    metrics = []
+    for variant, setting, _seed in _variants(cfg):
+        train = ("epochs", "lr") if setting != "random_init" else ()
+        sr.add(f"model_{variant}", (*DATA_FIELDS, "d_model", "d_ff", *train),
+               outputs=(f"models/{variant}.safetensors", f"models/{variant}.json"))
+        for layer in _layers_of(cfg, setting):
+            key = f"{variant}_{layer}"
+            sr.add(f"valuations_{key}", ("crossfit", "crossfit_seed", "oca_weight", "verify", "loss_delta_images"),
+                   (f"model_{variant}",), outputs=(f"matrices/{key}.safetensors", f"verification/{key}.json",
+                                                   f"verification/{key}.md"))
+            sr.add(f"partitions_{key}", ("solver",), (f"valuations_{key}",), outputs=(f"partitions/{key}",))
+            sr.add(f"metrics_{key}", ("top_k",), (f"partitions_{key}",), outputs=(f"metrics/{key}.json",))
+            metrics.append(f"metrics_{key}")
+    # the tables read every metrics file (so a new seed or layer rebuilds them) and the first seed's
+    # network for the digit grids
+    sr.add("tables", ("n_grids", "control_layer"), tuple(metrics))
+    if report:
+        if len(cfg.layers) > 1:
+            sr.add("tracking", (), ("tables",), outputs=("tracking",))
+        sr.add("report", (), ("tracking",) if len(cfg.layers) > 1 else ("tables",), outputs=("report.html",))
+    return sr
+
+
+def _track(rd: RunDir) -> dict:
+    # track the partitions under the plain method names only (half a); the half-b ones (<method>.b)
+    # exist for cross-fitting and would double the Sankey views
+    from hedonic_neurons.report.sankey import track_and_draw
+
+    try:
+        track_and_draw(rd.root, methods=list(METHODS))
+    except Exception as exc:  # the results are on disk; a tracking failure must not hide them
+        log.error("cross-layer tracking failed (%s: %s)", type(exc).__name__, exc)
+        return {"failed": str(exc)}
+    return {}
+
+
+def _report(rd: RunDir) -> dict:
+    from hedonic_neurons.report import build_report
+
+    try:
+        return {"path": str(build_report(rd.root))}
+    except Exception as exc:  # the results are on disk; a report failure must not hide them
+        log.error("building report.html failed (%s: %s); the tables, figures and summary.md are in %s",
+                  type(exc).__name__, exc, rd.root)
+        return {"failed": str(exc)}
+
+
 def _threads(threads: int | None) -> int:
     """Torch threads: as asked, else the core count, or 1 when the cores are already busy.
 
@@ -836,11 +896,16 @@ def _threads(threads: int | None) -> int:
     return 1 if load >= cores - 0.5 else cores
 
 
-def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> RunDir:
-    """Run (or resume) the whole experiment into `out`; returns the RunDir. `threads`: torch threads."""
+def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None, force: bool = False,
+              report: bool = False) -> RunDir:
+    """Run (or resume) the whole experiment into `out`; returns the RunDir. `threads`: torch threads.
+
+    Resuming reuses exactly the stages whose fingerprint (config fields + upstream stages, `plan_stages`)
+    is unchanged; `force` recomputes everything. `report`: then cross-layer tracking and report.html."""
     import torch
     from tqdm.auto import tqdm
 
+    from hedonic_neurons.configs import config_from_dict
     from hedonic_neurons.metrics.mnist import stroke_scores
 
     t_start = time.time()
@@ -848,12 +913,12 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> 
     halves(cfg, len(data.y_test))  # too few digits to split in two: one-line error before anything is written
     rd = RunDir(out)
     cfg_path = rd.root / "config.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if old != json.loads(json.dumps(dataclasses.asdict(cfg))):
-            raise ValueError(f"{out} holds a run with a different configuration: pass a new --out, or delete "
-                             f"{out} to start over")
-    rd.save_config(cfg)
+    if cfg_path.exists() and not force:
+        # an older run directory: load its config (flat keys of older versions map to their nested place)
+        # or refuse in one line; what changed is then recomputed stage by stage, never silently reused
+        config_from_dict(MnistConfig, json.loads(cfg_path.read_text()), MNIST_MOVED)
+    sr = plan_stages(rd, cfg, report=report)
+    sr.prepare(force=force)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(_threads(threads))
     try:
@@ -867,26 +932,32 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> 
         for variant, setting, seed, layer in bar:
             bar.set_postfix_str(f"{variant} {layer}")
             if variant not in models:
-                models[variant] = stage_model(rd, cfg, data, variant, setting, seed)
+                models[variant] = stage_model(sr, cfg, data, variant, setting, seed)
             model = models[variant]
             key = f"{variant}_{layer}"
-            mats = stage_valuations(rd, cfg, model, data, key, layer)
-            parts = stage_partitions(rd, cfg, model, data, mats, key, layer, seed, METHODS)
-            res = stage_metrics(rd, cfg, model, data, mats, parts, key, layer, variant, setting, seed, stroke)
+            mats = stage_valuations(sr, cfg, model, data, key, layer)
+            parts = stage_partitions(sr, cfg, model, data, mats, key, layer, seed, METHODS)
+            res = stage_metrics(sr, cfg, model, data, mats, parts, key, layer, variant, setting, seed, stroke)
             rows += res["coalitions"]
             prows += res["partitions"]
-        write_json(rd.root / "coalitions.json", rows)
-        _write_coalitions_csv(rd.root / "coalitions.csv", rows)
-        rd.save_table("partitions", [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
-                                     for r in prows],
-                      title="Per network, layer and method: split-half ARI (partitions fitted on the two halves), "
-                      f"share of neurons in coalitions of 2-{cfg.max_size} (mean over halves), coalitions, "
-                      "single neurons (mean over halves), largest coalition")
-        means, per_seed = write_tables(rd, cfg, rows, prows)
-        write_stability_table(rd, cfg.max_size)
-        write_accuracy_table(rd, variants)
-        digit_grids(rd, cfg, data, rows, f"seed{cfg.seeds[0]}")
-        write_summary(rd, cfg, means, per_seed, rows, prows, variants, time.time() - t_start)
+        if not sr.fresh("tables"):
+            write_json(rd.root / "coalitions.json", rows)
+            _write_coalitions_csv(rd.root / "coalitions.csv", rows)
+            rd.save_table("partitions", [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                                         for r in prows],
+                          title="Per network, layer and method: split-half ARI (partitions fitted on the two halves), "
+                          f"share of neurons in coalitions of 2-{cfg.solver.max_size} (mean over halves), coalitions, "
+                          "single neurons (mean over halves), largest coalition")
+            means, per_seed = write_tables(rd, cfg, rows, prows)
+            write_stability_table(rd, cfg.solver.max_size)
+            write_accuracy_table(rd, variants)
+            digit_grids(rd, cfg, data, rows, f"seed{cfg.seeds[0]}")
+            write_summary(rd, cfg, means, per_seed, rows, prows, variants, time.time() - t_start)
+            sr.done("tables")
+        if report:
+            if "tracking" in sr.stages:
+                sr.run("tracking", lambda: _track(rd))
+            sr.run("report", lambda: _report(rd))
     finally:
         torch.set_num_threads(prev_threads)
     return rd
@@ -918,45 +989,28 @@ def _parse_layers(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hedonic_neurons.configs import config_from_args
+
     if getattr(args, "mnist_quiet", False):
         os.environ["TQDM_DISABLE"] = "1"
         logging.getLogger().setLevel(logging.WARNING)
     cfg = MnistConfig(seeds=list(range(args.seeds)), layers=_parse_layers(args.layers), data=args.data,
-                      n_train=args.n_train, n_test=args.n_test, epochs=args.epochs, m=args.m, omega=args.omega,
+                      n_train=args.n_train, n_test=args.n_test, epochs=args.epochs,
+                      solver=config_from_args(MnistConfig().solver, args, args.solver_fields),
                       controls=not args.no_controls, control_layer=args.control_layer,
                       loss_delta_images=args.loss_delta_images, verify=not args.no_verify,
                       crossfit=not args.no_crossfit)
     t0 = time.time()
-    rd = run_mnist(cfg, args.out, threads=args.threads)
-    try:
-        from hedonic_neurons.report import build_report
-    except ImportError:
-        build_report = None
-    report = None
-    try:
-        # track the partitions under the plain method names only (half a); the half-b ones (<method>.b)
-        # exist for cross-fitting and would double the Sankey views
-        from hedonic_neurons.tracking.run import track_run
-
-        if len(cfg.layers) > 1:
-            track_run(rd.root, methods=list(METHODS))
-    except Exception as exc:  # the results are on disk; a tracking failure must not hide them
-        log.error("cross-layer tracking failed (%s: %s)", type(exc).__name__, exc)
-    if build_report is None:
-        log.warning("hedonic_neurons.report.build_report is not available: no report.html; the tables, figures "
-                    "and summary.md are in %s", rd.root)
-    else:
-        try:
-            report = build_report(rd.root)
-        except Exception as exc:  # the results are on disk; a report failure must not hide them
-            log.error("building report.html failed (%s: %s); the tables, figures and summary.md are in %s",
-                      type(exc).__name__, exc, rd.root)
+    rd = run_mnist(cfg, args.out, threads=args.threads, force=args.force, report=True)
+    report = rd.root / "report.html" if (rd.root / "report.html").exists() else None
     print(f"MNIST run finished in {(time.time() - t0) / 60:.1f} min; summary: {rd.root / 'summary.md'}")
     print(f"report: {report if report is not None else rd.root / 'summary.md'}")
     return 0
 
 
 def register(subparsers) -> None:
+    from hedonic_neurons.configs import add_config_flags
+
     p = subparsers.add_parser("mnist", help="the paper's MNIST experiment (appendix I): 3 seeds, h1..h5, 6 methods, "
                               "negative controls, Tables 7-9")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1), default 3")
@@ -967,8 +1021,6 @@ def register(subparsers) -> None:
     p.add_argument("--n-train", type=int, default=None, help="use at most this many training images (tests)")
     p.add_argument("--n-test", type=int, default=None, help="use at most this many held-out images (tests)")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--m", type=int, default=80_000, help="solver reservoir size (paper: 8e4 for MNIST)")
-    p.add_argument("--omega", type=int, default=8_000, help="solver samples per round (paper: 8e3 for MNIST)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the core count, or 1 "
                    "when the machine is already busy)")
     p.add_argument("--control-layer", default="h3", help="layer of the negative controls and digit grids (h3)")
@@ -980,4 +1032,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-crossfit", action="store_true", help="fit and score on all held-out digits (in-sample "
                    "scores); default: fit on one half, score on the other")
     p.add_argument("--quiet", dest="mnist_quiet", action="store_true", help="no progress bars or log lines")
-    p.set_defaults(func=run)
+    p.add_argument("--force", action="store_true", help="recompute every stage of an existing --out (default: "
+                   "reuse the stages whose config fields and inputs are unchanged)")
+    g = p.add_argument_group("solver (SolverConfig; MNIST defaults m = 8e4, omega = 8e3 as in appendix I.4)")
+    p.set_defaults(func=run, solver_fields=add_config_flags(g, MnistConfig().solver, exclude=["random_state"]))

@@ -39,15 +39,18 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from hedonic_neurons.experiments.finetune import (
-    RANK_LOSSES,
+from hedonic_neurons.ir.embedded import PairSet
+from hedonic_neurons.ir.features import FEATURE_NAMES
+from hedonic_neurons.metrics.partition_metrics import alignment_r2, coalition_means, coalition_subset, predictivity_r2
+from hedonic_neurons.models.coalition_ablation import ablation_scores
+from hedonic_neurons.models.finetune import (
     TASK_NAMES,
     FinetuneConfig,
     TaskData,
@@ -58,9 +61,9 @@ from hedonic_neurons.experiments.finetune import (
     load_adapter,
     task_metric,
 )
-from hedonic_neurons.experiments.rundir import RunDir, write_json
-from hedonic_neurons.ir.embedded import PairSet
-from hedonic_neurons.ir.features import FEATURE_NAMES
+from hedonic_neurons.partition import SolverConfig
+from hedonic_neurons.rundir import RunDir, write_json
+from hedonic_neurons.stages import StageRunner
 
 log = logging.getLogger(__name__)
 
@@ -142,17 +145,12 @@ class RerankerConfig:
     per_query: int = 10
     max_words: int = 60
     max_length: int = 128
-    epochs: int = 1
-    batch_size: int = 8
-    lr: float = 2e-3  # LoRA lr; the paper's 2e-4 (batch 128 x 500k pairs) does not move a CPU-sized run
-    head_lr: float = 2e-3
-    rank_loss: str = "ranknet"  # relevance: ranknet | listnet (ListNet did not beat untuned, docs/reranker.md)
-    rank: int = 8
+    # fine-tuning (task, layers, seed = seed0, device and max_length are filled from this config)
+    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(head_init_pairs=None))
     # The paper's m = 8e5 / omega = 8e4 are for 14,336 players (56 samples per player); the 1,536 MLP
     # channels of MiniLM / SmolLM2 get 1e5 (65 per player): the same ratio, an 8x cheaper fit.
-    solver_m: int = 100_000
-    solver_omega: int = 10_000
-    max_size: int = 10  # largest sampled coalition of the solver and largest Leiden community
+    # solver.max_size also caps the Leiden communities; random_state is set per seed.
+    solver: SolverConfig = field(default_factory=lambda: SolverConfig(m=100_000, omega=10_000))
     # cross-fitting (DESIGN 3): the probe pairs are split into two seeded halves of whole queries; partitions
     # fitted on one half's valuation are scored (Pair, Ratio) on the other's, both directions averaged
     crossfit: bool = True
@@ -171,6 +169,19 @@ class RerankerConfig:
     def __post_init__(self):
         if self.layers is not None:
             self.layers = tuple(int(x) for x in self.layers)
+        if isinstance(self.solver, dict):
+            self.solver = SolverConfig(**self.solver)
+        if isinstance(self.finetune, dict):
+            self.finetune = FinetuneConfig(**self.finetune)
+        self.sync_finetune()
+
+    def sync_finetune(self) -> None:
+        """Fill the fine-tuning fields this config owns (task, layers, seed, device, max_length), so the
+        saved config holds exactly what fine-tuning ran with."""
+        ft = self.finetune
+        ft.task, ft.seed, ft.device, ft.max_length = self.task, self.seed0, self.device, self.max_length
+        if self.layers is not None:
+            ft.layers = tuple(self.layers)
 
     def resolve_sizes(self, n_params: int) -> RerankerConfig:
         """Fill the size fields left at None from `SIZE_PRESETS` ("small" below 60 M parameters, else
@@ -180,6 +191,11 @@ class RerankerConfig:
             if getattr(self, k) is None:
                 setattr(self, k, v)
         return self
+
+
+# flat keys of config.json files written before RerankerConfig.solver / .finetune existed -> their nested place
+RERANKER_MOVED = {"solver_m": "solver.m", "solver_omega": "solver.omega", "max_size": "solver.max_size",
+                  **{k: f"finetune.{k}" for k in ("epochs", "batch_size", "lr", "head_lr", "rank_loss", "rank")}}
 
 
 # Per-model-size defaults. The ablations of the evaluate stage cost K coalitions x pairs x later layers:
@@ -225,118 +241,6 @@ def load_data(rd: RunDir) -> dict[str, TaskData]:
             for s in ("train", "probe", "ood")}
 
 
-# --- coalition ablation through the rest of the model ----------------------------------------------
-class CoalitionAblator:
-    """Scores of the model with coalitions' LoRA reverted at one MLP layer, many coalitions per pass.
-
-    Reverting channel i's LoRA change at layer l, for every token: g_i -> g_base_i (the rows of the
-    up/gate deltas) and the column i of the down projection's LoRA delta dropped. Layers before l are
-    not re-run: their output is cached once per batch of inputs and replayed (a patched forward that
-    returns the cached, repeated hidden states), so each ablated pass costs only layers l..L.
-    """
-
-    def __init__(self, model: torch.nn.Module, layer: int):
-        from hedonic_neurons.models import get_adapter
-
-        self.model = model
-        self.ad = get_adapter(model)
-        self.layer = self.ad.check_layer(int(layer), "mlp")
-        self.layers = self.ad.module(self.ad.layers_prefix)
-        self.down = self.ad.mlp_modules(self.layer)["down"]
-        self.mlp_in = self.ad.module(self.ad.mlp_input_path(self.layer))
-        _, dW = self.ad.down_weights(self.layer)
-        self.dW = dW
-
-    def _cache_prefix(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(unablated scores, output of layer l - 1 or None when l = 0) of one batch."""
-        store: dict[str, Any] = {}
-        handle = None
-        if self.layer > 0:
-            def grab(mod, args, out):
-                store["h"] = out
-
-            handle = self.layers[self.layer - 1].register_forward_hook(grab)
-        try:
-            with torch.no_grad():
-                logits = self.model(**batch).logits[:, 0]
-        finally:
-            if handle is not None:
-                handle.remove()
-        return logits, store.get("h")
-
-    def scores(self, batch: dict, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(unablated (b,), ablated (K, b)) scores of one batch of inputs under K coalition masks (K, n)."""
-        base_scores, h_prev = self._cache_prefix(batch)
-        b = next(iter(batch.values())).shape[0]
-        out = []
-        for s in range(0, masks.shape[0], self.chunk):
-            M = torch.as_tensor(masks[s:s + self.chunk], dtype=torch.float32)
-            K = M.shape[0]
-            rep = {k: v.repeat(K, *([1] * (v.ndim - 1))) for k, v in batch.items()}
-            Mr = M.repeat_interleave(b, dim=0)[:, None, :]
-            out.append(self._ablated(rep, Mr, h_prev, K).reshape(K, b))
-        return base_scores.double().cpu().numpy(), torch.cat(out).double().cpu().numpy()
-
-    chunk = 8
-
-    def _ablated(self, rep: dict, Mr: torch.Tensor, h_prev: torch.Tensor | None, K: int) -> torch.Tensor:
-        state: dict[str, torch.Tensor] = {}
-        ad, layer = self.ad, self.layer
-
-        def grab_x(mod, args, kwargs):
-            state["x"] = args[0] if args else next(iter(kwargs.values()))
-
-        def swap_g(mod, args):
-            g = args[0]
-            g_base = ad.mlp_activation(layer, state["x"], base=True).to(g.dtype)
-            m = Mr.to(g.dtype)
-            g2 = g + m * (g_base - g)
-            state["g2"] = g2
-            return (g2, *args[1:])
-
-        def drop_down_delta(mod, args, out):
-            if self.dW is None:
-                return out
-            return out - torch.nn.functional.linear(state["g2"] * Mr.to(out.dtype), self.dW.to(out.dtype))
-
-        hooks = [self.mlp_in.register_forward_pre_hook(grab_x, with_kwargs=True),
-                 self.down.register_forward_pre_hook(swap_g),
-                 self.down.register_forward_hook(drop_down_delta)]
-        patched = []
-        if h_prev is not None:
-            h_rep = h_prev.repeat(K, *([1] * (h_prev.ndim - 1)))
-            for j in range(layer):
-                mod = self.layers[j]
-                mod.forward = (lambda *a, _h=h_rep, **k: _h)  # replay: layers < l are not re-run
-                patched.append(mod)
-        try:
-            with torch.no_grad():
-                return self.model(**rep).logits[:, 0]
-        finally:
-            for h in hooks:
-                h.remove()
-            for mod in patched:
-                del mod.forward
-
-
-def ablation_scores(model, tokenizer, texts: list[str], layer: int, masks: np.ndarray, *, batch_size: int = 10,
-                    coalition_batch: int = 8, max_length: int = 128, device: str = "cpu",
-                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(unablated (N,), ablated (K, N)) scores of `texts` with each of K coalition masks (K, n) ablated."""
-    ab = CoalitionAblator(model, layer)
-    ab.chunk = max(1, int(coalition_batch))
-    model.eval()
-    base, abl = [], []
-    it = range(0, len(texts), batch_size)
-    for s in tqdm(it, desc=f"ablations layer {layer}", disable=not progress or bool(os.environ.get("TQDM_DISABLE"))):
-        enc = tokenizer(texts[s:s + batch_size], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt").to(device)
-        b0, a0 = ab.scores(dict(enc), masks)
-        base.append(b0)
-        abl.append(a0)
-    return np.concatenate(base), np.concatenate(abl, axis=1)
-
-
 # --- metrics on partitions -----------------------------------------------------------------------
 def drop_subset(d: TaskData, n: int | None) -> TaskData:
     """The first whole queries of `d` holding at most `n` pairs (at least one query); None or 0: all of `d`."""
@@ -353,56 +257,14 @@ def drop_subset(d: TaskData, n: int | None) -> TaskData:
     return TaskData(d.pairs.subset(idx), [d.texts[i] for i in idx], d.y[idx], d.y_std[idx], d.features[idx])
 
 
-def coalition_subset(labels: np.ndarray, n_largest: int, n_random: int, seed: int) -> list[np.ndarray]:
-    """The evaluated subset: the `n_largest` largest coalitions (ties: lowest member first) plus `n_random`
-    drawn uniformly (seeded) from the remaining coalitions of size >= 2."""
-    coals = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    coals = [c for c in coals if c.size >= 2]
-    coals.sort(key=lambda c: (-c.size, c[0]))
-    top = coals[:n_largest]
-    rest = coals[n_largest:]
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(rest), size=min(n_random, len(rest)), replace=False) if rest else []
-    return top + [rest[i] for i in sorted(pick)]
-
-
-def coalition_means(acts: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(coalition ids, (N, k) mean activation of each coalition's members)."""
-    ids = np.unique(labels)
-    ind = (labels[None, :] == ids[:, None]).astype(np.float64)
-    ind /= ind.sum(1, keepdims=True)
-    return ids, acts @ ind.T
-
-
-def alignment_r2(a: np.ndarray, F: np.ndarray) -> np.ndarray:
-    """max_j corr^2(a_C, f_j) for each column of a (N, k) against the features F (N, m); constant -> 0."""
-    def z(x):
-        x = x - x.mean(0)
-        sd = np.sqrt((x ** 2).sum(0))
-        return np.where(sd > 1e-12, x / np.where(sd > 1e-12, sd, 1.0), 0.0)
-
-    C = z(a).T @ z(F)
-    return (C ** 2).max(axis=1)
-
-
-def predictivity_r2(A_train: np.ndarray, y_train: np.ndarray, A_test: np.ndarray, y_test: np.ndarray) -> float:
-    """OOD R^2 of a ridge regression (alpha by internal CV) on coalition macro-features (paper Table 2)."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.metrics import r2_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
-    model.fit(A_train, y_train)
-    return float(r2_score(y_test, model.predict(A_test)))
-
-
 # --- the experiment ------------------------------------------------------------------------------
 class RerankerExperiment:
     """Runs (or resumes) one reranker experiment into `out`; `run()` returns the RunDir."""
 
-    def __init__(self, cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None):
+    def __init__(self, cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None,
+                 force: bool = False):
         self.cfg = cfg
+        self.force = force
         check_task(cfg.task)
         if cfg.seeds < 1:
             raise ValueError(f"--seeds {cfg.seeds}: give at least 1")
@@ -423,8 +285,20 @@ class RerankerExperiment:
         return load_model(self.cfg.model, num_labels=1, seed=self.cfg.seed0)
 
     def _check_config(self) -> None:
-        """Resolve the layers against the model (one-line error when outside it); save the config."""
+        """Resolve the config; plan the stages, drop the stale ones and save config.json (StageRunner)."""
+        self.resolve()
         cfg_path = self.rd.root / "config.json"
+        if cfg_path.is_file() and not self.force:
+            # an older run directory: load its config (flat keys of older versions map to their nested place)
+            # or refuse in one line; what changed is then recomputed stage by stage, never silently reused
+            from hedonic_neurons.configs import config_from_dict
+
+            config_from_dict(RerankerConfig, json.loads(cfg_path.read_text()), RERANKER_MOVED)
+        self.sr = self.plan()
+        self.sr.prepare(force=self.force)
+
+    def resolve(self) -> None:
+        """Resolve the sizes and layers against the model (one-line error when outside it)."""
         model, tok = self._load_base()
         from hedonic_neurons.models import get_adapter
 
@@ -437,19 +311,8 @@ class RerankerExperiment:
             raise ValueError(f"layers {bad} are outside this model's {ad.n_layers} layers; use --layers within "
                              f"0-{ad.n_layers - 1} (e.g. {default_layers(ad.n_layers)[0]}-"
                              f"{default_layers(ad.n_layers)[-1]})")
-        check_rank_loss(self.cfg.rank_loss)
-        if cfg_path.is_file():
-            old = json.loads(cfg_path.read_text())
-            keys = ("model", "task", "layers", "n_train", "n_probe", "n_ood", "n_ood_drop", "max_words", "seed0",
-                    "crossfit")
-            now = dataclasses.asdict(self.cfg)
-            default = dataclasses.asdict(RerankerConfig())
-            # a field an older config lacks had its default then
-            diff = [k for k in keys if json.dumps(old.get(k, default[k])) != json.dumps(now[k])]
-            if diff:
-                raise ValueError(f"{self.rd.root} holds a run with different {', '.join(diff)}; resume it with the "
-                                 "same settings or choose a new --out")
-        self.rd.save_config(self.cfg)
+        check_rank_loss(self.cfg.finetune.rank_loss)
+        self.cfg.sync_finetune()
         self._base = (model, tok)
 
     def model(self):
@@ -460,14 +323,39 @@ class RerankerExperiment:
             self._pm = (load_adapter(base, self.rd.root / "adapter").to(self.cfg.device), tok)
         return self._pm
 
+    def plan(self) -> StageRunner:
+        """Every stage with the config fields and upstream stages it reads (docs/reranker.md)."""
+        c, sr = self.cfg, StageRunner(self.rd, self.cfg)
+        sr.add("data", ("task", "seed0", "n_train", "n_probe", "n_ood", "per_query", "max_words", "data_dir"),
+               outputs=("data",))
+        sr.add("finetune", ("model", "seed0", "layers", "device", "max_length", "finetune"), ("data",),
+               outputs=("adapter", "finetune.json"))
+        evals = []
+        for layer in c.layers:
+            sr.add(f"valuations:{layer}", ("crossfit", "verify", "direct_pas_limit", "agreement_pairs"), ("finetune",),
+                   outputs=(f"matrices/{layer}.safetensors", f"activations/{layer}.safetensors"))
+            for seed in range(c.seeds):
+                sr.add(f"partitions:{layer}:{seed}", ("solver",), (f"valuations:{layer}",),
+                       outputs=tuple(f"partitions/{layer}/{_mname(m, seed, h)}.json" for m in METHODS
+                                     for h in ("a", "b")))
+            for seed in range(c.seeds):
+                sr.add(f"evaluate:{layer}:{seed}", ("n_ood_drop", "n_largest", "n_random", "coalition_batch",
+                                                    "eval_batch", "synergy_pairs"), (f"partitions:{layer}:{seed}",),
+                       outputs=(f"eval/{layer}_s{seed}.json",))
+                evals.append(f"evaluate:{layer}:{seed}")
+        sr.add("tables", (), tuple(evals))
+        last = "tables"
+        if c.track:
+            sr.add("tracking", (), ("tables",), outputs=("tracking",))
+            last = "tracking"
+        if c.report:
+            sr.add("report", (), (last,), outputs=("report.html",))
+        return sr
+
     def _stage(self, name: str, fn) -> None:
-        if self.rd.stage_done(name):
-            return
         t = time.perf_counter()
-        info = fn() or {}
-        dt = time.perf_counter() - t
-        self.rd.mark_done(name, {"seconds": round(dt, 2), **info})
-        self.timer.record(name, dt)
+        if self.sr.run(name, lambda: {**(fn() or {}), "seconds": round(time.perf_counter() - t, 2)}):
+            self.timer.record(name, time.perf_counter() - t)
 
     # stages -------------------------------------------------------------------------------------
     def stage_data(self) -> dict:
@@ -499,10 +387,10 @@ class RerankerExperiment:
         data = load_data(self.rd)
         model, tok = self._base if self._base is not None else self._load_base()
         self._base = None
-        fc = FinetuneConfig(task=c.task, layers=c.layers, rank=c.rank, lr=c.lr, head_lr=c.head_lr, epochs=c.epochs,
-                            batch_size=c.batch_size, max_length=c.max_length, seed=c.seed0, device=c.device,
-                            rank_loss=c.rank_loss,
-                            head_init_pairs=min(800, max(100, c.n_train // 4)))
+        c.sync_finetune()
+        fc = c.finetune
+        if fc.head_init_pairs is None:  # None: a quarter of the training pairs, within 100..800
+            fc = dataclasses.replace(fc, head_init_pairs=min(800, max(100, c.n_train // 4)))
         pm, rep = finetune(model, tok, data["train"], data["ood"], fc, out_dir=self.rd.root / "adapter",
                            progress=not self.quiet)
         pm.eval()
@@ -534,7 +422,7 @@ class RerankerExperiment:
         return probe_halves(self.cfg, qids)
 
     def _eval_half(self, half: str) -> str:
-        from hedonic_neurons.experiments.crossfit import OTHER
+        from hedonic_neurons.metrics.crossfit import OTHER
 
         return OTHER[half] if self.cfg.crossfit else half
 
@@ -671,8 +559,7 @@ class RerankerExperiment:
         """On each half of the probe pairs: Hedonic-PAS, Hedonic-OCA, Leiden (positive part of the PAS phi)
         and the baselines matched to Hedonic-PAS on that half's activations."""
         from hedonic_neurons.baselines import LeidenPartition, matched_baselines
-        from hedonic_neurons.experiments.crossfit import half_seed
-        from hedonic_neurons.partition import HedonicPartition
+        from hedonic_neurons.metrics.crossfit import half_seed
 
         c = self.cfg
         mats = self.rd.load_matrices(str(layer))
@@ -684,18 +571,18 @@ class RerankerExperiment:
             hseed = half_seed(seed, h)  # its own random state per half (see crossfit.half_seed)
             for method, phi, se in (("hedonic_pas", mats[f"phi_pas_{h}"], mats.get(f"pas_se_{h}")),
                                     ("hedonic_oca", mats[f"phi_oca_{h}"], mats[f"oca_se_{h}"])):
-                hp = HedonicPartition(m=c.solver_m, omega=c.solver_omega, max_size=c.max_size, random_state=hseed)
+                hp = c.solver.to_estimator(random_state=hseed)
                 hp.fit(np.asarray(phi, dtype=np.float64), None if se is None else np.asarray(se, dtype=np.float64))
                 labels[method] = hp.labels_
                 self.rd.save_partition(str(layer), _mname(method, seed, h), hp.labels_, stability=hp.stability_,
                                        params=hp.params_, extra={"seed": seed, "half": h,
                                                                  "threshold": float(hp.threshold_)})
                 out[h][method] = int(np.unique(hp.labels_).size)
-            ld = LeidenPartition(max_size=c.max_size, random_state=hseed).fit(
+            ld = LeidenPartition(max_size=c.solver.max_size, random_state=hseed).fit(
                 np.asarray(mats[f"phi_pas_{h}"], dtype=np.float64))
             self.rd.save_partition(str(layer), _mname("leiden", seed, h), ld.labels_,
                                    params={"resolution_rule": ld.resolution_rule_, "resolution": ld.resolution_,
-                                           "max_size": c.max_size, "valuation": "positive part of PAS"},
+                                           "max_size": c.solver.max_size, "valuation": "positive part of PAS"},
                                    extra={"seed": seed, "half": h})
             out[h]["leiden"] = int(ld.n_coalitions_)
             for method, lab in matched_baselines(acts[mats[f"half_{h}_idx"]].T, labels["hedonic_pas"],
@@ -738,7 +625,7 @@ class RerankerExperiment:
         return [float(np.mean([val[(int(x), int(y))] for x, y in zip(pa, pb, strict=True)])) for pa, pb in chosen]
 
     def stage_evaluate(self, layer: int, seed: int) -> dict:
-        from hedonic_neurons.experiments.crossfit import coalitions_of, coverage, split_half_ari, synergy_rows
+        from hedonic_neurons.metrics.crossfit import coalitions_of, coverage, split_half_ari, synergy_rows
 
         c = self.cfg
         data = load_data(self.rd)
@@ -840,7 +727,7 @@ class RerankerExperiment:
                 "pair_in_sample": both("pair_in_sample"), "ratio_in_sample": both("ratio_in_sample"),
                 **{f"pair_{h}_on_{self._eval_half(h)}": dirs[h]["pair"] for h in fit},
                 "ari": split_half_ari(parts["a"][m], parts["b"][m]) if "b" in parts else float("nan"),
-                "coverage": float(np.mean([coverage(parts[h][m], 2, c.max_size) for h in fit])),
+                "coverage": float(np.mean([coverage(parts[h][m], 2, c.solver.max_size) for h in fit])),
                 "n_coalitions": int(ids.size), "n_coalitions_ge2": int(big.sum()),
                 "synergy_on": "all coalitions >= 2 (exact PAS)" if exact else
                 f"evaluated subset (exact pair ablations, <= {c.synergy_pairs} pairs per coalition)",
@@ -882,7 +769,8 @@ class RerankerExperiment:
                 "fitted on one half's valuation are scored (Pair, Ratio) on the other half's, both directions "
                 "averaged; 'in-sample' columns score each partition on its own half (labelled, never used for a "
                 "verdict); split-half ARI: adjusted Rand index between the two halves' partitions; % in 2-"
-                f"{self.cfg.max_size}: share of channels in coalitions of 2-{self.cfg.max_size} (mean over halves). "
+                f"{self.cfg.solver.max_size}: share of channels in coalitions of 2-{self.cfg.solver.max_size} "
+                "(mean over halves). "
                 "OOD drop, alignment and predictivity are measured on the OOD pairs (never used for fitting) for "
                 "the half-a partitions; predictivity's ridge is trained on all probe pairs.")
 
@@ -895,7 +783,7 @@ class RerankerExperiment:
                 rule = f"{rule} (e.g. layer {layer}, seed 0, half a; every partition's: partitions/<l>/leiden*.json)"
                 break
         return (f"Leiden (CPM): leidenalg CPM on the positive part of the PAS phi of the same half, communities <= "
-                f"{self.cfg.max_size}; resolution rule: {rule}.")
+                f"{self.cfg.solver.max_size}; resolution rule: {rule}.")
 
     def stage_tables(self) -> dict:
         from hedonic_neurons.metrics.stats import fmt_ci, mean_ci95
@@ -935,7 +823,7 @@ class RerankerExperiment:
         t6 = [{"task": TASK_NAMES[c.task], "algorithm": METHOD_LABELS[m], f"Pairwise ({held})": cell(m, "pair"),
                f"Ratio ({held})": cell(m, "ratio"), "Pairwise (in-sample)": cell(m, "pair_in_sample"),
                "Ratio (in-sample)": cell(m, "ratio_in_sample"), "split-half ARI": cell(m, "ari"),
-               f"% in 2-{c.max_size}": cell(m, "coverage", 100.0),
+               f"% in 2-{c.solver.max_size}": cell(m, "coverage", 100.0),
                "paper Pairwise (LLaMA)": paper(PAPER_TABLE6, m, 0), "paper Ratio (LLaMA)": paper(PAPER_TABLE6, m, 1)}
               for m in METHODS]
         if not c.crossfit:
@@ -965,7 +853,7 @@ class RerankerExperiment:
         return {}
 
     def _summary(self, means: dict, per_seed: dict | None = None, all_rows: list[dict] | None = None) -> str:
-        from hedonic_neurons.experiments.crossfit import versus_best
+        from hedonic_neurons.metrics.crossfit import versus_best
         from hedonic_neurons.metrics.stats import mean_ci95
 
         c = self.cfg
@@ -1030,7 +918,7 @@ class RerankerExperiment:
                 lines.append(f"- Split-half ARI: Hedonic (PAS) {a0:.3f}, Leiden {al:.3f}: "
                              + ("at least Leiden's." if a0 >= al else f"BELOW Leiden's by {al - a0:.3f}."))
             cov = means["hedonic_pas"]["coverage"]
-            lines.append(f"- Channels in coalitions of 2-{c.max_size}: Hedonic (PAS) {100 * cov:.1f} % "
+            lines.append(f"- Channels in coalitions of 2-{c.solver.max_size}: Hedonic (PAS) {100 * cov:.1f} % "
                          f"({'at least' if cov >= 0.5 else 'BELOW'} half), Leiden "
                          f"{100 * means['leiden']['coverage']:.1f} %.")
         if all_rows and c.crossfit:
@@ -1047,14 +935,14 @@ class RerankerExperiment:
         return "\n".join(lines) + "\n"
 
     def stage_tracking(self) -> dict:
-        from hedonic_neurons.tracking import track_run
+        from hedonic_neurons.report.sankey import track_and_draw
 
         if len(self.cfg.layers) < 2:
             return {"skipped": "one layer"}
         # every method and seed on disk, with controls; the half-a partitions only (track_acts are read on
         # their evaluation half), not the half-b ones (`.b`) that exist for the split-half scores
         methods = sorted({m for by in self.rd.partitions().values() for m in by if not m.endswith(".b")})
-        track_run(self.rd.root, methods=methods or None, paper_task=self.cfg.task)
+        track_and_draw(self.rd.root, methods=methods or None, paper_task=self.cfg.task)
         return {}
 
     def stage_report(self) -> dict:
@@ -1098,7 +986,7 @@ def _mname(method: str, seed: int, half: str = "a") -> str:
 def probe_halves(cfg: RerankerConfig, qids: Sequence[str]) -> dict[str, np.ndarray]:
     """{half: probe-pair indices}: two seeded halves (seed `seed0`) of whole queries, so no query's pairs are
     on both sides; {"a": all} without cross-fitting. One-line error when a half gets < MIN_HALF pairs."""
-    from hedonic_neurons.experiments.crossfit import split_halves
+    from hedonic_neurons.metrics.crossfit import split_halves
 
     if not cfg.crossfit:
         return {"a": np.arange(len(qids))}
@@ -1118,9 +1006,11 @@ def subset_cache(cache, idx: np.ndarray):
                                targets=take(cache.targets), meta=dict(cache.meta))
 
 
-def run_reranker(cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None) -> RunDir:
-    """Run or resume the reranker experiment described by `cfg` into `out`."""
-    return RerankerExperiment(cfg, out, quiet=quiet, model_loader=model_loader).run()
+def run_reranker(cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None,
+                 force: bool = False) -> RunDir:
+    """Run or resume the reranker experiment described by `cfg` into `out`: stages whose config fields and
+    inputs are unchanged are reused, the others recomputed (`force`: all of them)."""
+    return RerankerExperiment(cfg, out, quiet=quiet, model_loader=model_loader, force=force).run()
 
 
 # --- CLI -----------------------------------------------------------------------------------------
@@ -1134,6 +1024,9 @@ def _cli(args) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+    from hedonic_neurons.configs import config_from_args
+
+    d = RerankerConfig()
     check_task(args.task)
     if args.device not in ("cpu", "cuda"):
         raise ValueError(f"--device {args.device!r}: use cpu or cuda")
@@ -1142,14 +1035,14 @@ def _cli(args) -> int:
     cfg = RerankerConfig(model=args.model, task=args.task, layers=parse_layers(args.layers), device=args.device,
                          seeds=args.seeds, n_train=args.n_train, n_probe=args.n_probe, n_ood=args.n_ood,
                          n_ood_drop=args.n_ood_drop,
-                         max_words=args.max_words, max_length=args.max_length, epochs=args.epochs, lr=args.lr,
-                         rank_loss=args.rank_loss,
+                         max_words=args.max_words, max_length=args.max_length,
+                         finetune=config_from_args(d.finetune, args, args.finetune_fields, dest_prefix="ft_"),
                          agreement_pairs=args.agreement_pairs,
-                         solver_m=args.solver_m, solver_omega=args.solver_omega, n_largest=args.n_largest,
+                         solver=config_from_args(d.solver, args, args.solver_fields), n_largest=args.n_largest,
                          n_random=args.n_random, data_dir=args.data_dir, report=not args.no_report,
                          crossfit=not args.no_crossfit, track=not args.no_report, verify=not args.no_verify)
     out = args.out or f"runs/reranker-{Path(args.model).name}-{args.task}"
-    rd = run_reranker(cfg, out, quiet=quiet)
+    rd = run_reranker(cfg, out, quiet=quiet, force=args.force)
     if not quiet:
         print(f"[reranker] done: {rd.root}")
         s = rd.root / "summary.md"
@@ -1159,6 +1052,8 @@ def _cli(args) -> int:
 
 
 def register(subparsers) -> None:
+    from hedonic_neurons.configs import add_config_flags
+
     p = subparsers.add_parser("reranker", help="the reranker experiment: fine-tune, partition, evaluate (Tables 1-6)")
     p.add_argument("--model", default="smollm2", help="smollm2 (default), minilm, a local path or cached hub id")
     p.add_argument("--task", default="cqtr", help="cqtr | mtfl | relevance")
@@ -1167,6 +1062,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/reranker-<model>-<task>)")
     p.add_argument("--seeds", type=int, default=3, help="partition / baseline seeds (default 3)")
     p.add_argument("--quiet", dest="quiet_sub", action="store_true", help="no progress bars or stage lines")
+    p.add_argument("--force", action="store_true", help="recompute every stage of an existing --out (default: "
+                   "reuse the stages whose config fields and inputs are unchanged)")
     g = p.add_argument_group("size knobs (defaults: the full run; sizes marked * follow the model's preset, "
                              "docs/reranker.md)")
     d = RerankerConfig()
@@ -1177,14 +1074,8 @@ def register(subparsers) -> None:
                    help="OOD pairs (whole queries) the coalition ablations run on (0 = all) *")
     g.add_argument("--max-words", type=int, default=d.max_words, help="passage words kept")
     g.add_argument("--max-length", type=int, default=d.max_length, help="tokens per input")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--lr", type=float, default=d.lr, help="LoRA learning rate (AdamW)")
-    g.add_argument("--rank-loss", default=d.rank_loss, choices=tuple(RANK_LOSSES),
-                   help="relevance task: pairwise RankNet (default) or listwise ListNet")
     g.add_argument("--agreement-pairs", type=int, default=d.agreement_pairs,
                    help="random pairs for the Hessian-vs-exact PAS check (non-norm tails)")
-    g.add_argument("--solver-m", type=int, default=d.solver_m, help="PAC-Top-Cover reservoir m")
-    g.add_argument("--solver-omega", type=int, default=d.solver_omega, help="PAC-Top-Cover samples per round")
     g.add_argument("--n-largest", type=int, default=None, help="OOD-drop subset: largest coalitions *")
     g.add_argument("--n-random", type=int, default=None, help="OOD-drop subset: random coalitions *")
     g.add_argument("--data-dir", default=None, help="data folder (default $HEDONIC_NEURONS_DATA or ./data)")
@@ -1193,4 +1084,11 @@ def register(subparsers) -> None:
                    help="skip the self-verification of each layer's valuations against the model's modules")
     g.add_argument("--no-crossfit", action="store_true", help="fit and score Pair / Ratio on all probe pairs "
                    "(in-sample); default: fit on one half of the queries, score on the other")
-    p.set_defaults(func=_cli)
+    ft = p.add_argument_group("fine-tuning (FinetuneConfig)")
+    fts = add_config_flags(ft, d.finetune, fields=["epochs", "batch_size", "lr", "head_lr", "rank", "alpha", "warmup",
+                                                   "max_grad_norm", "head_init", "head_init_pairs", "rank_loss"],
+                           dest_prefix="ft_", flags={"alpha": "--lora-alpha"})
+    sg = p.add_argument_group("solver (SolverConfig; reranker defaults m = 1e5, omega = 1e4)")
+    sol = add_config_flags(sg, d.solver, exclude=["random_state"],
+                           aliases={"m": ["--solver-m"], "omega": ["--solver-omega"]})
+    p.set_defaults(func=_cli, finetune_fields=fts, solver_fields=sol)

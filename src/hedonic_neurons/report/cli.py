@@ -13,9 +13,9 @@ def _run(args: argparse.Namespace) -> int:
 
     track: bool | str = {"auto": "auto", "yes": True, "no": False}[args.track]
     if args.hi is not None or args.lo is not None or args.measure is not None or args.paper_task is not None:
-        from hedonic_neurons.tracking.run import track_run
+        from hedonic_neurons.report.sankey import track_and_draw
 
-        track_run(args.run_dir, hi=args.hi if args.hi is not None else 0.7,
+        track_and_draw(args.run_dir, hi=args.hi if args.hi is not None else 0.7,
                   lo=args.lo if args.lo is not None else 0.1, measure=args.measure or "excess",
                   paper_task=args.paper_task)
         track = False

@@ -188,14 +188,13 @@ def derive_outputs(run_dir: str | Path, *, track: bool | str = "auto") -> list[s
 
     From partitions/: ``figures/coalition_sizes_<method>.png`` (rank-size on log-log axes with Zipf
     fits), ``tables/coalition_sizes`` (exponents), ``tables/stability_certificates`` and
-    ``figures/stability_certificates.png``. From matrices/: ``figures/phi_<layer>_<method>.png`` where a
-    square array named ``phi_<v>`` or ``<v>`` matches a method named ``<v>``, ``hedonic_<v>`` or
-    ``<something>_<v>``. From
+    ``figures/stability_certificates.png``. From matrices/: ``figures/phi_<layer>_<method>.png`` for each
+    phi key of ``rundir.PHI_KEYS`` (``phi_pas`` -> ``hedonic_pas``; half b in cross-fitted runs). From
     tables/ whose name holds "synergy": ``figures/<name>_bars.png``. ``track``: True runs
     ``track_run``; "auto" only when tracking/ has no transitions yet.
     """
-    from hedonic_neurons.experiments.rundir import RunDir
     from hedonic_neurons.report import plots
+    from hedonic_neurons.rundir import PHI_KEYS, RunDir, parse_matrix_key
 
     rd = RunDir(run_dir)
     root = rd.root
@@ -205,9 +204,9 @@ def derive_outputs(run_dir: str | Path, *, track: bool | str = "auto") -> list[s
     if track is True or (track == "auto" and parts and not (root / "tracking" / "transitions.csv").exists()
                          and (root / "matrices").is_dir()):
         try:
-            from hedonic_neurons.tracking.run import track_run
+            from hedonic_neurons.report.sankey import track_and_draw
 
-            track_run(root)
+            track_and_draw(root)
         except Exception as exc:  # the report must still be written
             problems.append(f"tracking failed: {exc}")
 
@@ -265,22 +264,20 @@ def derive_outputs(run_dir: str | Path, *, track: bool | str = "auto") -> list[s
 
                 with safe_open(str(mpath), framework="numpy") as fh:
                     for key in fh.keys():
-                        shape = fh.get_slice(key).get_shape()
-                        if len(shape) != 2 or shape[0] != shape[1] or key.startswith("track_"):
+                        parsed = parse_matrix_key(key)
+                        # cross-fitted runs: half b's phi (held-out for the half-a partitions, which carry
+                        # the plain method names), ordered by those partitions; unsplit runs: the plain key
+                        if parsed is None or parsed[0] not in PHI_KEYS or parsed[1] not in (None, "b"):
                             continue
-                        v = key.removeprefix("phi_")
-                        if v.endswith("_b"):
-                            # cross-fitted runs: half b's phi (held-out for the half-a partitions, which
-                            # carry the plain method names), ordered by those partitions
-                            v = v[:-2]
-                        for method in parts[layer]:
-                            if method == v or method == f"hedonic_{v}" or method.endswith(f"_{v}"):
-                                fig = rd.figure_path(f"phi_{layer}_{method}")
-                                if fig.exists() and fig.stat().st_mtime >= mpath.stat().st_mtime:
-                                    continue
-                                labels = rd.load_partition(layer, method)["labels"]
-                                plots.phi_heatmap_png(fh.get_tensor(key), labels, fig,
-                                                      title=f"{key} at layer {layer}, ordered by {method}")
+                        method = PHI_KEYS[parsed[0]]
+                        if method not in parts[layer]:
+                            continue
+                        fig = rd.figure_path(f"phi_{layer}_{method}")
+                        if fig.exists() and fig.stat().st_mtime >= mpath.stat().st_mtime:
+                            continue
+                        labels = rd.load_partition(layer, method)["labels"]
+                        plots.phi_heatmap_png(fh.get_tensor(key), labels, fig,
+                                              title=f"{key} at layer {layer}, ordered by {method}")
             except Exception as exc:
                 problems.append(f"phi heatmap for layer {layer}: {exc}")
 
@@ -297,6 +294,33 @@ def derive_outputs(run_dir: str | Path, *, track: bool | str = "auto") -> list[s
         except Exception as exc:
             problems.append(f"synergy bars from {csv_path.name}: {exc}")
     return problems
+
+
+# headline tables of each experiment, in order (MNIST Tables 7-8, reranker Tables 1, 6, 2)
+HEADLINE_TABLES = ("table7_synergy", "table8_interpretability", "table1_extrinsic", "table6_synergy",
+                   "table2_predictivity")
+# headline figures: synergy bars (with CIs), coalition sizes, digit grids, the across-layer Sankey
+HEADLINE_FIGURES = ("synergy", "coalition_sizes_hedonic_pas", "grid_", "sankey_hedonic_pas_all")
+
+
+def _results_html(root: Path, tables: list[Path], figs: list[Path]) -> str:
+    """The headline tables and figures, shown first (every table and figure is also in its section)."""
+    by_stem = {t.stem: t for t in tables}
+    body = []
+    for stem in HEADLINE_TABLES:
+        if stem in by_stem:
+            title = _md_title(by_stem[stem])
+            body.append(f"<h3>{_esc(stem)}</h3>" + (f"<p>{inline(title)}</p>" if title else "")
+                        + _html_table(_read_csv(by_stem[stem])))
+    chosen = [f for key in HEADLINE_FIGURES for f in figs if key in f.stem][:6]
+    if chosen:
+        body.append('<div class="grid">')
+        for f in dict.fromkeys(chosen):
+            wide = " wide" if any(k in f.stem for k in ("grid", "sankey")) else ""
+            body.append(f'<figure class="{wide.strip()}"><img alt="{_esc(f.stem)}" src="{_png_uri(f)}">'
+                        f"<figcaption>{_esc(f.relative_to(root))}</figcaption></figure>")
+        body.append("</div>")
+    return "".join(body)
 
 
 def build_report(run_dir: str | Path, *, derive: bool = True, track: bool | str = "auto",
@@ -429,6 +453,11 @@ def build_report(run_dir: str | Path, *, derive: bool = True, track: bool | str 
     if others:
         sections.append(("views", "Views", "".join(view_html(v) for v in others)))
 
+    # results first: the headline tables and figures at the top ------------------------------------
+    results = _results_html(root, tables, figs)
+    if results:
+        sections.insert(0, ("results", "Results", results))
+
     # what is missing -----------------------------------------------------------------------------
     stages = sorted(p.stem for p in (root / "stages").glob("*.done"))
     lines = "".join(
@@ -440,7 +469,12 @@ def build_report(run_dir: str | Path, *, derive: bool = True, track: bool | str 
     if problems:
         contents += ("<p class='missing'>problems while deriving figures:</p><ul>"
                      + "".join(f"<li>{_esc(p)}</li>" for p in problems) + "</ul>")
-    sections.insert(0, ("contents", "Contents of this run", contents))
+    # bookkeeping last, folded: the configuration, the partition overview and the run's contents
+    tail = {"config", "partitions"}
+    folded = [(a, t, f"<details><summary>show</summary>{h}</details>") for a, t, h in sections if a in tail]
+    sections = [x for x in sections if x[0] not in tail] + folded
+    sections.append(("contents", "Contents of this run",
+                     f"<details><summary>files, finished stages, derivation notes</summary>{contents}</details>"))
 
     nav = "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t, _ in sections)
     body = "".join(f'<section id="{a}"><h2>{_esc(t)}</h2>{h}</section>' for a, t, h in sections)

@@ -13,13 +13,15 @@ printed under the title and the legend.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hedonic_neurons.tracking.events import EVENT_COLORS, layer_group, layer_sort_key, link_shares
+from hedonic_neurons.tracking.controls import CONTROLS
+from hedonic_neurons.tracking.events import EVENT_COLORS, EVENTS, layer_group, layer_sort_key, link_shares
 from hedonic_neurons.tracking.mass import coalition_ids, coalition_sizes
 
 __all__ = ["sankey_data", "sankey_figure", "sankey_png", "save_view", "write_sankey_views"]
@@ -296,3 +298,49 @@ def write_sankey_views(
                                    rd.view_path(f"{stem}_all")))
         paths.append(sankey_png(data, rd.figure_path(f"{stem}_all"), f"{name}: coalition flow", text))
     return paths
+
+
+def _caption(table_rows: Sequence[dict[str, Any]], method: str, transitions: set[str]) -> str:
+    """One line per kind (this method, each control): its mean event shares over ``transitions``."""
+    parts = []
+    for kind in ("method", *CONTROLS):
+        sel = [r for r in table_rows if r["method"] == method and r["kind"] == kind and r["transition"] in transitions]
+        if not sel:
+            continue
+        shares = ", ".join(f"{e} {np.mean([float(r[f'{e}_%']) for r in sel]):.0f} %" for e in EVENTS)
+        name = {"method": "this partition", "random_partition": "control: size-matched random partition",
+                "shuffled_weights": "control: weights shuffled within each matrix"}[kind]
+        parts.append(f"{name}: {shares}")
+    return "; ".join(parts)
+
+
+def draw_tracking(run_dir: str | Path, tracked: Mapping[str, Any], *, max_nodes_all: int | None = 120,
+                  max_nodes_transition: int | None = 200) -> list[Path]:
+    """Draw the Sankey views of what ``tracking.run.track_methods`` returned ({method: TrackedMethod}).
+
+    Views for the seed-0 partitions only (no ``<method>.s<k>``). A view keeps the largest
+    ``max_nodes_transition`` coalitions per layer (``max_nodes_all`` in the all-layers view; None: all);
+    the tracking tables always hold every one.
+    """
+    from hedonic_neurons.rundir import RunDir
+
+    rd = RunDir(run_dir)
+    paths: list[Path] = []
+    for method, t in tracked.items():
+        if re.search(r"\.s\d+$", method):
+            continue
+        paths += write_sankey_views(rd, method, t.labels, t.masses, t.rows, lo=t.lo, measure=t.measure,
+                                    null=t.null, caption=lambda trs, t=t: _caption(t.table, t.method, trs),
+                                    max_nodes_all=max_nodes_all, max_nodes_transition=max_nodes_transition)
+    return paths
+
+
+def track_and_draw(run_dir: str | Path, methods: Sequence[str] | None = None, *, max_nodes_all: int | None = 120,
+                   max_nodes_transition: int | None = 200, **kw: Any) -> dict[str, list[dict]]:
+    """Track a run directory (``tracking.run.track_methods``, ``kw`` passed on) and draw its views;
+    returns {method: transition rows} like ``track_run``."""
+    from hedonic_neurons.tracking.run import track_methods
+
+    tracked = track_methods(run_dir, methods, **kw)
+    draw_tracking(run_dir, tracked, max_nodes_all=max_nodes_all, max_nodes_transition=max_nodes_transition)
+    return {m: t.rows for m, t in tracked.items()}

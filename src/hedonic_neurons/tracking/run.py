@@ -11,24 +11,25 @@ Inputs (per layer, in ``matrices/<layer>.safetensors``; see docs/tracking.md):
 
 Outputs: ``tracking/transitions.csv|md`` (one row per source coalition and method),
 ``tracking/mass_<method>.safetensors`` (one matrix per transition, key "l->l2"),
-``tables/tracking_events.csv|md`` (Table 3), ``views/sankey_<method>_<l>_to_<l2>.html|json`` and
-``views/sankey_<method>_all.html|json``, ``figures/sankey_<method>_all.png``.
+``tables/tracking_events.csv|md`` (Table 3). The functions here return what they tracked
+(``TrackedMethod``); the report draws it (``report.sankey.draw_tracking``: the Sankey views), so tracking
+never imports the report.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from hedonic_neurons.experiments.rundir import RunDir
+from hedonic_neurons.rundir import RunDir
 from hedonic_neurons.tracking.controls import (
     CONTROLS,
     PAPER_TABLE3,
@@ -43,7 +44,7 @@ from hedonic_neurons.tracking.controls import (
 from hedonic_neurons.tracking.events import EVENTS, layer_group, layer_sort_key, track_layers, transition_table
 from hedonic_neurons.tracking.mass import coalition_write, mlp_interaction_mass, residual_interaction_mass
 
-__all__ = ["track_run", "write_tracking", "transition_mass", "layer_chains"]
+__all__ = ["TrackedMethod", "track_methods", "track_run", "write_tracking", "transition_mass", "layer_chains"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,21 @@ TRANSITION_COLUMNS = ["method", "transition", "from_layer", "to_layer", "source"
 TABLE3_COLUMNS = ["method", "kind", "transition", "n_source", "n_matched", *(f"{e}_%" for e in EVENTS), "alpha_mean",
                   "beta_mean", "n_draws",
                   "base_method", "seed", "paper_source", *(f"paper_{e}_%" for e in EVENTS)]
+
+
+@dataclass
+class TrackedMethod:
+    """What tracking one method produced: its transition rows, the inputs they came from and its Table-3
+    rows (method and controls), everything the report needs to draw its views."""
+
+    method: str
+    rows: list[dict[str, Any]]
+    labels: Mapping[Any, np.ndarray]
+    masses: Mapping[tuple, np.ndarray]
+    table: list[dict[str, Any]] = field(default_factory=list)
+    lo: float = 0.1
+    measure: str = "excess"
+    null: str = "config"
 
 
 def _safe(name: str) -> str:
@@ -128,43 +144,26 @@ def _table3(method: str, kind: str, rows_by_draw: Sequence[list[dict[str, Any]]]
     return out
 
 
-def _caption(table_rows: Sequence[dict[str, Any]], method: str, transitions: set[str]) -> str:
-    """One line per kind (this method, each control): its mean event shares over ``transitions``."""
-    parts = []
-    for kind in ("method", *CONTROLS):
-        sel = [r for r in table_rows if r["method"] == method and r["kind"] == kind and r["transition"] in transitions]
-        if not sel:
-            continue
-        shares = ", ".join(f"{e} {np.mean([float(r[f'{e}_%']) for r in sel]):.0f} %" for e in EVENTS)
-        name = {"method": "this partition", "random_partition": "control: size-matched random partition",
-                "shuffled_weights": "control: weights shuffled within each matrix"}[kind]
-        parts.append(f"{name}: {shares}")
-    return "; ".join(parts)
-
-
 def write_tracking(
     run_dir: str | Path, method: str, labels_by_layer: Mapping[Any, np.ndarray],
     mass_by_transition: Mapping[tuple, np.ndarray], hi: float = 0.7, lo: float = 0.1, *,
     measure: str = "excess", null: str = "config", control_rows: Mapping[str, Sequence[list[dict]]] | None = None,
     paper_task: str | None = None, paper_model: str = "LLaMA",
-    views: bool = True, max_nodes_all: int | None = 120, max_nodes_transition: int | None = 200,
-) -> list[dict[str, Any]]:
-    """Track one method's layers from masses already computed and write its outputs (see module doc).
+) -> TrackedMethod:
+    """Track one method's layers from masses already computed and write its tables (see module doc).
 
     ``control_rows`` maps a control name (``CONTROLS``) to the ``track_layers`` rows of each of its
     draws; they become Table-3 rows beside the method's and the captions of its views.
     ``paper_task`` ("cqtr", "mtfl", "relevance") puts the paper's Table-3 percentages (model
-    ``paper_model``) beside ours for transitions 7->8 .. 13->14. The Sankey views keep the largest
-    ``max_nodes_transition`` coalitions per layer in a transition's view and ``max_nodes_all`` in the
-    all-layers view (None: all); the tables always hold every one.
+    ``paper_model``) beside ours for transitions 7->8 .. 13->14.
 
-    Returns the ``track_layers`` rows with a ``method`` column. The transitions and Table-3 files keep
+    Returns a ``TrackedMethod`` whose ``rows`` are the ``track_layers`` rows with a ``method`` column
+    (``report.sankey.draw_tracking`` draws it). The transitions and Table-3 files keep
     the rows of other methods already on disk, so methods can be written one after another.
     """
     from safetensors.numpy import save_file
 
-    from hedonic_neurons.report.sankey import write_sankey_views
-    from hedonic_neurons.report.tables import read_table, write_table
+    from hedonic_neurons.rundir import read_table, write_table
 
     rd = RunDir(run_dir)
     rows = [{"method": method, **r} for r in track_layers(labels_by_layer, mass_by_transition, hi, lo,
@@ -214,12 +213,9 @@ def write_tracking(
     rd.save_table("tracking_summary", summary,
                   title=f"Table 3 summarised: mean % of source coalitions per event over transitions, mean and sd "
                         f"over seeds, per method and control ({rule}); the last row is the paper's, for comparison")
-    if views and not re.search(r"\.s\d+$", method):   # views for the seed-0 partitions only
-        write_sankey_views(rd, method, labels_by_layer, mass_by_transition, rows, lo=lo, measure=measure,
-                           null=null, caption=lambda trs: _caption(table, method, trs),
-                           max_nodes_all=max_nodes_all, max_nodes_transition=max_nodes_transition)
     log.info("tracked %s over %d transitions", method, len(mass_by_transition))
-    return rows
+    return TrackedMethod(method, rows, labels_by_layer, mass_by_transition, table, lo=lo, measure=measure,
+                         null=null)
 
 
 def _masses(method: str, labels: Mapping[str, np.ndarray], pairs: Sequence[tuple[str, str]],
@@ -237,15 +233,20 @@ def _masses(method: str, labels: Mapping[str, np.ndarray], pairs: Sequence[tuple
     return masses
 
 
-def track_run(
+def track_run(run_dir: str | Path, methods: Sequence[str] | None = None, hi: float = 0.7, lo: float = 0.1,
+              **kw: Any) -> dict[str, list[dict[str, Any]]]:
+    """``track_methods`` returning {method: transition rows} only (the tables are written either way)."""
+    return {m: t.rows for m, t in track_methods(run_dir, methods, hi, lo, **kw).items()}
+
+
+def track_methods(
     run_dir: str | Path, methods: Sequence[str] | None = None, hi: float = 0.7, lo: float = 0.1, *,
     measure: str = "excess", null: str = "config", controls: Sequence[str] = CONTROLS, n_control: int = 1,
     seed: int = 0, paper_task: str | None = None, paper_model: str = "LLaMA",
-    views: bool = True, max_nodes_all: int | None = 120, max_nodes_transition: int | None = 200,
-) -> dict[str, list[dict[str, Any]]]:
+) -> dict[str, TrackedMethod]:
     """Track every method that has partitions on >= 2 layers with saved tracking inputs; returns
-    {method: rows}. Methods without inputs are skipped with a log line (not an error), so the report
-    can call this on any run directory.
+    {method: TrackedMethod}. Methods without inputs are skipped with a log line (not an error), so the
+    report can call this on any run directory.
 
     ``methods=None`` tracks every method found on disk (seed variants ``<method>.s<k>`` included).
     Each method is also tracked under ``controls`` (``n_control`` seeded draws each, random state
@@ -288,7 +289,7 @@ def track_run(
             return shuffled_cache[(layer, draw)]
         return get
 
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, TrackedMethod] = {}
     for method in tqdm(methods, desc="tracking", leave=False, disable=bool(os.environ.get("TQDM_DISABLE"))):
         mlayers = [lay for lay in layers if method in parts[lay]]
         if len(mlayers) < 2:
@@ -314,7 +315,5 @@ def track_run(
                     control_rows.setdefault(kind, []).append(
                         track_layers(lab, cm, hi, lo, measure=measure, null=null))
         out[method] = write_tracking(rd.root, method, labels, masses, hi, lo, measure=measure, null=null,
-                                     control_rows=control_rows, paper_task=paper_task, paper_model=paper_model,
-                                     views=views, max_nodes_all=max_nodes_all,
-                                     max_nodes_transition=max_nodes_transition)
+                                     control_rows=control_rows, paper_task=paper_task, paper_model=paper_model)
     return out

@@ -9,7 +9,7 @@ import sys
 
 # Each module exposes `register(subparsers)`, which adds its sub-command(s) and sets `func`.
 _COMMAND_MODULES = [
-    "hedonic_neurons.game.cli",
+    "hedonic_neurons.cli.partition",
     "hedonic_neurons.data.fetch",
     "hedonic_neurons.experiments.mnist",
     "hedonic_neurons.report.cli",
@@ -20,8 +20,8 @@ _COMMAND_MODULES = [
 # torch and transformers (10+ s on a small machine), which e.g. refusing an unknown model must not wait for.
 # tests/cli/test_cli_commands.py checks this table against what the modules register.
 COMMANDS = {
-    "partition": "hedonic_neurons.game.cli",
-    "planted": "hedonic_neurons.game.cli",
+    "partition": "hedonic_neurons.cli.partition",
+    "planted": "hedonic_neurons.cli.partition",
     "fetch": "hedonic_neurons.data.fetch",
     "mnist": "hedonic_neurons.experiments.mnist",
     "report": "hedonic_neurons.report.cli",

@@ -50,21 +50,20 @@ def _partition(args: argparse.Namespace) -> int:
     return 0
 
 
+def _solver_config(args: argparse.Namespace):
+    from hedonic_neurons.configs import config_from_args
+    from hedonic_neurons.partition import SolverConfig
+
+    return config_from_args(SolverConfig(), args, args.solver_fields)
+
+
 def _partition_one(job: tuple[argparse.Namespace, str, Path]) -> int:
-    from hedonic_neurons.experiments.rundir import write_json
-    from hedonic_neurons.partition import HedonicPartition
+    from hedonic_neurons.rundir import write_json
 
     args, phi_path, out = job
     phi = _load_matrix(Path(phi_path), args.key)
     se = _load_matrix(Path(args.se or phi_path), args.se_key) if (args.se or args.se_key) else None
-    threshold = args.threshold
-    if threshold not in ("auto", "none", "quantile", "significance"):
-        threshold = float(threshold)
-    hp = HedonicPartition(k=args.k, preset=args.preset, utility=args.utility,
-                          threshold=None if threshold == "none" else threshold, tau_quantile=args.tau_quantile,
-                          sampler=args.sampler, m=args.m, omega=args.omega, min_size=args.min_size,
-                          max_size=args.max_size, epsilon=args.epsilon, delta=args.delta, emit=args.emit,
-                          progress=not args.quiet, random_state=args.seed)
+    hp = _solver_config(args).to_estimator(progress=not args.quiet, random_state=args.seed)
     hp.fit(phi, se)
     write_json(out, {
         "labels": hp.labels_, "coalitions": [c.tolist() for c in hp.coalitions_],
@@ -90,11 +89,9 @@ def _planted(args: argparse.Namespace) -> int:
     from sklearn.metrics import adjusted_rand_score
 
     from hedonic_neurons.game.planted import planted_game
-    from hedonic_neurons.partition import HedonicPartition
 
     phi, truth = planted_game(args.n, k=args.k, noise=args.noise, random_state=args.seed)
-    hp = HedonicPartition(k=args.k, preset=args.preset, m=args.m, omega=args.omega, sampler=args.sampler,
-                          progress=not args.quiet, random_state=args.seed).fit(phi)
+    hp = _solver_config(args).to_estimator(progress=not args.quiet, random_state=args.seed).fit(phi)
     ari = adjusted_rand_score(truth, hp.labels_)
     print(f"planted game: n={args.n}, {len(np.unique(truth))} planted coalitions (sizes 2..{args.k + 1}), "
           f"noise sd {args.noise}")
@@ -108,7 +105,7 @@ def _planted(args: argparse.Namespace) -> int:
           f"coalitions block (rate {hp.stability_['rate']:.4f}, upper bound {hp.stability_['upper']:.4f} "
           f"at delta={hp.delta}; certified eps={hp.epsilon}: {hp.stability_['certified']})")
     if args.out:
-        from hedonic_neurons.experiments.rundir import write_json
+        from hedonic_neurons.rundir import write_json
 
         write_json(Path(args.out), {"labels": hp.labels_, "planted": truth, "ari": ari,
                                     "stability": hp.stability_, "params": hp.params_})
@@ -117,6 +114,9 @@ def _planted(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from hedonic_neurons.configs import add_config_flags
+    from hedonic_neurons.partition import SolverConfig
+
     p = sub.add_parser("partition", help="partition the players of a saved phi matrix (hedonic game)")
     p.add_argument("phi", nargs="+", help="phi as .safetensors (with --key) or .npy, n x n with zero diagonal; "
                    "several files (e.g. one per layer) are partitioned side by side (--jobs), one JSON each")
@@ -126,32 +126,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--se-key", help="tensor name of the standard errors")
     p.add_argument("--out", default="partition.json",
                    help="output JSON (labels, coalitions, certificate); a directory for several phi files")
-    p.add_argument("--k", type=int, default=3)
-    p.add_argument("--preset", choices=["topk", "paper"], default=None,
-                   help="topk: the MFC top-k utility with PAC-Top-Cover; paper: Algorithm 1 as written")
-    p.add_argument("--utility", choices=["fractional", "additive", "average", "sum", "mean"], default="fractional")
-    p.add_argument("--threshold", default="auto",
-                   help="'auto', 'quantile', 'significance', 'none' (MFC only) or a number (tau)")
-    p.add_argument("--tau-quantile", type=float, default=0.9)
-    p.add_argument("--sampler", default="partners", choices=["partners", "uniform", "weighted"])
-    p.add_argument("--m", type=int, default=800_000)
-    p.add_argument("--omega", type=int, default=80_000)
-    p.add_argument("--min-size", type=int, default=2)
-    p.add_argument("--max-size", type=int, default=10)
-    p.add_argument("--epsilon", type=float, default=0.1)
-    p.add_argument("--delta", type=float, default=0.1)
-    p.add_argument("--emit", choices=["all", "one"], default="all")
+    g = p.add_argument_group("solver (SolverConfig)")
+    p.set_defaults(solver_fields=add_config_flags(g, SolverConfig(), exclude=["random_state"]))
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_partition)
 
     q = sub.add_parser("planted", help="solve a planted game and print how well it was recovered")
     q.add_argument("--n", type=int, default=2000)
-    q.add_argument("--k", type=int, default=3)
     q.add_argument("--noise", type=float, default=0.2)
-    q.add_argument("--preset", choices=["topk", "paper"], default=None)
-    q.add_argument("--sampler", default="partners", choices=["partners", "uniform", "weighted"])
-    q.add_argument("--m", type=int, default=200_000)
-    q.add_argument("--omega", type=int, default=20_000)
+    # the demo's own sizes (a 2,000-player planted game needs fewer samples than a real layer)
+    q.set_defaults(solver_fields=add_config_flags(q, SolverConfig(m=200_000, omega=20_000),
+                                                  fields=["k", "preset", "sampler", "m", "omega"]))
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--out", help="optional JSON with labels, planted labels and the certificate")
     q.set_defaults(func=_planted)

@@ -1,0 +1,154 @@
+"""Cross-fitting (DESIGN 3, issue 11): find partitions on one half of the valuation inputs, score them on the other.
+
+A partition fitted on the valuation of half A is scored (Pair, Ratio: paper eq. 8) with the valuation of
+half B, and vice versa; the reported held-out figure is the mean of the two directions. Scoring a
+partition with the valuation it was fitted on rewards fitting the noise of that valuation; the held-out
+score does not. Reproducibility is the adjusted Rand index between the two halves' partitions.
+
+Both experiments (MNIST, reranker) use these helpers, so the rule is the same everywhere:
+`split_halves` (seeded, disjoint, whole groups on one side), `synergy_rows` (one row per coalition:
+held-out and in-sample Pair / Ratio), `crossfit_synergy` (both directions averaged), `split_half_ari`,
+`coverage` (share of players in coalitions of size 2..max_size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from hedonic_neurons.metrics.synergy import pair_synergy, ratio_synergy
+
+HALVES = ("a", "b")
+OTHER = {"a": "b", "b": "a"}
+HALF_B_SEED_OFFSET = 100_003
+
+
+def half_seed(seed: int, half: str) -> int:
+    """The random state a method gets on `half`: `seed` on half a, another one on half b.
+
+    With one seed on both halves a size-matched random partition would come out (nearly) the same on
+    both and score a split-half ARI near 1 for nothing; every method therefore meets its own
+    randomness as well as the other half's data, and the ARI measures both.
+    """
+    return int(seed) if half == "a" else int(seed) + HALF_B_SEED_OFFSET
+
+
+def split_halves(n: int, seed: int, *, min_half: int, groups=None, what: str = "inputs"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint halves (sorted index arrays) of range(n), drawn with `seed`.
+
+    ``groups`` (length n, optional): inputs sharing a group (e.g. the pairs of one query) go to the same
+    half; groups are shuffled and dealt alternately, so with equal group sizes the halves differ by at
+    most one group. Raises a one-line ValueError when a half would hold fewer than `min_half` inputs.
+    """
+    n = int(n)
+    g = np.arange(n) if groups is None else np.asarray(groups)
+    if g.shape[0] != n:
+        raise ValueError(f"groups has {g.shape[0]} entries for {n} {what}")
+    _, first, inv = np.unique(g, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # groups in order of first appearance, so the split depends only on the seed
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    perm = np.random.default_rng(seed).permutation(order.size)
+    side = np.empty(order.size, dtype=np.int64)
+    side[perm] = np.arange(order.size) % 2  # deal the shuffled groups alternately
+    s = side[rank[inv]]
+    a, b = np.flatnonzero(s == 0), np.flatnonzero(s == 1)
+    if min(a.size, b.size) < min_half:
+        unit = "" if groups is None else " (whole groups per half)"
+        raise ValueError(f"cross-fitting splits the {n} valuation {what} into two halves{unit} of "
+                         f"{a.size} and {b.size}, but each half needs >= {min_half}: give at least "
+                         f"{2 * min_half} {what}, or turn cross-fitting off (--no-crossfit)")
+    return a, b
+
+
+def split_half_ari(labels_a: np.ndarray, labels_b: np.ndarray) -> float:
+    """Adjusted Rand index between the partitions fitted on the two halves (1: identical, ~0: chance)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(np.asarray(labels_a), np.asarray(labels_b)))
+
+
+def coverage(labels: np.ndarray, lo: int = 2, hi: int = 10) -> float:
+    """Share of players whose coalition has between `lo` and `hi` members (the issue's 'in coalitions of 2-10')."""
+    labels = np.asarray(labels)
+    _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    size = counts[inv]
+    return float(np.mean((size >= lo) & (size <= hi))) if labels.size else float("nan")
+
+
+def coalitions_of(labels: np.ndarray, min_size: int = 1) -> list[np.ndarray]:
+    """Members of every coalition (in label order) with at least `min_size` members."""
+    labels = np.asarray(labels)
+    out = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    return [c for c in out if c.size >= min_size]
+
+
+def synergy_rows(coalitions, psi_pair_eval: np.ndarray, psi_eval: np.ndarray,
+                 psi_pair_fit: np.ndarray | None = None, psi_fit: np.ndarray | None = None) -> list[dict]:
+    """Per coalition: Pair and Ratio on the *evaluation* valuation (held-out), and on the fitting one
+    (``pair_in_sample`` / ``ratio_in_sample``, only when given). NaN for single players (eq. 8)."""
+    rows = []
+    for members in coalitions:
+        r = {"size": int(np.size(members)), "pair": pair_synergy(psi_pair_eval, members),
+             "ratio": ratio_synergy(psi_pair_eval, psi_eval, members)}
+        if psi_pair_fit is not None:
+            r["pair_in_sample"] = pair_synergy(psi_pair_fit, members)
+            r["ratio_in_sample"] = (ratio_synergy(psi_pair_fit, psi_fit, members) if psi_fit is not None
+                                    else float("nan"))
+        rows.append(r)
+    return rows
+
+
+def _nanmean(values) -> float:
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def crossfit_synergy(labels: Mapping[str, np.ndarray], psi_pair: Mapping[str, np.ndarray],
+                     psi: Mapping[str, np.ndarray]) -> dict:
+    """Held-out Pair / Ratio of the two halves' partitions, both directions averaged (DESIGN 3).
+
+    ``labels[h]``: the partition fitted on half h; ``psi_pair[h]`` / ``psi[h]``: the pairwise and single
+    ablation effects measured on half h. The partition of half a is scored with half b's valuation and
+    vice versa (``pair_a_on_b``, ``pair_b_on_a``); ``pair`` / ``ratio`` are the means of the two
+    directions of the mean over coalitions of size >= 2; ``*_in_sample`` score each partition on its own
+    half (reported beside, labelled, never used for a verdict); ``ari`` is the split-half ARI.
+    """
+    out: dict = {}
+    for key in ("pair", "ratio", "pair_in_sample", "ratio_in_sample"):
+        out[key] = []
+    for h in HALVES:
+        e = OTHER[h]
+        rows = synergy_rows(coalitions_of(labels[h], 2), psi_pair[e], psi[e], psi_pair[h], psi[h])
+        d = {k: _nanmean(r[k] for r in rows) for k in ("pair", "ratio", "pair_in_sample", "ratio_in_sample")}
+        out[f"pair_{h}_on_{e}"] = d["pair"]
+        out[f"ratio_{h}_on_{e}"] = d["ratio"]
+        for k, v in d.items():
+            out[k].append(v)
+    for key in ("pair", "ratio", "pair_in_sample", "ratio_in_sample"):
+        out[key] = _nanmean(out[key])
+    out["ari"] = split_half_ari(labels["a"], labels["b"])
+    return out
+
+
+__all__ = ["HALVES", "OTHER", "half_seed", "split_halves", "split_half_ari", "coverage", "coalitions_of",
+           "synergy_rows", "crossfit_synergy"]
+
+
+def versus_best(ref: tuple[float, float, float], others: Mapping[str, tuple[float, float, float]],
+                labels: Mapping[str, str]) -> tuple[str, str]:
+    """(best other method, plain-words verdict): is `ref` (mean, lo, hi) above every other method's mean,
+    and with its 95 % CI above every other CI? `others` holds finite (mean, lo, hi) per method."""
+    m0 = ref[0]
+    best = max(others, key=lambda m: others[m][0])
+    mb = others[best][0]
+    if m0 > mb and ref[1] > max(o[2] for o in others.values()):
+        return best, "above every other method with the 95 % CIs apart"
+    if m0 > mb:
+        return best, f"above every other method on the means only (its CI overlaps {labels[best]}'s)"
+    return best, (f"NOT above every method: it falls short of {labels[best]} by {mb - m0:.3g} "
+                  f"({(m0 / mb if mb else float('nan')):.2f} of it)")
+
