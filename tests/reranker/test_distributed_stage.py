@@ -270,3 +270,48 @@ def test_rank_0_dying_in_its_own_stage_fails_the_waiting_rank_with_one_line(refe
     assert codes == [-signal.SIGKILL, 1], (codes, _errors(tmp_path))
     last = (tmp_path / "error1.txt").read_text().strip().splitlines()[-1]
     assert last.startswith("RuntimeError: rank 1/2: waiting for rank 0") and "another rank died" in last, last
+
+
+@pytest.mark.slow
+def test_cli_under_torchrun_from_scratch(tmp_path):
+    """The real launcher: `torchrun --nproc-per-node 2 -m hedonic_neurons.cli reranker` on a tiny float32 LLaMA
+    saved to disk, from scratch (rank 1 waits through data and fine-tuning), against the same command on one
+    process: the same fine-tune, every stage done, matrices equal to float32 rounding of the forward passes."""
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.numpy import load_file
+
+    spec = importlib.util.spec_from_file_location("_reranker_conftest", Path(__file__).with_name("conftest.py"))
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    conf.write_pool(tmp_path / "data")
+    model, tok = conf.tiny_model("llama")
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    args = ["--quiet", "reranker", "--model", str(tmp_path / "model"), "--task", "cqtr", "--layers", "1", "--seeds",
+            "1", "--n-train", "30", "--n-probe", "20", "--n-ood", "20", "--solver-m", "2000", "--solver-omega", "200",
+            "--n-largest", "2", "--n-random", "1", "--max-length", "40", "--data-dir", str(tmp_path / "data"),
+            "--no-report"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+                          "hedonic_neurons.cli", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True,
+                         text=True, timeout=1200)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = subprocess.run([sys.executable, "-m", "hedonic_neurons.cli", *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=1200)
+    assert one.returncode == 0, one.stderr[-2000:]
+    for stage in ("data", "finetune", "valuations:1", "partitions:1:0", "evaluate:1:0", "tables"):
+        assert (tmp_path / "two" / "stages" / f"{stage}.done").is_file(), stage
+    ft = [json.loads((tmp_path / r / "finetune.json").read_text())["ood_after"] for r in ("one", "two")]
+    assert ft[0] == ft[1]
+    a = load_file(str(tmp_path / "one" / "matrices" / "1.safetensors"))
+    b = load_file(str(tmp_path / "two" / "matrices" / "1.safetensors"))
+    assert set(a) == set(b)
+    for k in a:
+        assert relative_error(b[k], a[k]) <= 1e-5, (k, relative_error(b[k], a[k]))
