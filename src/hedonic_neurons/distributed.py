@@ -12,9 +12,11 @@ collective (a rank died or was killed, or the timeout passed) raises a one-line 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -22,9 +24,12 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Dist", "launched", "env_world", "shard_sizes", "DEFAULT_TIMEOUT_S"]
+__all__ = ["Dist", "launched", "env_world", "shard_sizes", "DEFAULT_TIMEOUT_S", "DEFAULT_WAIT_TIMEOUT_S"]
 
 DEFAULT_TIMEOUT_S = 1800.0  # a collective waits at most this long for a slow or dead rank
+# How long the other ranks wait while rank 0 runs a stage of its own (a fine-tune can take hours). A rank
+# that dies is seen at once (its connections close); this only bounds a rank that hangs.
+DEFAULT_WAIT_TIMEOUT_S = 72 * 3600.0
 _CHUNK = 1 << 24  # elements per all-reduce call (128 MB of float64)
 
 
@@ -92,6 +97,7 @@ class Dist:
             timeout_s = float(os.environ.get("HEDONIC_NEURONS_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
         self.timeout_s = float(timeout_s)
         self._owner = False
+        self._wait_group: Any = None
 
     @property
     def is_main(self) -> bool:
@@ -122,10 +128,11 @@ class Dist:
 
         if self._owner and dist.is_initialized():
             try:
-                dist.destroy_process_group()
+                dist.destroy_process_group()  # every group, the waiting group included
             except Exception:  # noqa: BLE001 -- tearing down after a failure must not mask it
                 pass
             self._owner = False
+        self._wait_group = None
 
     # ---- collectives ------------------------------------------------------------------------------
 
@@ -170,3 +177,74 @@ class Dist:
             dist.all_reduce(t)
         except Exception as exc:  # noqa: BLE001
             raise self._fail("barrier", exc) from exc
+
+    def gather_rows(self, rows: np.ndarray, index: np.ndarray, n_total: int) -> np.ndarray:
+        """The (n_total, ...) array whose rows `index` this rank holds (`rows`), assembled on every rank.
+
+        One all-reduce of a zero-filled float64 array: x + 0 is exact, so float32 / float64 rows come back
+        bit for bit (in their dtype). Every row must be held by exactly one rank.
+        """
+        rows = np.asarray(rows)
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        if rows.shape[0] != index.size:
+            raise ValueError(f"{rows.shape[0]} rows for {index.size} indices")
+        full = np.zeros((n_total, *rows.shape[1:]), dtype=np.float64)
+        full[index] = rows
+        held = np.zeros(n_total)
+        np.add.at(held, index, 1.0)
+        if self.world > 1:
+            held = self.allreduce_sum(held)
+            full = self.allreduce_sum(full)
+        if not np.all(held == 1):
+            raise RuntimeError(f"rank {self.rank}/{self.world}: rows {np.flatnonzero(held != 1)[:5].tolist()} are "
+                               "held by no rank or by several: the shards must partition the inputs")
+        return full.astype(rows.dtype, copy=False)
+
+    # ---- stages of an experiment (rank 0 runs them; the others wait or join) -----------------------
+
+    def _waiting_group(self) -> Any:
+        """A gloo group with a long timeout for waiting on rank 0 (also beside an NCCL world: CPU only)."""
+        if self._wait_group is None:
+            import torch.distributed as dist
+
+            wait_s = float(os.environ.get("HEDONIC_NEURONS_DIST_WAIT_TIMEOUT", DEFAULT_WAIT_TIMEOUT_S))
+            try:
+                self._wait_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=wait_s))
+            except Exception as exc:  # noqa: BLE001
+                raise self._fail("creating the waiting group", exc) from exc
+            self._wait_s = wait_s
+        return self._wait_group
+
+    def _wait_allreduce(self, value: float, what: str) -> float:
+        import torch.distributed as dist
+
+        group = self._waiting_group()
+        t = torch.tensor([float(value)], dtype=torch.float64)
+        try:
+            dist.all_reduce(t, group=group)
+        except Exception as exc:  # noqa: BLE001 -- a dead rank 0 closes its connections: one line
+            raise RuntimeError(
+                f"rank {self.rank}/{self.world}: {what} failed: another rank died, was killed or did not answer "
+                f"within {self._wait_s:.0f} s ({_one_line(exc)}); see torchrun's failure summary for which "
+                "rank") from exc
+        return float(t[0])
+
+    @contextlib.contextmanager
+    def stage(self, done: Callable[[], bool], parallel: bool = False) -> Iterator[bool]:
+        """One resumable stage on every rank; yields whether this rank runs its body.
+
+        Rank 0 reads the stage's resume marker (`done`: the run directory is rank 0's to read and write)
+        and tells the others, so every rank takes the same branch. A finished stage runs nowhere. A
+        ``parallel`` stage runs on every rank (its own collectives inside, e.g. the sharded valuations);
+        any other runs on rank 0 alone while the others wait at a barrier ($HEDONIC_NEURONS_DIST_WAIT_TIMEOUT
+        s, default 72 h). One process: yields ``not done()``, no collectives.
+        """
+        if self.world == 1:
+            yield not done()
+            return
+        todo = self._wait_allreduce(float(not done()) if self.is_main else 0.0,
+                                    "agreeing with rank 0 on the next stage") > 0
+        yield todo and (parallel or self.is_main)
+        if todo:
+            self._wait_allreduce(0.0, "waiting for rank 0 to finish a stage" if not parallel else
+                                 "the barrier after a parallel stage")

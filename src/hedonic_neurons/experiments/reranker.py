@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hedonic_neurons.distributed import Dist, env_world
 from hedonic_neurons.ir.embedded import PairSet
 from hedonic_neurons.ir.features import FEATURE_NAMES
 from hedonic_neurons.metrics.partition_metrics import alignment_r2, coalition_means, coalition_subset, predictivity_r2
@@ -275,6 +276,7 @@ class RerankerExperiment:
         self._base = None
         self._pm = None
         self._caches: dict[int, Any] = {}
+        self.dist = Dist(cfg.device)  # the ranks of a torchrun launch (docs/scale.md); 1 process without one
 
     # model --------------------------------------------------------------------------------------
     def _load_base(self):
@@ -295,7 +297,8 @@ class RerankerExperiment:
 
             config_from_dict(RerankerConfig, json.loads(cfg_path.read_text()), RERANKER_MOVED)
         self.sr = self.plan()
-        self.sr.prepare(force=self.force)
+        if self.dist.is_main:  # under torchrun the run directory is rank 0's to change
+            self.sr.prepare(force=self.force)
 
     def resolve(self) -> None:
         """Resolve the sizes and layers against the model (one-line error when outside it)."""
@@ -353,9 +356,16 @@ class RerankerExperiment:
         return sr
 
     def _stage(self, name: str, fn) -> None:
-        t = time.perf_counter()
-        if self.sr.run(name, lambda: {**(fn() or {}), "seconds": round(time.perf_counter() - t, 2)}):
-            self.timer.record(name, time.perf_counter() - t)
+        # under torchrun rank 0 runs the stage while the others wait, all ranks run the valuations (docs/scale.md)
+        with self.dist.stage(lambda: self.sr.fresh(name), parallel=name.startswith("valuations:")) as go:
+            if not go:
+                return
+            t = time.perf_counter()
+            info = fn() or {}
+            dt = time.perf_counter() - t
+            if self.dist.is_main:
+                self.sr.done(name, {**info, "seconds": round(dt, 2)})
+                self.timer.record(name, dt)
 
     # stages -------------------------------------------------------------------------------------
     def stage_data(self) -> dict:
@@ -495,18 +505,31 @@ class RerankerExperiment:
         data = load_data(self.rd)
         pm, tok = self.model()
         prog = not self.quiet and not os.environ.get("TQDM_DISABLE")
-        cache = self._probe_cache(layer)
         idx = self.halves()
+        if self.dist.world > 1:  # each rank values its shard of both halves, rank 0 writes (docs/scale.md)
+            from hedonic_neurons.models.distributed import sharded_half_valuations
+
+            cache = sharded_half_valuations(
+                pm, tok, data["probe"].texts, idx, layer, dist=self.dist, other_texts=[data["ood"].texts],
+                max_length=c.max_length, device=c.device, direct_pas_limit=c.direct_pas_limit,
+                agreement_pairs=c.agreement_pairs, verify_half="a" if c.verify else None,
+                verify_dir=self.rd.root / "verification", verify_stem=str(layer), progress=prog)
+            if cache is None:
+                return {}
+        else:
+            cache = self._probe_cache(layer)
         mats: dict[str, np.ndarray] = {}
         info: dict[str, Any] = {}
         for h, ix in idx.items():
             # self-verify half a (the partitions under the plain method names are fitted on it)
             vt = [data["probe"].texts[i] for i in ix] if (c.verify and h == "a") else None
-            m_h, info[h] = self._valuate(subset_cache(cache, ix), prog, verify_texts=vt, verify_stem=str(layer))
+            m_h, info[h] = (cache.mats[h], cache.info[h]) if self.dist.world > 1 else self._valuate(
+                subset_cache(cache, ix), prog, verify_texts=vt, verify_stem=str(layer))
             mats.update({f"{k}_{h}": v for k, v in m_h.items()})
             mats[f"half_{h}_idx"] = np.asarray(ix, dtype=np.int64)
-        ood = layer_cache(pm, text_batches(tok, data["ood"].texts, batch_size=16, max_length=c.max_length), layer,
-                          device=c.device, progress=prog)
+        ood_acts = cache.other_acts[0] if self.dist.world > 1 else layer_cache(
+            pm, text_batches(tok, data["ood"].texts, batch_size=16, max_length=c.max_length), layer,
+            device=c.device, progress=prog).acts
         ad = get_adapter(pm)
         mods = ad.mlp_modules(layer)
         # tracking follows the half-a partitions (plain method names): their evaluation half's activations
@@ -529,7 +552,7 @@ class RerankerExperiment:
 
         path = self.rd.root / "activations" / f"{layer}.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"acts_probe": np.ascontiguousarray(cache.acts), "acts_ood": np.ascontiguousarray(ood.acts)},
+        save_file({"acts_probe": np.ascontiguousarray(cache.acts), "acts_ood": np.ascontiguousarray(ood_acts)},
                   str(path.with_suffix(".tmp")))
         path.with_suffix(".tmp").replace(path)
         out = {"n_players": cache.n_players, "pas": pas_kind, "halves": {h: int(ix.size) for h, ix in idx.items()},
@@ -970,6 +993,8 @@ class RerankerExperiment:
             self._stage("tracking", self.stage_tracking)
         if c.report:
             self._stage("report", self.stage_report)
+        if not self.dist.is_main:  # rank 0 writes the run directory
+            return self.rd
         self.timer.record("total (this invocation)", time.perf_counter() - t0)
         rows = [{"stage": k, "seconds": v} for k, v in self.timer.times.items()]
         self.rd.save_table("timings", rows, title="Seconds per stage (as last run)")
@@ -1010,14 +1035,17 @@ def run_reranker(cfg: RerankerConfig, out: str | Path, quiet: bool = False, mode
                  force: bool = False) -> RunDir:
     """Run or resume the reranker experiment described by `cfg` into `out`: stages whose config fields and
     inputs are unchanged are reused, the others recomputed (`force`: all of them)."""
-    return RerankerExperiment(cfg, out, quiet=quiet, model_loader=model_loader, force=force).run()
+    exp = RerankerExperiment(cfg, out, quiet=quiet, model_loader=model_loader, force=force)
+    with exp.dist:  # joins the process group of a torchrun launch (nothing to join on one process)
+        return exp.run()
 
 
 # --- CLI -----------------------------------------------------------------------------------------
 def _cli(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    quiet = bool(getattr(args, "quiet", False) or getattr(args, "quiet_sub", False))
+    # under torchrun only rank 0 reports
+    quiet = bool(getattr(args, "quiet", False) or getattr(args, "quiet_sub", False)) or env_world()[0] > 0
     if quiet:
         os.environ["TQDM_DISABLE"] = "1"
         logging.getLogger("hedonic_neurons").setLevel(logging.WARNING)

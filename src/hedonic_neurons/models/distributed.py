@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from .valuate import METHODS, Valuations, _as_batches, compute_valuations
 log = logging.getLogger(__name__)
 
 __all__ = ["stats_from_cache", "reduce_stats", "valuations_from_stats", "shard_inputs", "distributed_valuations",
-           "valuations_any"]
+           "valuations_any", "sharded_half_valuations", "HalfValuations"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -86,6 +87,7 @@ def stats_from_cache(
     non-norm tail's exact PAS is affordable on all pairs); defaults to this cache's.
     """
     from ..valuations.pas import exact_pas, hessian_pas
+    from ..valuations.postnorm import PostNormTail, exact_pas_postnorm
     from ..valuations.tail import NormTail
     from .valuate import exact_pas_pairs, exact_singles
 
@@ -96,6 +98,7 @@ def stats_from_cache(
     n, N = cache.n_players, cache.n_samples
     n_total = N if n_total is None else int(n_total)
     norm_tail = isinstance(cache.tail, NormTail)
+    post_tail = isinstance(cache.tail, PostNormTail)  # closed form too (as in valuations_from_cache)
     st = ValuationStats(n, meta={"layer": cache.layer, "site": cache.site, "ablation": cache.ablation,
                                  "tail": cache.tail.kind if norm_tail else repr(cache.tail),
                                  "pas_dtype": np.dtype(pas_dtype).name, "acts_dtype": str(cache.acts.dtype),
@@ -109,8 +112,8 @@ def stats_from_cache(
     if "pas" in methods:
         t = time.perf_counter()
         with _quiet_single_input(N):
-            if norm_tail:
-                res = exact_pas(**kw, dtype=pas_dtype, progress=progress)
+            if norm_tail or post_tail:
+                res = (exact_pas if norm_tail else exact_pas_postnorm)(**kw, dtype=pas_dtype, progress=progress)
                 st.pas = Moments.from_mean_se(N, res.phi, res.se)
                 st.psi = Moments.from_mean_se(N, res.psi, res.psi_se)
                 st.logit = Moments(N, np.array([res.logit_mean]))
@@ -413,3 +416,217 @@ def valuations_any(model: nn.Module | str | Path, inputs: Any, layer: int, **kw:
         model, tok = load_model(model, dtype=kw.get("dtype", torch.float32), **load_kwargs)
         kw["tokenizer"] = kw.get("tokenizer") or tok
     return compute_valuations(model, inputs, layer, **kw)
+
+
+# ---------------------------------------------------------------------------------------------------
+# cross-fitted valuations of several halves of one input list (the reranker's valuation stage)
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HalfValuations:
+    """What rank 0 gets back from `sharded_half_valuations` (the other ranks get None).
+
+    ``mats[h]``: phi_oca, oca_se, phi_pas, [pas_se], psi, [psi_se] of half h (the reranker's per-half keys);
+    ``info[h]``: how PAS was made (exact / Hessian + agreement), timings; ``acts``: the readout activations
+    of every input, in input order (gathered from the ranks); ``other_acts``: the same for each extra input
+    list; ``W_down``, ``n_samples``, ``n_players``, ``ablation`` as in a `LayerCache` of all inputs.
+    """
+
+    mats: dict[str, dict[str, np.ndarray]]
+    info: dict[str, dict[str, Any]]
+    acts: np.ndarray
+    other_acts: list[np.ndarray]
+    W_down: np.ndarray | None
+    ablation: str
+    shard_sizes: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.acts.shape[0])
+
+    @property
+    def n_players(self) -> int:
+        return int(self.acts.shape[1])
+
+
+def _take_rows(cache: LayerCache, idx: np.ndarray) -> LayerCache:
+    """The cache restricted to rows `idx` (weights and tail shared; a PostNormTail's sample ids kept)."""
+    import dataclasses
+
+    idx = np.asarray(idx, dtype=np.int64)
+
+    def take(x):
+        return None if x is None else x[idx]
+
+    return dataclasses.replace(cache, H=cache.H[idx], coef=cache.coef[idx], acts=cache.acts[idx],
+                               acts_base=take(cache.acts_base), coef_base=take(cache.coef_base),
+                               targets=take(cache.targets), meta=dict(cache.meta))
+
+
+def _shards(halves: Mapping[str, np.ndarray], n_other: Sequence[int], world: int,
+            sizes: Mapping[str, list[int]] | None) -> tuple[dict[str, list[int]], list[list[int]]]:
+    """Contiguous shard sizes of every half and of every extra list; one-line error naming the half."""
+    out = {}
+    for h, ix in halves.items():
+        try:
+            out[h] = shard_sizes(len(ix), world, None if sizes is None else sizes.get(h))
+        except ValueError as exc:
+            raise ValueError(f"half {h}: {exc}") from None
+    others = []
+    for k, n in enumerate(n_other):
+        try:
+            others.append(shard_sizes(n, world))
+        except ValueError as exc:
+            raise ValueError(f"extra input list {k}: {exc}") from None
+    return out, others
+
+
+def sharded_half_valuations(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    halves: Mapping[str, np.ndarray],
+    layer: int,
+    *,
+    dist: Dist,
+    other_texts: Sequence[Sequence[str]] = (),
+    batch_size: int = 16,
+    max_length: int = 128,
+    device: str | torch.device = "cpu",
+    direct_pas_limit: float = 20_000_000,
+    agreement_pairs: int = 1_000,
+    verify_half: str | None = None,
+    verify_dir: str | Path | None = None,
+    verify_stem: str = "",
+    sizes: Mapping[str, list[int]] | None = None,
+    progress: bool = False,
+) -> HalfValuations | None:
+    """OCA and PAS of each half of `texts` (disjoint index arrays), sharded over the ranks of `dist`.
+
+    The reranker's valuation stage on N processes: every rank takes a contiguous shard of every half (and
+    of every list in `other_texts`), runs one forward pass over its shards, and computes the mergeable
+    statistics of each half's shard (`stats_from_cache`); they are all-reduced (`reduce_stats`, exact)
+    and rank 0 turns them into the matrices one process gives. PAS as the reranker chooses it: exact
+    (+ se, psi, psi_se) for a norm tail or when pairs x inputs <= `direct_pas_limit`; otherwise the
+    Hessian PAS (a mean over inputs, merged as one), psi by direct evaluation, and exact PAS on
+    `agreement_pairs` random pairs (seed 0, the reranker's draw) for its agreement. OCA is computed on
+    rank 0 from the gathered activations (rank 0 needs them anyway, and an (N, n) gather is smaller than
+    the (n, n) co-moments when N < n): the same float32 computation as one process. ``verify_half``: rank 0
+    self-verifies its shard of that half against direct ablation (models.verify), written to
+    `verify_dir`/`verify_stem`. ``sizes``: {half: shard sizes} instead of the even split (tests).
+    One process (`dist.world == 1`) runs the same path. Returns `HalfValuations` on rank 0, None elsewhere.
+    """
+    from ..valuations.oca import oca, oca_se
+    from ..valuations.pas import hessian_pas
+    from ..valuations.tail import NormTail
+    from .extract import text_batches
+    from .valuate import exact_pas_pairs, exact_singles
+
+    halves = {h: np.asarray(ix, dtype=np.int64) for h, ix in halves.items()}
+    world, rank = dist.world, dist.rank
+    sz, osz = _shards(halves, [len(t) for t in other_texts], world, sizes)
+    lo = {h: sum(s[:rank]) for h, s in sz.items()}
+    mine = {h: halves[h][lo[h]:lo[h] + sz[h][rank]] for h in halves}  # this rank's inputs of each half
+    order = np.concatenate([mine[h] for h in halves])
+    local, start = {}, 0
+    for h in halves:  # rows of each half inside this rank's cache
+        local[h] = np.arange(start, start + mine[h].size)
+        start += mine[h].size
+    prog = progress and dist.is_main
+    t = time.perf_counter()
+    cache = layer_cache(model, text_batches(tokenizer, [texts[i] for i in order], batch_size=batch_size,
+                                            max_length=max_length), layer, device=device, progress=prog)
+    t_forward = time.perf_counter() - t
+    acts = dist.gather_rows(cache.acts, order, len(texts))
+    other_acts = []
+    for k, ot in enumerate(other_texts):
+        a = sum(osz[k][:rank])
+        rows = np.arange(a, a + osz[k][rank])
+        oc = layer_cache(model, text_batches(tokenizer, [ot[i] for i in rows], batch_size=batch_size,
+                                             max_length=max_length), layer, device=device, progress=prog)
+        other_acts.append(dist.gather_rows(oc.acts, rows, len(ot)))
+    n = cache.n_players
+    mats: dict[str, dict[str, np.ndarray]] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for h, ix in halves.items():
+        N_h = int(ix.size)
+        sub = _take_rows(cache, local[h])
+        timings: dict[str, float] = {"forward (rank 0, all halves)": t_forward}
+        hi: dict[str, Any] = {}
+        exact = isinstance(cache.tail, NormTail) or n * (n - 1) // 2 * N_h <= direct_pas_limit
+        t = time.perf_counter()
+        if exact:
+            st, times = stats_from_cache(sub, ("pas",), n_total=N_h, max_direct_cost=float("inf"), progress=prog)
+            timings.update(times)
+            hi["pas"] = "exact"
+        else:
+            # the reranker's Hessian path: Hessian PAS, psi, and exact PAS on its random pairs (with duplicates,
+            # as drawn) for the agreement; each one a mean over inputs, so merged exactly
+            st = ValuationStats(n, meta={"layer": sub.layer, "site": sub.site, "ablation": sub.ablation})
+            kw = sub.math_kwargs()
+            with _quiet_single_input(sub.n_samples):
+                st.hessian = Moments(sub.n_samples, np.asarray(hessian_pas(
+                    kw["H"], kw["coef"], kw["C"], sub.tail.logit_torch, None, C_base=kw.get("C_base"),
+                    coef_base=kw.get("coef_base"), progress=prog), dtype=np.float64))
+                st.psi = Moments.from_mean_se(sub.n_samples, *exact_singles(sub))
+                rng = np.random.default_rng(0)
+                m = min(agreement_pairs, n * (n - 1) // 2)
+                i = rng.integers(0, n, size=m)
+                j = (i + rng.integers(1, n, size=m)) % n
+                pairs, vals, ses = exact_pas_pairs(sub, (np.minimum(i, j), np.maximum(i, j)), progress=False)
+                st.pas, st.pairs = Moments.from_mean_se(sub.n_samples, vals, ses), pairs
+            timings["pas_hessian"] = time.perf_counter() - t
+        t = time.perf_counter()
+        red = reduce_stats(st, dist)
+        timings["reduce"] = time.perf_counter() - t
+        if verify_half == h and dist.is_main:
+            hi["verify_seconds"], hi["verify_shard"] = _verify_shard(
+                model, tokenizer, [texts[i] for i in mine[h]], sub, st, exact, batch_size=batch_size,
+                max_length=max_length, device=device, out=verify_dir, stem=verify_stem)
+        if not dist.is_main:
+            continue
+        t = time.perf_counter()
+        m_h = {"phi_oca": oca(acts[ix], cache.W_down if cache.site == "mlp" else None),
+               "oca_se": np.asarray(oca_se(cache.W_down, N_h))}
+        timings["oca"] = time.perf_counter() - t
+        if exact:
+            res = red.pas_result()
+            m_h.update(phi_pas=res.phi, psi=res.psi, pas_se=res.se, psi_se=res.psi_se)
+        else:
+            phi = red.hessian.mean.copy()
+            pi, pj = red.pairs
+            vals, hv = red.pas.mean, phi[pi, pj]
+            corr = float(np.corrcoef(vals, hv)[0, 1]) if vals.std() > 0 and hv.std() > 0 else float("nan")
+            m_h.update(phi_pas=phi, psi=red.psi.mean.copy(), psi_se=red.psi.se)
+            hi.update(pas="hessian (exact agreement on random pairs)", agreement_pairs=int(pi.size),
+                      agreement_pearson=corr, hessian_seconds=round(timings["pas_hessian"], 2))
+            log.info("layer %s half %s: Hessian PAS vs exact on %d random pairs: Pearson %.4f", layer, h, pi.size,
+                     corr)
+        hi["timings"] = timings
+        mats[h], info[h] = m_h, hi
+    if not dist.is_main:
+        return None
+    return HalfValuations(mats, info, acts, other_acts, cache.W_down, cache.ablation,
+                          {**sz, **{f"other{k}": s for k, s in enumerate(osz)}})
+
+
+def _verify_shard(model, tokenizer, texts, sub, st, exact, *, batch_size, max_length, device, out, stem):
+    """Rank 0's self-verification of its shard of a half (its inputs alone) against direct ablation."""
+    from .extract import text_batches
+    from .verify import save_verification, verify_valuations
+
+    if sub.n_samples < 2:  # a 1-input shard has no valuations of its own to verify
+        return 0.0, "skipped: rank 0 holds one input of this half"
+    t = time.perf_counter()
+    v = Valuations(layer=sub.layer, site=sub.site, ablation=sub.ablation, n_samples=sub.n_samples,
+                   n_players=sub.n_players, cache=sub)
+    v.psi = st.psi.mean
+    if exact:
+        v.phi_pas = st.pas_result().phi
+    # the cache was built from these texts in this order, batched as here
+    res = verify_valuations(model, text_batches(tokenizer, texts, batch_size=batch_size, max_length=max_length),
+                            v, device=device)
+    if out is not None:
+        save_verification(res, out, stem=stem)
+    return round(time.perf_counter() - t, 2), f"rank 0's {sub.n_samples} inputs of this half"
