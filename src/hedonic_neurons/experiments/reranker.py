@@ -34,6 +34,7 @@ afforded three fine-tunes on CPU.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -276,7 +277,12 @@ class RerankerExperiment:
         self._base = None
         self._pm = None
         self._caches: dict[int, Any] = {}
-        self.dist = Dist(cfg.device)  # the ranks of a torchrun launch (docs/scale.md); 1 process without one
+
+    @functools.cached_property
+    def dist(self) -> Dist:
+        """The ranks of a torchrun launch (docs/scale.md); 1 process without one. Built on first use, so
+        planning a run (e.g. for another device) needs no device."""
+        return Dist(self.cfg.device)
 
     # model --------------------------------------------------------------------------------------
     def _load_base(self):
