@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +110,7 @@ def load_mnist(path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
         raise FileNotFoundError(f"MNIST file {path} not found: {_FIX}")
     try:
         return _read_npz(path)
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated / corrupt npz
         raise ValueError(f"MNIST file {path} is unreadable ({exc}): {_FIX}") from exc
 
 

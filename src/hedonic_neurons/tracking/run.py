@@ -40,7 +40,14 @@ from hedonic_neurons.tracking.controls import (
     shuffle_tracking_inputs,
     summarize_events,
 )
-from hedonic_neurons.tracking.events import EVENTS, layer_group, layer_sort_key, track_layers, transition_table
+from hedonic_neurons.tracking.events import (
+    EVENTS,
+    _check_thresholds,
+    layer_group,
+    layer_sort_key,
+    track_layers,
+    transition_table,
+)
 from hedonic_neurons.tracking.mass import coalition_write, mlp_interaction_mass, residual_interaction_mass
 
 __all__ = ["track_run", "write_tracking", "transition_mass", "layer_chains"]
@@ -258,6 +265,7 @@ def track_run(
     ``seed``): size-matched random partitions and the partition on shuffled weights
     (``tracking.controls``). ``paper_task`` prints the paper's Table 3 beside ours.
     """
+    _check_thresholds(hi, lo)  # before anything is read or written
     unknown_controls = [c for c in controls if c not in CONTROLS]
     if unknown_controls:
         raise ValueError(f"unknown control(s) {unknown_controls}; use any of {CONTROLS} (or none)")
