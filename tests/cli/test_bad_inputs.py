@@ -257,10 +257,11 @@ def test_readme_counts():
     """README.md says how many bad inputs each command is tried with: the counts of CASES."""
     text = (ROOT / "README.md").read_text()
     counts = Counter(c[0] for c in CASES)
-    m = re.search(r"bad inputs tried per command[^\n]*\n((?:.*\n){1,3})", text)
+    m = re.search(r"bad inputs tried per command[^\n]*\n((?:.*\n){1,4})", text, re.I)
     assert m, "README.md: the line on bad inputs tried per command is missing"
     for command, n in counts.items():
         assert re.search(rf"`{command}` {n}\b", m.group(0)), f"README.md should say `{command}` {n}"
+    assert set(counts) == set(re.findall(r"`([a-z]+)` \d+", m.group(0)))
     assert f"{sum(counts.values())} in all" in m.group(0)
 
 

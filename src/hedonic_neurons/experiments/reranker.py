@@ -1128,7 +1128,11 @@ def subset_cache(cache, idx: np.ndarray):
 
 def run_reranker(cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None) -> RunDir:
     """Run or resume the reranker experiment described by `cfg` into `out`."""
-    return RerankerExperiment(cfg, out, quiet=quiet, model_loader=model_loader).run()
+    from hedonic_neurons import notices
+
+    exp = RerankerExperiment(cfg, out, quiet=quiet, model_loader=model_loader)
+    with notices.collect(exp.rd.root):  # fallbacks that changed a result: warnings.txt, summary.md, report.html
+        return exp.run()
 
 
 # --- CLI -----------------------------------------------------------------------------------------
@@ -1157,10 +1161,7 @@ def _cli(args) -> int:
                          n_random=args.n_random, data_dir=args.data_dir, report=not args.no_report,
                          crossfit=not args.no_crossfit, track=not args.no_report, verify=not args.no_verify)
     out = args.out or f"runs/reranker-{Path(args.model).name}-{args.task}"
-    from hedonic_neurons import notices
-
-    with notices.collect(out):  # fallbacks that changed a result go to warnings.txt, summary.md, report.html
-        rd = run_reranker(cfg, out, quiet=quiet)
+    rd = run_reranker(cfg, out, quiet=quiet)
     if not quiet:
         print(f"[reranker] done: {rd.root}")
         s = rd.root / "summary.md"
