@@ -69,6 +69,16 @@ def test_cli_end_to_end(tmp_path, digits_npz, capsys):
     assert main(argv) == 0
     assert (out / "tables" / "table7_synergy.csv").read_text() == before
     assert (out / "metrics" / "seed0_h4.json").stat().st_mtime_ns == stamp
+    # a report that cannot be written: the run exits non-zero with one line, and the run says so
+    (out / "report.html").unlink()
+    (out / "report.html").mkdir()
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hedonic-neurons mnist: error: building report.html failed") and "\n" not in err
+    assert "re-run the same command" in err
+    assert "building report.html failed" in (out / "warnings.txt").read_text()
+    assert "## Warnings" in (out / "summary.md").read_text()
 
 
 def _cell_mean(cell: str) -> float:
