@@ -554,7 +554,8 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict], prows: list[dic
         means[m] = {k: _mean(v) for k, v in d.items()}
         t7.append({"method": METHOD_NAMES[m], "dAcc_pp": _cell(d["dacc_pp"]),
                    "dAcc_sd_within": f"{_within_sd(rows, 'dacc_pp', m, layers):.3f}",
-                   "paper_dAcc": (f"{PAPER_T7[m][0]:.2f} ± {PAPER_T7[m][1]:.2f}" if m in PAPER_T7
+                   # the paper's ± is a standard deviation, ours a 95 % CI: the cell says which
+                   "paper_dAcc": (f"{PAPER_T7[m][0]:.2f} ± {PAPER_T7[m][1]:.2f} (sd)" if m in PAPER_T7
                                   else NOT_IN_PAPER),
                    "Pair_heldout": _cell(d["pair"], 4), "Pair_in_sample": _cell(d["pair_in_sample"], 4),
                    "paper_Pair": _paper(PAPER_T7, m, 2, ".3f"), "Ratio_heldout": _cell(d["ratio"]),
@@ -570,7 +571,8 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict], prows: list[dic
     rd.save_table("table7_synergy", t7, title=f"Table 7 (MNIST, layers {span}): accuracy drop (percentage "
                   f"points) when one coalition is ablated, Pair and Ratio synergy (held-out), split-half ARI, "
                   f"% of neurons in coalitions of 2-{cfg.max_size}, average size; {ci} "
-                  f"(dAcc_sd_within: sd over all coalitions and seeds); paper columns beside ours. {note}. "
+                  f"(dAcc_sd_within: sd over all coalitions and seeds); paper columns beside ours (paper_dAcc: "
+                  f"the paper's mean ± sd, not a CI). {note}. "
                   f"{leiden}")
     rd.save_table("table8_interpretability", t8, title=f"Table 8 (MNIST, layers {span}): digit purity, "
                   f"selectivity, sparsity ||a_C||_1/||a_C||_2 over the held-out images, stroke alignment; "

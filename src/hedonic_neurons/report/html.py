@@ -309,7 +309,8 @@ def build_report(run_dir: str | Path, *, derive: bool = True, track: bool | str 
     root = Path(run_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"run directory {root} does not exist; pass the --out directory of a run")
-    known = ("config.json", "summary.md", "partitions", "matrices", "tables", "figures", "views", "tracking")
+    known = ("config.json", "summary.md", "partitions", "matrices", "tables", "figures", "views", "tracking",
+             "verification", "verification.csv", "valuations.json", "warnings.txt")
     if not any((root / name).exists() for name in known):
         raise FileNotFoundError(f"{root} holds no run (none of {', '.join(known)}): pass the --out directory of a "
                                 "`hedonic-neurons mnist` or `reranker` run")
