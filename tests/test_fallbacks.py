@@ -135,3 +135,19 @@ def test_collect_records_warnings_as_they_come(tmp_path):
         notices.warn("second")
     assert notices.read(tmp_path) == ["first", "second"]
     assert notices.markdown_section(tmp_path).count("\n- ") == 2
+
+
+def test_paired_ci_and_per_query_ndcg():
+    """The per-query figures behind docs/reranker.md's paired CIs (benchmarks/paired_queries.py)."""
+    from hedonic_neurons.ir.metrics import mean_ndcg, per_query_ndcg
+    from hedonic_neurons.metrics.stats import paired_ci
+
+    qids = ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+    rels = [2, 0, 1, 0, 0, 0, 1, 0, 0]  # query b has no relevant candidate: skipped, as in mean_ndcg
+    scores = [0.1, 0.9, 0.5, 1, 2, 3, 3, 2, 1]
+    qs, vals = per_query_ndcg(qids, scores, rels)
+    assert qs == ["a", "c"] and vals[1] == 1.0 and vals.mean() == pytest.approx(mean_ndcg(qids, scores, rels))
+    r = paired_ci([0.5, 0.6, 0.7, 0.8], [0.6, 0.6, 0.9, 0.7])
+    assert r["mean"] == pytest.approx(0.05) and (r["up"], r["down"], r["n"]) == (2, 1, 4)
+    assert r["t_half"] == pytest.approx(3.182446 * np.std([0.1, 0, 0.2, -0.1], ddof=1) / 2, rel=1e-5)
+    assert r["boot_lo"] <= r["mean"] <= r["boot_hi"]

@@ -59,7 +59,11 @@ def test_whole_pipeline(pool, tmp_path, arch, task, make_model, make_config):
     _check_table_cells(root, ("1", "2"), seeds=2)
     summary = (root / "summary.md").read_text()
     assert "held" in summary
-    if task == "relevance":
+    if task == "relevance":  # per-query NDCG@10 kept for paired comparisons (benchmarks/paired_queries.py)
+        pq = ft["ood_per_query"]
+        assert np.mean(pq["fine_tuned"]) == pytest.approx(ft["ood_after"]["ndcg@10"], rel=1e-12)
+        assert np.mean(pq["untuned"]) == pytest.approx(ft["ood_before"]["ndcg@10"], rel=1e-12)
+        assert len(pq["qids"]) == len(pq["untuned"]) == len(pq["head_only"])
         assert "derived" in summary and "derived" in (root / "tables" / "finetune.md").read_text()
     timings = json.loads((root / "timings.json").read_text())
     assert {"data", "finetune", "valuations:1", "evaluate:2:1", "tables"} <= set(timings)
