@@ -2,7 +2,8 @@
 
 Saves a random-weight ~270M-parameter GPT-2-architecture sequence classifier (Conv1D MLP: not supported) to a
 temporary directory once, then times `hedonic-neurons valuations DIR --layer 3` end to end in a fresh process
-(interpreter start, imports, config read, meta-device build, refusal) and, for comparison, a plain
+(interpreter start, the command's imports, the file-only precheck of models/precheck.py, refusal) and, for
+comparison, the meta-device check (what models that pass the precheck go through) and a plain
 `from_pretrained` of the same weights (what the refusal used to wait for).
 
     python benchmarks/bench_refusal.py [--dir /tmp/hn-gpt2-270m] [--layers 18] [--no-load]
@@ -52,20 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)
     refuse_s = time.perf_counter() - t
-    # the same fresh interpreter with only the imports the CLI path makes: what start-up alone costs here
-    imp = [sys.executable, "-c", "import torch, transformers, numpy; from transformers import AutoConfig, "
-           "AutoModelForSequenceClassification; from hedonic_neurons.cli import main; "
-           "from hedonic_neurons.models.valuate import compute_valuations; "
-           "from transformers.models.gpt2 import modeling_gpt2"]
+    # the refusal path imports only the `valuations` command module and reads files (models/precheck.py):
+    # a fresh interpreter with just those imports says what start-up alone costs here
+    imp = [sys.executable, "-c", "from hedonic_neurons.cli import build_parser; build_parser(only='valuations'); "
+           "import hedonic_neurons.models.precheck"]
     t = time.perf_counter()
     subprocess.run(imp, capture_output=True, text=True)
     import_s = time.perf_counter() - t
     print(f"model: {folder} ({size:.2f} GB of weights)")
-    print(f"fresh interpreter + the CLI's imports alone: {import_s:.2f} s; refusal beyond them: "
+    print(f"fresh interpreter + the refusal path's imports: {import_s:.2f} s; the refusal beyond them: "
           f"{refuse_s - import_s:.2f} s")
     print(f"CLI exit code {r.returncode}, {refuse_s:.2f} s end to end (fresh interpreter; target < 5 s)")
     print(f"message: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else '(none)'}")
-    # the refusal itself, in this process once torch / transformers are imported (no interpreter start-up)
+    # the meta-device check (the authority for models the file-only precheck lets through), for comparison
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = "(accepted?)"
     except ValueError as exc:
         msg = str(exc)
-    print(f"check_supported alone (imports done): {time.perf_counter() - t:.2f} s -> {msg[:100]}...")
+    print(f"meta-device check_supported, torch/transformers already imported: {time.perf_counter() - t:.2f} s "
+          f"-> {msg[:100]}...")
     if not args.no_load:
         cmd = [sys.executable, "-c", "import time; t = time.perf_counter(); "
                "from transformers import AutoModelForSequenceClassification as A; "

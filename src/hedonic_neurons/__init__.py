@@ -1,30 +1,20 @@
 """hedonic-neurons: coalitions of neurons as stable partitions of a top-responsive hedonic game.
 
-The solver is imported eagerly (numpy/scipy only); everything that needs torch or plotting is
-re-exported lazily, so `import hedonic_neurons` stays light and never imports torch by itself.
+Every public name is re-exported lazily (PEP 562): `import hedonic_neurons` imports nothing heavy, so a
+CLI command pays only for what it uses (refusing an unsupported model takes a second, not the 10+ s of
+importing scipy, torch and transformers).
 """
 
 from importlib import import_module
-
-from hedonic_neurons.game import (
-    CoalitionSampler,
-    Game,
-    PartnerSampler,
-    UniformSampler,
-    WeightedSampler,
-    coalitions_to_labels,
-    labels_to_coalitions,
-    planted_game,
-    register_sampler,
-    stability_certificate,
-    top_covering,
-)
-from hedonic_neurons.partition import HedonicPartition, SolverConfig
 
 __version__ = "0.1.0"
 
 # public name -> the module that defines it (imported on first access)
 _LAZY = {
+    **dict.fromkeys(["CoalitionSampler", "Game", "PartnerSampler", "UniformSampler", "WeightedSampler",
+                     "coalitions_to_labels", "labels_to_coalitions", "planted_game", "register_sampler",
+                     "stability_certificate", "top_covering"], "hedonic_neurons.game"),
+    **dict.fromkeys(["HedonicPartition", "SolverConfig"], "hedonic_neurons.partition"),
     **dict.fromkeys(["NormTail", "PASResult", "RunningStats", "agreement", "exact_pas", "hessian_pas", "oca",
                      "oca_null_se", "oca_se", "Moments", "ValuationStats"], "hedonic_neurons.valuations"),
     "distributed_valuations": "hedonic_neurons.models.distributed",
@@ -49,8 +39,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'hedonic_neurons' has no attribute {name!r}")
 
 
-__all__ = [
-    "HedonicPartition", "SolverConfig", "Game", "CoalitionSampler", "UniformSampler", "WeightedSampler",
-    "PartnerSampler", "register_sampler", "planted_game", "top_covering", "stability_certificate",
-    "labels_to_coalitions", "coalitions_to_labels", *_LAZY,
-]
+__all__ = [*_LAZY]

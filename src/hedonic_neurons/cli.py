@@ -16,10 +16,31 @@ _COMMAND_MODULES = [
     "hedonic_neurons.experiments.reranker",
     "hedonic_neurons.models.cli",
 ]
+# sub-command -> the module that registers it, so a command imports only its own module: the others pull in
+# torch and transformers (10+ s on a small machine), which e.g. refusing an unknown model must not wait for.
+# tests/cli/test_cli_commands.py checks this table against what the modules register.
+COMMANDS = {
+    "partition": "hedonic_neurons.game.cli",
+    "planted": "hedonic_neurons.game.cli",
+    "fetch": "hedonic_neurons.data.fetch",
+    "mnist": "hedonic_neurons.experiments.mnist",
+    "report": "hedonic_neurons.report.cli",
+    "reranker": "hedonic_neurons.experiments.reranker",
+    "valuations": "hedonic_neurons.models.cli",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every registered sub-command."""
+def _command_in(argv: list[str]) -> str | None:
+    """The sub-command named in argv (the first token that is not a top-level option), if it is known."""
+    for tok in argv:
+        if tok in ("--quiet", "-v", "--verbose"):
+            continue
+        return tok if tok in COMMANDS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with every registered sub-command (or only the module that registers `only`)."""
     parser = argparse.ArgumentParser(
         prog="hedonic-neurons",
         description="Find synergistic coalitions of neurons (hedonic games, PAC-Top-Cover).",
@@ -27,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
+    for name in [COMMANDS[only]] if only in COMMANDS else _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     # --quiet / --verbose are accepted after the sub-command too (`hedonic-neurons mnist --quiet`)
     for child in sub.choices.values():
@@ -48,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         import os
 
         os.environ["TQDM_DISABLE"] = "1"
-    parser = build_parser()
+    parser = build_parser(only=_command_in(raw))
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -262,6 +262,9 @@ def test_readme_counts():
     for command, n in counts.items():
         assert re.search(rf"`{command}` {n}\b", m.group(0)), f"README.md should say `{command}` {n}"
     assert set(counts) == set(re.findall(r"`([a-z]+)` \d+", m.group(0)))
+    from hedonic_neurons.cli import COMMANDS
+
+    assert set(counts) == set(COMMANDS), "every sub-command gets bad inputs here"
     assert f"{sum(counts.values())} in all" in m.group(0)
 
 

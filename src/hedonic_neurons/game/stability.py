@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 from hedonic_neurons.game.samplers import CoalitionSampler
 from hedonic_neurons.game.utility import Game, member_utilities, utilities_in_partition
@@ -23,6 +22,8 @@ def certificate_size(epsilon: float, delta: float) -> int:
 
 def clopper_pearson_upper(blocked: int, n: int, delta: float) -> float:
     """One-sided upper confidence bound (level 1 - delta) on a binomial rate."""
+    from scipy import stats  # lazily: scipy.stats costs seconds at import
+
     if n == 0:
         return 1.0
     if blocked >= n:

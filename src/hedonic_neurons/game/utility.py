@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 MFC_UTILITIES = ("sum", "mean")  # top-responsive: the value depends on the choice set only
 SEPARABLE_UTILITIES = ("fractional", "additive", "average")  # every member counts (issue 11, DESIGN trap 8)
@@ -145,6 +144,8 @@ def utilities_in_partition(game: Game, labels: np.ndarray) -> np.ndarray:
 
 def false_partner_z(n: int, alpha: float) -> float:
     """One-sided z so that a player expects `alpha` noise partners among its n-1 (Bonferroni-style)."""
+    from scipy import stats  # lazily: scipy.stats costs seconds at import
+
     if n < 2:
         return 0.0
     return float(stats.norm.isf(min(0.5, alpha / (n - 1))))
@@ -176,6 +177,8 @@ def choose_z(zscores: np.ndarray, z_floor: float, cost: float = 10.0, z_max: flo
     two coalitions, worse than a missed partner that splits one), so the minimiser balances the
     two; with no signal it runs to z_max (no partners). Never below `z_floor`.
     """
+    from scipy import stats  # lazily: scipy.stats costs seconds at import
+
     z = np.sort(np.asarray(zscores, dtype=np.float64).ravel())
     total = z.size
     if total == 0:

@@ -2,59 +2,49 @@
 LoRA base-vs-adapted activations, hook-based extraction with early stop, per-layer caches, loaders,
 `compute_valuations` and its self-verification against the model's own modules (verify)."""
 
-from hedonic_neurons.models.ablate import ablate_channels
-from hedonic_neurons.models.adapters import (
-    BertAdapter,
-    DecoderAdapter,
-    GatedMLPAdapter,
-    GPTNeoXAdapter,
-    ModelAdapter,
-    ModuleTail,
-    get_adapter,
-    register_adapter,
-    registered_adapters,
-)
-from hedonic_neurons.models.detect import AutoDecoderAdapter, check_supported, use_adapter
-from hedonic_neurons.models.extract import (
-    LayerCache,
-    activation_stats,
-    extract_activations,
-    layer_cache,
-    text_batches,
-)
-from hedonic_neurons.models.loading import load_minilm, load_model, load_smollm2, smollm2_gguf
-from hedonic_neurons.models.lora import lora_config, unwrap_model
-from hedonic_neurons.models.valuate import Valuations, compute_valuations, valuations_from_cache
-from hedonic_neurons.models.verify import VerificationError, verify_valuations
+# Lazy (PEP 562): `import hedonic_neurons.models.cli` (the `valuations` command) must not pay for torch,
+# transformers and PEFT before it can refuse an unsupported model; names load on first access.
+from importlib import import_module
 
-__all__ = [
-    "AutoDecoderAdapter",
-    "VerificationError",
-    "ablate_channels",
-    "check_supported",
-    "use_adapter",
-    "verify_valuations",
-    "BertAdapter",
-    "DecoderAdapter",
-    "GatedMLPAdapter",
-    "GPTNeoXAdapter",
-    "LayerCache",
-    "ModelAdapter",
-    "ModuleTail",
-    "Valuations",
-    "activation_stats",
-    "compute_valuations",
-    "extract_activations",
-    "get_adapter",
-    "layer_cache",
-    "load_minilm",
-    "load_model",
-    "load_smollm2",
-    "lora_config",
-    "register_adapter",
-    "registered_adapters",
-    "smollm2_gguf",
-    "text_batches",
-    "unwrap_model",
-    "valuations_from_cache",
-]
+_LAZY = {
+    "AutoDecoderAdapter": "hedonic_neurons.models.detect",
+    "BertAdapter": "hedonic_neurons.models.adapters",
+    "DecoderAdapter": "hedonic_neurons.models.adapters",
+    "GPTNeoXAdapter": "hedonic_neurons.models.adapters",
+    "GatedMLPAdapter": "hedonic_neurons.models.adapters",
+    "LayerCache": "hedonic_neurons.models.extract",
+    "ModelAdapter": "hedonic_neurons.models.adapters",
+    "ModuleTail": "hedonic_neurons.models.adapters",
+    "Valuations": "hedonic_neurons.models.valuate",
+    "VerificationError": "hedonic_neurons.models.verify",
+    "ablate_channels": "hedonic_neurons.models.ablate",
+    "activation_stats": "hedonic_neurons.models.extract",
+    "check_supported": "hedonic_neurons.models.detect",
+    "compute_valuations": "hedonic_neurons.models.valuate",
+    "extract_activations": "hedonic_neurons.models.extract",
+    "get_adapter": "hedonic_neurons.models.adapters",
+    "layer_cache": "hedonic_neurons.models.extract",
+    "load_minilm": "hedonic_neurons.models.loading",
+    "load_model": "hedonic_neurons.models.loading",
+    "load_smollm2": "hedonic_neurons.models.loading",
+    "lora_config": "hedonic_neurons.models.lora",
+    "register_adapter": "hedonic_neurons.models.adapters",
+    "registered_adapters": "hedonic_neurons.models.adapters",
+    "smollm2_gguf": "hedonic_neurons.models.loading",
+    "text_batches": "hedonic_neurons.models.extract",
+    "unwrap_model": "hedonic_neurons.models.lora",
+    "use_adapter": "hedonic_neurons.models.detect",
+    "valuations_from_cache": "hedonic_neurons.models.valuate",
+    "verify_valuations": "hedonic_neurons.models.verify",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hedonic_neurons.models' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

@@ -20,6 +20,10 @@ def _read_texts(path: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.adapter:
+        from hedonic_neurons.models.precheck import precheck_config
+
+        precheck_config(args.model)  # seconds: refuse what is certainly unsupported before importing torch
     import numpy as np
     import torch
 

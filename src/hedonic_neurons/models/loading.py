@@ -245,5 +245,7 @@ def load_model(name_or_path: str | Path, *, num_labels: int = 1, dtype: torch.dt
 def _check(path: Path) -> None:
     """Refuse an unsupported architecture from its config, before the weights load (seconds, not minutes)."""
     from .detect import check_supported
+    from .precheck import precheck_config
 
+    precheck_config(str(path))
     check_supported(str(path))

@@ -14,10 +14,11 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where used: the CLI adds these flags without paying for torch
+    import torch
+    from torch import nn
 
 __all__ = ["add_placement_args", "placement_kwargs", "parse_device_map", "parse_max_memory", "onloaded",
            "is_dispatched", "input_device"]
@@ -76,6 +77,8 @@ def placement_kwargs(args: argparse.Namespace) -> dict:
 
 def is_dispatched(model: nn.Module) -> bool:
     """True when accelerate placed the model with a device_map (its layers may sit on several devices)."""
+    from torch import nn
+
     seen = model
     for _ in range(4):  # PEFT wrappers: PeftModel -> LoraModel -> the transformers model
         if getattr(seen, "hf_device_map", None):
@@ -89,6 +92,8 @@ def is_dispatched(model: nn.Module) -> bool:
 
 def input_device(model: nn.Module) -> torch.device:
     """Where a dispatched model takes its inputs: the first parameter that is not offloaded (meta)."""
+    import torch
+
     for p in model.parameters():
         if p.device.type != "meta":
             return p.device
