@@ -123,6 +123,8 @@ def _check_phi(phi, phi_se) -> tuple[np.ndarray, np.ndarray | None]:
         raise ValueError(f"phi must be a square n x n matrix, got shape {phi.shape}")
     if phi.shape[0] == 0:
         raise ValueError("phi is empty: there are no players to partition")
+    if phi.dtype.kind not in "fiub":
+        raise ValueError(f"phi has dtype {phi.dtype}: give a real-valued matrix (float32 or float64)")
     if not np.issubdtype(phi.dtype, np.floating):
         phi = phi.astype(np.float64)
     bad = ~np.isfinite(phi)
@@ -332,6 +334,12 @@ class HedonicPartition:
             sd = 1.4826 * float(np.median(np.abs(vals - med)))
             if sd <= 0:
                 tau, z = max(med, 0.0), float("nan")
+                # the robust scale is 0 (over half the entries equal the median): no z-score exists, and
+                # with tau = max(median, 0) near-noise entries count as partners, the macro-coalition regime
+                self._warn(f"threshold: the robust sd (MAD) of the off-diagonal phi is 0 (over half its entries "
+                           f"equal the median {med:.4g}), so tau fell back to max(median, 0) = {tau:.4g} and "
+                           "every phi above it counts as a partner (docs/solver.md, macro coalitions); pass "
+                           "standard errors (phi_se, --se-key), or threshold='quantile' or a number")
             else:
                 z = choose_z((vals - med) / sd, z_floor, self.cost)
                 tau = max(med + z * sd, 0.0)
@@ -349,6 +357,12 @@ class HedonicPartition:
         self.threshold_rule_ = f"fixed tau = {self.threshold_}"
         return Game(phi, self.k, float(rule), utility)
 
+    def _warn(self, message: str) -> None:
+        from hedonic_neurons.notices import warn
+
+        self.warnings_.append(message)
+        warn(message)
+
     def fit(self, phi, phi_se=None, y=None) -> HedonicPartition:
         """Partition the players of the game given by `phi` (n x n, zero diagonal).
 
@@ -357,6 +371,7 @@ class HedonicPartition:
         self._validate()
         e = self._eff
         phi, phi_se = _check_phi(phi, phi_se)
+        self.warnings_: list[str] = []  # fallbacks that changed the result (also emitted as ResultWarning)
         t0 = time.perf_counter()
         rng = np.random.default_rng(self.random_state)
         game = self._game(phi, phi_se)
@@ -403,7 +418,7 @@ class HedonicPartition:
                         "init": self.init if isinstance(self.init, str) else "labels",
                         "solver": "best_response" if game.utility in SEPARABLE_UTILITIES else "pac_top_cover",
                         "threshold_rule": self.threshold_rule_, "n_players": int(game.n),
-                        "rounds": len(trace)}
+                        "rounds": len(trace), "warnings": list(self.warnings_)}
         log.info("%s: %d coalitions, %.1f s; %s", self.params_["solver"], self.n_coalitions_, self.fit_seconds_,
                  {k: self.stability_[k] for k in ("improving_players", "rate", "share_within_max_size")})
         return self

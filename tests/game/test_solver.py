@@ -216,11 +216,23 @@ def test_stability_certificate_flags_a_bad_partition():
 
 
 def test_literal_paper_options_run():
-    phi, _ = planted_game(200, noise=0.1, random_state=0)
-    for kw in (dict(utility="mean", threshold=None), dict(utility="sum", threshold=0.0),
-               dict(preset="topk", emit="one"), dict(preset="paper")):
-        hp = HedonicPartition(m=5_000, omega=500, **kw).fit(phi)
-        assert hp.labels_.shape == (200,)
+    """The paper-literal settings reproduce what DESIGN trap 6 measured: the pseudocode's mean gives close to a
+    matching, the sum with tau = 0 (and the paper preset) one macro coalition; top-k one at a time recovers."""
+    from sklearn.metrics import adjusted_rand_score
+
+    phi, truth = planted_game(200, noise=0.1, random_state=0)
+    fits = {name: HedonicPartition(m=5_000, omega=500, random_state=0, **kw).fit(phi) for name, kw in (
+        ("mean", dict(utility="mean", threshold=None)), ("sum0", dict(utility="sum", threshold=0.0)),
+        ("topk_one", dict(preset="topk", emit="one")), ("paper", dict(preset="paper")))}
+    for hp in fits.values():
+        assert hp.labels_.shape == (200,) and np.bincount(hp.labels_).min() >= 1  # labels 0..n_coalitions-1
+    ari = {name: adjusted_rand_score(truth, hp.labels_) for name, hp in fits.items()}
+    sizes = {name: np.bincount(hp.labels_) for name, hp in fits.items()}
+    assert 0.6 < ari["mean"] < 0.95 and np.mean(sizes["mean"] == 2) > 0.7  # mostly pairs: near a matching
+    assert ari["sum0"] < 0.2 and sizes["sum0"].max() >= 100                # a macro coalition
+    assert ari["paper"] < 0.2 and sizes["paper"].max() >= 100
+    assert ari["topk_one"] > 0.95
+    assert fits["mean"].params_["threshold_rule"].startswith("none") and fits["sum0"].threshold_ == 0.0
 
 
 # -- estimator API and errors ---------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Coalition ablation: zero the coordinates of h_l, propagate through the later blocks; batching is exact."""
 
 import numpy as np
+import pytest
 import torch
 
 from hedonic_neurons.metrics.ablation import ablation_effects, accuracy_drop, neuron_loss_delta
@@ -46,3 +47,14 @@ def test_mean_ablation_and_loss_delta():
     assert res["acc"][0] == float((logits.argmax(1).numpy() == y).mean())
     ld = neuron_loss_delta(m, H, 2, y)
     assert ld.shape == (8,) and np.isfinite(ld).all()
+    # each Delta_i is the mean cross-entropy with coordinate i zeroed minus the unablated one, recomputed here
+    # through the model itself (a swapped sign, a mean ablation or an off-by-one neuron would break it)
+    with torch.no_grad():
+        yt = torch.as_tensor(y)
+        base = float(torch.nn.functional.cross_entropy(m.forward_from(torch.as_tensor(H), 2), yt))
+        for i in range(8):
+            Hi = torch.as_tensor(H.copy())
+            Hi[:, i] = 0.0
+            want = float(torch.nn.functional.cross_entropy(m.forward_from(Hi, 2), yt)) - base
+            assert ld[i] == pytest.approx(want, abs=1e-5)
+    assert np.ptp(ld) > 1e-4  # the neurons differ: a constant (or zero) delta would not pass

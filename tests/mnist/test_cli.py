@@ -27,7 +27,7 @@ def _table(path):
         return list(csv.DictReader(f))
 
 
-def test_cli_end_to_end(tmp_path, digits_npz, capsys):
+def test_cli_end_to_end(tmp_path, digits_npz, capsys, monkeypatch):
     out = tmp_path / "run"
     argv = ["mnist", "--seeds", "2", "--layers", "h4", "--control-layer", "h4", "--loss-delta-images", "64",
             "--out", str(out), "--data", str(digits_npz),
@@ -69,6 +69,21 @@ def test_cli_end_to_end(tmp_path, digits_npz, capsys):
     assert main(argv) == 0
     assert (out / "tables" / "table7_synergy.csv").read_text() == before
     assert (out / "metrics" / "seed0_h4.json").stat().st_mtime_ns == stamp
+    # a report that cannot be written: the run exits non-zero with one line, and the run says so
+    import hedonic_neurons.report
+
+    def broken_report(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(hedonic_neurons.report, "build_report", broken_report)
+    (out / "stages" / "report.done").unlink()  # the report stage is due again
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hedonic-neurons mnist: error: building report.html failed") and "\n" not in err
+    assert "re-run the same command" in err
+    assert "building report.html failed" in (out / "warnings.txt").read_text()
+    assert "## Warnings" in (out / "summary.md").read_text()
 
 
 def _cell_mean(cell: str) -> float:

@@ -50,6 +50,27 @@ def test_random_shift_moves_pixels():
     x[0, 14 * 28 + 14] = 1.0
     y = random_shift(x, torch.Generator().manual_seed(0), 2, 0.0)
     assert float(y.sum()) == 1.0
+    # values: each image moves by the (dy, dx) the generator draws, within +-2, and pixels shifted in from
+    # outside take the fill value (an identity, a wrap-around or a transposed shift fails here)
+    b = 16
+    xs = torch.zeros(b, 28, 28)
+    xs[:, 14, 14] = 1.0
+    xs[:, 0, 0] = 2.0  # a corner pixel: shifted out of the frame for positive offsets
+    ys = random_shift(xs.reshape(b, -1), torch.Generator().manual_seed(3), 2, -0.5).view(b, 28, 28)
+    g = torch.Generator().manual_seed(3)
+    dx = torch.randint(0, 5, (b,), generator=g)
+    dy = torch.randint(0, 5, (b,), generator=g)
+    moved = 0
+    for i in range(b):
+        sy, sx = 2 - int(dy[i]), 2 - int(dx[i])  # out[r, c] = in[r - sy, c - sx]
+        want = torch.full((28, 28), -0.5)
+        rs, cs = slice(max(sy, 0), 28 + min(sy, 0)), slice(max(sx, 0), 28 + min(sx, 0))
+        rs_in, cs_in = slice(max(-sy, 0), 28 + min(-sy, 0)), slice(max(-sx, 0), 28 + min(-sx, 0))
+        want[rs, cs] = xs[i][rs_in, cs_in]
+        assert torch.equal(ys[i], want), i
+        assert ys[i, 14 + sy, 14 + sx] == 1.0
+        moved += (sy, sx) != (0, 0)
+    assert moved >= b // 2
 
 
 @pytest.fixture

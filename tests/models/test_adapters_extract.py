@@ -138,6 +138,10 @@ def test_readout_ignores_padding_side():
                                   dtype=torch.float64, progress=False)[1]["H"][0] for r in range(ids.shape[0])]
     np.testing.assert_allclose(a["H"], np.stack(single), atol=1e-10)
     assert b["H"].shape == a["H"].shape
+    # values: RoPE attention depends on relative positions only and the pads are masked, so the left-padded
+    # readout (last position) equals each text run alone; reading a pad or the wrong position would not
+    np.testing.assert_allclose(b["H"], np.stack(single), atol=1e-8)
+    assert np.abs(np.stack(single)).max() > 1e-3 and not np.allclose(b["H"][0], b["H"][1])
     adapter = get_adapter(model)
     assert adapter.pool_index({"input_ids": left_ids}, ids.shape[1]).tolist() == [ids.shape[1] - 1] * ids.shape[0]
     assert adapter.pool_index({"input_ids": ids}, ids.shape[1]).tolist() == (mask.sum(1) - 1).tolist()

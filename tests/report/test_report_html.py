@@ -180,3 +180,19 @@ def test_self_verification_section(tmp_path):
     save_verification(res, rd.root / "verification", stem="10")
     page = build_report(rd.root).read_text()
     assert "Self-verification" in page and "pas_per_sample" in page and "2e-06" in page
+
+
+def test_paper_columns_are_reference_marks_not_bars(tmp_path):
+    """Table 6 (reranker) names its paper columns 'paper Pairwise (LLaMA)': they are matched to our metric and
+    drawn as reference marks, never as a metric panel of their own; the labelled '± ... (sd)' cells parse."""
+    from hedonic_neurons.report.plots import _paper_column, bar_metrics, synergy_bars_png
+
+    rows = [{"task": "CQTR", "algorithm": m, "Pairwise (held-out)": f"{v:.3g} ± 1e-06",
+             "Ratio (held-out)": "0.25 (1 seed, no CI)", "paper Pairwise (LLaMA)": p, "paper Ratio (LLaMA)": "1.7"}
+            for m, v, p in (("Random", 1e-6, "0.002"), ("Hedonic (PAS)", 5e-6, "0.031"))]
+    assert bar_metrics(rows, "algorithm", "task") == ["Pairwise (held-out)", "Ratio (held-out)"]
+    assert _paper_column("Pairwise (held-out)", list(rows[0])) == "paper Pairwise (LLaMA)"
+    assert _paper_column("Ratio (held-out)", list(rows[0])) == "paper Ratio (LLaMA)"
+    assert _paper_column("dAcc_pp", ["dAcc_pp", "paper_dAcc"]) == "paper_dAcc"
+    assert parse_ci("1.49 ± 0.23 (sd)") == (1.49, 0.23) and parse_ci("0.25 (1 seed, no CI)") == (0.25, 0.0)
+    assert synergy_bars_png(rows, tmp_path / "t6.png", method_col="algorithm", group_col="task").stat().st_size > 0

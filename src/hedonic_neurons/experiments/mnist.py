@@ -98,6 +98,11 @@ class MnistConfig:
             raise ValueError(f"oca_weight {self.oca_weight!r}: use 'next' or 'identity'")
         if self.control_layer not in ALL_LAYERS:
             raise ValueError(f"control_layer {self.control_layer!r}: choose from {', '.join(ALL_LAYERS)}")
+        for name in ("epochs", "solver.m", "solver.omega", "loss_delta_images", "n_train", "n_test"):
+            v = getattr(self.solver, name[7:]) if name.startswith("solver.") else getattr(self, name)
+            name = name.removeprefix("solver.")
+            if v is not None and not (isinstance(v, int) and v >= 1):
+                raise ValueError(f"--{name.replace('_', '-')} {v!r}: give a positive integer")
 
 
 # flat keys of config.json files written before MnistConfig.solver existed -> their nested place
@@ -462,9 +467,21 @@ def _per_seed(rows: list[dict], metric: str, method: str, layers, setting: str =
                  and np.isfinite(r[metric])]
             if v:
                 per_half.append(float(np.mean(v)))
+            elif any(r["method"] == method and r["seed"] == s for r in rows):
+                _missing(f"{metric}, {METHOD_NAMES.get(method, method)} ({setting}, layers {', '.join(layers)}): "
+                         f"seed {s} half {h} has no finite value: the seed's mean is over the other half")
         if per_half:
             out.append(float(np.mean(per_half)))
+        elif any(r["method"] == method for r in rows):
+            _missing(f"{metric}, {METHOD_NAMES.get(method, method)} ({setting}, layers {', '.join(layers)}): "
+                     f"seed {s} has no finite value: the mean is over the other seeds")
     return out
+
+
+def _missing(message: str) -> None:
+    from hedonic_neurons.notices import warn
+
+    warn(message)
 
 
 def _per_seed_part(prows: list[dict], metric: str, method: str, layers, setting: str = "trained") -> list[float]:
@@ -475,19 +492,17 @@ def _per_seed_part(prows: list[dict], metric: str, method: str, layers, setting:
              and r["layer"] in layers and r.get(metric) is not None and np.isfinite(r[metric])]
         if v:
             out.append(float(np.mean(v)))
+        elif any(r["method"] == method for r in prows):
+            _missing(f"{metric}, {METHOD_NAMES.get(method, method)} ({setting}, layers {', '.join(layers)}): "
+                     f"seed {s} has no finite value: the mean is over the other seeds")
     return out
 
 
 def _cell(values: list[float], digits: int = 3) -> str:
-    from hedonic_neurons.metrics.stats import mean_ci95
+    from hedonic_neurons.metrics.stats import fmt_ci
 
-    if not values:
-        return "n/a"
-    m, h = mean_ci95(values)
-    if m != 0 and abs(m) < 10.0 ** -(digits - 1):
-        # tiny values (PAS synergies are ~1e-5 here): significant digits, not a row of zeros
-        return f"{m:.3g} ± {h:.2g}" if len(values) > 1 else f"{m:.3g}"
-    return f"{m:.{digits}f} ± {h:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+    # one seed left has no interval: fmt_ci says so rather than printing "± 0.000"
+    return fmt_ci(values, digits, unit="seed")
 
 
 def _mean(values: list[float]) -> float:
@@ -546,7 +561,8 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict], prows: list[dic
         means[m] = {k: _mean(v) for k, v in d.items()}
         t7.append({"method": METHOD_NAMES[m], "dAcc_pp": _cell(d["dacc_pp"]),
                    "dAcc_sd_within": f"{_within_sd(rows, 'dacc_pp', m, layers):.3f}",
-                   "paper_dAcc": (f"{PAPER_T7[m][0]:.2f} ± {PAPER_T7[m][1]:.2f}" if m in PAPER_T7
+                   # the paper's ± is a standard deviation, ours a 95 % CI: the cell says which
+                   "paper_dAcc": (f"{PAPER_T7[m][0]:.2f} ± {PAPER_T7[m][1]:.2f} (sd)" if m in PAPER_T7
                                   else NOT_IN_PAPER),
                    "Pair_heldout": _cell(d["pair"], 4), "Pair_in_sample": _cell(d["pair_in_sample"], 4),
                    "paper_Pair": _paper(PAPER_T7, m, 2, ".3f"), "Ratio_heldout": _cell(d["ratio"]),
@@ -562,7 +578,8 @@ def write_tables(rd: RunDir, cfg: MnistConfig, rows: list[dict], prows: list[dic
     rd.save_table("table7_synergy", t7, title=f"Table 7 (MNIST, layers {span}): accuracy drop (percentage "
                   f"points) when one coalition is ablated, Pair and Ratio synergy (held-out), split-half ARI, "
                   f"% of neurons in coalitions of 2-{cfg.solver.max_size}, average size; {ci} "
-                  f"(dAcc_sd_within: sd over all coalitions and seeds); paper columns beside ours. {note}. "
+                  f"(dAcc_sd_within: sd over all coalitions and seeds); paper columns beside ours (paper_dAcc: "
+                  f"the paper's mean ± sd, not a CI). {note}. "
                   f"{leiden}")
     rd.save_table("table8_interpretability", t8, title=f"Table 8 (MNIST, layers {span}): digit purity, "
                   f"selectivity, sparsity ||a_C||_1/||a_C||_2 over the held-out images, stroke alignment; "
@@ -702,13 +719,16 @@ METRIC_NAMES = {"dacc_pp": "accuracy drop (dAcc)", "pair": "Pair synergy (held-o
                 "stroke_lift": "stroke alignment relative to an average digit (lift)"}
 
 
-def ordering_verdict(means: dict[str, dict[str, float]], metric: str) -> tuple[bool, str]:
+def ordering_verdict(means: dict[str, dict[str, float]], metric: str) -> tuple[bool | None, str]:
     """Whether Hedonic-PAS > Hedonic-OCA > hierarchical > k-means > random held for one metric (Leiden, not in
     the paper, is left out of the verdict), and our order of all six methods."""
+    from hedonic_neurons.metrics.crossfit import ordering_holds
+
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     vals = {m: means[m][metric] for m in METHODS}
+    # NaN means last, in METHODS order (sorted is stable), and the verdict undecided (None) when one is in ORDER
     ours = sorted(METHODS, key=lambda m: -sign * vals[m] if np.isfinite(vals[m]) else np.inf)
-    held = [m for m in ours if m in ORDER] == list(ORDER)
+    held = ordering_holds(vals, ORDER, higher_is_better=sign > 0)
     return held, " > ".join(f"{METHOD_NAMES[m]} ({vals[m]:.3g})" for m in ours)
 
 
@@ -755,12 +775,15 @@ def write_summary(rd: RunDir, cfg: MnistConfig, means: dict, per_seed: dict, row
              "over seeds of the mean over coalitions (and over the two fitting halves). The paper's ordering is "
              "Hedonic-PAS > Hedonic-OCA > hierarchical > k-means > random (lower is better for sparsity); Leiden "
              "(CPM), not in the paper, is placed in our order but left out of that verdict.", ""]
+    from hedonic_neurons.metrics.crossfit import held_words
+
     n_held = 0
     for metric in ("dacc_pp", "pair", "ratio", "purity", "selectivity", "sparsity", "stroke", "stroke_lift"):
         held, order = ordering_verdict(means, metric)
-        n_held += held
+        n_held += bool(held)
         best = "Hedonic-PAS is best" if order.startswith("Hedonic-PAS") else "Hedonic-PAS is NOT best"
-        lines.append(f"- **{METRIC_NAMES[metric]}**: the paper's ordering {'held' if held else 'did not hold'}"
+        verdict = held_words(held, {m: means[m][metric] for m in ORDER}, METHOD_NAMES, no="did not hold")
+        lines.append(f"- **{METRIC_NAMES[metric]}**: the paper's ordering {verdict}"
                      f" ({best}). Ours: {order}.")
     lines += ["", f"The full ordering held for {n_held} of 8 metrics.", "",
               "## The default hedonic method against Leiden and every baseline (layers "
@@ -807,7 +830,9 @@ def write_summary(rd: RunDir, cfg: MnistConfig, means: dict, per_seed: dict, row
               "recomputed; per-stage times are in stages/*.done and models/*.json)."]
     path = rd.root / "summary.md"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
+    from hedonic_neurons.notices import markdown_section
+
+    tmp.write_text("\n".join(lines) + "\n" + markdown_section(rd.root))
     tmp.replace(path)
     return path
 
@@ -856,6 +881,10 @@ def plan_stages(rd: RunDir, cfg: MnistConfig, report: bool = False) -> StageRunn
     return sr
 
 
+class FinishFailed(RuntimeError):
+    """Tracking or the report failed after every result was written (the CLI exits non-zero, naming it)."""
+
+
 def _track(rd: RunDir) -> dict:
     # track the partitions under the plain method names only (half a); the half-b ones (<method>.b)
     # exist for cross-fitting and would double the Sankey views
@@ -863,9 +892,8 @@ def _track(rd: RunDir) -> dict:
 
     try:
         track_and_draw(rd.root, methods=list(METHODS))
-    except Exception as exc:  # the results are on disk; a tracking failure must not hide them
-        log.error("cross-layer tracking failed (%s: %s)", type(exc).__name__, exc)
-        return {"failed": str(exc)}
+    except Exception as exc:  # not marked done: a re-run retries it; the CLI exits non-zero saying so
+        raise FinishFailed(f"cross-layer tracking failed ({type(exc).__name__}: {exc})") from exc
     return {}
 
 
@@ -874,10 +902,8 @@ def _report(rd: RunDir) -> dict:
 
     try:
         return {"path": str(build_report(rd.root))}
-    except Exception as exc:  # the results are on disk; a report failure must not hide them
-        log.error("building report.html failed (%s: %s); the tables, figures and summary.md are in %s",
-                  type(exc).__name__, exc, rd.root)
-        return {"failed": str(exc)}
+    except Exception as exc:  # not marked done: a re-run retries it; the CLI exits non-zero saying so
+        raise FinishFailed(f"building report.html failed ({type(exc).__name__}: {exc})") from exc
 
 
 def _threads(threads: int | None) -> int:
@@ -1000,11 +1026,24 @@ def run(args: argparse.Namespace) -> int:
                       controls=not args.no_controls, control_layer=args.control_layer,
                       loss_delta_images=args.loss_delta_images, verify=not args.no_verify,
                       crossfit=not args.no_crossfit)
+    from hedonic_neurons import notices
+
     t0 = time.time()
-    rd = run_mnist(cfg, args.out, threads=args.threads, force=args.force, report=True)
-    report = rd.root / "report.html" if (rd.root / "report.html").exists() else None
+    failures: list[str] = []
+    with notices.collect(args.out):  # fallbacks that changed a result go to warnings.txt and summary.md
+        try:
+            rd = run_mnist(cfg, args.out, threads=args.threads, force=args.force, report=True)
+        except FinishFailed as exc:  # tracking or the report: the results are on disk, the run is not finished
+            failures.append(str(exc))
+            rd = RunDir(args.out)
+    report = rd.root / "report.html" if (rd.root / "report.html").is_file() else None
     print(f"MNIST run finished in {(time.time() - t0) / 60:.1f} min; summary: {rd.root / 'summary.md'}")
     print(f"report: {report if report is not None else rd.root / 'summary.md'}")
+    if failures:  # the results are on disk, but the run is not finished: say so, and exit non-zero
+        for f in failures:
+            notices.record(rd.root, f)
+        raise RuntimeError(f"{'; '.join(failures)}; the tables and summary.md are in {rd.root}: fix the cause and "
+                           "re-run the same command (finished stages are skipped)")
     return 0
 
 

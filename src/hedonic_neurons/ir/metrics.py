@@ -63,6 +63,17 @@ def mean_ndcg(qids: Sequence, scores: Sequence[float], rels: Sequence[float], k:
     return float(np.mean(vals))
 
 
+def per_query_ndcg(qids: Sequence, scores: Sequence[float], rels: Sequence[float], k: int = 10
+                   ) -> tuple[list, np.ndarray]:
+    """(query ids, NDCG@k per query) over the queries with a relevant candidate (as `mean_ndcg` averages):
+    the per-query values that paired comparisons of two models need."""
+    qids = np.asarray(qids)
+    s = np.asarray(scores, dtype=np.float64)
+    r = np.asarray(rels, dtype=np.float64)
+    keep = [q for q in dict.fromkeys(qids.tolist()) if np.any(r[qids == q] > 0)]
+    return keep, np.array([ndcg_at_k(s[qids == q], r[qids == q], k) for q in keep])
+
+
 def ndcg_matrix(qids: Sequence, scores: np.ndarray, rels: Sequence[float], k: int = 10) -> np.ndarray:
     """Mean NDCG@k for each row of `scores` (B, n_pairs): many ablated models scored in one call."""
     scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))

@@ -13,7 +13,7 @@ held-out and in-sample Pair / Ratio), `crossfit_synergy` (both directions averag
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -135,7 +135,7 @@ def crossfit_synergy(labels: Mapping[str, np.ndarray], psi_pair: Mapping[str, np
 
 
 __all__ = ["HALVES", "OTHER", "half_seed", "split_halves", "split_half_ari", "coverage", "coalitions_of",
-           "synergy_rows", "crossfit_synergy"]
+           "synergy_rows", "crossfit_synergy", "versus_best", "beats_all", "ordering_holds", "held_words"]
 
 
 def versus_best(ref: tuple[float, float, float], others: Mapping[str, tuple[float, float, float]],
@@ -152,3 +152,30 @@ def versus_best(ref: tuple[float, float, float], others: Mapping[str, tuple[floa
     return best, (f"NOT above every method: it falls short of {labels[best]} by {mb - m0:.3g} "
                   f"({(m0 / mb if mb else float('nan')):.2f} of it)")
 
+
+
+def beats_all(values: Mapping[str, float], ref: str, others: Sequence[str]) -> bool | None:
+    """Is values[ref] above every one of `others`? None (undecided) when any of them is not finite:
+    `max()` over a list holding NaN returns whatever the list's order makes it, so the verdict would too."""
+    vals = [values[ref], *(values[m] for m in others)]
+    if not all(np.isfinite(v) for v in vals):
+        return None
+    return bool(values[ref] > max(values[m] for m in others))
+
+
+def ordering_holds(values: Mapping[str, float], order: Sequence[str], higher_is_better: bool = True) -> bool | None:
+    """Does values follow `order` strictly (best first)? None (undecided) when a method in it has no finite value."""
+    vals = [values[m] for m in order]
+    if not all(np.isfinite(v) for v in vals):
+        return None
+    sign = 1.0 if higher_is_better else -1.0
+    return all(sign * a > sign * b for a, b in zip(vals, vals[1:], strict=False))
+
+
+def held_words(held: bool | None, values: Mapping[str, float] | None = None, labels: Mapping[str, str] | None = None,
+               yes: str = "held", no: str = "did NOT hold") -> str:
+    """'held' / 'did NOT hold' / 'undecided (no finite value for X)' for a verdict from beats_all/ordering_holds."""
+    if held is None:
+        missing = [(labels or {}).get(m, m) for m, v in (values or {}).items() if not np.isfinite(v)]
+        return f"undecided (no finite value for {', '.join(missing) or 'a method'})"
+    return yes if held else no

@@ -312,23 +312,33 @@ def finetune(model: torch.nn.Module, tokenizer: Any, train_data: TaskData, ood_d
     pm = peft_model(model, cfg.layers, rank=cfg.rank, alpha=cfg.alpha, seed=cfg.seed)
     pm.to(cfg.device)
     t0 = time.perf_counter()
+    ood_scores: dict[str, np.ndarray] = {}  # OOD scores per model, for the per-query comparison (relevance)
     with pm.disable_adapter():  # untuned: base MLPs; the head is the same fresh head
-        before = task_metric(cfg.task, score(pm, tokenizer, ood_data.texts, max_length=cfg.max_length,
-                                             device=cfg.device), ood_data)
+        ood_scores["untuned"] = score(pm, tokenizer, ood_data.texts, max_length=cfg.max_length, device=cfg.device)
+        before = task_metric(cfg.task, ood_scores["untuned"], ood_data)
     before_in = None
     probe = None
     if cfg.head_init == "ridge":
         probe = ridge_head_init(pm, tokenizer, train_data, cfg)
-        probe["ood"] = task_metric(cfg.task, score(pm, tokenizer, ood_data.texts, max_length=cfg.max_length,
-                                                   device=cfg.device), ood_data)
+        ood_scores["head_only"] = score(pm, tokenizer, ood_data.texts, max_length=cfg.max_length, device=cfg.device)
+        probe["ood"] = task_metric(cfg.task, ood_scores["head_only"], ood_data)
         log.info("linear-probe head: OOD %s", probe["ood"])
     losses = train(pm, tokenizer, train_data, cfg, progress=progress)
     t_train = time.perf_counter() - t0
-    after = task_metric(cfg.task, score(pm, tokenizer, ood_data.texts, max_length=cfg.max_length,
-                                        device=cfg.device), ood_data)
+    ood_scores["fine_tuned"] = score(pm, tokenizer, ood_data.texts, max_length=cfg.max_length, device=cfg.device)
+    after = task_metric(cfg.task, ood_scores["fine_tuned"], ood_data)
+    per_query = None
+    if cfg.task == "relevance":  # NDCG@10 per OOD query and model: benchmarks/paired_queries.py reads it
+        from hedonic_neurons.ir.metrics import per_query_ndcg
+
+        per_query = {}
+        for name, sc in ood_scores.items():
+            qs, vals = per_query_ndcg(ood_data.pairs.qids, sc, ood_data.y, k=10)
+            per_query[name] = vals.tolist()
+        per_query["qids"] = qs
     report = {
         "task": cfg.task, "ood_before": before, "ood_after": after, "in_dist_before": before_in,
-        "ood_head_only": probe["ood"] if probe else None, "head_init": probe,
+        "ood_head_only": probe["ood"] if probe else None, "head_init": probe, "ood_per_query": per_query,
         "n_train": len(train_data.texts), "n_ood": len(ood_data.texts), "steps": len(losses),
         "loss_first": losses[0] if losses else None, "loss_last_10": float(np.mean(losses[-10:])) if losses else None,
         "train_seconds": round(t_train, 2), "config": dataclasses.asdict(cfg),

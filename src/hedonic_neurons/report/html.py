@@ -333,6 +333,11 @@ def build_report(run_dir: str | Path, *, derive: bool = True, track: bool | str 
     root = Path(run_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"run directory {root} does not exist; pass the --out directory of a run")
+    known = ("config.json", "summary.md", "partitions", "matrices", "tables", "figures", "views", "tracking",
+             "verification", "verification.csv", "valuations.json", "warnings.txt")
+    if not any((root / name).exists() for name in known):
+        raise FileNotFoundError(f"{root} holds no run (none of {', '.join(known)}): pass the --out directory of a "
+                                "`hedonic-neurons mnist` or `reranker` run")
     problems = derive_outputs(root, track=track) if derive else []
     from plotly.offline import get_plotlyjs
 
@@ -340,6 +345,13 @@ def build_report(run_dir: str | Path, *, derive: bool = True, track: bool | str 
     sections: list[tuple[str, str, str]] = []  # (anchor, title, html)
     status: list[tuple[str, bool, str]] = []
 
+    # warnings first: results computed on less than was asked for (hedonic_neurons.notices) --------
+    from hedonic_neurons import notices
+
+    if notices.read(root):
+        items = "".join(f"<li>{_esc(w)}</li>" for w in notices.read(root))
+        sections.append(("warnings", "Warnings", "<p>These results were computed on less than was asked for, or "
+                         f"with a fallback rule ({notices.FILENAME}):</p><ul>{items}</ul>"))
     # summary and config ------------------------------------------------------------------------
     summary = root / "summary.md"
     status.append(("summary.md", summary.exists(), "plain-words summary"))

@@ -135,7 +135,9 @@ def phi_heatmap_png(phi: np.ndarray, labels, path: str | Path, title: str = "phi
     return _save(fig, path)
 
 
-_CI = re.compile(r"^\s*([-+]?[\d.]+(?:e[-+]?\d+)?)\s*(?:±|\+/-|\+-)\s*([\d.]+(?:e[-+]?\d+)?)\s*$")
+_CI = re.compile(r"^\s*([-+]?[\d.]+(?:e[-+]?\d+)?)\s*(?:±|\+/-|\+-)\s*([\d.]+(?:e[-+]?\d+)?)\s*(?:\([^)]*\))?\s*$")
+# a number with a note: '0.25 (1 seed, no CI)' (fmt_ci with one value left)
+_NOTED = re.compile(r"^\s*([-+]?[\d.]+(?:e[-+]?\d+)?)\s*\([^)]*\)\s*$")
 
 
 def parse_ci(value: Any) -> tuple[float, float] | None:
@@ -145,21 +147,48 @@ def parse_ci(value: Any) -> tuple[float, float] | None:
     m = _CI.match(str(value))
     if m:
         return float(m.group(1)), float(m.group(2))
+    m = _NOTED.match(str(value))
+    if m:
+        return float(m.group(1)), 0.0
     try:
         return float(value), 0.0
     except (TypeError, ValueError):
         return None
 
 
+def _is_paper(column: str) -> bool:
+    """A column of the paper's numbers: ``paper_Pair`` (MNIST tables) or ``paper Pairwise (LLaMA)`` (reranker)."""
+    return re.match(r"paper[_ ]", column, re.I) is not None
+
+
+def _bare(name: str) -> str:
+    """'paper Pairwise (LLaMA)' / 'Pairwise (held-out)' -> 'pairwise': the metric without notes or prefix."""
+    name = re.sub(r"^paper[_ ]", "", name, flags=re.I)
+    return re.sub(r"\s*\([^)]*\)", "", name).strip().lower()
+
+
 def _paper_column(metric: str, columns: Sequence[str]) -> str | None:
-    """The ``paper_*`` column holding the paper's value of ``metric`` ("paper_Pair" for "Pair",
-    "paper_dAcc" for "dAcc_pp"), if the table has one."""
+    """The paper column holding the paper's value of ``metric`` ("paper_Pair" for "Pair", "paper_dAcc" for
+    "dAcc_pp", "paper Pairwise (LLaMA)" for "Pairwise (held-out)"), if the table has one."""
     if f"paper_{metric}" in columns:
         return f"paper_{metric}"
     for c in columns:
         if c.startswith("paper_") and metric.startswith(c[len("paper_"):] + "_"):
             return c
+    for c in columns:
+        if _is_paper(c) and _bare(c) == _bare(metric):
+            return c
     return None
+
+
+def bar_metrics(rows: Sequence[Mapping[str, Any]], method_col: str = "method",
+                group_col: str | None = None) -> list[str]:
+    """The columns `synergy_bars_png` draws as panels: every column whose cells all parse, other than the
+    method / group columns, *_ci, *_sd* and the paper's columns (drawn as reference marks on these)."""
+    skip = {method_col, group_col}
+    return [c for c in rows[0] if c not in skip and not c.endswith("_ci") and "_sd" not in c
+            and not _is_paper(c)  # the paper's numbers are reference marks, never bars
+            and all(parse_ci(r.get(c)) is not None and str(r.get(c)).strip() != "" for r in rows)]
 
 
 def synergy_bars_png(rows: Sequence[Mapping[str, Any]], path: str | Path, *, method_col: str = "method",
@@ -169,7 +198,8 @@ def synergy_bars_png(rows: Sequence[Mapping[str, Any]], path: str | Path, *, met
 
     Metric cells are either 'mean ± half' strings or numbers with a companion ``<metric>_ci`` column.
     ``metrics`` defaults to every column (other than method/group, *_ci, *_sd*, paper_*) whose cells all
-    parse. A ``paper_<metric>`` column, when present, is drawn as black markers over the bars.
+    parse. A paper column (``paper_<metric>``, or ``paper <Metric> (model)``), when present, is drawn as a
+    black reference mark over each method's bar, never as a metric of its own.
     """
     rows = list(rows)
     if not rows:
@@ -179,10 +209,7 @@ def synergy_bars_png(rows: Sequence[Mapping[str, Any]], path: str | Path, *, met
                          f"(columns: {list(rows[0])})")
     columns = list(rows[0])
     if metrics is None:
-        skip = {method_col, group_col}
-        metrics = [c for c in columns if c not in skip and not c.endswith("_ci") and "_sd" not in c
-                   and not c.startswith("paper_")
-                   and all(parse_ci(r.get(c)) is not None and str(r.get(c)).strip() != "" for r in rows)]
+        metrics = bar_metrics(rows, method_col, group_col)
     if not metrics:
         raise ValueError("no numeric or 'mean ± ci' metric column found; pass metrics=[...]")
     methods = list(dict.fromkeys(str(r[method_col]) for r in rows))
@@ -215,7 +242,9 @@ def synergy_bars_png(rows: Sequence[Mapping[str, Any]], path: str | Path, *, met
             x = np.arange(len(groups)) + (k - (len(methods) - 1) / 2) * width
             ax.bar(x, means, width, yerr=halves, capsize=3, color=cmap(k % 10), label=method)
             if paper_col and np.any(np.isfinite(paper)):
-                ax.plot(x, paper, "kx", ms=7, mew=1.5, label="paper" if not paper_drawn else None)
+                # a reference mark over the method's bar (a black bar-wide tick), not a bar of its own
+                ax.scatter(x, paper, marker="_", s=(72 * width * 2.5) ** 2 / 4, c="k", linewidths=2.0, zorder=5,
+                           label="paper (reference)" if not paper_drawn else None)
                 paper_drawn = True
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(np.arange(len(groups)), groups if group_col else [""] * len(groups))

@@ -41,7 +41,14 @@ from hedonic_neurons.tracking.controls import (
     shuffle_tracking_inputs,
     summarize_events,
 )
-from hedonic_neurons.tracking.events import EVENTS, layer_group, layer_sort_key, track_layers, transition_table
+from hedonic_neurons.tracking.events import (
+    EVENTS,
+    _check_thresholds,
+    layer_group,
+    layer_sort_key,
+    track_layers,
+    transition_table,
+)
 from hedonic_neurons.tracking.mass import coalition_write, mlp_interaction_mass, residual_interaction_mass
 
 __all__ = ["TrackedMethod", "track_methods", "track_run", "write_tracking", "transition_mass", "layer_chains"]
@@ -219,7 +226,7 @@ def write_tracking(
 
 
 def _masses(method: str, labels: Mapping[str, np.ndarray], pairs: Sequence[tuple[str, str]],
-            mats: Any) -> dict[tuple, np.ndarray]:
+            mats: Any, run_dir: Path | None = None) -> dict[tuple, np.ndarray]:
     masses: dict[tuple, np.ndarray] = {}
     for a, b in pairs:
         ma, mb = mats(a), mats(b)
@@ -229,7 +236,13 @@ def _masses(method: str, labels: Mapping[str, np.ndarray], pairs: Sequence[tuple
         try:
             masses[(a, b)] = transition_mass(method, ma, mb, labels[a], labels[b])
         except ValueError as exc:
-            log.warning("tracking %s %s->%s skipped: %s", method, a, b, exc)
+            # Table 3 is then over the other transitions: say so where the tables are read
+            from hedonic_neurons import notices
+
+            msg = f"tracking {method} {a}->{b} failed and was left out of Table 3 ({exc})"
+            if run_dir is not None:
+                notices.record(run_dir, msg)
+            notices.warn(msg)
     return masses
 
 
@@ -253,6 +266,7 @@ def track_methods(
     ``seed``): size-matched random partitions and the partition on shuffled weights
     (``tracking.controls``). ``paper_task`` prints the paper's Table 3 beside ours.
     """
+    _check_thresholds(hi, lo)  # before anything is read or written
     unknown_controls = [c for c in controls if c not in CONTROLS]
     if unknown_controls:
         raise ValueError(f"unknown control(s) {unknown_controls}; use any of {CONTROLS} (or none)")
@@ -297,7 +311,7 @@ def track_methods(
             continue
         labels = {lay: rd.load_partition(lay, method)["labels"] for lay in mlayers}
         pairs = layer_chains(mlayers)
-        masses = _masses(method, labels, pairs, mats)
+        masses = _masses(method, labels, pairs, mats, rd.root)
         if not masses:
             continue
         tracked = sorted({x for k in masses for x in k}, key=layer_sort_key)
