@@ -129,9 +129,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
     ap.add_argument("--only", nargs="*", default=None, help="settings whose name starts with one of these")
+    ap.add_argument("--seeds", type=int, default=None, help="only the first N seeds (default: the run's)")
     args = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
     kind, seeds, data = load(args.run)
+    if args.seeds:
+        seeds = seeds[: args.seeds]
+        data = {k: v for k, v in data.items() if k[0] in seeds}
     if not data:
         raise SystemExit(f"{args.run}: no per-half PAS matrices found (a cross-fitted run is needed)")
     layers = sorted({layer for _, layer in data})
