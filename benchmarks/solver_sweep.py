@@ -159,7 +159,8 @@ def main() -> None:
     if ref and d:
         (md, hd), (ml, hl) = mean_ci95(res[d]["pair"]), mean_ci95(res[ref]["pair"])
         seeds_above = sum(a > b for a, b in zip(res[d]["pair"], res[ref]["pair"], strict=True))
-        print(f"\ndefault vs Leiden: Pair {md:.3e} vs {ml:.3e} ({'CIs apart' if md - hd > ml + hl else 'CIs overlap'}; "
+        ci = "one seed: no CI" if len(seeds) < 2 else "CIs apart" if md - hd > ml + hl else "CIs overlap"
+        print(f"\ndefault vs Leiden: Pair {md:.3e} vs {ml:.3e} ({ci}; "
               f"above on {seeds_above}/{len(seeds)} seeds); ARI {res[d]['ari']:.3f} vs {res[ref]['ari']:.3f}; "
               f"coverage {res[d]['coverage']:.1f} % vs {res[ref]['coverage']:.1f} %")
 
