@@ -190,3 +190,21 @@ def test_default_has_two_tiers_and_the_fractional_preset_one():
     assert st["share_in_2_to_max"] > old.stability_["share_in_2_to_max"]
     with pytest.raises(ValueError, match="absorb_quantile"):
         HedonicPartition(absorb_quantile=1.5).fit(phi)
+
+
+def test_partition_cli_absorb_quantile(tmp_path):
+    from safetensors.numpy import save_file
+
+    from hedonic_neurons.cli import main
+
+    rng = np.random.default_rng(3)
+    phi = rng.gamma(0.5, 1.0, (80, 80)) - 0.6
+    phi = (phi + phi.T) / 2
+    np.fill_diagonal(phi, 0)
+    save_file({"phi": phi}, str(tmp_path / "phi.safetensors"))
+    import json
+
+    for flag, tiers in ((["--absorb-quantile", "none"], False), ([], True)):
+        out = tmp_path / f"p{tiers}.json"
+        assert main(["partition", str(tmp_path / "phi.safetensors"), "--key", "phi", "--out", str(out), *flag]) == 0
+        assert ("second tier" in json.dumps(json.loads(out.read_text()))) == tiers

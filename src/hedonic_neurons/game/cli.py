@@ -30,6 +30,13 @@ def _load_matrix(path: Path, key: str | None) -> np.ndarray:
     raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .safetensors or .npy")
 
 
+def _absorb(value: str | None) -> dict:
+    """--absorb-quantile: absent -> the estimator's default; 'none' -> one tier; else a float."""
+    if value is None:
+        return {}
+    return {"absorb_quantile": None if value.lower() == "none" else float(value)}
+
+
 def _partition(args: argparse.Namespace) -> int:
     from hedonic_neurons.parallel import map_jobs
 
@@ -62,6 +69,7 @@ def _partition_one(job: tuple[argparse.Namespace, str, Path]) -> int:
         threshold = float(threshold)
     hp = HedonicPartition(k=args.k, preset=args.preset, utility=args.utility,
                           threshold=None if threshold == "none" else threshold, tau_quantile=args.tau_quantile,
+                          **_absorb(args.absorb_quantile),
                           sampler=args.sampler, m=args.m, omega=args.omega, min_size=args.min_size,
                           max_size=args.max_size, epsilon=args.epsilon, delta=args.delta, emit=args.emit,
                           progress=not args.quiet, random_state=args.seed)
@@ -127,12 +135,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="partition.json",
                    help="output JSON (labels, coalitions, certificate); a directory for several phi files")
     p.add_argument("--k", type=int, default=3)
-    p.add_argument("--preset", choices=["topk", "paper"], default=None,
-                   help="topk: the MFC top-k utility with PAC-Top-Cover; paper: Algorithm 1 as written")
+    p.add_argument("--preset", choices=["fractional", "topk", "paper"], default=None,
+                   help="fractional: one tier (the previous default); topk: the MFC top-k utility with "
+                        "PAC-Top-Cover; paper: Algorithm 1 as written")
     p.add_argument("--utility", choices=["fractional", "additive", "average", "sum", "mean"], default="fractional")
     p.add_argument("--threshold", default="auto",
                    help="'auto', 'quantile', 'significance', 'none' (MFC only) or a number (tau)")
     p.add_argument("--tau-quantile", type=float, default=0.9)
+    p.add_argument("--absorb-quantile", default=None,
+                   help="second tier's cost, a quantile of the positive phi, for the players the first leaves "
+                        "alone (default: HedonicPartition's, 0.86); 'none': one tier")
     p.add_argument("--sampler", default="partners", choices=["partners", "uniform", "weighted"])
     p.add_argument("--m", type=int, default=800_000)
     p.add_argument("--omega", type=int, default=80_000)
@@ -148,7 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--n", type=int, default=2000)
     q.add_argument("--k", type=int, default=3)
     q.add_argument("--noise", type=float, default=0.2)
-    q.add_argument("--preset", choices=["topk", "paper"], default=None)
+    q.add_argument("--preset", choices=["fractional", "topk", "paper"], default=None)
     q.add_argument("--sampler", default="partners", choices=["partners", "uniform", "weighted"])
     q.add_argument("--m", type=int, default=200_000)
     q.add_argument("--omega", type=int, default=20_000)
