@@ -164,7 +164,8 @@ def leiden_start(**kw):
 
 def methods(m: int, omega: int) -> dict:
     return {
-        "default": hedonic(),
+        "default": hedonic(),  # two tiers since the solver2 change
+        "fractional q90, one tier (preset fractional, the previous default)": hedonic(preset="fractional"),
         "topk (MFC top-k, PAC-Top-Cover)": hedonic(preset="topk", m=m, omega=omega),
         "paper literal (mean, no tau, uniform D)": hedonic(preset="paper", m=m, omega=omega),
         "leiden (CPM q90, <= 10)": leiden(),

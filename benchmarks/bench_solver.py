@@ -25,10 +25,11 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def recovery(n: int, seeds: list[int], m: int, omega: int) -> None:
+def recovery(n: int, seeds: list[int], m: int, omega: int, only: list[str] | None = None) -> None:
     print(f"\n== planted recovery: n={n}, groups 2..4 (k=3), in-group phi 1, m={m}, omega={omega} ==")
     settings = [
-        ("default: fractional, auto tau, best response", dict()),
+        ("default: fractional, auto tau, 2 tiers, best response", dict()),
+        ("fractional, one tier (previous default)", dict(preset="fractional")),
         ("additive, auto tau, best response", dict(utility="additive")),
         ("topk: MFC sum, significance tau, partners", dict(preset="topk")),
         ("sum, auto tau, weighted (Phi-proportional)", dict(preset="topk", sampler="weighted")),
@@ -38,6 +39,8 @@ def recovery(n: int, seeds: list[int], m: int, omega: int) -> None:
         ("mean, no tau, partners", dict(utility="mean", threshold=None)),
         ("sum, tau=0, partners", dict(utility="sum", threshold=0.0)),
     ]
+    if only:
+        settings = [(name, kw) for name, kw in settings if any(name.startswith(o) for o in only)]
     print(f"{'setting':46s} {'noise':>5s} {'ARI mean':>8s} {'min':>6s} {'coal.':>6s} {'true':>5s} "
           f"{'tau':>6s} {'block':>6s} {'sec':>5s}")
     for noise in (0.1, 0.2):
@@ -91,10 +94,12 @@ def main() -> None:
     ap.add_argument("--n-speed", type=int, default=14_336)
     ap.add_argument("--m", type=int, default=800_000)
     ap.add_argument("--omega", type=int, default=80_000)
-    ap.add_argument("--preset", default=None, choices=["topk", "paper"], help="speed part: time a preset instead")
+    ap.add_argument("--preset", default=None, choices=["topk", "paper", "fractional"],
+                    help="speed part: time a preset instead")
+    ap.add_argument("--only", nargs="*", default=None, help="recovery part: settings whose name starts with these")
     args = ap.parse_args()
     if args.part in ("recovery", "all"):
-        recovery(args.n_recovery, list(range(1, args.seeds + 1)), m=200_000, omega=20_000)
+        recovery(args.n_recovery, list(range(1, args.seeds + 1)), m=200_000, omega=20_000, only=args.only)
     if args.part in ("speed", "all"):
         speed(args.n_speed, args.m, args.omega, args.preset)
 

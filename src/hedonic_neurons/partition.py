@@ -26,7 +26,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from hedonic_neurons.game.dynamics import best_response, improving_players, relabel_by_size
+from hedonic_neurons.game.dynamics import absorb_singletons, best_response, improving_players, relabel_by_size
 from hedonic_neurons.game.samplers import CoalitionSampler, UniformSampler, make_sampler
 from hedonic_neurons.game.stability import partition_shape, partition_synergy, stability_certificate
 from hedonic_neurons.game.top_cover import EMIT_MODES, pac_top_cover
@@ -42,12 +42,17 @@ from hedonic_neurons.game.utility import (
 
 # Named settings: a preset fills every parameter left at its constructor default.
 PRESETS: dict[str | None, dict] = {
-    None: {},  # the default: fractional utility, tau at the 90th percentile of the positive phi, dynamics
+    None: {},  # the default: fractional utility, tau at the 90th percentile of the positive phi, dynamics,
+    # then the players left alone group among themselves at the absorb_quantile cost (two tiers)
+    "fractional": {"absorb_quantile": None},  # the previous default: one tier only
     "topk": {"utility": "sum"},  # the previous default: MFC top-k above a significance tau, PAC-Top-Cover
     "paper": {"utility": "mean", "threshold": None, "sampler": "uniform", "emit": "one", "cover_all": False},
 }
 
 log = logging.getLogger(__name__)
+
+# The second tier's cost, a quantile of the positive phi (issue 11: coverage; docs/solver.md)
+ABSORB_DEFAULT = 0.86
 
 
 @dataclass
@@ -62,10 +67,13 @@ class SolverConfig:
 
     HELP: ClassVar[dict[str, str]] = {
         "k": "partners in a choice set (MFC, section 3.2)",
-        "preset": "topk: the MFC top-k utility with PAC-Top-Cover; paper: Algorithm 1 as written",
+        "preset": "fractional: one tier (the previous default); topk: the MFC top-k utility with PAC-Top-Cover; "
+                  "paper: Algorithm 1 as written",
         "utility": "fractional / additive (best-response dynamics) or sum / mean (MFC, PAC-Top-Cover)",
         "threshold": "tau: auto, quantile, significance, none (MFC only) or a number",
         "tau_quantile": "quantile of the positive phi used by threshold 'quantile'",
+        "absorb_quantile": "second tier's cost (a quantile of the positive phi) for the players the first leaves "
+                           "alone; none: one tier",
         "init": "best-response start: singletons",
         "n_init": "best-response restarts (auto: 8 up to 4096 players, 1 above)",
         "max_sweeps": "cap on best-response sweeps",
@@ -84,7 +92,8 @@ class SolverConfig:
         "random_state": "solver seed",
     }
     CHOICES: ClassVar[dict[str, list]] = {
-        "preset": [None, "topk", "paper"], "utility": ["fractional", "additive", "average", "sum", "mean"],
+        "preset": [None, "fractional", "topk", "paper"],
+        "utility": ["fractional", "additive", "average", "sum", "mean"],
         "sampler": ["partners", "uniform", "weighted"], "emit": ["all", "one"],
     }
 
@@ -93,6 +102,7 @@ class SolverConfig:
     utility: str = "fractional"
     threshold: str | float | None = "auto"
     tau_quantile: float = 0.9
+    absorb_quantile: float | None = ABSORB_DEFAULT
     init: str = "singletons"
     n_init: int | str = "auto"
     max_sweeps: int = 100
@@ -169,6 +179,10 @@ class HedonicPartition:
         at which a player expects `alpha` noise partners among its n - 1). Also "quantile",
         "significance", a float tau, or None (MFC only: every partner counts).
     tau_quantile: quantile of the positive off-diagonal (symmetrised) phi used by "quantile".
+    absorb_quantile: second tier (separable utilities, quantile tau only): after the dynamics settle,
+        the players left alone play the same game among themselves, the coalitions already formed
+        closed to them, at the lower cost tau_2 = this quantile of the positive phi (with the same
+        significance floor as tau). None: one tier (`preset="fractional"`, the previous default).
     init: best-response start: "singletons" (everyone alone) or an array of labels (e.g. Leiden's
         partition, which the dynamics then certify or improve; oversized coalitions are cut).
     n_init: best-response runs from different random orders, the one with the highest welfare
@@ -197,6 +211,7 @@ class HedonicPartition:
 
     def __init__(self, k: int = _D.k, preset: str | None = _D.preset, utility: str = _D.utility,
                  threshold: str | float | None = _D.threshold, tau_quantile: float = _D.tau_quantile,
+                 absorb_quantile: float | None = _D.absorb_quantile,
                  init=_D.init, n_init: int | str = _D.n_init, max_sweeps: int = _D.max_sweeps,
                  sampler: str | CoalitionSampler = _D.sampler, m: int = _D.m, omega: int = _D.omega,
                  min_size: int = _D.min_size, max_size: int = _D.max_size, epsilon: float = _D.epsilon,
@@ -208,6 +223,7 @@ class HedonicPartition:
         self.utility = utility
         self.threshold = threshold
         self.tau_quantile = tau_quantile
+        self.absorb_quantile = absorb_quantile
         self.init = init
         self.n_init = n_init
         self.max_sweeps = max_sweeps
@@ -267,6 +283,9 @@ class HedonicPartition:
                              "threshold='auto', 'quantile', 'significance' or a float")
         if not 0 < self.tau_quantile < 1:
             raise ValueError(f"tau_quantile must lie in (0, 1), got {self.tau_quantile}")
+        aq = e["absorb_quantile"]
+        if aq is not None and not (isinstance(aq, int | float) and 0 < aq < 1):
+            raise ValueError(f"absorb_quantile must lie in (0, 1) or be None (one tier), got {aq!r}")
         if not (isinstance(self.max_sweeps, int | np.integer) and self.max_sweeps >= 1):
             raise ValueError(f"max_sweeps must be a positive integer, got {self.max_sweeps!r}")
         if not (self.n_init == "auto" or (isinstance(self.n_init, int | np.integer) and self.n_init >= 1)):
@@ -298,6 +317,7 @@ class HedonicPartition:
         if rule == "auto":
             rule = "quantile" if utility in SEPARABLE_UTILITIES else "significance"
         z_floor = false_partner_z(n, self.alpha)
+        self._floor = None  # the significance floor of a quantile tau (the second tier uses it too)
         if rule == "quantile":
             tau = positive_quantile(phi, self.tau_quantile)
             self.threshold_ = tau
@@ -310,6 +330,7 @@ class HedonicPartition:
                 # typical standard error (z: a player expects `alpha` noise partners among its n - 1)
                 (ses,) = sample_offdiag([phi_se])
                 floor = z_floor * float(np.median(ses))
+                self._floor = floor
                 if floor > tau:
                     tau = floor
                     self.threshold_ = tau
@@ -377,6 +398,7 @@ class HedonicPartition:
         game = self._game(phi, phi_se)
         sampler = make_sampler(e["sampler"], self.min_size, self.max_size).bind(game)
         info: dict = {}
+        self.tier2_threshold_ = None
         if game.utility in SEPARABLE_UTILITIES:
             log.info("best-response dynamics: n=%d, utility=%s, tau rule: %s, max_size=%d",
                      game.n, game.utility, self.threshold_rule_, self.max_size)
@@ -391,6 +413,13 @@ class HedonicPartition:
                     best = (lab, inf)
             labels, info = best
             info["n_init"] = n_init
+            self.tier2_threshold_ = self._tier2_tau(phi, game)
+            if self.tier2_threshold_ is not None:
+                labels, tier2 = absorb_singletons(game.phi, labels, self.tier2_threshold_, game.utility,
+                                                  self.max_size, rng, max_sweeps=int(self.max_sweeps))
+                info.update(tier2)
+                log.info("second tier: %d players left alone regrouped at tau_2 = %.4g", tier2["tier2_players"],
+                         self.tier2_threshold_)
             labels = relabel_by_size(labels)
             trace = [{"sweep": s, "moves": mv} for s, mv in enumerate(info["moves"])]
         else:
@@ -423,21 +452,57 @@ class HedonicPartition:
                  {k: self.stability_[k] for k in ("improving_players", "rate", "share_within_max_size")})
         return self
 
+    def _tier2_tau(self, phi: np.ndarray, game: Game) -> float | None:
+        """tau_2 of the second tier, or None (one tier: MFC utility, a fixed tau, or absorb_quantile None)."""
+        aq = self._eff["absorb_quantile"]
+        rule = self._eff["threshold"]
+        if aq is None or rule not in ("auto", "quantile") or game.utility not in SEPARABLE_UTILITIES:
+            return None
+        tau2 = positive_quantile(phi, aq)
+        floor = getattr(self, "_floor", None)
+        if floor is not None:
+            tau2 = max(tau2, floor)
+        tau2 = min(tau2, game.tau)  # never above tier 1's cost
+        self.threshold_rule_ += (f"; second tier: players left alone regroup among themselves at tau_2 = "
+                                 f"{aq:.0%} quantile of the positive phi = {tau2:.4g}"
+                                 + (" (floored)" if floor is not None and tau2 == floor else ""))
+        return tau2
+
     def _stability(self, game: Game, labels: np.ndarray, sampler: CoalitionSampler, rng: np.random.Generator,
                    info: dict) -> dict:
         """The certificate: the notion guaranteed, its measurement, the blocking rate, the partition's shape."""
         cert = stability_certificate(game, labels, sampler, self.epsilon, self.delta, rng, self.n_certificate)
         if game.utility in SEPARABLE_UTILITIES:
             movers = improving_players(game.phi, labels, game.tau, game.utility, self.max_size)
+            tau2 = getattr(self, "tier2_threshold_", None)
+            tier2 = None
+            if tau2 is not None:
+                # two tiers: players of tier-1 coalitions must have no improving move at tau (to any
+                # coalition with room); the regrouped players none at tau_2 among the regrouped
+                t2 = info.get("tier2_set", np.zeros(0, dtype=np.int64))
+                movers = np.setdiff1d(movers, t2)
+                tier2 = 0
+                if t2.size:
+                    tier2 = int(improving_players(game.phi[np.ix_(t2, t2)], labels[t2], tau2, game.utility,
+                                                  self.max_size).size)
             notion = (f"Nash stable under the size cap {self.max_size} (no player gains by moving alone to a "
                       "coalition with room, or by leaving); implies individual stability"
                       + (". Additive + symmetric phi: a potential game (CPM potential), so the dynamics "
                          "always converge" if game.utility == "additive" else
                          ". Fractional: no potential in general; converged says whether the dynamics settled"))
+            if tier2 is not None:
+                notion += (f". Two tiers: this holds at tau for the players of the first tier's coalitions (moves "
+                           f"into any coalition counted), and at tau_2 for the {len(t2)} players regrouped among "
+                           "themselves (improving_players_tier2)")
             extra = {"notion": notion, "improving_players": int(movers.size),
-                     "nash_stable": bool(movers.size == 0), "converged": bool(info.get("converged", False)),
+                     "nash_stable": bool(movers.size == 0 and not tier2),
+                     "converged": bool(info.get("converged", False)),
                      "sweeps": int(info.get("sweeps", 0)), "potential": info.get("potential"),
                      "n_init": int(info.get("n_init", 1))}
+            if tier2 is not None:
+                extra |= {"improving_players_tier2": tier2, "tier2_players": int(len(t2)),
+                          "tier2_converged": bool(info.get("tier2_converged", False)),
+                          "tier2_threshold": float(tau2)}
         else:
             extra = {"notion": "core stability of Top Covering for top-responsive preferences, here PAC: the "
                                "sampled blocking rate under D (paper section 3.3)",

@@ -150,3 +150,61 @@ def test_pure_noise_with_standard_errors_stays_mostly_alone():
     assert "floor binds" in hp.threshold_rule_
     assert hp.stability_["share_in_2_to_max"] < 0.15  # without se the quantile rule pairs up most players
     assert HedonicPartition().fit(phi).stability_["share_in_2_to_max"] > 0.5
+
+
+def test_second_tier_groups_the_players_left_alone_and_keeps_the_first_closed():
+    """Strong pairs {0,1} {2,3} {4,5} (phi 1) form at tau 0.5; weak pairs {6,7} {8,9} (phi 0.3) only at the
+    second tier's 0.2, and player 6 may not join {0,1} (phi 0.9 to player 0) since tier-1 coalitions are closed."""
+    from hedonic_neurons.game.dynamics import absorb_singletons
+
+    n = 12
+    phi = np.full((n, n), -0.05)
+    for a, b, v in ((0, 1, 1.0), (2, 3, 1.0), (4, 5, 1.0), (6, 7, 0.3), (8, 9, 0.3), (6, 0, 0.9)):
+        phi[a, b] = phi[b, a] = v
+    np.fill_diagonal(phi, 0)
+    tier1, _ = best_response(phi, 0.5, "fractional", 10)
+    assert [tier1[2 * t] == tier1[2 * t + 1] for t in range(3)] == [True] * 3
+    assert np.bincount(tier1)[tier1[6:]].tolist() == [1] * 6  # 6..11 alone at tau 0.5
+    labels, info = absorb_singletons(phi, tier1, 0.2, "fractional", 10)
+    assert info["tier2_players"] == 6 and info["tier2_converged"]
+    assert adjusted_rand_score(tier1[:6], labels[:6]) == 1.0  # tier 1 untouched
+    assert labels[6] == labels[7] != labels[0] and labels[8] == labels[9]
+    assert np.unique(labels[10:]).size == 2 and (np.bincount(labels)[labels[10:]] == 1).all()  # no partner
+    assert improving_players(phi, labels, 0.5, "fractional", 10).tolist() == [6, 7, 8, 9]  # tier 2 only
+    tier2 = info["tier2_set"]
+    assert improving_players(phi[np.ix_(tier2, tier2)], labels[tier2], 0.2, "fractional", 10).size == 0
+
+
+def test_default_has_two_tiers_and_the_fractional_preset_one():
+    rng = np.random.default_rng(3)
+    phi = rng.gamma(0.5, 1.0, (150, 150)) - 0.6  # skewed: a few strong entries, many weak ones
+    phi = (phi + phi.T) / 2
+    np.fill_diagonal(phi, 0)
+    new = HedonicPartition(random_state=0).fit(phi)
+    old = HedonicPartition(preset="fractional", random_state=0).fit(phi)
+    assert "second tier" in new.threshold_rule_ and "second tier" not in old.threshold_rule_
+    assert new.tier2_threshold_ < new.threshold_ and old.tier2_threshold_ is None
+    st = new.stability_
+    assert st["tier2_players"] == int((np.bincount(old.labels_) == 1)[old.labels_].sum())
+    assert st["improving_players"] == 0 and st["improving_players_tier2"] == 0 and st["nash_stable"]
+    assert st["share_in_2_to_max"] > old.stability_["share_in_2_to_max"]
+    with pytest.raises(ValueError, match="absorb_quantile"):
+        HedonicPartition(absorb_quantile=1.5).fit(phi)
+
+
+def test_partition_cli_absorb_quantile(tmp_path):
+    from safetensors.numpy import save_file
+
+    from hedonic_neurons.cli import main
+
+    rng = np.random.default_rng(3)
+    phi = rng.gamma(0.5, 1.0, (80, 80)) - 0.6
+    phi = (phi + phi.T) / 2
+    np.fill_diagonal(phi, 0)
+    save_file({"phi": phi}, str(tmp_path / "phi.safetensors"))
+    import json
+
+    for flag, tiers in ((["--absorb-quantile", "none"], False), ([], True)):
+        out = tmp_path / f"p{tiers}.json"
+        assert main(["partition", str(tmp_path / "phi.safetensors"), "--key", "phi", "--out", str(out), *flag]) == 0
+        assert ("second tier" in json.dumps(json.loads(out.read_text()))) == tiers

@@ -1,0 +1,169 @@
+"""Solver settings side by side on the saved per-half phi of a finished run (issue 11), cross-fitted.
+
+    python benchmarks/solver_sweep.py runs/mnist                 # MNIST: networks seeds x layers h2-h4
+    python benchmarks/solver_sweep.py runs/minilm_cqtr           # reranker: solver seeds 0-2 x its layers
+    python benchmarks/solver_sweep.py runs/mnist --only default leiden "previous default"
+
+No experiment is re-run: the run's `matrices/*.safetensors` hold the exact PAS of each half of the
+valuation inputs (MNIST `pas_a`, `pas_b`, `pas_se_*`; reranker `phi_pas_*`, `pas_se_*`). Every setting
+is fitted on each half (with the random state the experiment gives that half: `crossfit.half_seed`) and
+scored on the other, exactly as the experiments' Tables do: held-out Pair = mean over coalitions of size
+>= 2 of the other half's mean PAS over the coalition's pairs; one value per seed (MNIST: network seed;
+reranker: solver seed) = the mean over the two fitting halves of the mean over the coalitions of every
+layer; mean and 95 % t interval over the seeds. ARI = split-half agreement of the two partitions (mean
+over seeds and layers), coverage = share of players in coalitions of 2-10. Leiden is fitted as the
+experiment fits it (MNIST until convergence, reranker leidenalg's 2 iterations). The matched baselines
+(random, k-means, Ward) need activations of both halves and are left to the experiments' own tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import adjusted_rand_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from hedonic_neurons import HedonicPartition  # noqa: E402
+from hedonic_neurons.baselines import LeidenPartition  # noqa: E402
+from hedonic_neurons.experiments.crossfit import half_seed  # noqa: E402
+from hedonic_neurons.metrics.stats import mean_ci95  # noqa: E402
+
+MAX_SIZE = 10
+
+
+def settings(kind: str) -> dict:
+    """name -> fit(phi, se, seed) -> labels. The first is the default, Leiden the reference to beat."""
+    def hed(**kw):
+        return lambda phi, se, s: HedonicPartition(max_size=MAX_SIZE, random_state=s, **kw).fit(phi, se).labels_
+
+    def lei(phi, se, s):
+        it = -1 if kind == "mnist" else 2  # as each experiment fits it
+        return LeidenPartition(max_size=MAX_SIZE, n_iterations=it, random_state=s).fit(phi).labels_
+
+    return {
+        "default (fractional q90, tier 2 q86)": hed(),
+        "leiden (CPM q90, <= 10)": lei,
+        "previous default (fractional q90, one tier)": hed(preset="fractional"),
+        "fractional q88, one tier": hed(preset="fractional", tau_quantile=0.88),
+        "fractional q85, one tier": hed(preset="fractional", tau_quantile=0.85),
+        "fractional q90, tier 2 q87": hed(absorb_quantile=0.87),
+        "fractional q90, tier 2 q85": hed(absorb_quantile=0.85),
+        "average q90, tier 2 q87": hed(utility="average", absorb_quantile=0.87),
+        "average q89, one tier": hed(utility="average", tau_quantile=0.89, absorb_quantile=None),
+    }
+
+
+def load(run: Path) -> tuple[str, list[int], dict]:
+    """(kind, seeds, {(seed, layer): (phi_a, phi_b, se_a, se_b)})."""
+    from safetensors.numpy import load_file
+
+    cfg = json.loads((run / "config.json").read_text())
+    out = {}
+    if "task" in cfg:  # reranker: one network, solver seeds
+        seeds = list(range(int(cfg.get("seeds", 3))))
+        for p in sorted((run / "matrices").glob("*.safetensors")):
+            d = load_file(str(p))
+            if "phi_pas_b" not in d:
+                continue
+            for s in seeds:
+                out[(s, p.stem)] = (d["phi_pas_a"], d["phi_pas_b"], d.get("pas_se_a"), d.get("pas_se_b"))
+        return "reranker", seeds, out
+    seeds = list(cfg.get("seeds", [0, 1, 2]))
+    for s in seeds:
+        for layer in ("h2", "h3", "h4"):
+            p = run / "matrices" / f"seed{s}_{layer}.safetensors"
+            if p.exists():
+                d = load_file(str(p))
+                out[(s, layer)] = (d["pas_a"], d["pas_b"], d["pas_se_a"], d["pas_se_b"])
+    return "mnist", seeds, out
+
+
+def pair_values(labels: np.ndarray, phi: np.ndarray) -> list[float]:
+    vals = []
+    for c in np.unique(labels):
+        mem = np.flatnonzero(labels == c)
+        if mem.size >= 2:
+            sub = phi[np.ix_(mem, mem)]
+            vals.append(float(sub.sum() - np.trace(sub)) / (mem.size * (mem.size - 1)))
+    return vals
+
+
+def coverage(labels: np.ndarray) -> float:
+    sizes = np.bincount(labels)
+    return float(sizes[(sizes >= 2) & (sizes <= MAX_SIZE)].sum()) / labels.size
+
+
+def evaluate(fit, data: dict, seeds: list[int]) -> dict:
+    per_seed, aris, covs, largest, per_layer = [], [], [], [], {}
+    t0 = time.perf_counter()
+    for s in seeds:
+        halves = {"a": [], "b": []}
+        for (s2, layer), (pa, pb, sa, sb) in data.items():
+            if s2 != s:
+                continue
+            phi = {"a": np.asarray(pa, np.float64), "b": np.asarray(pb, np.float64)}
+            se = {"a": None if sa is None else np.asarray(sa, np.float64),
+                  "b": None if sb is None else np.asarray(sb, np.float64)}
+            lab = {h: np.asarray(fit(phi[h], se[h], half_seed(s, h))) for h in "ab"}
+            for h, o in (("a", "b"), ("b", "a")):
+                v = pair_values(lab[h], phi[o])
+                halves[h] += v
+                per_layer.setdefault(layer, []).extend(v)
+                covs.append(coverage(lab[h]))
+                largest.append(int(np.bincount(lab[h]).max()))
+            aris.append(adjusted_rand_score(lab["a"], lab["b"]))
+        per_seed.append(float(np.mean([np.mean(v) for v in halves.values() if v])))
+    return {"pair": per_seed, "ari": float(np.mean(aris)), "coverage": 100 * float(np.mean(covs)),
+            "largest": float(np.mean(largest)), "per_layer": {k: float(np.mean(v)) for k, v in per_layer.items()},
+            "seconds": time.perf_counter() - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--only", nargs="*", default=None, help="settings whose name starts with one of these")
+    ap.add_argument("--seeds", type=int, default=None, help="only the first N seeds (default: the run's)")
+    args = ap.parse_args()
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    kind, seeds, data = load(args.run)
+    if args.seeds:
+        seeds = seeds[: args.seeds]
+        data = {k: v for k, v in data.items() if k[0] in seeds}
+    if not data:
+        raise SystemExit(f"{args.run}: no per-half PAS matrices found (a cross-fitted run is needed)")
+    layers = sorted({layer for _, layer in data})
+    print(f"{args.run} ({kind}): seeds {seeds}, layers {layers}; held-out Pair = mean [95 % CI] over seeds, "
+          "fitted on one half and scored on the other, both directions averaged")
+    meths = settings(kind)
+    if args.only:
+        meths = {k: v for k, v in meths.items() if any(k.startswith(o) for o in args.only)}
+    print("\n| setting | held-out Pair [95 % CI] | per seed | per layer | split-half ARI | % in 2-10 | largest |")
+    print("|---|---|---|---|---|---|---|")
+    res = {}
+    for name, fit in meths.items():
+        r = res[name] = evaluate(fit, data, seeds)
+        m, h = mean_ci95(r["pair"])
+        print(f"| {name} | {m:.3e} [{m - h:.3e}, {m + h:.3e}] | {' '.join(f'{x:.2e}' for x in r['pair'])} | "
+              f"{' '.join(f'{k} {v:.2e}' for k, v in sorted(r['per_layer'].items()))} | {r['ari']:.3f} | "
+              f"{r['coverage']:.1f} | {r['largest']:.1f} |", flush=True)
+        print(f"  ({name}: {r['seconds']:.0f} s)", file=sys.stderr, flush=True)
+    ref = next((k for k in res if k.startswith("leiden")), None)
+    d = next((k for k in res if k.startswith("default")), None)
+    if ref and d:
+        (md, hd), (ml, hl) = mean_ci95(res[d]["pair"]), mean_ci95(res[ref]["pair"])
+        seeds_above = sum(a > b for a, b in zip(res[d]["pair"], res[ref]["pair"], strict=True))
+        ci = "one seed: no CI" if len(seeds) < 2 else "CIs apart" if md - hd > ml + hl else "CIs overlap"
+        print(f"\ndefault vs Leiden: Pair {md:.3e} vs {ml:.3e} ({ci}; "
+              f"above on {seeds_above}/{len(seeds)} seeds); ARI {res[d]['ari']:.3f} vs {res[ref]['ari']:.3f}; "
+              f"coverage {res[d]['coverage']:.1f} % vs {res[ref]['coverage']:.1f} %")
+
+
+if __name__ == "__main__":
+    main()
