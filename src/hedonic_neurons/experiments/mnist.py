@@ -836,6 +836,21 @@ def _threads(threads: int | None) -> int:
     return 1 if load >= cores - 0.5 else cores
 
 
+def record_runtime(rd: RunDir, threads: int) -> None:
+    """Append how this invocation ran (threads, MKL reproducibility mode, torch) to RUN/runtime.json.
+
+    Recorded, not configured: the results are the same for any thread count (README "Reproducibility"), so
+    a run may be resumed with another one, and config.json does not hold it.
+    """
+    import torch
+
+    path = rd.root / "runtime.json"
+    runs = json.loads(path.read_text()) if path.is_file() else []
+    runs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "threads": int(threads),
+                 "MKL_CBWR": os.environ.get("MKL_CBWR", ""), "torch": torch.__version__})
+    write_json(path, runs)
+
+
 def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> RunDir:
     """Run (or resume) the whole experiment into `out`; returns the RunDir. `threads`: torch threads."""
     import torch
@@ -856,6 +871,7 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None) -> 
     rd.save_config(cfg)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(_threads(threads))
+    record_runtime(rd, torch.get_num_threads())
     try:
         stroke = stroke_scores(data.images_test)
         variants = _variants(cfg)

@@ -34,6 +34,24 @@ class GatedBlock(nn.Module):
         return h + self.down(F.silu(self.gate(h)) * self.up(h))
 
 
+class ThreadStableLayerNorm(nn.LayerNorm):
+    """nn.LayerNorm whose gradients do not depend on the torch thread count.
+
+    The fused CPU kernel reduces the gain and bias gradients over the batch in per-thread chunks, so
+    training with 1 and 2 threads drifts apart (~1e-5 per step, then different networks, partitions
+    and tables). Normalising without the affine part and applying gain and bias as plain tensor ops
+    leaves those two reductions to autograd's sum over the batch dimension, which is computed per
+    output element, whatever the thread count. Same parameters and state_dict as nn.LayerNorm.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x, self.normalized_shape, None, None, self.eps)
+        if not self.elementwise_affine:
+            return y
+        y = y * self.weight
+        return y + self.bias if self.bias is not None else y
+
+
 class GatedMLPClassifier(nn.Module):
     """Input projection (h1), `n_blocks` gated blocks (h2..h_{n_blocks+1}), LayerNorm, linear head."""
 
@@ -44,7 +62,7 @@ class GatedMLPClassifier(nn.Module):
                        "n_classes": n_classes}
         self.inp = nn.Linear(d_in, d_model)
         self.blocks = nn.ModuleList(GatedBlock(d_model, d_ff) for _ in range(n_blocks))
-        self.norm = nn.LayerNorm(d_model)
+        self.norm = ThreadStableLayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)
 
     @property
@@ -178,5 +196,5 @@ def accuracy(model: GatedMLPClassifier, X: np.ndarray, y: np.ndarray, batch_size
     return float((preds.numpy() == np.asarray(y)).mean())
 
 
-__all__ = ["random_shift", "GatedBlock", "GatedMLPClassifier", "LAYERS", "build_classifier",
+__all__ = ["ThreadStableLayerNorm", "random_shift", "GatedBlock", "GatedMLPClassifier", "LAYERS", "build_classifier",
            "train_classifier", "accuracy"]
