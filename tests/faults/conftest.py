@@ -127,6 +127,10 @@ def run_cli(argv: list[str], timeout: float = 600.0) -> int:
     p = ctx.Process(target=_runner.cli, args=(list(argv),))
     p.start()
     p.join(timeout)
+    if p.is_alive():  # timed out: do not leave it running
+        os.kill(p.pid, signal.SIGKILL)
+        p.join()
+        return None
     return p.exitcode
 
 

@@ -164,7 +164,9 @@ def train_classifier(model: GatedMLPClassifier, X: np.ndarray, y: np.ndarray, ep
     fill = float(Xt.min())  # the background value, whatever normalisation the caller used
     steps_per_epoch = math.ceil(n / batch_size)
     total = max(1, epochs * steps_per_epoch)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # fused: one pass over each parameter per step instead of ~10 elementwise kernels (the unfused update
+    # took ~30 % of a training step, measured with torch.profiler); elementwise, so thread-independent
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     model.train()
