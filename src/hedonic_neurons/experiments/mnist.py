@@ -940,6 +940,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = MnistConfig(seeds=list(range(args.seeds)), layers=_parse_layers(args.layers), data=args.data,
                       n_train=args.n_train, n_test=args.n_test, epochs=args.epochs, m=args.m, omega=args.omega,
                       controls=not args.no_controls, control_layer=args.control_layer,
+                      control_seeds=(list(range(min(args.control_seeds, args.seeds))) if args.control_seeds
+                                     else None),
                       loss_delta_images=args.loss_delta_images, verify=not args.no_verify,
                       crossfit=not args.no_crossfit)
     t0 = time.time()
@@ -988,6 +990,9 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the core count, or 1 "
                    "when the machine is already busy)")
     p.add_argument("--control-layer", default="h3", help="layer of the negative controls and digit grids (h3)")
+    p.add_argument("--control-seeds", type=int, default=1,
+                   help="negative-control networks (random init, label-shuffled) for seeds 0..N-1; default 1, "
+                   "0 = one per seed (docs/mnist.md: why one by default)")
     p.add_argument("--loss-delta-images", type=int, default=256,
                    help="held-out images for the per-neuron loss deltas (I.3)")
     p.add_argument("--no-controls", action="store_true", help="skip the random-init and label-shuffled controls")
