@@ -172,7 +172,20 @@ def save_view(fig, path: str | Path) -> Path:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(fig.to_json())
     tmp.replace(path.with_suffix(".json"))
-    fig.write_html(str(path), include_plotlyjs="directory", full_html=True)
+    # plotly writes plotly.min.js only when the file is missing, and not atomically: a run killed while
+    # writing it left an empty file that every later view kept pointing to (found by tests/faults). Write
+    # it here, atomically, whenever it is not the complete bundle.
+    from plotly.offline import get_plotlyjs
+
+    bundle = get_plotlyjs().encode()
+    js = path.parent / "plotly.min.js"
+    if not js.is_file() or js.stat().st_size != len(bundle):
+        tmp_js = js.with_suffix(".js.tmp")
+        tmp_js.write_bytes(bundle)
+        tmp_js.replace(js)
+    html = path.with_suffix(".html.tmp")
+    fig.write_html(str(html), include_plotlyjs="directory", full_html=True)
+    html.replace(path)
     return path
 
 
