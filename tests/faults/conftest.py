@@ -57,7 +57,8 @@ def result_files(root: Path) -> list[str]:
     keep = []
     for p in _walk(root):
         rel = p.relative_to(root).as_posix()
-        if (rel.startswith(("stages/", "verification/")) or rel in ("runtime.json", "timings.json")
+        if (rel.startswith(("stages/", "verification/"))
+                or rel in ("runtime.json", "timings.json", "tables/timings.csv")
                 or p.suffix in (".tmp", ".html", ".log") or ".tmp" in p.name):
             # markers, how-it-ran records, temporaries, interactive views (random element ids), and the
             # self-verification records: they report the float rounding error of the model's own forward
