@@ -5,7 +5,15 @@ CLI command pays only for what it uses (refusing an unsupported model takes a se
 importing scipy, torch and transformers).
 """
 
+import os
 from importlib import import_module
+
+# Results must not depend on the thread count (README "Reproducibility"). MKL, torch's CPU BLAS, splits
+# the inner dimension of small-output float32 products (a classifier head's weight gradient, for example)
+# across threads, so 1 and 2 threads train different networks; its strict "conditional numerical
+# reproducibility" mode makes every GEMM bitwise the same for any thread count. MKL reads this when it first
+# runs, so it is set here, before anything in the package can import torch; a value the user set wins.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 __version__ = "0.1.0"
 

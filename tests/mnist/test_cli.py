@@ -29,7 +29,8 @@ def _table(path):
 
 def test_cli_end_to_end(tmp_path, digits_npz, capsys, monkeypatch):
     out = tmp_path / "run"
-    argv = ["mnist", "--seeds", "2", "--layers", "h4", "--control-layer", "h4", "--loss-delta-images", "64",
+    argv = ["mnist", "--seeds", "2", "--layers", "h4", "--control-layer", "h4", "--control-seeds", "2",
+            "--loss-delta-images", "64",
             "--out", str(out), "--data", str(digits_npz),
             "--n-train", "600", "--n-test", "200", "--epochs", "2", "--m", "2000", "--omega", "200", "--quiet"]
     assert main(argv) == 0

@@ -922,6 +922,21 @@ def _threads(threads: int | None) -> int:
     return 1 if load >= cores - 0.5 else cores
 
 
+def record_runtime(rd: RunDir, threads: int) -> None:
+    """Append how this invocation ran (threads, MKL reproducibility mode, torch) to RUN/runtime.json.
+
+    Recorded, not configured: the results are the same for any thread count (README "Reproducibility"), so
+    a run may be resumed with another one, and config.json does not hold it.
+    """
+    import torch
+
+    path = rd.root / "runtime.json"
+    runs = json.loads(path.read_text()) if path.is_file() else []
+    runs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "threads": int(threads),
+                 "MKL_CBWR": os.environ.get("MKL_CBWR", ""), "torch": torch.__version__})
+    write_json(path, runs)
+
+
 def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None, force: bool = False,
               report: bool = False) -> RunDir:
     """Run (or resume) the whole experiment into `out`; returns the RunDir. `threads`: torch threads.
@@ -947,6 +962,7 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None, for
     sr.prepare(force=force)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(_threads(threads))
+    record_runtime(rd, torch.get_num_threads())
     try:
         stroke = stroke_scores(data.images_test)
         variants = _variants(cfg)
@@ -1024,6 +1040,8 @@ def run(args: argparse.Namespace) -> int:
                       n_train=args.n_train, n_test=args.n_test, epochs=args.epochs,
                       solver=config_from_args(MnistConfig().solver, args, args.solver_fields),
                       controls=not args.no_controls, control_layer=args.control_layer,
+                      control_seeds=(list(range(min(args.control_seeds, args.seeds))) if args.control_seeds
+                                     else None),
                       loss_delta_images=args.loss_delta_images, verify=not args.no_verify,
                       crossfit=not args.no_crossfit)
     from hedonic_neurons import notices
@@ -1063,6 +1081,9 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the core count, or 1 "
                    "when the machine is already busy)")
     p.add_argument("--control-layer", default="h3", help="layer of the negative controls and digit grids (h3)")
+    p.add_argument("--control-seeds", type=int, default=1,
+                   help="negative-control networks (random init, label-shuffled) for seeds 0..N-1; default 1, "
+                   "0 = one per seed (docs/mnist.md: why one by default)")
     p.add_argument("--loss-delta-images", type=int, default=256,
                    help="held-out images for the per-neuron loss deltas (I.3)")
     p.add_argument("--no-controls", action="store_true", help="skip the random-init and label-shuffled controls")

@@ -1,0 +1,68 @@
+"""The same MNIST command gives the same results: with 1 and with 2 torch threads, and when the run is
+SIGKILLed at seeded points and resumed each time (issue 15, "The same command gives the same tables" and
+"Faults"). Black-box: the CLI in child processes, results compared file by file on disk."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from sklearn.datasets import load_digits
+
+N_KILLS = 12
+KILL_SEED = 15
+
+
+@pytest.fixture(scope="module")
+def digits_npz(tmp_path_factory):
+    """Real (sklearn 8x8) digits scaled to 28x28, so the test needs no download."""
+    X, y = load_digits(return_X_y=True)
+    imgs = np.stack([ndimage.zoom(x.reshape(8, 8) / 16.0, 3.0, order=1) for x in X])  # 24x24
+    imgs = np.pad(imgs, ((0, 0), (2, 2), (2, 2)))
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    np.savez(path, images=np.clip(np.round(imgs * 255), 0, 255).astype(np.uint8), labels=y.astype(np.uint8))
+    return path
+
+
+def _argv(out, data, threads):
+    # one trained network, two layers: every kind of stage (model, valuations, partitions, metrics, tables,
+    # tracking, report) at the smallest size that keeps make test short; the controls run the same stages
+    return ["mnist", "--seeds", "1", "--layers", "h2..h3", "--control-layer", "h3", "--loss-delta-images", "32",
+            "--out", str(out), "--data", str(data), "--n-train", "400", "--n-test", "128", "--epochs", "2",
+            "--m", "2000", "--omega", "200", "--no-controls", "--threads", str(threads), "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, digits_npz, cli_child):
+    out = tmp_path_factory.mktemp("mnist") / "reference"
+    t0 = time.time()
+    assert cli_child(_argv(out, digits_npz, 1)) == 0
+    return out, time.time() - t0
+
+
+def test_threads_do_not_change_results(reference, digits_npz, tmp_path, cli_child, compare_runs):
+    ref, _ = reference
+    out = tmp_path / "two_threads"
+    assert cli_child(_argv(out, digits_npz, 2)) == 0
+    assert compare_runs(ref, out) == []
+    # the thread count is recorded with the run, but is not part of its configuration or results
+    runs = json.loads((out / "runtime.json").read_text())
+    assert runs[-1]["threads"] == 2 and "threads" not in json.loads((out / "config.json").read_text())
+
+
+def test_killed_and_resumed_gives_identical_results(reference, digits_npz, tmp_path, run_with_kills, compare_runs,
+                                                    count_files):
+    ref, seconds = reference
+    out = tmp_path / "killed"
+    t0 = time.time()
+    log = run_with_kills(_argv(out, digits_npz, 1), out, n_kills=N_KILLS, seed=KILL_SEED,
+                         total_files=count_files(ref))
+    killed = [r for r in log if r["killed"]]
+    print(f"\nMNIST fault injection: {len(killed)} SIGKILLs survived of {len(log)} tried "
+          f"(reference run {seconds:.1f} s, killed-and-resumed {time.time() - t0:.1f} s); kills: {log}")
+    assert len(killed) >= 10
+    # spread over the run: kills landed with few and with many stages done
+    stages = sorted(r["stages"] for r in killed)
+    assert stages[0] <= 1 and stages[-1] >= 5 and len(set(stages)) >= 4, stages
+    assert compare_runs(ref, out) == []
