@@ -109,6 +109,27 @@ class StageRunner:
         self.done(name, fn() or {})
         return True
 
+    def run_parallel(self, items: Iterable[tuple[Iterable[str], Any]], fn: Callable[[Any], Mapping[str, Any] | None],
+                     jobs: int = 1) -> list[tuple[Any, dict[str, Any]]]:
+        """Per-layer parallelism (docs/scale.md): ``fn(arg)`` for every ``(stage names, arg)`` with a stage
+        that is not fresh, on ``jobs`` worker processes (`parallel.map_jobs`; in item order, serially
+        when jobs = 1). ``fn`` writes its stages' files (and may mark them done itself, with its own
+        StageRunner over the same run directory and config, as the serial path does); it returns
+        ``{stage: info}`` for the stages the parent should mark done. A job's exception is raised here
+        unchanged, so a failure reads as in the serial path; the stages it did not finish keep no marker
+        and are recomputed on the next run. Returns (arg, {stage: info}) of the jobs that ran."""
+        from hedonic_neurons.parallel import map_jobs
+
+        todo = [(tuple(names), arg) for names, arg in items if not all(self.fresh(n) for n in names)]
+        results = map_jobs(fn, [a for _, a in todo], jobs)
+        for (names, _), info in zip(todo, results, strict=True):
+            for name in names:
+                if name in (info or {}):
+                    self.done(name, info[name])
+                elif self.fresh(name):  # marked by the worker
+                    self.ran.append(name)
+        return [(arg, dict(info or {})) for (_, arg), info in zip(todo, results, strict=True)]
+
     def stale(self) -> list[str]:
         """Declared stages that will be (re)computed."""
         return [n for n in self.stages if not self.fresh(n)]

@@ -922,8 +922,9 @@ def _threads(threads: int | None) -> int:
     return 1 if load >= cores - 0.5 else cores
 
 
-def record_runtime(rd: RunDir, threads: int) -> None:
-    """Append how this invocation ran (threads, MKL reproducibility mode, torch) to RUN/runtime.json.
+def record_runtime(rd: RunDir, threads: int, jobs: int = 1) -> None:
+    """Append how this invocation ran (threads, worker processes, MKL reproducibility mode, torch) to
+    RUN/runtime.json.
 
     Recorded, not configured: the results are the same for any thread count (README "Reproducibility"), so
     a run may be resumed with another one, and config.json does not hold it.
@@ -932,23 +933,48 @@ def record_runtime(rd: RunDir, threads: int) -> None:
 
     path = rd.root / "runtime.json"
     runs = json.loads(path.read_text()) if path.is_file() else []
-    runs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "threads": int(threads),
+    runs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "threads": int(threads), "jobs": int(jobs),
                  "MKL_CBWR": os.environ.get("MKL_CBWR", ""), "torch": torch.__version__})
     write_json(path, runs)
 
 
+def _layer_job(arg: tuple) -> dict:
+    """Worker of per-layer parallelism (`jobs` > 1): the partition and metric stages of one (network, layer),
+    with the network and matrices read back from the run directory; files and markers as in the serial path."""
+    import torch
+
+    from hedonic_neurons.metrics.mnist import stroke_scores
+    from hedonic_neurons.models.gated_mlp import GatedMLPClassifier
+
+    cfg, root, report, variant, setting, seed, layer = arg
+    torch.set_num_threads(1)  # one thread per worker: the pool is the parallelism
+    sr = plan_stages(RunDir(root), cfg, report=report)
+    data = load_data(cfg)
+    model = GatedMLPClassifier.load(sr.rd.root / "models" / f"{variant}.safetensors")
+    key = f"{variant}_{layer}"
+    mats = sr.rd.load_matrices(key)
+    parts = stage_partitions(sr, cfg, model, data, mats, key, layer, seed, METHODS)
+    stroke = stroke_scores(data.images_test)
+    stage_metrics(sr, cfg, model, data, mats, parts, key, layer, variant, setting, seed, stroke)
+    return {}  # both stages marked done above, by this worker's own StageRunner
+
+
 def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None, force: bool = False,
-              report: bool = False) -> RunDir:
+              report: bool = False, jobs: int = 1) -> RunDir:
     """Run (or resume) the whole experiment into `out`; returns the RunDir. `threads`: torch threads.
 
     Resuming reuses exactly the stages whose fingerprint (config fields + upstream stages, `plan_stages`)
-    is unchanged; `force` recomputes everything. `report`: then cross-layer tracking and report.html."""
+    is unchanged; `force` recomputes everything. `report`: then cross-layer tracking and report.html.
+    `jobs` > 1: the partition and metric stages of different layers run on that many worker processes
+    (docs/scale.md, per-layer parallelism); same files as jobs = 1, recorded in runtime.json only."""
     import torch
     from tqdm.auto import tqdm
 
     from hedonic_neurons.configs import config_from_dict
     from hedonic_neurons.metrics.mnist import stroke_scores
 
+    if int(jobs) < 1:
+        raise ValueError(f"--jobs {jobs}: give 1 (serial) or more worker processes")
     t_start = time.time()
     data = load_data(cfg)  # first, so that bad input leaves no half-made run directory behind
     halves(cfg, len(data.y_test))  # too few digits to split in two: one-line error before anything is written
@@ -962,15 +988,25 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None, for
     sr.prepare(force=force)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(_threads(threads))
-    record_runtime(rd, torch.get_num_threads())
+    record_runtime(rd, torch.get_num_threads(), jobs=int(jobs))
     try:
         stroke = stroke_scores(data.images_test)
         variants = _variants(cfg)
-        jobs = [(v, s, seed, layer) for v, s, seed in variants for layer in _layers_of(cfg, s)]
+        todo = [(v, s, seed, layer) for v, s, seed in variants for layer in _layers_of(cfg, s)]
         rows: list[dict] = []
         prows: list[dict] = []
         models: dict[str, object] = {}
-        bar = tqdm(jobs, desc="mnist", disable=not _progress())
+        if jobs > 1:
+            # models and valuations here (they train / run the network with all threads), then the
+            # partitions and metrics of every layer side by side; the loop below reads them back
+            for variant, setting, seed in variants:
+                models[variant] = stage_model(sr, cfg, data, variant, setting, seed)
+            for variant, _, _, layer in todo:
+                stage_valuations(sr, cfg, models[variant], data, f"{variant}_{layer}", layer)
+            sr.run_parallel([((f"partitions_{v}_{layer}", f"metrics_{v}_{layer}"),
+                              (cfg, str(rd.root), report, v, s, seed, layer)) for v, s, seed, layer in todo],
+                            _layer_job, jobs)
+        bar = tqdm(todo, desc="mnist", disable=not _progress())
         for variant, setting, seed, layer in bar:
             bar.set_postfix_str(f"{variant} {layer}")
             if variant not in models:
@@ -1050,7 +1086,8 @@ def run(args: argparse.Namespace) -> int:
     failures: list[str] = []
     with notices.collect(args.out):  # fallbacks that changed a result go to warnings.txt and summary.md
         try:
-            rd = run_mnist(cfg, args.out, threads=args.threads, force=args.force, report=True)
+            rd = run_mnist(cfg, args.out, threads=args.threads, force=args.force, report=True,
+                             jobs=args.jobs)
         except FinishFailed as exc:  # tracking or the report: the results are on disk, the run is not finished
             failures.append(str(exc))
             rd = RunDir(args.out)
@@ -1080,6 +1117,8 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the core count, or 1 "
                    "when the machine is already busy)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes for the partition and metric stages "
+                   "of different layers (default 1; same results, docs/scale.md)")
     p.add_argument("--control-layer", default="h3", help="layer of the negative controls and digit grids (h3)")
     p.add_argument("--control-seeds", type=int, default=1,
                    help="negative-control networks (random init, label-shuffled) for seeds 0..N-1; default 1, "

@@ -264,9 +264,12 @@ class RerankerExperiment:
     """Runs (or resumes) one reranker experiment into `out`; `run()` returns the RunDir."""
 
     def __init__(self, cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None,
-                 force: bool = False):
+                 force: bool = False, jobs: int = 1):
         self.cfg = cfg
         self.force = force
+        if int(jobs) < 1:
+            raise ValueError(f"--jobs {jobs}: give 1 (serial) or more worker processes")
+        self.jobs = int(jobs)  # runtime only (runtime.json), never in the config: it must not change results
         check_task(cfg.task)
         if cfg.seeds < 1:
             raise ValueError(f"--seeds {cfg.seeds}: give at least 1")
@@ -987,6 +990,19 @@ class RerankerExperiment:
 
         return {"path": str(build_report(self.rd.root, track=False))}
 
+    def _partitions_in_pool(self) -> None:
+        names = [f"partitions:{layer}:{seed}" for layer in self.cfg.layers for seed in range(self.cfg.seeds)]
+        # under torchrun: rank 0 runs the pool while the others wait, as for any stage of its own
+        with self.dist.stage(lambda: all(self.sr.fresh(n) for n in names)) as go:
+            if not go:
+                return
+            ran = self.sr.run_parallel([((f"partitions:{layer}:{seed}",), (self.cfg, str(self.rd.root), layer, seed))
+                                        for layer in self.cfg.layers for seed in range(self.cfg.seeds)],
+                                       _partition_job, self.jobs)
+            for _, infos in ran:
+                for name, info in infos.items():
+                    self.timer.record(name, info["seconds"])
+
     def run(self) -> RunDir:
         c = self.cfg
         t0 = time.perf_counter()
@@ -995,6 +1011,15 @@ class RerankerExperiment:
         self._stage("finetune", self.stage_finetune)
         # Layer by layer, so the probe cache of a layer (needed again by a non-norm tail's exact pair
         # ablations in evaluate) is built once and dropped before the next layer's.
+        if self.dist.is_main:
+            write_json(self.rd.root / "runtime.json", {"jobs": self.jobs, "world_size": self.dist.world})
+        if self.jobs > 1:
+            # per-layer parallelism (docs/scale.md): every layer's valuations, then the partition stages of
+            # all layers and seeds side by side (they read only the matrices and activations); evaluate
+            # needs the model, so it stays here, layer by layer
+            for layer in c.layers:
+                self._stage(f"valuations:{layer}", lambda layer=layer: self.stage_valuations(layer))
+            self._partitions_in_pool()
         for layer in c.layers:
             self._stage(f"valuations:{layer}", lambda layer=layer: self.stage_valuations(layer))
             for seed in range(c.seeds):
@@ -1013,6 +1038,16 @@ class RerankerExperiment:
         rows = [{"stage": k, "seconds": v} for k, v in self.timer.times.items()]
         self.rd.save_table("timings", rows, title="Seconds per stage (as last run)")
         return self.rd
+
+
+def _partition_job(arg: tuple) -> dict:
+    """Worker of per-layer parallelism (`jobs` > 1): one partition stage, from the run directory's matrices and
+    activations; the parent marks it done with the info returned, as `_stage` does."""
+    cfg, root, layer, seed = arg
+    exp = RerankerExperiment(cfg, root, quiet=True)
+    t = time.perf_counter()
+    info = exp.stage_partitions(layer, seed) or {}
+    return {f"partitions:{layer}:{seed}": {**info, "seconds": round(time.perf_counter() - t, 2)}}
 
 
 def _mname(method: str, seed: int, half: str = "a") -> str:
@@ -1046,12 +1081,13 @@ def subset_cache(cache, idx: np.ndarray):
 
 
 def run_reranker(cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None,
-                 force: bool = False) -> RunDir:
+                 force: bool = False, jobs: int = 1) -> RunDir:
     """Run or resume the reranker experiment described by `cfg` into `out`: stages whose config fields and
-    inputs are unchanged are reused, the others recomputed (`force`: all of them)."""
+    inputs are unchanged are reused, the others recomputed (`force`: all of them). `jobs` > 1: the partition
+    stages of all layers and seeds on that many worker processes (same files)."""
     from hedonic_neurons import notices
 
-    exp = RerankerExperiment(cfg, out, quiet=quiet, model_loader=model_loader, force=force)
+    exp = RerankerExperiment(cfg, out, quiet=quiet, model_loader=model_loader, force=force, jobs=jobs)
     # joins the process group of a torchrun launch (nothing to join on one process); fallbacks that changed a
     # result go to warnings.txt, summary.md and report.html
     with exp.dist, notices.collect(exp.rd.root):
@@ -1088,7 +1124,7 @@ def _cli(args) -> int:
                          n_random=args.n_random, data_dir=args.data_dir, report=not args.no_report,
                          crossfit=not args.no_crossfit, track=not args.no_report, verify=not args.no_verify)
     out = args.out or f"runs/reranker-{Path(args.model).name}-{args.task}"
-    rd = run_reranker(cfg, out, quiet=quiet, force=args.force)
+    rd = run_reranker(cfg, out, quiet=quiet, force=args.force, jobs=args.jobs)
     if not quiet:
         print(f"[reranker] done: {rd.root}")
         s = rd.root / "summary.md"
@@ -1107,6 +1143,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--out", default=None, help="run directory (default runs/reranker-<model>-<task>)")
     p.add_argument("--seeds", type=int, default=3, help="partition / baseline seeds (default 3)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes for the partition stages of different "
+                   "layers and seeds (default 1; same results, docs/scale.md)")
     p.add_argument("--quiet", dest="quiet_sub", action="store_true", help="no progress bars or stage lines")
     p.add_argument("--force", action="store_true", help="recompute every stage of an existing --out (default: "
                    "reuse the stages whose config fields and inputs are unchanged)")
