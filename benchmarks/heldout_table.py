@@ -44,7 +44,7 @@ def _mnist(root: Path, layers: list[str]) -> tuple[dict, list, list]:
 
 
 def _reranker(root: Path, layers: list[str]) -> tuple[dict, list, list]:
-    from hedonic_neurons.experiments.reranker import METHOD_LABELS, METHODS
+    from hedonic_neurons.report.reranker_tables import METHOD_LABELS, METHODS
 
     by_seed: dict[int, list[dict]] = {}
     found = []
