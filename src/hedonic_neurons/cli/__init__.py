@@ -13,7 +13,7 @@ _COMMAND_MODULES = [
     "hedonic_neurons.data.fetch",
     "hedonic_neurons.cli.mnist",
     "hedonic_neurons.report.cli",
-    "hedonic_neurons.experiments.reranker",
+    "hedonic_neurons.cli.reranker",
     "hedonic_neurons.models.cli",
 ]
 # sub-command -> the module that registers it, so a command imports only its own module: the others pull in
@@ -25,7 +25,7 @@ COMMANDS = {
     "fetch": "hedonic_neurons.data.fetch",
     "mnist": "hedonic_neurons.cli.mnist",
     "report": "hedonic_neurons.report.cli",
-    "reranker": "hedonic_neurons.experiments.reranker",
+    "reranker": "hedonic_neurons.cli.reranker",
     "valuations": "hedonic_neurons.models.cli",
 }
 
