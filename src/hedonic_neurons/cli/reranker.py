@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from hedonic_neurons.distributed import env_world
-from hedonic_neurons.experiments.reranker import RerankerConfig, parse_layers, run_reranker
+from hedonic_neurons.experiments.reranker import RerankerConfig, run_reranker
 from hedonic_neurons.models.finetune import check_task
 
 
@@ -93,3 +94,25 @@ def register(subparsers) -> None:
     sol = add_config_flags(sg, d.solver, exclude=["random_state"],
                            aliases={"m": ["--solver-m"], "omega": ["--solver-omega"]})
     p.set_defaults(func=_cli, finetune_fields=fts, solver_fields=sol)
+
+
+def parse_layers(spec: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """'7-14' -> (7, ..., 14); '1,3,5' -> (1, 3, 5); a sequence passes through; None stays None."""
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return None
+    if not isinstance(spec, str):
+        return tuple(int(x) for x in spec)
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            if "-" in part.strip()[1:]:
+                a, b = part.split("-", 1)
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise ValueError(f"bad layer range {spec!r}; write it like '7-14' or '1,3,5'") from None
+    return tuple(sorted(set(out)))

@@ -47,18 +47,20 @@ from typing import Any
 import numpy as np
 
 from hedonic_neurons.distributed import Dist
-from hedonic_neurons.ir.embedded import PairSet
-from hedonic_neurons.ir.features import FEATURE_NAMES
 from hedonic_neurons.metrics.partition_metrics import alignment_r2, coalition_means, coalition_subset, predictivity_r2
 from hedonic_neurons.models.coalition_ablation import ablation_scores
+from hedonic_neurons.models.extract import subset_cache
 from hedonic_neurons.models.finetune import (
     FinetuneConfig,
     TaskData,
     build_task_data,
     check_rank_loss,
     check_task,
+    drop_subset,
     finetune,
     load_adapter,
+    task_data_from_json,
+    task_data_to_json,
     task_metric,
 )
 from hedonic_neurons.partition import SolverConfig
@@ -72,28 +74,6 @@ MIN_HALF = 8  # cross-fitting: fewest probe pairs per half
 
 
 # --- configuration -------------------------------------------------------------------------------
-def parse_layers(spec: str | Sequence[int] | None) -> tuple[int, ...] | None:
-    """'7-14' -> (7, ..., 14); '1,3,5' -> (1, 3, 5); a sequence passes through; None stays None."""
-    if spec is None or (isinstance(spec, str) and not spec.strip()):
-        return None
-    if not isinstance(spec, str):
-        return tuple(int(x) for x in spec)
-    out: list[int] = []
-    try:
-        for part in spec.split(","):
-            if "-" in part.strip()[1:]:
-                a, b = part.split("-", 1)
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ValueError
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-    except ValueError:
-        raise ValueError(f"bad layer range {spec!r}; write it like '7-14' or '1,3,5'") from None
-    return tuple(sorted(set(out)))
-
-
 def default_layers(n_layers: int) -> tuple[int, ...]:
     """The paper's 7-14 when the model is deep enough, else the middle layers 1..n-2 (MiniLM: 1-4)."""
     if n_layers >= 15:
@@ -196,39 +176,9 @@ class _Timer:
             print(f"[reranker] {stage}: {seconds:.1f} s", flush=True)
 
 
-def _pairs_to_json(d: TaskData) -> dict:
-    p = d.pairs
-    return {"split": p.split, "relevance": p.relevance, "qids": p.qids, "queries": p.queries, "pids": p.pids,
-            "passages": p.passages, "rel": p.rel.tolist(), "bm25": p.bm25.tolist(), "rank": p.rank.tolist(),
-            "y": d.y.tolist(), "y_std": d.y_std.tolist(), "features": d.features.tolist(),
-            "feature_names": list(FEATURE_NAMES)}
-
-
-def _pairs_from_json(j: dict) -> TaskData:
-    p = PairSet(j["qids"], j["queries"], j["pids"], j["passages"], np.asarray(j["rel"], dtype=np.int64),
-                np.asarray(j["bm25"]), np.asarray(j["rank"], dtype=np.int64), j["split"], j["relevance"])
-    return TaskData(p, p.texts(), np.asarray(j["y"]), np.asarray(j["y_std"]), np.asarray(j["features"]))
-
-
 def load_data(rd: RunDir) -> dict[str, TaskData]:
-    return {s: _pairs_from_json(json.loads((rd.root / "data" / f"{s}.json").read_text()))
+    return {s: task_data_from_json(json.loads((rd.root / "data" / f"{s}.json").read_text()))
             for s in ("train", "probe", "ood")}
-
-
-# --- metrics on partitions -----------------------------------------------------------------------
-def drop_subset(d: TaskData, n: int | None) -> TaskData:
-    """The first whole queries of `d` holding at most `n` pairs (at least one query); None or 0: all of `d`."""
-    if not n or n >= len(d.texts):
-        return d
-    qids = list(d.pairs.qids)
-    keep: list[int] = []
-    for q in dict.fromkeys(qids):
-        rows = [i for i, x in enumerate(qids) if x == q]
-        if keep and len(keep) + len(rows) > n:
-            break
-        keep += rows
-    idx = np.asarray(keep, dtype=np.int64)
-    return TaskData(d.pairs.subset(idx), [d.texts[i] for i in idx], d.y[idx], d.y_std[idx], d.features[idx])
 
 
 # --- the experiment ------------------------------------------------------------------------------
@@ -365,7 +315,7 @@ class RerankerExperiment:
             raise ValueError(f"only {len(probe.texts)} probe pairs; raise --n-probe or lower --n-train")
         probe_halves(c, probe.pairs.qids)  # too few probe pairs to split in two: one-line error, nothing written
         for name, d in (("train", train), ("probe", probe), ("ood", ood)):
-            write_json(self.rd.root / "data" / f"{name}.json", _pairs_to_json(d))
+            write_json(self.rd.root / "data" / f"{name}.json", task_data_to_json(d))
         write_json(self.rd.root / "data" / "norm.json", {"mean": norm[0], "sd": norm[1],
                                                          "relevance": "derived" if c.task == "relevance" else None})
         return {"n_train": len(train.texts), "n_probe": len(probe.texts), "n_ood": len(ood.texts)}
@@ -799,18 +749,6 @@ def probe_halves(cfg: RerankerConfig, qids: Sequence[str]) -> dict[str, np.ndarr
         return {"a": np.arange(len(qids))}
     a, b = split_halves(len(qids), cfg.seed0, min_half=MIN_HALF, groups=np.asarray(qids), what="probe pairs")
     return {"a": a, "b": b}
-
-
-def subset_cache(cache, idx: np.ndarray):
-    """The layer cache restricted to the samples `idx` (a half of the probe pairs); weights are shared."""
-    idx = np.asarray(idx, dtype=np.int64)
-
-    def take(x):
-        return None if x is None else x[idx]
-
-    return dataclasses.replace(cache, H=cache.H[idx], coef=cache.coef[idx], acts=cache.acts[idx],
-                               acts_base=take(cache.acts_base), coef_base=take(cache.coef_base),
-                               targets=take(cache.targets), meta=dict(cache.meta))
 
 
 def run_reranker(cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None,
