@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hedonic_neurons.models.gated_reads import hidden_at as _hidden
+from hedonic_neurons.models.gated_reads import local_tail as _tail
+from hedonic_neurons.models.gated_reads import oca_weight
 from hedonic_neurons.partition import SolverConfig
 from hedonic_neurons.report.mnist_tables import (
     METHODS,
@@ -173,38 +176,6 @@ def stage_model(sr: StageRunner, cfg: MnistConfig, data: _Data, variant: str, se
 # ---------------------------------------------------------------------------------------------------
 # valuations, partitions, metrics for one (variant, layer)
 # ---------------------------------------------------------------------------------------------------
-
-
-def _hidden(model, X: np.ndarray, layer: str) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return model.hidden_states(torch.as_tensor(X))[int(layer[1:]) - 1].numpy().astype(np.float32)
-
-
-def _tail(model):
-    """The local logit: the model's final LayerNorm and head, cloned and applied to h_l (I.3)."""
-    from hedonic_neurons.valuations.tail import NormTail
-
-    norm, head = model.norm, model.head
-    return NormTail(kind="layer", head_w=head.weight.detach().double().numpy(),
-                    head_b=head.bias.detach().double().numpy(), weight=norm.weight.detach().double().numpy(),
-                    bias=norm.bias.detach().double().numpy(), eps=float(norm.eps))
-
-
-def oca_weight(model, layer: str, how: str = "next") -> np.ndarray | None:
-    """The weight term of OCA for residual coordinate i (DESIGN 3): column i of what reads h_l next.
-
-    h1..h4: the next block's gate and up projections stacked, (2 d_ff, d); h5: the head with the final
-    LayerNorm gain folded in, (n_classes, d). ``how="identity"`` returns None (no weight term).
-    """
-    if how == "identity":
-        return None
-    li = int(layer[1:])
-    if li <= len(model.blocks):
-        b = model.blocks[li - 1]
-        return np.vstack([b.gate.weight.detach().numpy(), b.up.weight.detach().numpy()]).astype(np.float64)
-    return (model.head.weight.detach().double() * model.norm.weight.detach().double()).numpy()
 
 
 def _verify(rd: RunDir, model, data: _Data, li: int, key: str, pas, ix: np.ndarray) -> None:
