@@ -29,6 +29,7 @@ from hedonic_neurons.partition import SolverConfig
 from hedonic_neurons.report.mnist_tables import (
     METHODS,
     _write_coalitions_csv,
+    draw_digit_grids,
     write_accuracy_table,
     write_stability_table,
     write_summary,
@@ -407,51 +408,15 @@ def stage_metrics(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats: d
 
 
 def digit_grids(rd: RunDir, cfg: MnistConfig, data: _Data, rows: list[dict], variant: str) -> list[Path]:
-    """Top-64 images (label above each) of the purest Hedonic-PAS coalitions of the control layer (Fig. 3-6),
-    for the half-a partition, drawn from the other half's digits (those its purity was measured on)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from hedonic_neurons.metrics.mnist import coalition_activation, top_k
-
-    layer = cfg.control_layer if cfg.control_layer in cfg.layers else cfg.layers[len(cfg.layers) // 2]
-    cand = [r for r in rows if r["variant"] == variant and r["layer"] == layer and r["method"] == "hedonic_pas"
-            and r.get("half", "a") == "a"]
-    # real coalitions (two or more neurons) first, purest first; single neurons only if nothing else is left
-    cand.sort(key=lambda r: (r["size"] < 2, -r["purity"], -r["selectivity"]))
-    model_path = rd.root / "models" / f"{variant}.safetensors"
+    """Top-64 digit grids of the purest Hedonic-PAS coalitions of the control layer (Fig. 3-6), for the half-a
+    partition, drawn from the other half's digits (those its purity was measured on): report.mnist_tables."""
     from hedonic_neurons.models.gated_mlp import GatedMLPClassifier
 
+    layer = cfg.control_layer if cfg.control_layer in cfg.layers else cfg.layers[len(cfg.layers) // 2]
+    model_path = rd.root / "models" / f"{variant}.safetensors"
     ix = halves(cfg, len(data.y_test))[eval_half(cfg, "a")]
     H = _hidden(GatedMLPClassifier.load(model_path), data.X_test[ix], layer)
-    images, labels = data.images_test[ix], data.y_test[ix]
-    paths = []
-    for rank, r in enumerate(cand[: cfg.n_grids]):
-        idx = top_k(coalition_activation(H, r["members"]), 64)
-        side = int(np.ceil(np.sqrt(len(idx))))
-        # one montage in one axes (8 x 8 digits, 10-pixel label strip above each): 64 sub-axes cost seconds
-        cell_h, cell_w = 38, 30
-        canvas = np.zeros((side * cell_h, side * cell_w))
-        fig, ax = plt.subplots(figsize=(side * 0.8, side * 1.0))
-        for pos, n in enumerate(idx):
-            rr, cc = divmod(pos, side)
-            canvas[rr * cell_h + 10: rr * cell_h + 38, cc * cell_w + 1: cc * cell_w + 29] = images[n]
-            ax.text(cc * cell_w + 15, rr * cell_h + 5, str(int(labels[n])), ha="center", va="center",
-                    fontsize=8, color="black")
-        ax.imshow(canvas, cmap="gray_r", interpolation="nearest")
-        ax.axis("off")
-        ax.set_title(f"{variant} {layer} Hedonic-PAS coalition {r['coalition']} (|C|={r['size']}): purity "
-                     f"{r['purity']:.2f}, top digit {r['top_digit']},\nbest stroke template "
-                     f"{r.get('stroke_template', '')} ({r.get('stroke', float('nan')):.2f}); top-64 digits of the "
-                     "half it was not fitted on, true label above each", fontsize=8)
-        fig.tight_layout()
-        path = rd.figure_path(f"grid_{layer}_hedonic_pas_{rank + 1}")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    return draw_digit_grids(rd, cfg.n_grids, rows, variant, layer, H, data.images_test[ix], data.y_test[ix])
 
 
 

@@ -373,3 +373,45 @@ def _write_coalitions_csv(path: Path, rows: list[dict]) -> None:
         for r in rows:
             w.writerow({**r, "members": " ".join(map(str, r["members"]))})
     tmp.replace(path)
+
+
+def draw_digit_grids(rd: RunDir, n_grids: int, rows: list[dict], variant: str, layer: str, H: np.ndarray,
+                     images: np.ndarray, labels: np.ndarray) -> list[Path]:
+    """Top-64 images (label above each) of the purest Hedonic-PAS coalitions of `layer` (Fig. 3-6), for the
+    half-a partition; `H`, `images`, `labels`: the digits it is drawn from (the other half's)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hedonic_neurons.metrics.mnist import coalition_activation, top_k
+
+    cand = [r for r in rows if r["variant"] == variant and r["layer"] == layer and r["method"] == "hedonic_pas"
+            and r.get("half", "a") == "a"]
+    # real coalitions (two or more neurons) first, purest first; single neurons only if nothing else is left
+    cand.sort(key=lambda r: (r["size"] < 2, -r["purity"], -r["selectivity"]))
+    paths = []
+    for rank, r in enumerate(cand[:n_grids]):
+        idx = top_k(coalition_activation(H, r["members"]), 64)
+        side = int(np.ceil(np.sqrt(len(idx))))
+        # one montage in one axes (8 x 8 digits, 10-pixel label strip above each): 64 sub-axes cost seconds
+        cell_h, cell_w = 38, 30
+        canvas = np.zeros((side * cell_h, side * cell_w))
+        fig, ax = plt.subplots(figsize=(side * 0.8, side * 1.0))
+        for pos, n in enumerate(idx):
+            rr, cc = divmod(pos, side)
+            canvas[rr * cell_h + 10: rr * cell_h + 38, cc * cell_w + 1: cc * cell_w + 29] = images[n]
+            ax.text(cc * cell_w + 15, rr * cell_h + 5, str(int(labels[n])), ha="center", va="center",
+                    fontsize=8, color="black")
+        ax.imshow(canvas, cmap="gray_r", interpolation="nearest")
+        ax.axis("off")
+        ax.set_title(f"{variant} {layer} Hedonic-PAS coalition {r['coalition']} (|C|={r['size']}): purity "
+                     f"{r['purity']:.2f}, top digit {r['top_digit']},\nbest stroke template "
+                     f"{r.get('stroke_template', '')} ({r.get('stroke', float('nan')):.2f}); top-64 digits of the "
+                     "half it was not fitted on, true label above each", fontsize=8)
+        fig.tight_layout()
+        path = rd.figure_path(f"grid_{layer}_hedonic_pas_{rank + 1}")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
