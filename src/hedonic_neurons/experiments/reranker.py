@@ -531,32 +531,12 @@ class RerankerExperiment:
         return load_file(str(self.rd.root / "activations" / f"{layer}.safetensors"))
 
     def _exact_pair_means(self, layer: int, half: str, coalitions: list[np.ndarray], seed: int) -> list[float]:
-        """Pair of each coalition from exact pair ablations on the probe pairs of `half` (non-norm tails):
-        every pair of a coalition with at most `synergy_pairs` pairs, else that many drawn at random (an
-        unbiased estimate of the mean over pairs). One batched call for all coalitions."""
-        from hedonic_neurons.models.valuate import exact_pas_pairs
+        """Pair of each coalition from exact pair ablations on the probe pairs of `half` (non-norm tails), at
+        most `synergy_pairs` pairs per coalition (models.valuate.exact_pair_means)."""
+        from hedonic_neurons.models.valuate import exact_pair_means
 
-        c = self.cfg
-        rng = np.random.default_rng(seed)
-        chosen = []
-        for coal in coalitions:
-            k = coal.size
-            if k * (k - 1) // 2 <= c.synergy_pairs:
-                iu, ju = np.triu_indices(k, 1)
-            else:
-                iu = rng.integers(0, k, size=c.synergy_pairs)
-                ju = (iu + rng.integers(1, k, size=c.synergy_pairs)) % k
-            a_, b_ = coal[iu], coal[ju]
-            chosen.append((np.minimum(a_, b_), np.maximum(a_, b_)))
-        keys = {(int(x), int(y)) for pa, pb in chosen for x, y in zip(pa, pb, strict=True)}
-        val: dict[tuple[int, int], float] = {}
-        if keys:
-            pi, pj = (np.array(x, dtype=np.int64) for x in zip(*sorted(keys), strict=True))
-            ix = self.halves()[half]
-            (pi, pj), vals, _ = exact_pas_pairs(subset_cache(self._probe_cache(layer), ix), (pi, pj),
-                                                progress=False)
-            val = {(int(x), int(y)): float(v) for x, y, v in zip(pi, pj, vals, strict=True)}
-        return [float(np.mean([val[(int(x), int(y))] for x, y in zip(pa, pb, strict=True)])) for pa, pb in chosen]
+        return exact_pair_means(lambda: subset_cache(self._probe_cache(layer), self.halves()[half]), coalitions,
+                                self.cfg.synergy_pairs, seed)
 
     def stage_evaluate(self, layer: int, seed: int) -> dict:
         from hedonic_neurons.metrics.crossfit import coalitions_of, coverage, split_half_ari, synergy_rows

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,3 +367,28 @@ def compute_valuations(
     else:
         v.meta["verification"] = "skipped (verify=False / --no-verify)"
     return v
+
+
+def exact_pair_means(cache_of: Callable[[], LayerCache], coalitions: list[np.ndarray], max_pairs: int,
+                     seed: int) -> list[float]:
+    """Pair of each coalition from exact pair ablations on the cache `cache_of()` (built only when some pair is
+    needed; for tails with no closed form): every pair of a coalition with at most `max_pairs` pairs, else that
+    many drawn at random (an unbiased estimate of the mean over pairs). One batched call for all coalitions."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for coal in coalitions:
+        k = coal.size
+        if k * (k - 1) // 2 <= max_pairs:
+            iu, ju = np.triu_indices(k, 1)
+        else:
+            iu = rng.integers(0, k, size=max_pairs)
+            ju = (iu + rng.integers(1, k, size=max_pairs)) % k
+        a_, b_ = coal[iu], coal[ju]
+        chosen.append((np.minimum(a_, b_), np.maximum(a_, b_)))
+    keys = {(int(x), int(y)) for pa, pb in chosen for x, y in zip(pa, pb, strict=True)}
+    val: dict[tuple[int, int], float] = {}
+    if keys:
+        pi, pj = (np.array(x, dtype=np.int64) for x in zip(*sorted(keys), strict=True))
+        (pi, pj), vals, _ = exact_pas_pairs(cache_of(), (pi, pj), progress=False)
+        val = {(int(x), int(y)): float(v) for x, y, v in zip(pi, pj, vals, strict=True)}
+    return [float(np.mean([val[(int(x), int(y))] for x, y in zip(pa, pb, strict=True)])) for pa, pb in chosen]
