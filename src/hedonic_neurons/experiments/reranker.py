@@ -352,9 +352,8 @@ class RerankerExperiment:
         """OCA and PAS (exact, or Hessian with its exact agreement) of one cache: ({phi_oca, oca_se, phi_pas,
         [pas_se], psi, [psi_se]}, info). With `verify_texts` (the cache's own inputs, in order) the valuations
         are self-verified against direct ablation through the model (models.verify) and the check saved."""
-        from hedonic_neurons.models.valuate import exact_pas_pairs, exact_singles, valuations_from_cache
+        from hedonic_neurons.models.valuate import hessian_valuations, valuations_from_cache
         from hedonic_neurons.valuations.oca import oca_se
-        from hedonic_neurons.valuations.pas import hessian_pas
         from hedonic_neurons.valuations.tail import NormTail
 
         c = self.cfg
@@ -365,27 +364,10 @@ class RerankerExperiment:
             phi_pas, pas_se, psi, psi_se = v.phi_pas, v.pas_se, v.psi, v.psi_se
             info["pas"] = "exact"
         else:
-            # A tail that is not norm + linear head (BERT: post-LN + pooler + classifier) has no closed form
-            # and direct exact PAS on all n^2/2 pairs costs hours on CPU: the partition uses the Hessian
-            # PAS, its agreement with exact PAS is measured on random pairs, and Pair / Ratio are computed
-            # from exact pair ablations (stage evaluate).
-            v = valuations_from_cache(cache, ("oca",), progress=prog)
-            kw = cache.math_kwargs()
-            t = time.perf_counter()
-            phi_pas = hessian_pas(kw["H"], kw["coef"], kw["C"], cache.tail.logit_torch, None,
-                                  C_base=kw.get("C_base"), coef_base=kw.get("coef_base"), progress=prog)
+            # a tail with no closed form (BERT): Hessian PAS, checked against exact PAS on random pairs
+            v, phi_pas, psi, psi_se, more = hessian_valuations(cache, c.agreement_pairs, prog)
             pas_se = None
-            psi, psi_se = exact_singles(cache)
-            rng = np.random.default_rng(0)
-            m = min(c.agreement_pairs, n * (n - 1) // 2)
-            i = rng.integers(0, n, size=m)
-            j = (i + rng.integers(1, n, size=m)) % n
-            (pi, pj), vals, _ = exact_pas_pairs(cache, (np.minimum(i, j), np.maximum(i, j)), progress=False)
-            hv = phi_pas[pi, pj]
-            corr = float(np.corrcoef(vals, hv)[0, 1]) if vals.std() > 0 and hv.std() > 0 else float("nan")
-            info.update(pas="hessian (exact agreement on random pairs)", agreement_pairs=int(m),
-                        agreement_pearson=corr, hessian_seconds=round(time.perf_counter() - t, 2))
-            log.info("layer %s: Hessian PAS vs exact on %d random pairs: Pearson %.4f", cache.layer, m, corr)
+            info.update(more)
         if verify_texts is not None:
             from hedonic_neurons.models.extract import text_batches
             from hedonic_neurons.models.verify import save_verification, verify_valuations
