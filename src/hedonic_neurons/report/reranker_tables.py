@@ -56,8 +56,8 @@ def finetune_table(rd: RunDir, cfg: Any, rep: dict) -> None:
         "fine-tuned better": "yes" if better else "no", "train pairs": rep["n_train"], "OOD pairs": rep["n_ood"],
         "steps": rep["steps"], "seconds": rep["train_seconds"]}]
     rd.save_table("finetune", rows, title="Fine-tuning: untuned vs fine-tuned on the OOD set "
-                       "(TREC DL-19/20 queries x Wikipedia pool), as the paper's Tables 4-5; 'head only' is the "
-                       "new head fitted by ridge before LoRA training (LP-FT), adapter off")
+                  "(TREC DL-19/20 queries x Wikipedia pool), as the paper's Tables 4-5; 'head only' is the "
+                  "new head fitted by ridge before LoRA training (LP-FT), adapter off")
 
 
 def subset_rule(cfg: Any) -> str:
@@ -144,11 +144,11 @@ def write_tables(rd: RunDir, cfg: Any) -> dict:
     where = (f"{c.model}, layers {c.layers[0]}-{c.layers[-1]}, mean ± 95 % CI over {c.seeds} seeds; "
              f"M = {'NDCG@10' if c.task == 'relevance' else '-MSE'} ({label})")
     rd.save_table("table1_extrinsic", t1, title=f"Table 1: OOD drop and feature alignment R2 ({where}). "
-                       + subset_rule(cfg))
+                  + subset_rule(cfg))
     rd.save_table("table2_predictivity", t2, title=f"Table 2: coalition predictivity, ridge R2 on OOD "
-                       f"({where})")
+                  f"({where})")
     rd.save_table("table6_synergy", t6, title=f"Table 6: coalition synergy on exact PAS ({where}). "
-                       f"{crossfit_note(cfg)} {leiden_note(rd, cfg)}")
+                  f"{crossfit_note(cfg)} {leiden_note(rd, cfg)}")
     all_rows = []
     for seed in range(c.seeds):
         for layer in c.layers:
@@ -156,7 +156,7 @@ def write_tables(rd: RunDir, cfg: Any) -> dict:
             for m in METHODS:
                 all_rows.append({"layer": layer, "seed": seed, "method": m, **e["per_method"][m]})
     rd.save_table("eval_per_layer", all_rows, title="Per layer and seed (means over the evaluated "
-                       "coalitions; pair / ratio held-out, *_in_sample beside, ari = split-half ARI)")
+                  "coalitions; pair / ratio held-out, *_in_sample beside, ari = split-half ARI)")
     means = {m: {k: mean_ci95([v for v in per_seed[m][k] if np.isfinite(v)] or [np.nan])[0]
                  if any(np.isfinite(per_seed[m][k])) else float("nan") for k in per_seed[m]} for m in METHODS}
     summary = summary_md(rd, cfg, means, per_seed, all_rows)
