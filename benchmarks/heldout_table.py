@@ -26,7 +26,7 @@ from hedonic_neurons.metrics.stats import mean_ci95  # noqa: E402
 
 
 def _mnist(root: Path, layers: list[str]) -> tuple[dict, list, list]:
-    from hedonic_neurons.experiments.mnist import METHOD_NAMES, METHODS, _per_seed, _per_seed_part
+    from hedonic_neurons.report.mnist_tables import METHOD_NAMES, METHODS, _per_seed, _per_seed_part
 
     rows, prows = [], []
     for p in sorted((root / "metrics").glob("*.json")):
@@ -44,7 +44,7 @@ def _mnist(root: Path, layers: list[str]) -> tuple[dict, list, list]:
 
 
 def _reranker(root: Path, layers: list[str]) -> tuple[dict, list, list]:
-    from hedonic_neurons.experiments.reranker import METHOD_LABELS, METHODS
+    from hedonic_neurons.report.reranker_tables import METHOD_LABELS, METHODS
 
     by_seed: dict[int, list[dict]] = {}
     found = []

@@ -79,7 +79,7 @@ def test_verdicts_with_nan_are_undecided_whatever_the_order():
 
 
 def test_mnist_ordering_verdict_with_a_nan_mean():
-    from hedonic_neurons.experiments.mnist import METHODS, ordering_verdict
+    from hedonic_neurons.report.mnist_tables import METHODS, ordering_verdict
 
     means = {m: {"pair": v} for m, v in zip(METHODS, (0.1, 0.2, 0.3, 0.4, 0.5, 0.6), strict=False)}
     means["random"]["pair"] = float("nan")  # the last of the paper's order: sorting NaN last used to say "held"

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from hedonic_neurons.distributed import Dist
-from hedonic_neurons.experiments.reranker import RerankerExperiment, run_reranker, subset_cache
+from hedonic_neurons.experiments.reranker import RerankerExperiment, run_reranker
 from hedonic_neurons.models.distributed import sharded_half_valuations
-from hedonic_neurons.models.extract import layer_cache, text_batches
+from hedonic_neurons.models.extract import layer_cache, subset_cache, text_batches
 from hedonic_neurons.valuations.accumulate import relative_error
 
 TOL = 1e-12

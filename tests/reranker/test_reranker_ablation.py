@@ -90,7 +90,7 @@ def _task_data(qids):
 
 
 def test_drop_subset_keeps_whole_queries():
-    from hedonic_neurons.experiments.reranker import drop_subset
+    from hedonic_neurons.models.finetune import drop_subset
 
     d = _task_data(["a"] * 3 + ["b"] * 3 + ["c"] * 3)
     assert drop_subset(d, 7).pairs.qids == ["a"] * 3 + ["b"] * 3  # c would be cut: dropped whole

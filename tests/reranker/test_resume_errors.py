@@ -6,7 +6,8 @@ import os
 import pytest
 
 from hedonic_neurons.cli import main
-from hedonic_neurons.experiments.reranker import RerankerExperiment, parse_layers, run_reranker
+from hedonic_neurons.cli.reranker import parse_layers
+from hedonic_neurons.experiments.reranker import RerankerExperiment, run_reranker
 
 
 def test_resume_recomputes_only_the_deleted_stage(pool, tmp_path, make_model, make_config):

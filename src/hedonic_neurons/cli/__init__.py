@@ -11,9 +11,9 @@ import sys
 _COMMAND_MODULES = [
     "hedonic_neurons.cli.partition",
     "hedonic_neurons.data.fetch",
-    "hedonic_neurons.experiments.mnist",
+    "hedonic_neurons.cli.mnist",
     "hedonic_neurons.report.cli",
-    "hedonic_neurons.experiments.reranker",
+    "hedonic_neurons.cli.reranker",
     "hedonic_neurons.models.cli",
 ]
 # sub-command -> the module that registers it, so a command imports only its own module: the others pull in
@@ -23,9 +23,9 @@ COMMANDS = {
     "partition": "hedonic_neurons.cli.partition",
     "planted": "hedonic_neurons.cli.partition",
     "fetch": "hedonic_neurons.data.fetch",
-    "mnist": "hedonic_neurons.experiments.mnist",
+    "mnist": "hedonic_neurons.cli.mnist",
     "report": "hedonic_neurons.report.cli",
-    "reranker": "hedonic_neurons.experiments.reranker",
+    "reranker": "hedonic_neurons.cli.reranker",
     "valuations": "hedonic_neurons.models.cli",
 }
 

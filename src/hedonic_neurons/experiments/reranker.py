@@ -45,83 +45,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from hedonic_neurons.distributed import Dist, env_world
-from hedonic_neurons.ir.embedded import PairSet
-from hedonic_neurons.ir.features import FEATURE_NAMES
+from hedonic_neurons.distributed import Dist
 from hedonic_neurons.metrics.partition_metrics import alignment_r2, coalition_means, coalition_subset, predictivity_r2
 from hedonic_neurons.models.coalition_ablation import ablation_scores
+from hedonic_neurons.models.extract import subset_cache
 from hedonic_neurons.models.finetune import (
-    TASK_NAMES,
     FinetuneConfig,
     TaskData,
     build_task_data,
     check_rank_loss,
     check_task,
+    drop_subset,
     finetune,
     load_adapter,
+    task_data_from_json,
+    task_data_to_json,
     task_metric,
 )
 from hedonic_neurons.partition import SolverConfig
+from hedonic_neurons.report.reranker_tables import METHODS, finetune_table, subset_rule, write_tables
 from hedonic_neurons.rundir import RunDir, write_json
 from hedonic_neurons.stages import StageRunner
 
 log = logging.getLogger(__name__)
 
-METHODS = ("random", "kmeans", "ward", "leiden", "hedonic_oca", "hedonic_pas")
-METHOD_LABELS = {"random": "Random", "kmeans": "K-means", "ward": "Hier. clustering", "leiden": "Leiden (CPM)",
-                 "hedonic_oca": "Hedonic (OCA)", "hedonic_pas": "Hedonic (PAS)"}
-BASELINES = ("random", "kmeans", "ward", "leiden")  # what Hedonic-PAS is compared with in the summary
 MIN_HALF = 8  # cross-fitting: fewest probe pairs per half
-NOT_IN_PAPER = "–"  # paper columns of methods the paper does not have (Leiden)
-
-# The paper's numbers (Table 1: LLaMA-3.1 column; Table 2: average of three LLMs; Table 6: LLaMA-3.1).
-PAPER_TABLE1 = {  # task -> method -> (OOD drop, Align R2)
-    "cqtr": {"random": (0.01, 0.05), "kmeans": (0.02, 0.12), "ward": (0.03, 0.15), "hedonic_oca": (0.07, 0.41),
-             "hedonic_pas": (0.11, 0.58)},
-    "mtfl": {"random": (0.01, 0.04), "kmeans": (0.02, 0.11), "ward": (0.03, 0.14), "hedonic_oca": (0.06, 0.38),
-             "hedonic_pas": (0.10, 0.55)},
-    "relevance": {"random": (0.02, 0.06), "kmeans": (0.03, 0.13), "ward": (0.04, 0.17),
-                  "hedonic_oca": (0.09, 0.47), "hedonic_pas": (0.14, 0.63)},
-}
-PAPER_TABLE2 = {"cqtr": {"random": 0.08, "kmeans": 0.16, "ward": 0.18, "hedonic_oca": 0.34, "hedonic_pas": 0.43},
-                "mtfl": {"random": 0.09, "kmeans": 0.15, "ward": 0.17, "hedonic_oca": 0.33, "hedonic_pas": 0.42},
-                "relevance": {"random": 0.12, "kmeans": 0.21, "ward": 0.21, "hedonic_oca": 0.38,
-                              "hedonic_pas": 0.47}}
-PAPER_TABLE6 = {  # task -> method -> (Pair, Ratio), LLaMA-3.1
-    "cqtr": {"random": (0.01, 0.49), "kmeans": (-0.23, 0.32), "ward": (-0.11, 0.41), "hedonic_oca": (0.08, 0.74),
-             "hedonic_pas": (0.12, 0.86)},
-    "mtfl": {"random": (0.02, 0.41), "kmeans": (-0.22, 0.34), "ward": (-0.08, 0.43), "hedonic_oca": (0.01, 0.72),
-             "hedonic_pas": (0.09, 0.85)},
-    "relevance": {"random": (0.01, 0.42), "kmeans": (-0.13, 0.33), "ward": (-0.09, 0.42),
-                  "hedonic_oca": (0.05, 0.77), "hedonic_pas": (0.11, 0.81)},
-}
 
 
 # --- configuration -------------------------------------------------------------------------------
-def parse_layers(spec: str | Sequence[int] | None) -> tuple[int, ...] | None:
-    """'7-14' -> (7, ..., 14); '1,3,5' -> (1, 3, 5); a sequence passes through; None stays None."""
-    if spec is None or (isinstance(spec, str) and not spec.strip()):
-        return None
-    if not isinstance(spec, str):
-        return tuple(int(x) for x in spec)
-    out: list[int] = []
-    try:
-        for part in spec.split(","):
-            if "-" in part.strip()[1:]:
-                a, b = part.split("-", 1)
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ValueError
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-    except ValueError:
-        raise ValueError(f"bad layer range {spec!r}; write it like '7-14' or '1,3,5'") from None
-    return tuple(sorted(set(out)))
-
-
 def default_layers(n_layers: int) -> tuple[int, ...]:
     """The paper's 7-14 when the model is deep enough, else the middle layers 1..n-2 (MiniLM: 1-4)."""
     if n_layers >= 15:
@@ -224,39 +176,9 @@ class _Timer:
             print(f"[reranker] {stage}: {seconds:.1f} s", flush=True)
 
 
-def _pairs_to_json(d: TaskData) -> dict:
-    p = d.pairs
-    return {"split": p.split, "relevance": p.relevance, "qids": p.qids, "queries": p.queries, "pids": p.pids,
-            "passages": p.passages, "rel": p.rel.tolist(), "bm25": p.bm25.tolist(), "rank": p.rank.tolist(),
-            "y": d.y.tolist(), "y_std": d.y_std.tolist(), "features": d.features.tolist(),
-            "feature_names": list(FEATURE_NAMES)}
-
-
-def _pairs_from_json(j: dict) -> TaskData:
-    p = PairSet(j["qids"], j["queries"], j["pids"], j["passages"], np.asarray(j["rel"], dtype=np.int64),
-                np.asarray(j["bm25"]), np.asarray(j["rank"], dtype=np.int64), j["split"], j["relevance"])
-    return TaskData(p, p.texts(), np.asarray(j["y"]), np.asarray(j["y_std"]), np.asarray(j["features"]))
-
-
 def load_data(rd: RunDir) -> dict[str, TaskData]:
-    return {s: _pairs_from_json(json.loads((rd.root / "data" / f"{s}.json").read_text()))
+    return {s: task_data_from_json(json.loads((rd.root / "data" / f"{s}.json").read_text()))
             for s in ("train", "probe", "ood")}
-
-
-# --- metrics on partitions -----------------------------------------------------------------------
-def drop_subset(d: TaskData, n: int | None) -> TaskData:
-    """The first whole queries of `d` holding at most `n` pairs (at least one query); None or 0: all of `d`."""
-    if not n or n >= len(d.texts):
-        return d
-    qids = list(d.pairs.qids)
-    keep: list[int] = []
-    for q in dict.fromkeys(qids):
-        rows = [i for i, x in enumerate(qids) if x == q]
-        if keep and len(keep) + len(rows) > n:
-            break
-        keep += rows
-    idx = np.asarray(keep, dtype=np.int64)
-    return TaskData(d.pairs.subset(idx), [d.texts[i] for i in idx], d.y[idx], d.y_std[idx], d.features[idx])
 
 
 # --- the experiment ------------------------------------------------------------------------------
@@ -396,7 +318,7 @@ class RerankerExperiment:
             raise ValueError(f"only {len(probe.texts)} probe pairs; raise --n-probe or lower --n-train")
         probe_halves(c, probe.pairs.qids)  # too few probe pairs to split in two: one-line error, nothing written
         for name, d in (("train", train), ("probe", probe), ("ood", ood)):
-            write_json(self.rd.root / "data" / f"{name}.json", _pairs_to_json(d))
+            write_json(self.rd.root / "data" / f"{name}.json", task_data_to_json(d))
         write_json(self.rd.root / "data" / "norm.json", {"mean": norm[0], "sd": norm[1],
                                                          "relevance": "derived" if c.task == "relevance" else None})
         return {"n_train": len(train.texts), "n_probe": len(probe.texts), "n_ood": len(ood.texts)}
@@ -415,25 +337,8 @@ class RerankerExperiment:
         pm.eval()
         self._pm = (pm, tok)
         write_json(self.rd.root / "finetune.json", rep)
-        self._finetune_table(rep)
+        finetune_table(self.rd, self.cfg, rep)
         return {"ood_before": rep["ood_before"], "ood_after": rep["ood_after"]}
-
-    def _finetune_table(self, rep: dict) -> None:
-        """Table `finetune`: untuned, linear-probe head only, fine-tuned, on the OOD set (Tables 4-5)."""
-        c = self.cfg
-        metric = "ndcg@10" if c.task == "relevance" else "mse"
-        better = rep["ood_after"]["M"] > rep["ood_before"]["M"]
-        head_only = rep.get("ood_head_only")
-        rows = [{"model": c.model, "task": TASK_NAMES[c.task], "metric": f"OOD {metric}" + (
-            " (derived labels)" if c.task == "relevance" else " (z units)"),
-            "untuned": round(rep["ood_before"][metric], 4),
-            "head only (linear probe)": round(head_only[metric], 4) if head_only else "n/a",
-            "fine-tuned": round(rep["ood_after"][metric], 4),
-            "fine-tuned better": "yes" if better else "no", "train pairs": rep["n_train"], "OOD pairs": rep["n_ood"],
-            "steps": rep["steps"], "seconds": rep["train_seconds"]}]
-        self.rd.save_table("finetune", rows, title="Fine-tuning: untuned vs fine-tuned on the OOD set "
-                           "(TREC DL-19/20 queries x Wikipedia pool), as the paper's Tables 4-5; 'head only' is the "
-                           "new head fitted by ridge before LoRA training (LP-FT), adapter off")
 
     def halves(self) -> dict[str, np.ndarray]:
         """{half: probe-pair indices}: two seeded halves of whole queries, or {"a": all} without crossfit."""
@@ -450,9 +355,8 @@ class RerankerExperiment:
         """OCA and PAS (exact, or Hessian with its exact agreement) of one cache: ({phi_oca, oca_se, phi_pas,
         [pas_se], psi, [psi_se]}, info). With `verify_texts` (the cache's own inputs, in order) the valuations
         are self-verified against direct ablation through the model (models.verify) and the check saved."""
-        from hedonic_neurons.models.valuate import exact_pas_pairs, exact_singles, valuations_from_cache
+        from hedonic_neurons.models.valuate import hessian_valuations, valuations_from_cache
         from hedonic_neurons.valuations.oca import oca_se
-        from hedonic_neurons.valuations.pas import hessian_pas
         from hedonic_neurons.valuations.tail import NormTail
 
         c = self.cfg
@@ -463,27 +367,10 @@ class RerankerExperiment:
             phi_pas, pas_se, psi, psi_se = v.phi_pas, v.pas_se, v.psi, v.psi_se
             info["pas"] = "exact"
         else:
-            # A tail that is not norm + linear head (BERT: post-LN + pooler + classifier) has no closed form
-            # and direct exact PAS on all n^2/2 pairs costs hours on CPU: the partition uses the Hessian
-            # PAS, its agreement with exact PAS is measured on random pairs, and Pair / Ratio are computed
-            # from exact pair ablations (stage evaluate).
-            v = valuations_from_cache(cache, ("oca",), progress=prog)
-            kw = cache.math_kwargs()
-            t = time.perf_counter()
-            phi_pas = hessian_pas(kw["H"], kw["coef"], kw["C"], cache.tail.logit_torch, None,
-                                  C_base=kw.get("C_base"), coef_base=kw.get("coef_base"), progress=prog)
+            # a tail with no closed form (BERT): Hessian PAS, checked against exact PAS on random pairs
+            v, phi_pas, psi, psi_se, more = hessian_valuations(cache, c.agreement_pairs, prog)
             pas_se = None
-            psi, psi_se = exact_singles(cache)
-            rng = np.random.default_rng(0)
-            m = min(c.agreement_pairs, n * (n - 1) // 2)
-            i = rng.integers(0, n, size=m)
-            j = (i + rng.integers(1, n, size=m)) % n
-            (pi, pj), vals, _ = exact_pas_pairs(cache, (np.minimum(i, j), np.maximum(i, j)), progress=False)
-            hv = phi_pas[pi, pj]
-            corr = float(np.corrcoef(vals, hv)[0, 1]) if vals.std() > 0 and hv.std() > 0 else float("nan")
-            info.update(pas="hessian (exact agreement on random pairs)", agreement_pairs=int(m),
-                        agreement_pearson=corr, hessian_seconds=round(time.perf_counter() - t, 2))
-            log.info("layer %s: Hessian PAS vs exact on %d random pairs: Pearson %.4f", cache.layer, m, corr)
+            info.update(more)
         if verify_texts is not None:
             from hedonic_neurons.models.extract import text_batches
             from hedonic_neurons.models.verify import save_verification, verify_valuations
@@ -636,32 +523,12 @@ class RerankerExperiment:
         return load_file(str(self.rd.root / "activations" / f"{layer}.safetensors"))
 
     def _exact_pair_means(self, layer: int, half: str, coalitions: list[np.ndarray], seed: int) -> list[float]:
-        """Pair of each coalition from exact pair ablations on the probe pairs of `half` (non-norm tails):
-        every pair of a coalition with at most `synergy_pairs` pairs, else that many drawn at random (an
-        unbiased estimate of the mean over pairs). One batched call for all coalitions."""
-        from hedonic_neurons.models.valuate import exact_pas_pairs
+        """Pair of each coalition from exact pair ablations on the probe pairs of `half` (non-norm tails), at
+        most `synergy_pairs` pairs per coalition (models.valuate.exact_pair_means)."""
+        from hedonic_neurons.models.valuate import exact_pair_means
 
-        c = self.cfg
-        rng = np.random.default_rng(seed)
-        chosen = []
-        for coal in coalitions:
-            k = coal.size
-            if k * (k - 1) // 2 <= c.synergy_pairs:
-                iu, ju = np.triu_indices(k, 1)
-            else:
-                iu = rng.integers(0, k, size=c.synergy_pairs)
-                ju = (iu + rng.integers(1, k, size=c.synergy_pairs)) % k
-            a_, b_ = coal[iu], coal[ju]
-            chosen.append((np.minimum(a_, b_), np.maximum(a_, b_)))
-        keys = {(int(x), int(y)) for pa, pb in chosen for x, y in zip(pa, pb, strict=True)}
-        val: dict[tuple[int, int], float] = {}
-        if keys:
-            pi, pj = (np.array(x, dtype=np.int64) for x in zip(*sorted(keys), strict=True))
-            ix = self.halves()[half]
-            (pi, pj), vals, _ = exact_pas_pairs(subset_cache(self._probe_cache(layer), ix), (pi, pj),
-                                                progress=False)
-            val = {(int(x), int(y)): float(v) for x, y, v in zip(pi, pj, vals, strict=True)}
-        return [float(np.mean([val[(int(x), int(y))] for x, y in zip(pa, pb, strict=True)])) for pa, pb in chosen]
+        return exact_pair_means(lambda: subset_cache(self._probe_cache(layer), self.halves()[half]), coalitions,
+                                self.cfg.synergy_pairs, seed)
 
     def stage_evaluate(self, layer: int, seed: int) -> dict:
         from hedonic_neurons.metrics.crossfit import coalitions_of, coverage, split_half_ari, synergy_rows
@@ -778,7 +645,7 @@ class RerankerExperiment:
         write_json(self.rd.root / "eval" / f"{layer}_s{seed}.json",
                    {"layer": layer, "seed": seed, "M_full": M0, "n_ood_drop": len(ood_d.texts),
                     "n_ablated": len(todo), "per_method": per_method, "coalitions": rows,
-                    "subset_rule": self.subset_rule()})
+                    "subset_rule": subset_rule(self.cfg)})
         return {"M_full": M0, "n_ablated": len(todo), "n_reused": len(flat) - len(todo)}
 
     def _known_drops(self, layer: int) -> tuple[dict[tuple[int, ...], float], float | None]:
@@ -791,188 +658,8 @@ class RerankerExperiment:
             known.update({tuple(r["members"]): r["ood_drop"] for r in e["coalitions"]})
         return known, M0
 
-    def subset_rule(self) -> str:
-        c = self.cfg
-        return (f"OOD drop on the {c.n_largest} largest coalitions plus {c.n_random} drawn at random (seeded) from "
-                f"the other coalitions of size >= 2, per method, layer and seed; alignment on every coalition of size "
-                f">= 2; Pair and Ratio on every coalition of size >= 2 when exact PAS covers all pairs (norm + "
-                f"linear tails), else on the evaluated subset from exact pair ablations (at most {c.synergy_pairs} "
-                f"random pairs per coalition); predictivity on the whole "
-                f"partition")
-
-    def crossfit_note(self) -> str:
-        if not self.cfg.crossfit:
-            return ("Cross-fitting OFF: Pair and Ratio are IN-SAMPLE (scored on the probe pairs the partitions were "
-                    "fitted on).")
-        return ("Cross-fitted: the probe pairs are split into two seeded halves of whole queries; partitions "
-                "fitted on one half's valuation are scored (Pair, Ratio) on the other half's, both directions "
-                "averaged; 'in-sample' columns score each partition on its own half (labelled, never used for a "
-                "verdict); split-half ARI: adjusted Rand index between the two halves' partitions; % in 2-"
-                f"{self.cfg.solver.max_size}: share of channels in coalitions of 2-{self.cfg.solver.max_size} "
-                "(mean over halves). "
-                "OOD drop, alignment and predictivity are measured on the OOD pairs (never used for fitting) for "
-                "the half-a partitions; predictivity's ridge is trained on all probe pairs.")
-
-    def leiden_note(self) -> str:
-        rule = "n/a"
-        for layer in self.cfg.layers:
-            p = self.rd.partition_path(str(layer), "leiden")
-            if p.is_file():
-                rule = json.loads(p.read_text()).get("params", {}).get("resolution_rule", "n/a")
-                rule = f"{rule} (e.g. layer {layer}, seed 0, half a; every partition's: partitions/<l>/leiden*.json)"
-                break
-        return (f"Leiden (CPM): leidenalg CPM on the positive part of the PAS phi of the same half, communities <= "
-                f"{self.cfg.solver.max_size}; resolution rule: {rule}.")
-
     def stage_tables(self) -> dict:
-        from hedonic_neurons.metrics.stats import fmt_ci, mean_ci95, nanmean_noted
-
-        c = self.cfg
-        self._finetune_table(json.loads((self.rd.root / "finetune.json").read_text()))
-        keys = ("ood_drop", "align_r2", "predictivity_r2", "pair", "ratio", "pair_in_sample", "ratio_in_sample",
-                "ari", "coverage")
-        per_seed: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
-        for seed in range(c.seeds):
-            ev = [json.loads((self.rd.root / "eval" / f"{layer}_s{seed}.json").read_text()) for layer in c.layers]
-            for m in METHODS:
-                for key in keys:
-                    vals = [e["per_method"][m].get(key, float("nan")) for e in ev]
-                    # a NaN layer is left out of the seed's mean, visibly (ResultWarning -> summary, report)
-                    per_seed[m].setdefault(key, []).append(nanmean_noted(
-                        vals, f"{key}, {METHOD_LABELS[m]}, seed {seed}", c.layers, unit="layer"))
-
-        def cell(m, key, scale=1.0):
-            # NaN seeds are named in a warning; tiny values keep 3 significant digits; 1 seed has no CI
-            return fmt_ci([scale * v for v in per_seed[m][key]], 3, what=f"{key}, {METHOD_LABELS[m]}",
-                          labels=list(range(c.seeds)), unit="seed")
-
-        def paper(table, m, i=None):
-            v = table[c.task].get(m)
-            return NOT_IN_PAPER if v is None else (v if i is None else v[i])
-
-        label = "derived labels" if c.task == "relevance" else "z units"
-        t1 = [{"task": TASK_NAMES[c.task], "algorithm": METHOD_LABELS[m], "OOD drop": cell(m, "ood_drop"),
-               "Align R2": cell(m, "align_r2"), "paper OOD drop (LLaMA)": paper(PAPER_TABLE1, m, 0),
-               "paper Align R2 (LLaMA)": paper(PAPER_TABLE1, m, 1)} for m in METHODS]
-        t2 = [{"task": TASK_NAMES[c.task], "algorithm": METHOD_LABELS[m], "OOD R2": cell(m, "predictivity_r2"),
-               "paper R2 (3-LLM mean)": paper(PAPER_TABLE2, m)} for m in METHODS]
-        held = "held-out" if c.crossfit else "in-sample"
-        t6 = [{"task": TASK_NAMES[c.task], "algorithm": METHOD_LABELS[m], f"Pairwise ({held})": cell(m, "pair"),
-               f"Ratio ({held})": cell(m, "ratio"), "Pairwise (in-sample)": cell(m, "pair_in_sample"),
-               "Ratio (in-sample)": cell(m, "ratio_in_sample"), "split-half ARI": cell(m, "ari"),
-               f"% in 2-{c.solver.max_size}": cell(m, "coverage", 100.0),
-               "paper Pairwise (LLaMA)": paper(PAPER_TABLE6, m, 0), "paper Ratio (LLaMA)": paper(PAPER_TABLE6, m, 1)}
-              for m in METHODS]
-        if not c.crossfit:
-            for r in t6:
-                del r["Pairwise (in-sample)"], r["Ratio (in-sample)"], r["split-half ARI"]
-        where = (f"{c.model}, layers {c.layers[0]}-{c.layers[-1]}, mean ± 95 % CI over {c.seeds} seeds; "
-                 f"M = {'NDCG@10' if c.task == 'relevance' else '-MSE'} ({label})")
-        self.rd.save_table("table1_extrinsic", t1, title=f"Table 1: OOD drop and feature alignment R2 ({where}). "
-                           + self.subset_rule())
-        self.rd.save_table("table2_predictivity", t2, title=f"Table 2: coalition predictivity, ridge R2 on OOD "
-                           f"({where})")
-        self.rd.save_table("table6_synergy", t6, title=f"Table 6: coalition synergy on exact PAS ({where}). "
-                           f"{self.crossfit_note()} {self.leiden_note()}")
-        all_rows = []
-        for seed in range(c.seeds):
-            for layer in c.layers:
-                e = json.loads((self.rd.root / "eval" / f"{layer}_s{seed}.json").read_text())
-                for m in METHODS:
-                    all_rows.append({"layer": layer, "seed": seed, "method": m, **e["per_method"][m]})
-        self.rd.save_table("eval_per_layer", all_rows, title="Per layer and seed (means over the evaluated "
-                           "coalitions; pair / ratio held-out, *_in_sample beside, ari = split-half ARI)")
-        means = {m: {k: mean_ci95([v for v in per_seed[m][k] if np.isfinite(v)] or [np.nan])[0]
-                     if any(np.isfinite(per_seed[m][k])) else float("nan") for k in per_seed[m]} for m in METHODS}
-        summary = self._summary(means, per_seed, all_rows)
-        from hedonic_neurons.notices import markdown_section
-
-        (self.rd.root / "summary.md").write_text(summary + markdown_section(self.rd.root))
-        write_json(self.rd.root / "results.json", {"per_seed": per_seed, "means": means})
-        return {}
-
-    def _summary(self, means: dict, per_seed: dict | None = None, all_rows: list[dict] | None = None) -> str:
-        from hedonic_neurons.metrics.crossfit import beats_all, held_words, versus_best
-        from hedonic_neurons.metrics.stats import mean_ci95
-
-        c = self.cfg
-        ft = json.loads((self.rd.root / "finetune.json").read_text())
-        metric = "ndcg@10" if c.task == "relevance" else "mse"
-        lines = [f"# Reranker run: {c.model}, task {TASK_NAMES[c.task]}, layers {c.layers[0]}-{c.layers[-1]}", ""]
-        if c.task == "relevance":
-            lines.append("Relevance labels on the embedded pool are DERIVED (BM25 rank and article identity), "
-                         "not human judgments.")
-        b, a = ft["ood_before"][metric], ft["ood_after"][metric]
-        better = ft["ood_after"]["M"] > ft["ood_before"]["M"]
-        lines.append(f"Fine-tuning: OOD {metric} {b:.4f} (untuned) -> {a:.4f} (fine-tuned): the fine-tuned model "
-                     f"is {'better' if better else 'NOT better'} on the OOD set.")
-        if ft.get("ood_head_only"):
-            lines.append(f"The new head alone (ridge linear probe, LoRA off) scores {ft['ood_head_only'][metric]:.4f}: "
-                         "what LoRA adds is the difference from the fine-tuned figure.")
-        lines += ["", self.crossfit_note(), ""]
-
-        def lo_hi(m, key):
-            vals = [x for x in (per_seed or {}).get(m, {}).get(key, []) if np.isfinite(x)]
-            if not vals:
-                return float("nan"), float("nan"), float("nan")
-            mu, h = mean_ci95(vals)
-            return mu, mu - h, mu + h
-
-        held = "held-out" if c.crossfit else "in-sample"
-        claims = [("ood_drop", "OOD drop"), ("align_r2", "alignment R2"), ("predictivity_r2", "predictivity R2"),
-                  ("pair", f"Pairwise synergy ({held})"), ("ratio", f"Ratio synergy ({held})")]
-        for key, name in claims:
-            v = {m: means[m][key] for m in METHODS}
-            # None (undecided) when a value is NaN: max() over NaN would depend on the list's order
-            pas_ok = beats_all(v, "hedonic_pas", ("random", "kmeans", "ward"))
-            oca_ok = beats_all(v, "hedonic_oca", ("random", "kmeans", "ward"))
-            above_leiden = beats_all(v, "hedonic_pas", ("leiden",))
-            order = " > ".join(f"{METHOD_LABELS[m]} ({v[m]:.3g})" for m in sorted(METHODS, key=lambda m: -v[m]
-                                                                                   if np.isfinite(v[m]) else 1e9))
-            sep = ""
-            if per_seed is not None and pas_ok:
-                best = max(("random", "kmeans", "ward"), key=lambda m: v[m])
-                sep = (" (the 95 % CIs of Hedonic-PAS and the best of them do not overlap)"
-                       if lo_hi("hedonic_pas", key)[1] > lo_hi(best, key)[2] else
-                       " (on the means only: the 95 % CIs of Hedonic-PAS and the best of them overlap)")
-            lines.append(f"- {name}: {order}. The paper's ordering (Hedonic-PAS above the three paper baselines) "
-                         f"{held_words(pas_ok, v, METHOD_LABELS)}{sep}; Hedonic-OCA above them "
-                         f"{held_words(oca_ok, v, METHOD_LABELS)}; Hedonic-PAS above Leiden: "
-                         f"{held_words(above_leiden, v, METHOD_LABELS, yes='yes', no='NO')}.")
-        if per_seed is not None:
-            lines += ["", f"## The default hedonic method against Leiden and every baseline (mean [95 % CI] over "
-                      f"{c.seeds} seeds, layers {c.layers[0]}-{c.layers[-1]})", ""]
-            for key, name in (("pair", f"{held} Pair"), ("ratio", f"{held} Ratio")):
-                m0, lo0, hi0 = lo_hi("hedonic_pas", key)
-                others = {m: lo_hi(m, key) for m in METHODS if m != "hedonic_pas"}
-                others = {m: o for m, o in others.items() if np.isfinite(o[0])}
-                if not others or not np.isfinite(m0):
-                    lines.append(f"- {name}: not finite for Hedonic-PAS or the others")
-                    continue
-                best, verdict = versus_best((m0, lo0, hi0), others, METHOD_LABELS)
-                mb, lob, hib = others[best]
-                lines.append(f"- {name}: Hedonic (PAS) {m0:.3g} [{lo0:.3g}, {hi0:.3g}] vs best other "
-                             f"{METHOD_LABELS[best]} {mb:.3g} [{lob:.3g}, {hib:.3g}]: {verdict}.")
-            if c.crossfit:
-                a0, al = means["hedonic_pas"]["ari"], means["leiden"]["ari"]
-                lines.append(f"- Split-half ARI: Hedonic (PAS) {a0:.3f}, Leiden {al:.3f}: "
-                             + ("at least Leiden's." if a0 >= al else f"BELOW Leiden's by {al - a0:.3f}."))
-            cov = means["hedonic_pas"]["coverage"]
-            lines.append(f"- Channels in coalitions of 2-{c.solver.max_size}: Hedonic (PAS) {100 * cov:.1f} % "
-                         f"({'at least' if cov >= 0.5 else 'BELOW'} half), Leiden "
-                         f"{100 * means['leiden']['coverage']:.1f} %.")
-        if all_rows and c.crossfit:
-            lines += ["", "Split-half ARI per method and layer (mean over seeds):", "",
-                      "| method | " + " | ".join(str(la) for la in c.layers) + " |",
-                      "|---|" + "---|" * len(c.layers)]
-            for m in METHODS:
-                cells = []
-                for la in c.layers:
-                    v = [r["ari"] for r in all_rows if r["method"] == m and r["layer"] == la and np.isfinite(r["ari"])]
-                    cells.append(f"{np.mean(v):.3f}" if v else "n/a")
-                lines.append(f"| {METHOD_LABELS[m]} | " + " | ".join(cells) + " |")
-        lines += ["", self.leiden_note(), "", self.subset_rule() + "."]
-        return "\n".join(lines) + "\n"
+        return write_tables(self.rd, self.cfg)
 
     def stage_tracking(self) -> dict:
         from hedonic_neurons.report.sankey import track_and_draw
@@ -1068,18 +755,6 @@ def probe_halves(cfg: RerankerConfig, qids: Sequence[str]) -> dict[str, np.ndarr
     return {"a": a, "b": b}
 
 
-def subset_cache(cache, idx: np.ndarray):
-    """The layer cache restricted to the samples `idx` (a half of the probe pairs); weights are shared."""
-    idx = np.asarray(idx, dtype=np.int64)
-
-    def take(x):
-        return None if x is None else x[idx]
-
-    return dataclasses.replace(cache, H=cache.H[idx], coef=cache.coef[idx], acts=cache.acts[idx],
-                               acts_base=take(cache.acts_base), coef_base=take(cache.coef_base),
-                               targets=take(cache.targets), meta=dict(cache.meta))
-
-
 def run_reranker(cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None,
                  force: bool = False, jobs: int = 1) -> RunDir:
     """Run or resume the reranker experiment described by `cfg` into `out`: stages whose config fields and
@@ -1092,87 +767,3 @@ def run_reranker(cfg: RerankerConfig, out: str | Path, quiet: bool = False, mode
     # result go to warnings.txt, summary.md and report.html
     with exp.dist, notices.collect(exp.rd.root):
         return exp.run()
-
-
-# --- CLI -----------------------------------------------------------------------------------------
-def _cli(args) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    # under torchrun only rank 0 reports
-    quiet = bool(getattr(args, "quiet", False) or getattr(args, "quiet_sub", False)) or env_world()[0] > 0
-    if quiet:
-        os.environ["TQDM_DISABLE"] = "1"
-        logging.getLogger("hedonic_neurons").setLevel(logging.WARNING)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    from hedonic_neurons.configs import config_from_args
-
-    d = RerankerConfig()
-    check_task(args.task)
-    if args.device not in ("cpu", "cuda"):
-        raise ValueError(f"--device {args.device!r}: use cpu or cuda")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda but no CUDA device is visible; use --device cpu")
-    cfg = RerankerConfig(model=args.model, task=args.task, layers=parse_layers(args.layers), device=args.device,
-                         seeds=args.seeds, n_train=args.n_train, n_probe=args.n_probe, n_ood=args.n_ood,
-                         n_ood_drop=args.n_ood_drop,
-                         max_words=args.max_words, max_length=args.max_length,
-                         finetune=config_from_args(d.finetune, args, args.finetune_fields, dest_prefix="ft_"),
-                         agreement_pairs=args.agreement_pairs,
-                         solver=config_from_args(d.solver, args, args.solver_fields), n_largest=args.n_largest,
-                         n_random=args.n_random, data_dir=args.data_dir, report=not args.no_report,
-                         crossfit=not args.no_crossfit, track=not args.no_report, verify=not args.no_verify)
-    out = args.out or f"runs/reranker-{Path(args.model).name}-{args.task}"
-    rd = run_reranker(cfg, out, quiet=quiet, force=args.force, jobs=args.jobs)
-    if not quiet:
-        print(f"[reranker] done: {rd.root}")
-        s = rd.root / "summary.md"
-        if s.is_file():
-            print(s.read_text())
-    return 0
-
-
-def register(subparsers) -> None:
-    from hedonic_neurons.configs import add_config_flags
-
-    p = subparsers.add_parser("reranker", help="the reranker experiment: fine-tune, partition, evaluate (Tables 1-6)")
-    p.add_argument("--model", default="smollm2", help="smollm2 (default), minilm, a local path or cached hub id")
-    p.add_argument("--task", default="cqtr", help="cqtr | mtfl | relevance")
-    p.add_argument("--layers", default=None, help="LoRA layers, e.g. 7-14 (default: 7-14, MiniLM 1-4)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
-    p.add_argument("--out", default=None, help="run directory (default runs/reranker-<model>-<task>)")
-    p.add_argument("--seeds", type=int, default=3, help="partition / baseline seeds (default 3)")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes for the partition stages of different "
-                   "layers and seeds (default 1; same results, docs/scale.md)")
-    p.add_argument("--quiet", dest="quiet_sub", action="store_true", help="no progress bars or stage lines")
-    p.add_argument("--force", action="store_true", help="recompute every stage of an existing --out (default: "
-                   "reuse the stages whose config fields and inputs are unchanged)")
-    g = p.add_argument_group("size knobs (defaults: the full run; sizes marked * follow the model's preset, "
-                             "docs/reranker.md)")
-    d = RerankerConfig()
-    g.add_argument("--n-train", type=int, default=None, help="fine-tuning pairs *")
-    g.add_argument("--n-probe", type=int, default=None, help="in-distribution pairs for valuations/ridge *")
-    g.add_argument("--n-ood", type=int, default=None, help="OOD pairs (DL-19/20 queries) *")
-    g.add_argument("--n-ood-drop", type=int, default=None,
-                   help="OOD pairs (whole queries) the coalition ablations run on (0 = all) *")
-    g.add_argument("--max-words", type=int, default=d.max_words, help="passage words kept")
-    g.add_argument("--max-length", type=int, default=d.max_length, help="tokens per input")
-    g.add_argument("--agreement-pairs", type=int, default=d.agreement_pairs,
-                   help="random pairs for the Hessian-vs-exact PAS check (non-norm tails)")
-    g.add_argument("--n-largest", type=int, default=None, help="OOD-drop subset: largest coalitions *")
-    g.add_argument("--n-random", type=int, default=None, help="OOD-drop subset: random coalitions *")
-    g.add_argument("--data-dir", default=None, help="data folder (default $HEDONIC_NEURONS_DATA or ./data)")
-    g.add_argument("--no-report", action="store_true", help="skip tracking and report.html")
-    g.add_argument("--no-verify", action="store_true",
-                   help="skip the self-verification of each layer's valuations against the model's modules")
-    g.add_argument("--no-crossfit", action="store_true", help="fit and score Pair / Ratio on all probe pairs "
-                   "(in-sample); default: fit on one half of the queries, score on the other")
-    ft = p.add_argument_group("fine-tuning (FinetuneConfig)")
-    fts = add_config_flags(ft, d.finetune, fields=["epochs", "batch_size", "lr", "head_lr", "rank", "alpha", "warmup",
-                                                   "max_grad_norm", "head_init", "head_init_pairs", "rank_loss"],
-                           dest_prefix="ft_", flags={"alpha": "--lora-alpha"})
-    sg = p.add_argument_group("solver (SolverConfig; reranker defaults m = 1e5, omega = 1e4)")
-    sol = add_config_flags(sg, d.solver, exclude=["random_state"],
-                           aliases={"m": ["--solver-m"], "omega": ["--solver-omega"]})
-    p.set_defaults(func=_cli, finetune_fields=fts, solver_fields=sol)

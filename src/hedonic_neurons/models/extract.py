@@ -11,6 +11,7 @@ input with the base (pre-LoRA) weights at the pooling position only.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -459,3 +460,15 @@ def layer_cache(
         acts_base=acts_base, C_base=C_base, coef_base=coef_base, targets=targets, W_down=W_down,
         meta={"adapter": adapter.name, "pooling": adapter.pooling, "tail_is_norm": adapter.tail_is_norm},
     )
+
+
+def subset_cache(cache, idx: np.ndarray):
+    """The layer cache restricted to the samples `idx` (a half of the probe pairs); weights are shared."""
+    idx = np.asarray(idx, dtype=np.int64)
+
+    def take(x):
+        return None if x is None else x[idx]
+
+    return dataclasses.replace(cache, H=cache.H[idx], coef=cache.coef[idx], acts=cache.acts[idx],
+                               acts_base=take(cache.acts_base), coef_base=take(cache.coef_base),
+                               targets=take(cache.targets), meta=dict(cache.meta))

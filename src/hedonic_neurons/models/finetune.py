@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hedonic_neurons.ir.embedded import PairSet
-from hedonic_neurons.ir.features import IRFeatures, task_targets
+from hedonic_neurons.ir.features import FEATURE_NAMES, IRFeatures, task_targets
 from hedonic_neurons.ir.metrics import mean_ndcg
 
 log = logging.getLogger(__name__)
@@ -374,3 +374,34 @@ def load_adapter(model: torch.nn.Module, adapter_dir: str | Path):
     pm = PeftModel.from_pretrained(model, str(adapter_dir))
     pm.eval()
     return pm
+
+
+def task_data_to_json(d: TaskData) -> dict:
+    """`d` as plain JSON (a reranker run's data/*.json), read back by `task_data_from_json`."""
+    p = d.pairs
+    return {"split": p.split, "relevance": p.relevance, "qids": p.qids, "queries": p.queries, "pids": p.pids,
+            "passages": p.passages, "rel": p.rel.tolist(), "bm25": p.bm25.tolist(), "rank": p.rank.tolist(),
+            "y": d.y.tolist(), "y_std": d.y_std.tolist(), "features": d.features.tolist(),
+            "feature_names": list(FEATURE_NAMES)}
+
+
+def task_data_from_json(j: dict) -> TaskData:
+    """The TaskData that `task_data_to_json` wrote."""
+    p = PairSet(j["qids"], j["queries"], j["pids"], j["passages"], np.asarray(j["rel"], dtype=np.int64),
+                np.asarray(j["bm25"]), np.asarray(j["rank"], dtype=np.int64), j["split"], j["relevance"])
+    return TaskData(p, p.texts(), np.asarray(j["y"]), np.asarray(j["y_std"]), np.asarray(j["features"]))
+
+
+def drop_subset(d: TaskData, n: int | None) -> TaskData:
+    """The first whole queries of `d` holding at most `n` pairs (at least one query); None or 0: all of `d`."""
+    if not n or n >= len(d.texts):
+        return d
+    qids = list(d.pairs.qids)
+    keep: list[int] = []
+    for q in dict.fromkeys(qids):
+        rows = [i for i, x in enumerate(qids) if x == q]
+        if keep and len(keep) + len(rows) > n:
+            break
+        keep += rows
+    idx = np.asarray(keep, dtype=np.int64)
+    return TaskData(d.pairs.subset(idx), [d.texts[i] for i in idx], d.y[idx], d.y_std[idx], d.features[idx])

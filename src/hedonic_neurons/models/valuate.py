@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,3 +367,58 @@ def compute_valuations(
     else:
         v.meta["verification"] = "skipped (verify=False / --no-verify)"
     return v
+
+
+def exact_pair_means(cache_of: Callable[[], LayerCache], coalitions: list[np.ndarray], max_pairs: int,
+                     seed: int) -> list[float]:
+    """Pair of each coalition from exact pair ablations on the cache `cache_of()` (built only when some pair is
+    needed; for tails with no closed form): every pair of a coalition with at most `max_pairs` pairs, else that
+    many drawn at random (an unbiased estimate of the mean over pairs). One batched call for all coalitions."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for coal in coalitions:
+        k = coal.size
+        if k * (k - 1) // 2 <= max_pairs:
+            iu, ju = np.triu_indices(k, 1)
+        else:
+            iu = rng.integers(0, k, size=max_pairs)
+            ju = (iu + rng.integers(1, k, size=max_pairs)) % k
+        a_, b_ = coal[iu], coal[ju]
+        chosen.append((np.minimum(a_, b_), np.maximum(a_, b_)))
+    keys = {(int(x), int(y)) for pa, pb in chosen for x, y in zip(pa, pb, strict=True)}
+    val: dict[tuple[int, int], float] = {}
+    if keys:
+        pi, pj = (np.array(x, dtype=np.int64) for x in zip(*sorted(keys), strict=True))
+        (pi, pj), vals, _ = exact_pas_pairs(cache_of(), (pi, pj), progress=False)
+        val = {(int(x), int(y)): float(v) for x, y, v in zip(pi, pj, vals, strict=True)}
+    return [float(np.mean([val[(int(x), int(y))] for x, y in zip(pa, pb, strict=True)])) for pa, pb in chosen]
+
+
+def hessian_valuations(cache: LayerCache, agreement_pairs: int, progress: bool = False
+                       ) -> tuple[Valuations, np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """OCA, Hessian PAS and exact psi of a cache whose tail is not norm + linear head (BERT: post-LN + pooler +
+    classifier): it has no closed form and direct exact PAS on all n^2/2 pairs costs hours on CPU, so the
+    partition uses the Hessian PAS and its agreement with exact PAS is measured on `agreement_pairs` random
+    pairs (Pair / Ratio then come from exact pair ablations, `exact_pair_means`).
+    Returns (valuations with OCA, phi_pas, psi, psi_se, info)."""
+    from hedonic_neurons.valuations.pas import hessian_pas
+
+    n = cache.n_players
+    info: dict[str, Any] = {}
+    v = valuations_from_cache(cache, ("oca",), progress=progress)
+    kw = cache.math_kwargs()
+    t = time.perf_counter()
+    phi_pas = hessian_pas(kw["H"], kw["coef"], kw["C"], cache.tail.logit_torch, None,
+                          C_base=kw.get("C_base"), coef_base=kw.get("coef_base"), progress=progress)
+    psi, psi_se = exact_singles(cache)
+    rng = np.random.default_rng(0)
+    m = min(agreement_pairs, n * (n - 1) // 2)
+    i = rng.integers(0, n, size=m)
+    j = (i + rng.integers(1, n, size=m)) % n
+    (pi, pj), vals, _ = exact_pas_pairs(cache, (np.minimum(i, j), np.maximum(i, j)), progress=False)
+    hv = phi_pas[pi, pj]
+    corr = float(np.corrcoef(vals, hv)[0, 1]) if vals.std() > 0 and hv.std() > 0 else float("nan")
+    info.update(pas="hessian (exact agreement on random pairs)", agreement_pairs=int(m),
+                agreement_pearson=corr, hessian_seconds=round(time.perf_counter() - t, 2))
+    log.info("layer %s: Hessian PAS vs exact on %d random pairs: Pearson %.4f", cache.layer, m, corr)
+    return v, phi_pas, psi, psi_se, info

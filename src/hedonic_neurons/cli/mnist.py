@@ -1,0 +1,91 @@
+"""`hedonic-neurons mnist`: the paper's MNIST experiment (appendix I) from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+
+from hedonic_neurons.experiments.mnist import FinishFailed, MnistConfig, run_mnist
+from hedonic_neurons.rundir import RunDir
+
+
+def _parse_layers(text: str) -> list[str]:
+    text = text.strip()
+    if ".." in text:
+        a, b = text.split("..")
+        lo, hi = int(a.strip().lstrip("h")), int(b.strip().lstrip("h"))
+        return [f"h{i}" for i in range(lo, hi + 1)]
+    return [f"h{t.strip().lstrip('h')}" for t in text.split(",") if t.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    from hedonic_neurons.configs import config_from_args
+
+    if getattr(args, "mnist_quiet", False):
+        os.environ["TQDM_DISABLE"] = "1"
+        logging.getLogger().setLevel(logging.WARNING)
+    cfg = MnistConfig(seeds=list(range(args.seeds)), layers=_parse_layers(args.layers), data=args.data,
+                      n_train=args.n_train, n_test=args.n_test, epochs=args.epochs,
+                      solver=config_from_args(MnistConfig().solver, args, args.solver_fields),
+                      controls=not args.no_controls, control_layer=args.control_layer,
+                      control_seeds=(list(range(min(args.control_seeds, args.seeds))) if args.control_seeds
+                                     else None),
+                      loss_delta_images=args.loss_delta_images, verify=not args.no_verify,
+                      crossfit=not args.no_crossfit)
+    from hedonic_neurons import notices
+
+    t0 = time.time()
+    failures: list[str] = []
+    with notices.collect(args.out):  # fallbacks that changed a result go to warnings.txt and summary.md
+        try:
+            rd = run_mnist(cfg, args.out, threads=args.threads, force=args.force, report=True,
+                             jobs=args.jobs)
+        except FinishFailed as exc:  # tracking or the report: the results are on disk, the run is not finished
+            failures.append(str(exc))
+            rd = RunDir(args.out)
+    report = rd.root / "report.html" if (rd.root / "report.html").is_file() else None
+    print(f"MNIST run finished in {(time.time() - t0) / 60:.1f} min; summary: {rd.root / 'summary.md'}")
+    print(f"report: {report if report is not None else rd.root / 'summary.md'}")
+    if failures:  # the results are on disk, but the run is not finished: say so, and exit non-zero
+        for f in failures:
+            notices.record(rd.root, f)
+        raise RuntimeError(f"{'; '.join(failures)}; the tables and summary.md are in {rd.root}: fix the cause and "
+                           "re-run the same command (finished stages are skipped)")
+    return 0
+
+
+def register(subparsers) -> None:
+    from hedonic_neurons.configs import add_config_flags
+
+    p = subparsers.add_parser("mnist", help="the paper's MNIST experiment (appendix I): 3 seeds, h1..h5, 6 methods, "
+                              "negative controls, Tables 7-9")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1), default 3")
+    p.add_argument("--layers", default="h1..h5", help="layers, e.g. h1..h5 or h2,h3 (default h1..h5)")
+    p.add_argument("--out", default="runs/mnist", help="run directory (resumed when it exists)")
+    p.add_argument("--data", default=None, help="an npz or a directory of IDX files (full MNIST, Fashion-MNIST); "
+                   "default: the fetched 10k digits")
+    p.add_argument("--n-train", type=int, default=None, help="use at most this many training images (tests)")
+    p.add_argument("--n-test", type=int, default=None, help="use at most this many held-out images (tests)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the core count, or 1 "
+                   "when the machine is already busy)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes for the partition and metric stages "
+                   "of different layers (default 1; same results, docs/scale.md)")
+    p.add_argument("--control-layer", default="h3", help="layer of the negative controls and digit grids (h3)")
+    p.add_argument("--control-seeds", type=int, default=1,
+                   help="negative-control networks (random init, label-shuffled) for seeds 0..N-1; default 1, "
+                   "0 = one per seed (docs/mnist.md: why one by default)")
+    p.add_argument("--loss-delta-images", type=int, default=256,
+                   help="held-out images for the per-neuron loss deltas (I.3)")
+    p.add_argument("--no-controls", action="store_true", help="skip the random-init and label-shuffled controls")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the self-verification of each valuation against the model's own modules")
+    p.add_argument("--no-crossfit", action="store_true", help="fit and score on all held-out digits (in-sample "
+                   "scores); default: fit on one half, score on the other")
+    p.add_argument("--quiet", dest="mnist_quiet", action="store_true", help="no progress bars or log lines")
+    p.add_argument("--force", action="store_true", help="recompute every stage of an existing --out (default: "
+                   "reuse the stages whose config fields and inputs are unchanged)")
+    g = p.add_argument_group("solver (SolverConfig; MNIST defaults m = 8e4, omega = 8e3 as in appendix I.4)")
+    p.set_defaults(func=run, solver_fields=add_config_flags(g, MnistConfig().solver, exclude=["random_state"]))
