@@ -138,8 +138,8 @@ def run_cli(argv: list[str], timeout: float = 600.0) -> int:
 def kill_and_resume(argv: list[str], out: Path, *, n_kills: int, seed: int, total_files: int,
                     poll: float = 0.002, timeout: float = 600.0) -> list[dict]:
     """Run `hedonic-neurons argv` (which runs or resumes the experiment into `out`) in child processes;
-    SIGKILL each as soon as `out` holds a seeded random number of files (drawn without replacement from
-    1..total_files-1, so the kills spread over the stages), then resume; finally run once more to completion.
+    SIGKILL each as soon as `out` holds a seeded random number of files (one drawn in each of n_kills equal
+    bins of 1..total_files-1, so the kills spread over the stages), then resume; finally run once more to completion.
 
     Returns one record per attempt: the file-count goal, whether it was killed (or had finished first), the
     files and stage markers on disk then and whether a half-written temporary was among them.
@@ -148,7 +148,9 @@ def kill_and_resume(argv: list[str], out: Path, *, n_kills: int, seed: int, tota
     import _runner
 
     rng = np.random.default_rng(seed)
-    goals = np.sort(rng.choice(np.arange(1, total_files), size=min(n_kills, total_files - 1), replace=False))
+    # one seeded point in each of n_kills equal bins of 1..total_files-1: few kills still spread over the stages
+    edges = np.linspace(1, total_files, min(n_kills, total_files - 1) + 1).astype(int)
+    goals = np.array([rng.integers(lo, max(lo + 1, hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)])
     log = []
     for goal in goals:
         goal = max(int(goal), n_files(out) + 1)  # every attempt must make progress before it is killed

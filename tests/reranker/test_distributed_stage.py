@@ -48,6 +48,11 @@ def _fork(fn, world: int, errdir, timeout: float = 240) -> list[int | None]:
         try:
             _env(rank, world, port)
             torch.set_num_threads(1)
+            # a forked child must not enter an OpenMP pool its parent created (earlier tests ran k-means):
+            # libgomp's pool does not survive fork and the child would hang; one thread needs no pool
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(1)
             fn(rank)
             os._exit(0)
         except BaseException:  # noqa: BLE001 -- report to the parent, then die with a non-zero status
