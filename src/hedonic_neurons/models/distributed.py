@@ -28,7 +28,7 @@ from torch import nn
 from ..distributed import Dist, launched, shard_sizes
 from ..valuations.accumulate import Moments, ValuationStats
 from ..valuations.activations import RunningStats
-from .extract import LayerCache, layer_cache
+from .extract import LayerCache, layer_cache, subset_cache
 from .valuate import METHODS, Valuations, _as_batches, compute_valuations
 
 log = logging.getLogger(__name__)
@@ -450,20 +450,6 @@ class HalfValuations:
         return int(self.acts.shape[1])
 
 
-def _take_rows(cache: LayerCache, idx: np.ndarray) -> LayerCache:
-    """The cache restricted to rows `idx` (weights and tail shared; a PostNormTail's sample ids kept)."""
-    import dataclasses
-
-    idx = np.asarray(idx, dtype=np.int64)
-
-    def take(x):
-        return None if x is None else x[idx]
-
-    return dataclasses.replace(cache, H=cache.H[idx], coef=cache.coef[idx], acts=cache.acts[idx],
-                               acts_base=take(cache.acts_base), coef_base=take(cache.coef_base),
-                               targets=take(cache.targets), meta=dict(cache.meta))
-
-
 def _shards(halves: Mapping[str, np.ndarray], n_other: Sequence[int], world: int,
             sizes: Mapping[str, list[int]] | None) -> tuple[dict[str, list[int]], list[list[int]]]:
     """Contiguous shard sizes of every half and of every extra list; one-line error naming the half."""
@@ -551,7 +537,7 @@ def sharded_half_valuations(
     info: dict[str, dict[str, Any]] = {}
     for h, ix in halves.items():
         N_h = int(ix.size)
-        sub = _take_rows(cache, local[h])
+        sub = subset_cache(cache, local[h])
         timings: dict[str, float] = {"forward (rank 0, all halves)": t_forward}
         hi: dict[str, Any] = {}
         exact = isinstance(cache.tail, NormTail) or n * (n - 1) // 2 * N_h <= direct_pas_limit
