@@ -39,8 +39,10 @@ browser:
 demo: install data-mnist
 	$(BIN)/hedonic-neurons mnist --out runs/mnist
 
+# Two xdist workers (2 cores): groups of tests that share an expensive fixture stay on one worker, and the
+# heavy tests start first in that order (tests/conftest.py), so both workers finish at about the same time.
 test: install data browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

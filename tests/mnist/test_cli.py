@@ -14,6 +14,7 @@ def _table(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.heavy(65)
 def test_cli_end_to_end(tmp_path, digits_npz, capsys, monkeypatch):
     out = tmp_path / "run"
     argv = ["mnist", "--seeds", "2", "--layers", "h4", "--control-layer", "h4", "--control-seeds", "2",
