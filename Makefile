@@ -39,10 +39,11 @@ browser:
 demo: install data-mnist
 	$(BIN)/hedonic-neurons mnist --out runs/mnist
 
-# Two xdist workers (2 cores): groups of tests that share an expensive fixture stay on one worker, and the
-# heavy tests start first in that order (tests/conftest.py), so both workers finish at about the same time.
+# Two xdist workers (2 cores). loadfile: a test file runs on one worker, so module fixtures (the fault
+# tests' reference run) are built once; files go out in collection order, which tests/conftest.py sorts
+# heaviest first, so the long runs start at once and the short files fill in beside them.
 test: install data browser
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -1,5 +1,5 @@
 """Fixtures shared across test folders, and the set-up for running the suite on several pytest-xdist
-workers (`make test` runs `pytest -n 2 --dist loadgroup`).
+workers (`make test` runs `pytest -n 2 --dist loadfile --no-loadscope-reorder`).
 
 Under xdist each worker is its own process with its own session: session fixtures are built once per
 worker, `tmp_path_factory` gives each worker its own base directory, and the torch / BLAS thread pools are
@@ -36,8 +36,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Longest tests first (`@pytest.mark.heavy(seconds)`), the rest in their usual order: with
-    `--dist loadgroup --no-loadscope-reorder` the workers take work in this order, so the long runs start
-    at once and the many short tests fill in beside them instead of leaving one worker with a long tail."""
+    `--dist loadfile --no-loadscope-reorder` the workers take files in the order of their first test, so
+    the long runs start at once and the many short files fill in beside them instead of leaving one worker
+    with a long tail. (Not `--dist loadgroup`: xdist 3.8 marks groups by renaming `item._nodeid`, which
+    pytest 9 no longer reads, so groups are silently ignored.)"""
     def weight(item: pytest.Item) -> float:
         mark = item.get_closest_marker("heavy")
         return float(mark.args[0]) if mark and mark.args else 0.0

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-# one worker runs the module: its two tests share the uninterrupted reference run (heavy: scheduled first)
-pytestmark = [pytest.mark.xdist_group("faults_mnist"), pytest.mark.heavy(150)]
+# heavy: scheduled first (tests/conftest.py); --dist loadfile keeps both tests, which share the reference run,
+# on one worker
+pytestmark = pytest.mark.heavy(150)
 
 N_KILLS = 5  # with the reranker's 5: 10 kill points per make test (issue 15 asks for >= 10)
 KILL_SEED = 15

@@ -13,8 +13,7 @@ from hedonic_neurons.experiments.mnist import MnistConfig, plan_stages, run_mnis
 from hedonic_neurons.partition import SolverConfig
 from hedonic_neurons.rundir import RunDir
 
-# one worker runs the module: its tests share the finished tiny run
-pytestmark = [pytest.mark.xdist_group("mnist_stages"), pytest.mark.heavy(40)]
+pytestmark = pytest.mark.heavy(40)
 
 ALL = ["model_seed0", "valuations_seed0_h4", "partitions_seed0_h4", "metrics_seed0_h4", "tables"]
 FROM_VALUATIONS = ALL[1:]

@@ -21,8 +21,7 @@ from hedonic_neurons.models.distributed import sharded_half_valuations
 from hedonic_neurons.models.extract import layer_cache, subset_cache, text_batches
 from hedonic_neurons.valuations.accumulate import relative_error
 
-# one worker runs the module: its tests share the 1-process reference run
-pytestmark = [pytest.mark.xdist_group("reranker_distributed"), pytest.mark.heavy(30)]
+pytestmark = pytest.mark.heavy(30)
 
 TOL = 1e-12
 LATER = ("valuations", "partitions", "evaluate", "tables")  # the stages the 2-process runs redo
