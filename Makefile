@@ -39,8 +39,11 @@ browser:
 demo: install data-mnist
 	$(BIN)/hedonic-neurons mnist --out runs/mnist
 
+# Two xdist workers (2 cores). loadfile: a test file runs on one worker, so module fixtures (the fault
+# tests' reference run) are built once; files go out in collection order, which tests/conftest.py sorts
+# heaviest first, so the long runs start at once and the short files fill in beside them.
 test: install data browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

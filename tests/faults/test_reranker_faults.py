@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.heavy(100)
+
 N_KILLS = 5  # with MNIST's 5: 10 kill points per make test (issue 15 asks for >= 10)
 KILL_SEED = 15
 

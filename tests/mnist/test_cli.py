@@ -5,21 +5,8 @@ import json
 
 import numpy as np
 import pytest
-from scipy import ndimage
-from sklearn.datasets import load_digits
 
 from hedonic_neurons.cli import main
-
-
-@pytest.fixture(scope="module")
-def digits_npz(tmp_path_factory):
-    """Real (sklearn 8x8) digits scaled to 28x28, so the test needs no download."""
-    X, y = load_digits(return_X_y=True)
-    imgs = np.stack([ndimage.zoom(x.reshape(8, 8) / 16.0, 3.0, order=1) for x in X])  # 24x24
-    imgs = np.pad(imgs, ((0, 0), (2, 2), (2, 2)))
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    np.savez(path, images=np.clip(np.round(imgs * 255), 0, 255).astype(np.uint8), labels=y.astype(np.uint8))
-    return path
 
 
 def _table(path):
@@ -27,6 +14,7 @@ def _table(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.heavy(65)
 def test_cli_end_to_end(tmp_path, digits_npz, capsys, monkeypatch):
     out = tmp_path / "run"
     argv = ["mnist", "--seeds", "2", "--layers", "h4", "--control-layer", "h4", "--control-seeds", "2",

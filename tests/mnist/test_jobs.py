@@ -6,11 +6,8 @@ from __future__ import annotations
 import csv
 import json
 
-import numpy as np
 import pytest
 from safetensors import safe_open
-from scipy import ndimage
-from sklearn.datasets import load_digits
 
 from hedonic_neurons.experiments.mnist import MnistConfig, plan_stages, run_mnist
 from hedonic_neurons.partition import SolverConfig
@@ -19,20 +16,14 @@ from hedonic_neurons.rundir import RunDir
 TIMING = ("seconds", "train_seconds", "oca_s", "pas_s", "loss_delta_s")
 
 
-@pytest.fixture(scope="module")
-def digits_npz(tmp_path_factory):
-    X, y = load_digits(return_X_y=True)
-    imgs = np.stack([ndimage.zoom(x.reshape(8, 8) / 16.0, 3.0, order=1) for x in X])
-    imgs = np.pad(imgs, ((0, 0), (2, 2), (2, 2)))
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    np.savez(path, images=np.clip(np.round(imgs * 255), 0, 255).astype(np.uint8), labels=y.astype(np.uint8))
-    return path
-
-
-def tiny(path, **kw) -> MnistConfig:
-    base = dict(seeds=[0], layers=["h3", "h4"], data=str(path), n_train=100, n_test=64, epochs=1, controls=False,
-                verify=False, loss_delta_images=16, n_grids=1, solver=SolverConfig(m=200, omega=20))
-    return MnistConfig(**{**base, **kw})
+@pytest.fixture
+def tiny(tiny_mnist):
+    """The tiny run on two layers (so jobs=2 has two to run side by side), smaller still: 100 digits, m=200."""
+    def make(path, **kw) -> MnistConfig:
+        base = dict(layers=["h3", "h4"], n_train=100, n_test=64, loss_delta_images=16,
+                    solver=SolverConfig(m=200, omega=20))
+        return tiny_mnist(path, **{**base, **kw})
+    return make
 
 
 def _untimed(obj):
@@ -67,7 +58,7 @@ def _files(root):
     return out
 
 
-def test_jobs_2_writes_what_jobs_1_writes(tmp_path, digits_npz):
+def test_jobs_2_writes_what_jobs_1_writes(tmp_path, digits_npz, tiny):
     one, two = tmp_path / "one", tmp_path / "two"
     run_mnist(tiny(digits_npz), one, threads=1, jobs=1)
     run_mnist(tiny(digits_npz), two, threads=1, jobs=2)
@@ -87,7 +78,7 @@ def test_jobs_2_writes_what_jobs_1_writes(tmp_path, digits_npz):
     assert [k for k, v in _files(two).items() if v != a[k]] == []
 
 
-def test_a_failing_job_fails_as_serial(tmp_path, digits_npz):
+def test_a_failing_job_fails_as_serial(tmp_path, digits_npz, tiny):
     # a solver setting the estimator refuses: the same one-line error from the worker as from the serial path
     bad = tiny(digits_npz, solver=SolverConfig(m=200, omega=20, sampler="bogus"))
     errors = []

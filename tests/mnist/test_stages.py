@@ -7,38 +7,20 @@ import dataclasses
 import json
 import shutil
 
-import numpy as np
 import pytest
-from scipy import ndimage
-from sklearn.datasets import load_digits
 
 from hedonic_neurons.experiments.mnist import MnistConfig, plan_stages, run_mnist
 from hedonic_neurons.partition import SolverConfig
 from hedonic_neurons.rundir import RunDir
 
-
-@pytest.fixture(scope="module")
-def digits_npz(tmp_path_factory):
-    X, y = load_digits(return_X_y=True)
-    imgs = np.stack([ndimage.zoom(x.reshape(8, 8) / 16.0, 3.0, order=1) for x in X])
-    imgs = np.pad(imgs, ((0, 0), (2, 2), (2, 2)))
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    np.savez(path, images=np.clip(np.round(imgs * 255), 0, 255).astype(np.uint8), labels=y.astype(np.uint8))
-    return path
-
-
-def tiny(path, **kw) -> MnistConfig:
-    base = dict(seeds=[0], layers=["h4"], data=str(path), n_train=200, n_test=128, epochs=1, controls=False,
-                verify=False, loss_delta_images=32, n_grids=1, solver=SolverConfig(m=500, omega=50))
-    return MnistConfig(**{**base, **kw})
-
+pytestmark = pytest.mark.heavy(40)
 
 ALL = ["model_seed0", "valuations_seed0_h4", "partitions_seed0_h4", "metrics_seed0_h4", "tables"]
 FROM_VALUATIONS = ALL[1:]
 FROM_PARTITIONS = ALL[2:]
 
 
-def changes(data):
+def changes(tiny, data):
     """(field, changed config, stages expected to recompute) for every field of MnistConfig."""
     other = str(data) + ".copy.npz"
     shutil.copyfile(data, other)
@@ -84,10 +66,10 @@ def _other(name: str):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, digits_npz):
-    """A finished tiny run (config: `tiny`)."""
+def finished(tmp_path_factory, digits_npz, tiny_mnist):
+    """A finished tiny run (config: `tiny_mnist`)."""
     out = tmp_path_factory.mktemp("stages") / "run"
-    run_mnist(tiny(digits_npz), out, threads=1)
+    run_mnist(tiny_mnist(digits_npz), out, threads=1)
     return out
 
 
@@ -95,22 +77,22 @@ def _mtimes(root):
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
 
-def test_every_field_has_exactly_its_dependent_stages(finished, digits_npz):
-    cases = list(changes(digits_npz))
+def test_every_field_has_exactly_its_dependent_stages(finished, digits_npz, tiny_mnist):
+    cases = list(changes(tiny_mnist, digits_npz))
     covered = {name for name, _, _ in cases}
     declared = {f.name for f in dataclasses.fields(MnistConfig) if f.name != "solver"}
     declared |= {f"solver.{f.name}" for f in dataclasses.fields(SolverConfig)}
     assert declared == covered, f"fields without a test case: {sorted(declared - covered)}"
-    assert plan_stages(RunDir(finished), tiny(digits_npz)).stale() == []  # the finished run is fresh
+    assert plan_stages(RunDir(finished), tiny_mnist(digits_npz)).stale() == []  # the finished run is fresh
     for name, cfg, expected in cases:
         assert sorted(plan_stages(RunDir(finished), cfg).stale()) == sorted(expected), name
 
 
-def test_rerun_recomputes_exactly_the_stale_stages(finished, digits_npz, tmp_path):
+def test_rerun_recomputes_exactly_the_stale_stages(finished, digits_npz, tiny_mnist, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(finished, out)  # copy2 keeps the modification times
     before = _mtimes(out)
-    cfg = tiny(digits_npz, solver=SolverConfig(m=600, omega=50))
+    cfg = tiny_mnist(digits_npz, solver=SolverConfig(m=600, omega=50))
     run_mnist(cfg, out, threads=1)
     after = _mtimes(out)
     changed = {p for p in before if after.get(p) != before[p]}
@@ -142,19 +124,19 @@ def test_rerun_recomputes_exactly_the_stale_stages(finished, digits_npz, tmp_pat
     assert {r["seed"] for r in json.loads((out / "coalitions.json").read_text())} == {0}
 
 
-def test_old_and_foreign_config_files(finished, digits_npz, tmp_path):
+def test_old_and_foreign_config_files(finished, digits_npz, tiny_mnist, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(finished, out)
     cfg = json.loads((out / "config.json").read_text())
     flat = {k: v for k, v in cfg.items() if k != "solver"}
     flat.update({k: cfg["solver"][k] for k in ("k", "min_size", "max_size", "m", "omega", "epsilon", "delta")})
     (out / "config.json").write_text(json.dumps(flat))  # an older version's flat keys: loads
-    run_mnist(tiny(digits_npz), out, threads=1)
+    run_mnist(tiny_mnist(digits_npz), out, threads=1)
     assert json.loads((out / "config.json").read_text()) == cfg
     (out / "config.json").write_text(json.dumps({**cfg, "bogus": 1}))
     with pytest.raises(ValueError, match="--out.*--force"):
-        run_mnist(tiny(digits_npz), out, threads=1)
+        run_mnist(tiny_mnist(digits_npz), out, threads=1)
     before = _mtimes(out)
-    run_mnist(tiny(digits_npz), out, threads=1, force=True)  # --force: every stage again
+    run_mnist(tiny_mnist(digits_npz), out, threads=1, force=True)  # --force: every stage again
     after = _mtimes(out)
     assert all(after[p] != before[p] for p in before if p.startswith(("models/", "matrices/", "stages/")))

@@ -7,11 +7,8 @@ variables `torchrun` sets, and runs the same `distributed_valuations` the CLI ru
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import signal
-import socket
-import traceback
 
 import numpy as np
 import pytest
@@ -27,50 +24,13 @@ from hedonic_neurons.valuations.accumulate import relative_error
 TOL = 1e-12
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(rank: int, world: int, port: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), HEDONIC_NEURONS_DIST_TIMEOUT="60")
-
-
-def _worker(rank, world, port, out, model, batches, kw):
-    try:
-        _env(rank, world, port)
-        torch.set_num_threads(1)
+def _worker(out, model, batches, kw):
+    """A rank: its shard of the valuations; rank 0 saves the merged result."""
+    def run(rank):
         v = distributed_valuations(model, batches, 1, dtype=torch.float64, progress=False, **kw)
         if rank == 0:
             v.save(out)
-        os._exit(0)
-    except BaseException:  # noqa: BLE001 -- report to the parent, then die with a non-zero status
-        (out.parent / f"error{rank}.txt").write_text(traceback.format_exc())
-        os._exit(1)
-
-
-def _dead_worker(rank, world, port):
-    """Joins the group like a real rank, then is killed before the statistics are reduced."""
-    import torch.distributed as dist
-
-    _env(rank, world, port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _run(targets, timeout=120):
-    ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=t, args=a) for t, a in targets]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    return [p.exitcode for p in procs]
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +40,12 @@ def setup():
 
 @pytest.mark.parametrize("sizes", [None, [7, 1]], ids=["even", "one-input-shard"])
 @pytest.mark.parametrize("ablation", ["auto", "mean"])
-def test_two_processes_match_one(setup, sizes, ablation, tmp_path, f64_norms):
+def test_two_processes_match_one(setup, sizes, ablation, tmp_path, f64_norms, forked_ranks):
     model, batches = setup
     kw = {"sizes": sizes, "ablation": ablation}
-    port = _port()
     out = tmp_path / "val"
-    codes = _run([(_worker, (r, 2, port, out, model, batches, kw)) for r in range(2)])
-    errs = [f.read_text() for f in tmp_path.glob("error*.txt")]
-    assert codes == [0, 0], errs
+    codes = forked_ranks.run(_worker(out, model, batches, kw), 2, timeout=120)
+    assert codes == [0, 0], forked_ranks.errors()
     got = Valuations.load(out)
     ref = compute_valuations(model, batches, 1, ablation=ablation, dtype=torch.float64, progress=False)
     assert got.n_samples == ref.n_samples == 8 and got.meta["world_size"] == 2
@@ -119,11 +77,20 @@ def test_more_processes_than_inputs(setup, monkeypatch):
         shard_sizes(8, 2, [8, 0])
 
 
-def test_a_killed_rank_fails_the_run_with_one_line(setup, tmp_path):
+def test_a_killed_rank_fails_the_run_with_one_line(setup, tmp_path, forked_ranks):
     model, batches = setup
-    port = _port()
     out = tmp_path / "val"
-    codes = _run([(_worker, (0, 2, port, out, model, batches, {})), (_dead_worker, (1, 2, port))], timeout=150)
+    worker = _worker(out, model, batches, {})
+
+    def rank_fn(rank):
+        if rank == 1:  # joins the group like a real rank, then is killed before the statistics are reduced
+            import torch.distributed as dist
+
+            dist.init_process_group("gloo", rank=rank, world_size=2)
+            os.kill(os.getpid(), signal.SIGKILL)
+        worker(rank)
+
+    codes = forked_ranks.run(rank_fn, 2, timeout=150)
     assert codes[1] == -signal.SIGKILL and codes[0] == 1
     last = (tmp_path / "error0.txt").read_text().strip().splitlines()[-1]
     assert "RuntimeError: rank 0/2:" in last and "another rank died" in last, last

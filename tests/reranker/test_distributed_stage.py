@@ -1,18 +1,15 @@
 """The reranker under `torchrun`: its valuation stage on 2 gloo processes equals one process.
 
-The ranks are forked from the test process (as in tests/models/test_distributed.py) and join a gloo
+The ranks are forked from the test process (the `forked_ranks` fixture of tests/conftest.py) and join a gloo
 group through the environment variables torchrun sets. Float64 models: the sharded statistics are
 merged exactly, so the matrices agree to 1e-12 (relative to each matrix's largest entry).
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import shutil
 import signal
-import socket
-import traceback
 
 import numpy as np
 import pytest
@@ -24,56 +21,10 @@ from hedonic_neurons.models.distributed import sharded_half_valuations
 from hedonic_neurons.models.extract import layer_cache, subset_cache, text_batches
 from hedonic_neurons.valuations.accumulate import relative_error
 
+pytestmark = pytest.mark.heavy(30)
+
 TOL = 1e-12
 LATER = ("valuations", "partitions", "evaluate", "tables")  # the stages the 2-process runs redo
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(rank: int, world: int, port: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), HEDONIC_NEURONS_DIST_TIMEOUT="60",
-                      HEDONIC_NEURONS_DIST_WAIT_TIMEOUT="120")
-
-
-def _fork(fn, world: int, errdir, timeout: float = 240) -> list[int | None]:
-    """Run fn(rank) on `world` forked ranks; a rank's traceback goes to errdir/error<rank>.txt."""
-    port = _port()
-
-    def target(rank):
-        try:
-            _env(rank, world, port)
-            torch.set_num_threads(1)
-            # a forked child must not enter an OpenMP pool its parent created (earlier tests ran k-means):
-            # libgomp's pool does not survive fork and the child would hang; one thread needs no pool
-            from threadpoolctl import threadpool_limits
-
-            threadpool_limits(1)
-            fn(rank)
-            os._exit(0)
-        except BaseException:  # noqa: BLE001 -- report to the parent, then die with a non-zero status
-            (errdir / f"error{rank}.txt").write_text(traceback.format_exc())
-            os._exit(1)
-
-    ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=target, args=(r,)) for r in range(world)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-    return [p.exitcode for p in procs]
-
-
-def _errors(d) -> list[str]:
-    return [f.read_text() for f in sorted(d.glob("error*.txt"))]
 
 
 def _f64_loader(make_model, arch="llama"):
@@ -136,7 +87,7 @@ def _same_matrices(a: dict, b: dict) -> None:
             assert relative_error(a[k], b[k]) <= TOL, (k, relative_error(a[k], b[k]))
 
 
-def test_reranker_on_two_processes_matches_one(reference, tmp_path, make_model, make_config):
+def test_reranker_on_two_processes_matches_one(reference, tmp_path, make_model, make_config, forked_ranks):
     """The whole command on 2 ranks, resuming after fine-tuning: rank 0 runs the stages of its own while
     the other waits, both run the valuation stage on their shards, rank 0 writes the same matrices."""
     from safetensors.numpy import load_file
@@ -148,7 +99,7 @@ def test_reranker_on_two_processes_matches_one(reference, tmp_path, make_model, 
     def rank_fn(rank):
         run_reranker(make_config(pool, **cfg), out, quiet=True, model_loader=_f64_loader(make_model))
 
-    assert _fork(rank_fn, 2, tmp_path) == [0, 0], _errors(tmp_path)
+    assert forked_ranks.run(rank_fn, 2) == [0, 0], forked_ranks.errors()
     _same_matrices(load_file(str(root / "one" / "matrices" / "1.safetensors")),
                    load_file(str(out / "matrices" / "1.safetensors")))
     _same_matrices(load_file(str(root / "one" / "activations" / "1.safetensors")),
@@ -175,7 +126,7 @@ def _direct_inputs(arch, pool, make_model):
 
 @pytest.mark.parametrize("arch,limit", [("llama", 20_000_000), ("bert", 20_000_000), ("bert", 0)],
                          ids=["norm-tail-exact", "bert-exact-direct", "bert-hessian"])
-def test_sharded_halves_uneven_split(arch, limit, reference, tmp_path, make_model, make_config):
+def test_sharded_halves_uneven_split(arch, limit, reference, tmp_path, make_model, make_config, forked_ranks):
     """Shards of 9 + 1 and 1 + 8 inputs (one rank holds a single input of each half) give the matrices of
     the reranker's 1-process `_valuate`, on every PAS path (closed form, direct exact, Hessian + agreement)."""
     _, pool, _ = reference
@@ -205,7 +156,7 @@ def test_sharded_halves_uneven_split(arch, limit, reference, tmp_path, make_mode
         else:
             assert got is None
 
-    assert _fork(rank_fn, 2, tmp_path) == [0, 0], _errors(tmp_path)
+    assert forked_ranks.run(rank_fn, 2) == [0, 0], forked_ranks.errors()
     got = dict(np.load(res_file))
     # the ranks batch their shards differently: float64 forward passes agree to rounding, not bit for bit
     assert relative_error(got.pop("acts"), full.acts) <= TOL and relative_error(got.pop("ood"), ref_ood) <= TOL
@@ -236,7 +187,7 @@ def test_one_process_is_the_same_path(reference, tmp_path, make_model, make_conf
 
 
 def test_killed_rank_fails_the_run_with_one_line_and_resume_completes(reference, tmp_path, make_model,
-                                                                       make_config):
+                                                                       make_config, forked_ranks):
     """Rank 1 is killed inside the valuation stage: rank 0 fails with one line, no valuation marker or matrix
     is written, and the same command on one process resumes the run to the reference matrices."""
     from safetensors.numpy import load_file
@@ -251,8 +202,8 @@ def test_killed_rank_fails_the_run_with_one_line_and_resume_completes(reference,
             md.reduce_stats = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
         run_reranker(make_config(pool, **cfg), out, quiet=True, model_loader=_f64_loader(make_model))
 
-    codes = _fork(rank_fn, 2, tmp_path)
-    assert codes == [1, -signal.SIGKILL], (codes, _errors(tmp_path))
+    codes = forked_ranks.run(rank_fn, 2)
+    assert codes == [1, -signal.SIGKILL], (codes, forked_ranks.errors())
     last = (tmp_path / "error0.txt").read_text().strip().splitlines()[-1]
     assert last.startswith("RuntimeError: rank 0/2:") and "another rank died" in last, last
     assert not (out / "stages" / "valuations:1.done").exists() and not (out / "matrices").exists()
@@ -262,7 +213,7 @@ def test_killed_rank_fails_the_run_with_one_line_and_resume_completes(reference,
 
 
 def test_rank_0_dying_in_its_own_stage_fails_the_waiting_rank_with_one_line(reference, tmp_path, make_model,
-                                                                           make_config):
+                                                                           make_config, forked_ranks):
     root, pool, cfg = reference
     out = _resumable_copy(root / "one", tmp_path / "two")
 
@@ -271,8 +222,8 @@ def test_rank_0_dying_in_its_own_stage_fails_the_waiting_rank_with_one_line(refe
             RerankerExperiment.stage_partitions = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
         run_reranker(make_config(pool, **cfg), out, quiet=True, model_loader=_f64_loader(make_model))
 
-    codes = _fork(rank_fn, 2, tmp_path)
-    assert codes == [-signal.SIGKILL, 1], (codes, _errors(tmp_path))
+    codes = forked_ranks.run(rank_fn, 2)
+    assert codes == [-signal.SIGKILL, 1], (codes, forked_ranks.errors())
     last = (tmp_path / "error1.txt").read_text().strip().splitlines()[-1]
     assert last.startswith("RuntimeError: rank 1/2: waiting for rank 0") and "another rank died" in last, last
 
