@@ -13,8 +13,8 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "hedonic_neurons"
 # Rank of every sub-package (or root module): a module may import from its own rank or below, never above.
 # Within a rank the graph must still be acyclic.
 RANKS: dict[str, int] = {
-    **dict.fromkeys(["game", "parallel", "distributed", "rundir", "configs", "stages", "notices", "data", "ir",
-                     "valuations", "metrics"], 0),
+    **dict.fromkeys(["game", "parallel", "distributed", "rundir", "configs", "stages", "notices", "runtime", "data",
+                     "ir", "valuations", "metrics"], 0),
     **dict.fromkeys(["partition", "baselines", "models"], 1),
     "tracking": 2,
     "report": 3,

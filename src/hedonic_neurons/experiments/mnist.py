@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hedonic_neurons.metrics.crossfit import crossfit_halves, eval_half, fit_halves
+from hedonic_neurons.metrics.crossfit import partition_name as part_name
 from hedonic_neurons.models.gated_reads import hidden_at as _hidden
 from hedonic_neurons.models.gated_reads import local_tail as _tail
 from hedonic_neurons.models.gated_reads import oca_weight
@@ -36,6 +38,7 @@ from hedonic_neurons.report.mnist_tables import (
     write_tables,
 )
 from hedonic_neurons.rundir import RunDir, matrix_key, write_json
+from hedonic_neurons.runtime import pick_threads, record_runtime
 from hedonic_neurons.stages import StageRunner
 
 log = logging.getLogger(__name__)
@@ -204,24 +207,7 @@ def _verify(rd: RunDir, model, data: _Data, li: int, key: str, pas, ix: np.ndarr
 
 def halves(cfg: MnistConfig, n: int) -> dict[str, np.ndarray]:
     """{half: indices into the held-out digits}: two seeded disjoint halves, or {"a": all} without crossfit."""
-    from hedonic_neurons.metrics.crossfit import split_halves
-
-    if not cfg.crossfit:
-        return {"a": np.arange(n)}
-    a, b = split_halves(n, cfg.crossfit_seed, min_half=MIN_HALF, what="held-out digits")
-    return {"a": a, "b": b}
-
-
-def eval_half(cfg: MnistConfig, half: str) -> str:
-    """The half whose digits and valuation score a partition fitted on `half` (itself without crossfit)."""
-    from hedonic_neurons.metrics.crossfit import OTHER
-
-    return OTHER[half] if cfg.crossfit else half
-
-
-def part_name(method: str, half: str) -> str:
-    """Partition file stem: half a under the plain method name (tracked, shown), half b as ``<method>.b``."""
-    return method if half == "a" else f"{method}.b"
+    return crossfit_halves(n, cfg.crossfit, cfg.crossfit_seed, min_half=MIN_HALF, what="held-out digits")
 
 
 def stage_valuations(sr: StageRunner, cfg: MnistConfig, model, data: _Data, key: str, layer: str) -> dict:
@@ -274,7 +260,7 @@ def stage_valuations(sr: StageRunner, cfg: MnistConfig, model, data: _Data, key:
     info["loss_delta_s"] = time.time() - t2
     # tracking follows the half-a partitions (the ones under the plain method names): read it on their
     # evaluation half's digits
-    H_track = H_all[idx[eval_half(cfg, "a")]]
+    H_track = H_all[idx[eval_half("a", cfg.crossfit)]]
     mats.update({"loss_delta": loss_delta.astype(np.float64), "track_acts": H_track})
     if li <= len(model.blocks):
         # cross-layer tracking at a residual site: E_x |d h_{l+1} / d h_l| through the next block
@@ -290,14 +276,6 @@ def stage_valuations(sr: StageRunner, cfg: MnistConfig, model, data: _Data, key:
     return rd.load_matrices(key)
 
 
-def _solver(cfg: MnistConfig, seed: int):
-    return cfg.solver.to_estimator(random_state=seed)
-
-
-def _fit_halves(cfg: MnistConfig) -> tuple[str, ...]:
-    return ("a", "b") if cfg.crossfit else ("a",)
-
-
 def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats: dict, key: str, layer: str,
                      seed: int, methods: tuple[str, ...] = METHODS) -> dict[str, dict[str, np.ndarray]]:
     """{half: {method: labels}}: on each half, Hedonic-OCA, Hedonic-PAS, Leiden (positive part of the PAS
@@ -307,7 +285,7 @@ def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats
 
     rd = sr.rd
     stage = f"partitions_{key}"
-    fit = _fit_halves(cfg)
+    fit = fit_halves(cfg.crossfit)
     if sr.fresh(stage):
         return {h: {m: rd.load_partition(key, part_name(m, h))["labels"] for m in methods} for h in fit}
     H_all = _hidden(model, data.X_test, layer)
@@ -318,7 +296,8 @@ def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats
         for method, phi, se in (("hedonic_oca", mats[f"phi_oca_{h}"], mats[f"oca_se_{h}"]),
                                 ("hedonic_pas", mats[f"phi_pas_{h}"], mats[f"pas_se_{h}"])):
             t0 = time.time()
-            hp = _solver(cfg, hseed).fit(np.asarray(phi, dtype=np.float64), np.asarray(se, dtype=np.float64))
+            hp = cfg.solver.to_estimator(random_state=hseed)
+            hp.fit(np.asarray(phi, dtype=np.float64), np.asarray(se, dtype=np.float64))
             params = dict(getattr(hp, "params_", {}) or {})
             params.setdefault("threshold_rule", str(getattr(hp, "threshold_rule_", "")))
             params["seconds"] = time.time() - t0
@@ -366,7 +345,7 @@ def stage_metrics(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats: d
     base = {"variant": variant, "setting": setting, "seed": seed, "layer": layer}
     acc_base = {}
     for h, by_method in parts.items():
-        e = eval_half(cfg, h)
+        e = eval_half(h, cfg.crossfit)
         ix = mats[f"half_{e}_idx"]
         H, y, st = H_all[ix], data.y_test[ix], stroke[ix]
         all_coal = [(m, coalitions_of(lab)) for m, lab in by_method.items()]
@@ -419,7 +398,7 @@ def digit_grids(rd: RunDir, cfg: MnistConfig, data: _Data, rows: list[dict], var
 
     layer = cfg.control_layer if cfg.control_layer in cfg.layers else cfg.layers[len(cfg.layers) // 2]
     model_path = rd.root / "models" / f"{variant}.safetensors"
-    ix = halves(cfg, len(data.y_test))[eval_half(cfg, "a")]
+    ix = halves(cfg, len(data.y_test))[eval_half("a", cfg.crossfit)]
     H = _hidden(GatedMLPClassifier.load(model_path), data.X_test[ix], layer)
     return draw_digit_grids(rd, cfg.n_grids, rows, variant, layer, H, data.images_test[ix], data.y_test[ix])
 
@@ -485,38 +464,6 @@ def _report(rd: RunDir) -> dict:
         raise FinishFailed(f"building report.html failed ({type(exc).__name__}: {exc})") from exc
 
 
-def _threads(threads: int | None) -> int:
-    """Torch threads: as asked, else the core count, or 1 when the cores are already busy.
-
-    On an oversubscribed machine torch's intra-op thread barriers make 2 threads several times slower
-    than 1 (measured here: one training epoch 8x slower), so the automatic choice backs off.
-    """
-    cores = os.cpu_count() or 1
-    if threads:
-        return max(1, int(threads))
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return 1 if load >= cores - 0.5 else cores
-
-
-def record_runtime(rd: RunDir, threads: int, jobs: int = 1) -> None:
-    """Append how this invocation ran (threads, worker processes, MKL reproducibility mode, torch) to
-    RUN/runtime.json.
-
-    Recorded, not configured: the results are the same for any thread count (README "Reproducibility"), so
-    a run may be resumed with another one, and config.json does not hold it.
-    """
-    import torch
-
-    path = rd.root / "runtime.json"
-    runs = json.loads(path.read_text()) if path.is_file() else []
-    runs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "threads": int(threads), "jobs": int(jobs),
-                 "MKL_CBWR": os.environ.get("MKL_CBWR", ""), "torch": torch.__version__})
-    write_json(path, runs)
-
-
 def _layer_job(arg: tuple) -> dict:
     """Worker of per-layer parallelism (`jobs` > 1): the partition and metric stages of one (network, layer),
     with the network and matrices read back from the run directory; files and markers as in the serial path."""
@@ -566,7 +513,7 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None, for
     sr = plan_stages(rd, cfg, report=report)
     sr.prepare(force=force)
     prev_threads = torch.get_num_threads()
-    torch.set_num_threads(_threads(threads))
+    torch.set_num_threads(pick_threads(threads))
     record_runtime(rd, torch.get_num_threads(), jobs=int(jobs))
     try:
         stroke = stroke_scores(data.images_test)
