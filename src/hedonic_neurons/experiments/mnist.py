@@ -25,8 +25,6 @@ import numpy as np
 from hedonic_neurons.metrics.crossfit import crossfit_halves, eval_half, fit_halves
 from hedonic_neurons.metrics.crossfit import partition_name as part_name
 from hedonic_neurons.models.gated_reads import hidden_at as _hidden
-from hedonic_neurons.models.gated_reads import local_tail as _tail
-from hedonic_neurons.models.gated_reads import oca_weight
 from hedonic_neurons.partition import SolverConfig
 from hedonic_neurons.report.mnist_tables import (
     METHODS,
@@ -187,24 +185,6 @@ def stage_model(sr: StageRunner, cfg: MnistConfig, data: _Data, variant: str, se
 # ---------------------------------------------------------------------------------------------------
 
 
-def _verify(rd: RunDir, model, data: _Data, li: int, key: str, pas, ix: np.ndarray) -> None:
-    """The same self-verification as every valuation run (models.verify): a few psi(i), psi(i, j) of this
-    residual site, computed on the held-out digits `ix`, redone through the model's own modules; raises
-    VerificationError when they disagree."""
-    import torch
-
-    from hedonic_neurons.models.extract import layer_cache
-    from hedonic_neurons.models.valuate import Valuations
-    from hedonic_neurons.models.verify import save_verification, verify_valuations
-
-    X, y = torch.as_tensor(data.X_test[ix]), torch.as_tensor(data.y_test[ix])
-    batches = [(X[s:s + 512], y[s:s + 512]) for s in range(0, len(X), 512)]
-    cache = layer_cache(model, batches, li, site="residual", ablation="zero", progress=False)
-    v = Valuations(layer=li, site="residual", ablation="zero", n_samples=cache.n_samples, n_players=cache.n_players,
-                   phi_pas=pas.phi, psi=pas.psi, cache=cache)
-    save_verification(verify_valuations(model, batches, v), rd.root / "verification", stem=key)
-
-
 def halves(cfg: MnistConfig, n: int) -> dict[str, np.ndarray]:
     """{half: indices into the held-out digits}: two seeded disjoint halves, or {"a": all} without crossfit."""
     return crossfit_halves(n, cfg.crossfit, cfg.crossfit_seed, min_half=MIN_HALF, what="held-out digits")
@@ -213,48 +193,54 @@ def halves(cfg: MnistConfig, n: int) -> dict[str, np.ndarray]:
 def stage_valuations(sr: StageRunner, cfg: MnistConfig, model, data: _Data, key: str, layer: str) -> dict:
     """OCA, exact PAS (+ standard errors, psi) on each half of the held-out digits, per-neuron loss deltas
     for one layer; saved as safetensors with the half in the key (``phi_pas_a``, ``phi_pas_b``,
-    ``oca_se_a`` ...: the keys of rundir.MATRIX_KEYS)."""
+    ``oca_se_a`` ...: the keys of rundir.MATRIX_KEYS). The valuations take the language models' path:
+    `layer_cache` at the residual site of `GatedMLPAdapter` (zero ablation, the net's LayerNorm + head as
+    the tail, OCA weighted by what reads h_l next), `valuations_from_cache` per half."""
+    import dataclasses
+
     from hedonic_neurons.metrics.ablation import neuron_loss_delta
-    from hedonic_neurons.valuations.oca import oca, oca_se
-    from hedonic_neurons.valuations.pas import exact_pas
+    from hedonic_neurons.models.extract import layer_cache, subset_cache
+    from hedonic_neurons.models.valuate import valuations_from_cache
+    from hedonic_neurons.valuations.oca import oca_se
 
     rd = sr.rd
     stage = f"valuations_{key}"
     if sr.fresh(stage) and rd.matrices_path(key).exists():
         return rd.load_matrices(key)
-    H_all = _hidden(model, data.X_test, layer)
-    idx = halves(cfg, H_all.shape[0])
     li = int(layer[1:])
-    W = oca_weight(model, layer, cfg.oca_weight)
+    cache = layer_cache(model, [(data.X_test, data.y_test)], li, site="residual", ablation="zero", progress=False)
+    if cfg.oca_weight == "identity":
+        cache = dataclasses.replace(cache, W_oca=None)
+    H_all = cache.H
+    idx = halves(cfg, H_all.shape[0])
     mats: dict[str, np.ndarray] = {}
     info: dict[str, float] = {"oca_s": 0.0, "pas_s": 0.0}
     logit_mean = {}
-    pas_of = {}
     for h, ix in idx.items():
-        H = H_all[ix]
-        t0 = time.time()
-        phi_oca = oca(H, W, dtype=np.float64)
-        oca_err = oca_se(W, H.shape[0])
+        v = valuations_from_cache(subset_cache(cache, ix), ("oca", "pas"), pas_dtype=np.float32,
+                                  oca_dtype=np.float64, progress=False)
+        oca_err = oca_se(cache.W_oca, ix.size)
         if np.isscalar(oca_err):
-            oca_err = np.full(phi_oca.shape, float(oca_err))
+            oca_err = np.full(v.phi_oca.shape, float(oca_err))
             np.fill_diagonal(oca_err, 0.0)
-        t1 = time.time()
-        # residual site, zero ablation: delta_i(x) = h_i(x) e_i, so coef = H and C = identity (None)
-        pas = exact_pas(H.astype(np.float64), H.astype(np.float64), None, _tail(model), targets=data.y_test[ix],
-                        dtype=np.float32, progress=False)
-        t2 = time.time()
-        mats.update({matrix_key("phi_oca", h): phi_oca,
+        mats.update({matrix_key("phi_oca", h): v.phi_oca,
                      matrix_key("oca_se", h): np.asarray(oca_err, dtype=np.float64),
-                     matrix_key("phi_pas", h): pas.phi, matrix_key("pas_se", h): pas.se,
-                     matrix_key("psi", h): pas.psi, matrix_key("psi_se", h): pas.psi_se,
+                     matrix_key("phi_pas", h): v.phi_pas, matrix_key("pas_se", h): v.pas_se,
+                     matrix_key("psi", h): v.psi, matrix_key("psi_se", h): v.psi_se,
                      matrix_key("half_idx", h): np.asarray(ix, dtype=np.int64)})
-        info["oca_s"] += t1 - t0
-        info["pas_s"] += t2 - t1
-        logit_mean[h] = pas.logit_mean
-        pas_of[h] = pas
+        info["oca_s"] += v.timings["oca"]
+        info["pas_s"] += v.timings["pas_exact"]
+        logit_mean[h] = v.meta["logit_mean"]
+        if cfg.verify and h == "a":  # half a: the partitions under the plain method names are fitted on it
+            # the same self-verification as every valuation run (models.verify): a few psi(i), psi(i, j)
+            # redone through the model's own modules; raises VerificationError when they disagree
+            from hedonic_neurons.models.verify import save_verification, verify_valuations
+
+            t2 = time.time()
+            batches = [(data.X_test[ix[s:s + 512]], data.y_test[ix[s:s + 512]]) for s in range(0, ix.size, 512)]
+            save_verification(verify_valuations(model, batches, v), rd.root / "verification", stem=key)
+            info["verify_s"] = time.time() - t2
     t2 = time.time()
-    if cfg.verify:  # half a: the partitions under the plain method names are fitted on it
-        _verify(rd, model, data, li, key, pas_of["a"], idx["a"])
     n_ld = min(cfg.loss_delta_images, H_all.shape[0])
     loss_delta = neuron_loss_delta(model, H_all[:n_ld], li, data.y_test[:n_ld])
     info["loss_delta_s"] = time.time() - t2

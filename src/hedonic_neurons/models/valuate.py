@@ -176,6 +176,7 @@ def valuations_from_cache(
     methods: Sequence[str] = METHODS,
     *,
     pas_dtype: Any = np.float64,
+    oca_dtype: Any = None,
     max_direct_cost: float = 2e10,
     agreement_pairs: int = 2_000,
     progress: bool = True,
@@ -210,8 +211,9 @@ def valuations_from_cache(
     kw = cache.math_kwargs()
     if "oca" in methods:
         t = time.perf_counter()
-        # OCA weight term: W_down columns at an MLP site; the identity at a residual site (1 - |cos| = 1).
-        v.phi_oca = oca(cache.acts, cache.W_down if cache.site == "mlp" else None)
+        # OCA weight term: W_down columns at an MLP site; at a residual site what reads it next (the
+        # adapter's residual_readers), or the identity (1 - |cos| = 1) where the adapter names none
+        v.phi_oca = oca(cache.acts, cache.W_oca, dtype=oca_dtype)
         v.oca_null_se = oca_null_se(cache.n_samples)
         v.timings["oca"] = time.perf_counter() - t
     if "pas" in methods:
