@@ -49,7 +49,7 @@ import numpy as np
 from hedonic_neurons.distributed import Dist
 from hedonic_neurons.metrics.crossfit import crossfit_halves, eval_half, fit_halves, partition_name
 from hedonic_neurons.metrics.partition_metrics import coalition_subset, method_scores, synergy_by_half
-from hedonic_neurons.models.coalition_ablation import ablation_scores
+from hedonic_neurons.models.ablate import ablation_scores
 from hedonic_neurons.models.extract import subset_cache
 from hedonic_neurons.models.finetune import (
     FinetuneConfig,

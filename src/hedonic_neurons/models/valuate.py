@@ -371,6 +371,16 @@ def compute_valuations(
     return v
 
 
+def valuation_options(**options: Any) -> dict[str, Any]:
+    """The keywords of `compute_valuations` (its signature is their one declaration) with the defaults filled
+    in, for functions that forward them (`distributed_valuations`); TypeError naming an unknown keyword."""
+    import inspect
+
+    bound = inspect.signature(compute_valuations).bind(None, None, 0, **options)
+    bound.apply_defaults()
+    return {k: v for k, v in bound.arguments.items() if k not in ("model", "inputs", "layer")}
+
+
 def exact_pair_means(cache_of: Callable[[], LayerCache], coalitions: list[np.ndarray], max_pairs: int,
                      seed: int) -> list[float]:
     """Pair of each coalition from exact pair ablations on the cache `cache_of()` (built only when some pair is
