@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hedonic_neurons.data.mnist import MnistSplit
 from hedonic_neurons.metrics.crossfit import crossfit_halves, eval_half, fit_halves
 from hedonic_neurons.metrics.crossfit import partition_name as part_name
 from hedonic_neurons.models.gated_reads import hidden_at as _hidden
@@ -108,28 +109,12 @@ def _progress() -> bool:
 # ---------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Data:
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
-    images_test: np.ndarray
+def load_data(cfg: MnistConfig) -> MnistSplit:
+    """The stratified train / held-out split of `cfg.data` (same for every seed), capped for tests."""
+    from hedonic_neurons.data.mnist import load_split
 
-
-def load_data(cfg: MnistConfig) -> _Data:
-    """The stratified train / held-out split (same for every seed), capped for tests."""
-    from hedonic_neurons.data.mnist import load_images, stratified_split, to_input
-
-    images, labels = load_images(cfg.data)
-    tr, te = stratified_split(labels, cfg.test_fraction, cfg.split_seed)
-    rng = np.random.default_rng(cfg.split_seed)
-    if cfg.n_train is not None and cfg.n_train < tr.size:
-        tr = np.sort(rng.choice(tr, cfg.n_train, replace=False))
-    if cfg.n_test is not None and cfg.n_test < te.size:
-        te = np.sort(rng.choice(te, cfg.n_test, replace=False))
-    X = to_input(images)
-    return _Data(X[tr], labels[tr], X[te], labels[te], images[te])
+    return load_split(cfg.data, test_fraction=cfg.test_fraction, split_seed=cfg.split_seed, n_train=cfg.n_train,
+                      n_test=cfg.n_test)
 
 
 def _variants(cfg: MnistConfig) -> list[tuple[str, str, int]]:
@@ -145,7 +130,7 @@ def _layers_of(cfg: MnistConfig, setting: str) -> list[str]:
     return list(cfg.layers) if setting == "trained" else [cfg.control_layer]
 
 
-def stage_model(sr: StageRunner, cfg: MnistConfig, data: _Data, variant: str, setting: str, seed: int):
+def stage_model(sr: StageRunner, cfg: MnistConfig, data: MnistSplit, variant: str, setting: str, seed: int):
     """Train (or just initialise) one model and save it as safetensors; reload it when already done."""
     import torch
 
@@ -190,7 +175,7 @@ def halves(cfg: MnistConfig, n: int) -> dict[str, np.ndarray]:
     return crossfit_halves(n, cfg.crossfit, cfg.crossfit_seed, min_half=MIN_HALF, what="held-out digits")
 
 
-def stage_valuations(sr: StageRunner, cfg: MnistConfig, model, data: _Data, key: str, layer: str) -> dict:
+def stage_valuations(sr: StageRunner, cfg: MnistConfig, model, data: MnistSplit, key: str, layer: str) -> dict:
     """OCA, exact PAS (+ standard errors, psi) on each half of the held-out digits, per-neuron loss deltas
     for one layer; saved as safetensors with the half in the key (``phi_pas_a``, ``phi_pas_b``,
     ``oca_se_a`` ...: the keys of rundir.MATRIX_KEYS). The valuations take the language models' path:
@@ -262,7 +247,7 @@ def stage_valuations(sr: StageRunner, cfg: MnistConfig, model, data: _Data, key:
     return rd.load_matrices(key)
 
 
-def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats: dict, key: str, layer: str,
+def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: MnistSplit, mats: dict, key: str, layer: str,
                      seed: int, methods: tuple[str, ...] = METHODS) -> dict[str, dict[str, np.ndarray]]:
     """{half: {method: labels}}: on each half, Hedonic-OCA, Hedonic-PAS, Leiden (positive part of the PAS
     phi) and the baselines matched to Hedonic-PAS (I.4-I.5) on that half's activation profiles."""
@@ -311,7 +296,7 @@ def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats
     return out
 
 
-def stage_metrics(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats: dict, parts: dict, key: str,
+def stage_metrics(sr: StageRunner, cfg: MnistConfig, model, data: MnistSplit, mats: dict, parts: dict, key: str,
                   layer: str, variant: str, setting: str, seed: int, stroke: np.ndarray) -> dict:
     """Every I.6 metric for every coalition of every method and half in one layer, each on the digits
     and the valuation of the *other* half (cross-fitting); per partition the split-half ARI and the share
@@ -377,7 +362,7 @@ def stage_metrics(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats: d
 # ---------------------------------------------------------------------------------------------------
 
 
-def digit_grids(rd: RunDir, cfg: MnistConfig, data: _Data, rows: list[dict], variant: str) -> list[Path]:
+def digit_grids(rd: RunDir, cfg: MnistConfig, data: MnistSplit, rows: list[dict], variant: str) -> list[Path]:
     """Top-64 digit grids of the purest Hedonic-PAS coalitions of the control layer (Fig. 3-6), for the half-a
     partition, drawn from the other half's digits (those its purity was measured on): report.mnist_tables."""
     from hedonic_neurons.models.gated_mlp import GatedMLPClassifier

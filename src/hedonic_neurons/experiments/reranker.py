@@ -335,44 +335,23 @@ class RerankerExperiment:
 
     def _valuate(self, cache, prog: bool, verify_texts: list[str] | None = None,
                  verify_stem: str = "") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """OCA and PAS (exact, or Hessian with its exact agreement) of one cache: ({phi_oca, oca_se, phi_pas,
-        [pas_se], psi, [psi_se]}, info). With `verify_texts` (the cache's own inputs, in order) the valuations
-        are self-verified against direct ablation through the model (models.verify) and the check saved."""
-        from hedonic_neurons.models.valuate import hessian_valuations, valuations_from_cache
-        from hedonic_neurons.valuations.oca import oca_se
-        from hedonic_neurons.valuations.tail import NormTail
+        """OCA and PAS of one cache (`models.valuate.pas_valuations`: exact, or Hessian with its exact
+        agreement). With `verify_texts` (the cache's own inputs, in order) the valuations are self-verified
+        against direct ablation through the model (models.verify) and the check saved."""
+        from hedonic_neurons.models.valuate import pas_valuations
 
         c = self.cfg
-        n, N = cache.n_players, cache.n_samples
-        info: dict[str, Any] = {}
-        if isinstance(cache.tail, NormTail) or n * (n - 1) // 2 * N <= c.direct_pas_limit:
-            v = valuations_from_cache(cache, ("oca", "pas"), progress=prog)
-            phi_pas, pas_se, psi, psi_se = v.phi_pas, v.pas_se, v.psi, v.psi_se
-            info["pas"] = "exact"
-        else:
-            # a tail with no closed form (BERT): Hessian PAS, checked against exact PAS on random pairs
-            v, phi_pas, psi, psi_se, more = hessian_valuations(cache, c.agreement_pairs, prog)
-            pas_se = None
-            info.update(more)
+        v, mats, info = pas_valuations(cache, c.direct_pas_limit, c.agreement_pairs, progress=prog)
         if verify_texts is not None:
             from hedonic_neurons.models.extract import text_batches
             from hedonic_neurons.models.verify import save_verification, verify_valuations
 
-            if v.psi is None:
-                v.psi, v.psi_se = psi, psi_se
             pm, tok = self.model()
             batches = text_batches(tok, verify_texts, batch_size=16, max_length=c.max_length)  # as the cache
             t = time.perf_counter()
             res = verify_valuations(pm, batches, v, device=c.device)
             info["verify_seconds"] = round(time.perf_counter() - t, 2)
             save_verification(res, self.rd.root / "verification", stem=verify_stem)
-        mats = {"phi_oca": v.phi_oca, "oca_se": np.asarray(oca_se(cache.W_down, N)), "phi_pas": phi_pas,
-                "psi": psi}
-        if pas_se is not None:
-            mats["pas_se"] = pas_se
-        if psi_se is not None:
-            mats["psi_se"] = psi_se
-        info["timings"] = v.timings
         return mats, info
 
     def stage_valuations(self, layer: int) -> dict:

@@ -406,6 +406,37 @@ def exact_pair_means(cache_of: Callable[[], LayerCache], coalitions: list[np.nda
     return [float(np.mean([val[(int(x), int(y))] for x, y in zip(pa, pb, strict=True)])) for pa, pb in chosen]
 
 
+def pas_valuations(cache: LayerCache, direct_pas_limit: float, agreement_pairs: int, progress: bool = False
+                   ) -> tuple[Valuations, dict[str, np.ndarray], dict[str, Any]]:
+    """OCA and PAS of one cache as the reranker values a half of its probe pairs: exact PAS (+ se, psi, psi_se)
+    for a norm tail or when pairs x inputs <= `direct_pas_limit`, else the Hessian PAS with exact psi and its
+    exact agreement on `agreement_pairs` random pairs (`hessian_valuations`). Returns (valuations, with psi
+    and the cache, for self-verification; {phi_oca, oca_se, phi_pas, [pas_se], psi, [psi_se]}; info)."""
+    from ..valuations.oca import oca_se
+    from ..valuations.tail import NormTail
+
+    n, N = cache.n_players, cache.n_samples
+    info: dict[str, Any] = {}
+    if isinstance(cache.tail, NormTail) or n * (n - 1) // 2 * N <= direct_pas_limit:
+        v = valuations_from_cache(cache, ("oca", "pas"), progress=progress)
+        phi_pas, pas_se, psi, psi_se = v.phi_pas, v.pas_se, v.psi, v.psi_se
+        info["pas"] = "exact"
+    else:
+        # a tail with no closed form (BERT): Hessian PAS, checked against exact PAS on random pairs
+        v, phi_pas, psi, psi_se, more = hessian_valuations(cache, agreement_pairs, progress)
+        pas_se = None
+        info.update(more)
+    if v.psi is None:
+        v.psi, v.psi_se = psi, psi_se
+    mats = {"phi_oca": v.phi_oca, "oca_se": np.asarray(oca_se(cache.W_down, N)), "phi_pas": phi_pas, "psi": psi}
+    if pas_se is not None:
+        mats["pas_se"] = pas_se
+    if psi_se is not None:
+        mats["psi_se"] = psi_se
+    info["timings"] = v.timings
+    return v, mats, info
+
+
 def hessian_valuations(cache: LayerCache, agreement_pairs: int, progress: bool = False
                        ) -> tuple[Valuations, np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
     """OCA, Hessian PAS and exact psi of a cache whose tail is not norm + linear head (BERT: post-LN + pooler +
