@@ -61,3 +61,15 @@ def test_other_adapters_keep_no_residual_weight_term(monkeypatch):
     assert cache.W_oca is None
     v = valuations_from_cache(cache, ("oca",), progress=False)
     np.testing.assert_allclose(v.phi_oca, oca(cache.H, None), atol=1e-7)
+
+
+def test_one_process_distributed_path_weights_oca_the_same():
+    from hedonic_neurons.models.distributed import distributed_valuations
+    from hedonic_neurons.models.valuate import compute_valuations
+
+    m, X, y = _net()
+    kw = dict(site="residual", ablation="zero", methods=("oca", "pas"), verify=False, progress=False)
+    one = compute_valuations(m, X, 2, targets=y, **kw)
+    dist = distributed_valuations(m, X, 2, targets=y, **kw)
+    np.testing.assert_allclose(dist.phi_oca, one.phi_oca, atol=1e-6)
+    np.testing.assert_allclose(dist.phi_pas, one.phi_pas, rtol=1e-5, atol=1e-9)

@@ -178,10 +178,11 @@ def reduce_stats(stats: ValuationStats, dist: Dist) -> ValuationStats:
     return out
 
 
-def valuations_from_stats(stats: ValuationStats, *, W_down: np.ndarray | None, layer: int, site: str,
+def valuations_from_stats(stats: ValuationStats, *, W_oca: np.ndarray | None, layer: int, site: str,
                           ablation: str, timings: dict[str, float] | None = None,
                           meta: dict | None = None) -> Valuations:
-    """The `Valuations` (OCA, exact PAS + se + psi, Hessian PAS, agreement) of merged statistics."""
+    """The `Valuations` (OCA, exact PAS + se + psi, Hessian PAS, agreement) of merged statistics; `W_oca`: OCA's
+    weight term, the cache's `W_oca` (W_down at an MLP site, the adapter's residual_readers or None)."""
     from ..valuations.agreement import agreement
     from ..valuations.oca import oca_null_se
 
@@ -194,7 +195,7 @@ def valuations_from_stats(stats: ValuationStats, *, W_down: np.ndarray | None, l
         v.meta.pop(k, None)
     if stats.oca is not None:
         acts_dt = np.dtype(stats.meta.get("acts_dtype", "float64"))
-        v.phi_oca = stats.oca_phi(W_down if site == "mlp" else None,
+        v.phi_oca = stats.oca_phi(W_oca,
                                   dtype=np.float64 if acts_dt == np.float64 else np.float32)
         v.oca_null_se = oca_null_se(N)
     if stats.psi is not None:
@@ -362,7 +363,7 @@ def distributed_valuations(
             from .verify import verify_valuations
 
             t = time.perf_counter()
-            local = valuations_from_stats(st, W_down=cache.W_down, layer=cache.layer, site=cache.site,
+            local = valuations_from_stats(st, W_oca=cache.W_oca, layer=cache.layer, site=cache.site,
                                           ablation=cache.ablation, timings={}, meta={})
             local.cache = cache
             verify_valuations(model, batches, local, device=dev)
@@ -372,7 +373,7 @@ def distributed_valuations(
         timings["reduce"] = time.perf_counter() - t
         if not dist.is_main:
             return None
-        v = valuations_from_stats(merged, W_down=cache.W_down, layer=cache.layer, site=cache.site,
+        v = valuations_from_stats(merged, W_oca=cache.W_oca, layer=cache.layer, site=cache.site,
                                   ablation=cache.ablation, timings=timings,
                                   meta={"world_size": dist.world, "shard_sizes": sz, "backend": dist.backend
                                         if dist.world > 1 else None})
