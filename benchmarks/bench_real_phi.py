@@ -63,9 +63,10 @@ def mnist_halves(cache: Path, layers: list[str], epochs: int) -> dict[str, dict]
     if todo:
         import torch
 
-        from hedonic_neurons.experiments.mnist import MnistConfig, _hidden, _tail, load_data
+        from hedonic_neurons.experiments.mnist import MnistConfig, load_data
+        from hedonic_neurons.models.extract import layer_cache
         from hedonic_neurons.models.gated_mlp import GatedMLPClassifier, build_classifier, train_classifier
-        from hedonic_neurons.valuations.pas import exact_pas
+        from hedonic_neurons.models.valuate import valuations_from_cache
 
         cfg = MnistConfig(seeds=[0], epochs=epochs)
         data = load_data(cfg)
@@ -88,9 +89,11 @@ def mnist_halves(cache: Path, layers: list[str], epochs: int) -> dict[str, dict]
             t0 = time.perf_counter()
             arrays = {}
             for h, idx in halves.items():
-                H = _hidden(model, data.X_test[idx], layer).astype(np.float64)
-                pas = exact_pas(H, H, None, _tail(model), targets=data.y_test[idx], dtype=np.float64, progress=False)
-                arrays |= {f"phi_{h}": pas.phi, f"se_{h}": pas.se, f"psi_{h}": pas.psi, f"acts_{h}": H.T.copy()}
+                # the residual site of the gated MLP, zero ablation: the MNIST experiment's own valuation path
+                c = layer_cache(model, [(data.X_test[idx], data.y_test[idx])], int(layer[1:]), site="residual",
+                                ablation="zero", dtype=torch.float64, progress=False)
+                v = valuations_from_cache(c, ("pas",), progress=False)
+                arrays |= {f"phi_{h}": v.phi_pas, f"se_{h}": v.pas_se, f"psi_{h}": v.psi, f"acts_{h}": c.H.T.copy()}
             _save(cache / f"mnist_{layer}.safetensors", arrays)
             print(f"MNIST {layer}: exact PAS of two halves of {n // 2} digits in {time.perf_counter() - t0:.1f} s")
     for layer in layers:

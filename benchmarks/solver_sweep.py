@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from hedonic_neurons import HedonicPartition  # noqa: E402
 from hedonic_neurons.baselines import LeidenPartition  # noqa: E402
-from hedonic_neurons.experiments.crossfit import half_seed  # noqa: E402
+from hedonic_neurons.metrics.crossfit import half_seed  # noqa: E402
 from hedonic_neurons.metrics.stats import mean_ci95  # noqa: E402
 
 MAX_SIZE = 10

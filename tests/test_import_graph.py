@@ -13,10 +13,11 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "hedonic_neurons"
 # Rank of every sub-package (or root module): a module may import from its own rank or below, never above.
 # Within a rank the graph must still be acyclic.
 RANKS: dict[str, int] = {
-    **dict.fromkeys(["game", "parallel", "distributed", "rundir", "configs", "stages", "notices", "data", "ir",
-                     "valuations", "metrics"], 0),
+    **dict.fromkeys(["game", "parallel", "distributed", "rundir", "configs", "stages", "notices", "runtime", "lazy",
+                     "data", "ir", "valuations"], 0),
     **dict.fromkeys(["partition", "baselines", "models"], 1),
-    "tracking": 2,
+    # metrics score what models/ computes (coalition ablation lives in models.ablate), as DESIGN 6 orders them
+    **dict.fromkeys(["metrics", "tracking"], 2),
     "report": 3,
     "experiments": 4,
     "cli": 5,

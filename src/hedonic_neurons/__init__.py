@@ -6,7 +6,8 @@ importing scipy, torch and transformers).
 """
 
 import os
-from importlib import import_module
+
+from hedonic_neurons.lazy import lazy_getattr
 
 # Results must not depend on the thread count (README "Reproducibility"). MKL, torch's CPU BLAS, splits
 # the inner dimension of small-output float32 products (a classifier head's weight gradient, for example)
@@ -39,12 +40,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'hedonic_neurons' has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 __all__ = [*_LAZY]

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hedonic_neurons.rundir import RunDir, _jsonable
+from hedonic_neurons.rundir import RunDir, _jsonable, write_json
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +159,18 @@ class StageRunner:
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
+
+
+class StageTimer:
+    """Seconds per stage, kept in RUN/timings.json (as last run) and printed unless `quiet`."""
+
+    def __init__(self, rd: RunDir, quiet: bool, label: str = "reranker"):
+        self.rd, self.quiet, self.label = rd, quiet, label
+        self.path = rd.root / "timings.json"
+        self.times: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def record(self, stage: str, seconds: float) -> None:
+        self.times[stage] = round(seconds, 2)
+        write_json(self.path, self.times)
+        if not self.quiet:
+            print(f"[{self.label}] {stage}: {seconds:.1f} s", flush=True)

@@ -97,3 +97,17 @@ def test_each_half_gets_its_own_random_state():
     b = RandomPartition(sizes, random_state=half_seed(0, "b")).fit(X).labels_
     assert half_seed(0, "a") == 0 and half_seed(0, "b") != 0
     assert abs(split_half_ari(a, b)) < 0.2
+
+
+def test_halves_names_and_directions_with_and_without_crossfit():
+    from hedonic_neurons.metrics.crossfit import crossfit_halves, eval_half, fit_halves, partition_name
+
+    h = crossfit_halves(20, True, 3, min_half=4)
+    a, b = split_halves(20, 3, min_half=4)
+    np.testing.assert_array_equal(h["a"], a)
+    np.testing.assert_array_equal(h["b"], b)
+    np.testing.assert_array_equal(crossfit_halves(20, False, 3, min_half=4)["a"], np.arange(20))
+    assert fit_halves(True) == ("a", "b") and fit_halves(False) == ("a",)
+    assert eval_half("a", True) == "b" and eval_half("b", True) == "a" and eval_half("a", False) == "a"
+    assert [partition_name("ward", h, s) for h, s in (("a", 0), ("b", 0), ("a", 2), ("b", 2))] == [
+        "ward", "ward.b", "ward.s2", "ward.s2.b"]

@@ -43,5 +43,5 @@ def test_jobs_2_partitions_as_jobs_1(pool, tmp_path, make_model, make_config):
     assert sorted(a) == sorted(b)
     assert sum(k.startswith("stages/partitions:") for k in a) == 4 and "partitions/2/hedonic_pas.s1.b.json" in a
     assert [k for k in a if a[k] != b[k]] == []
-    assert json.loads((two / "runtime.json").read_text())["jobs"] == 2
+    assert json.loads((two / "runtime.json").read_text())[-1]["jobs"] == 2
     assert "jobs" not in json.loads((two / "config.json").read_text())

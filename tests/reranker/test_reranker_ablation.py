@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from hedonic_neurons.experiments.reranker import ablation_scores, coalition_subset
+from hedonic_neurons.metrics.partition_metrics import coalition_subset
+from hedonic_neurons.models.ablate import ablation_scores
 from hedonic_neurons.models.finetune import peft_model
 
 TEXTS = ["query: cat dog passage: the cat sat with a dog", "query: moon passage: river and forest",

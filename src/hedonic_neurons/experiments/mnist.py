@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hedonic_neurons.data.mnist import MnistSplit
+from hedonic_neurons.metrics.crossfit import crossfit_halves, eval_half, fit_halves
+from hedonic_neurons.metrics.crossfit import partition_name as part_name
 from hedonic_neurons.models.gated_reads import hidden_at as _hidden
-from hedonic_neurons.models.gated_reads import local_tail as _tail
-from hedonic_neurons.models.gated_reads import oca_weight
 from hedonic_neurons.partition import SolverConfig
 from hedonic_neurons.report.mnist_tables import (
     METHODS,
@@ -36,6 +37,7 @@ from hedonic_neurons.report.mnist_tables import (
     write_tables,
 )
 from hedonic_neurons.rundir import RunDir, matrix_key, write_json
+from hedonic_neurons.runtime import pick_threads, record_runtime
 from hedonic_neurons.stages import StageRunner
 
 log = logging.getLogger(__name__)
@@ -107,28 +109,12 @@ def _progress() -> bool:
 # ---------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Data:
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
-    images_test: np.ndarray
+def load_data(cfg: MnistConfig) -> MnistSplit:
+    """The stratified train / held-out split of `cfg.data` (same for every seed), capped for tests."""
+    from hedonic_neurons.data.mnist import load_split
 
-
-def load_data(cfg: MnistConfig) -> _Data:
-    """The stratified train / held-out split (same for every seed), capped for tests."""
-    from hedonic_neurons.data.mnist import load_images, stratified_split, to_input
-
-    images, labels = load_images(cfg.data)
-    tr, te = stratified_split(labels, cfg.test_fraction, cfg.split_seed)
-    rng = np.random.default_rng(cfg.split_seed)
-    if cfg.n_train is not None and cfg.n_train < tr.size:
-        tr = np.sort(rng.choice(tr, cfg.n_train, replace=False))
-    if cfg.n_test is not None and cfg.n_test < te.size:
-        te = np.sort(rng.choice(te, cfg.n_test, replace=False))
-    X = to_input(images)
-    return _Data(X[tr], labels[tr], X[te], labels[te], images[te])
+    return load_split(cfg.data, test_fraction=cfg.test_fraction, split_seed=cfg.split_seed, n_train=cfg.n_train,
+                      n_test=cfg.n_test)
 
 
 def _variants(cfg: MnistConfig) -> list[tuple[str, str, int]]:
@@ -144,7 +130,7 @@ def _layers_of(cfg: MnistConfig, setting: str) -> list[str]:
     return list(cfg.layers) if setting == "trained" else [cfg.control_layer]
 
 
-def stage_model(sr: StageRunner, cfg: MnistConfig, data: _Data, variant: str, setting: str, seed: int):
+def stage_model(sr: StageRunner, cfg: MnistConfig, data: MnistSplit, variant: str, setting: str, seed: int):
     """Train (or just initialise) one model and save it as safetensors; reload it when already done."""
     import torch
 
@@ -184,97 +170,68 @@ def stage_model(sr: StageRunner, cfg: MnistConfig, data: _Data, variant: str, se
 # ---------------------------------------------------------------------------------------------------
 
 
-def _verify(rd: RunDir, model, data: _Data, li: int, key: str, pas, ix: np.ndarray) -> None:
-    """The same self-verification as every valuation run (models.verify): a few psi(i), psi(i, j) of this
-    residual site, computed on the held-out digits `ix`, redone through the model's own modules; raises
-    VerificationError when they disagree."""
-    import torch
-
-    from hedonic_neurons.models.extract import layer_cache
-    from hedonic_neurons.models.valuate import Valuations
-    from hedonic_neurons.models.verify import save_verification, verify_valuations
-
-    X, y = torch.as_tensor(data.X_test[ix]), torch.as_tensor(data.y_test[ix])
-    batches = [(X[s:s + 512], y[s:s + 512]) for s in range(0, len(X), 512)]
-    cache = layer_cache(model, batches, li, site="residual", ablation="zero", progress=False)
-    v = Valuations(layer=li, site="residual", ablation="zero", n_samples=cache.n_samples, n_players=cache.n_players,
-                   phi_pas=pas.phi, psi=pas.psi, cache=cache)
-    save_verification(verify_valuations(model, batches, v), rd.root / "verification", stem=key)
-
-
 def halves(cfg: MnistConfig, n: int) -> dict[str, np.ndarray]:
     """{half: indices into the held-out digits}: two seeded disjoint halves, or {"a": all} without crossfit."""
-    from hedonic_neurons.metrics.crossfit import split_halves
-
-    if not cfg.crossfit:
-        return {"a": np.arange(n)}
-    a, b = split_halves(n, cfg.crossfit_seed, min_half=MIN_HALF, what="held-out digits")
-    return {"a": a, "b": b}
+    return crossfit_halves(n, cfg.crossfit, cfg.crossfit_seed, min_half=MIN_HALF, what="held-out digits")
 
 
-def eval_half(cfg: MnistConfig, half: str) -> str:
-    """The half whose digits and valuation score a partition fitted on `half` (itself without crossfit)."""
-    from hedonic_neurons.metrics.crossfit import OTHER
-
-    return OTHER[half] if cfg.crossfit else half
-
-
-def part_name(method: str, half: str) -> str:
-    """Partition file stem: half a under the plain method name (tracked, shown), half b as ``<method>.b``."""
-    return method if half == "a" else f"{method}.b"
-
-
-def stage_valuations(sr: StageRunner, cfg: MnistConfig, model, data: _Data, key: str, layer: str) -> dict:
+def stage_valuations(sr: StageRunner, cfg: MnistConfig, model, data: MnistSplit, key: str, layer: str) -> dict:
     """OCA, exact PAS (+ standard errors, psi) on each half of the held-out digits, per-neuron loss deltas
     for one layer; saved as safetensors with the half in the key (``phi_pas_a``, ``phi_pas_b``,
-    ``oca_se_a`` ...: the keys of rundir.MATRIX_KEYS)."""
+    ``oca_se_a`` ...: the keys of rundir.MATRIX_KEYS). The valuations take the language models' path:
+    `layer_cache` at the residual site of `GatedMLPAdapter` (zero ablation, the net's LayerNorm + head as
+    the tail, OCA weighted by what reads h_l next), `valuations_from_cache` per half."""
+    import dataclasses
+
     from hedonic_neurons.metrics.ablation import neuron_loss_delta
-    from hedonic_neurons.valuations.oca import oca, oca_se
-    from hedonic_neurons.valuations.pas import exact_pas
+    from hedonic_neurons.models.extract import layer_cache, subset_cache
+    from hedonic_neurons.models.valuate import valuations_from_cache
+    from hedonic_neurons.valuations.oca import oca_se
 
     rd = sr.rd
     stage = f"valuations_{key}"
     if sr.fresh(stage) and rd.matrices_path(key).exists():
         return rd.load_matrices(key)
-    H_all = _hidden(model, data.X_test, layer)
-    idx = halves(cfg, H_all.shape[0])
     li = int(layer[1:])
-    W = oca_weight(model, layer, cfg.oca_weight)
+    cache = layer_cache(model, [(data.X_test, data.y_test)], li, site="residual", ablation="zero", progress=False)
+    if cfg.oca_weight == "identity":
+        cache = dataclasses.replace(cache, W_oca=None)
+    H_all = cache.H
+    idx = halves(cfg, H_all.shape[0])
     mats: dict[str, np.ndarray] = {}
     info: dict[str, float] = {"oca_s": 0.0, "pas_s": 0.0}
     logit_mean = {}
-    pas_of = {}
     for h, ix in idx.items():
-        H = H_all[ix]
-        t0 = time.time()
-        phi_oca = oca(H, W, dtype=np.float64)
-        oca_err = oca_se(W, H.shape[0])
+        v = valuations_from_cache(subset_cache(cache, ix), ("oca", "pas"), pas_dtype=np.float32,
+                                  oca_dtype=np.float64, progress=False)
+        oca_err = oca_se(cache.W_oca, ix.size)
         if np.isscalar(oca_err):
-            oca_err = np.full(phi_oca.shape, float(oca_err))
+            oca_err = np.full(v.phi_oca.shape, float(oca_err))
             np.fill_diagonal(oca_err, 0.0)
-        t1 = time.time()
-        # residual site, zero ablation: delta_i(x) = h_i(x) e_i, so coef = H and C = identity (None)
-        pas = exact_pas(H.astype(np.float64), H.astype(np.float64), None, _tail(model), targets=data.y_test[ix],
-                        dtype=np.float32, progress=False)
-        t2 = time.time()
-        mats.update({matrix_key("phi_oca", h): phi_oca,
+        mats.update({matrix_key("phi_oca", h): v.phi_oca,
                      matrix_key("oca_se", h): np.asarray(oca_err, dtype=np.float64),
-                     matrix_key("phi_pas", h): pas.phi, matrix_key("pas_se", h): pas.se,
-                     matrix_key("psi", h): pas.psi, matrix_key("psi_se", h): pas.psi_se,
+                     matrix_key("phi_pas", h): v.phi_pas, matrix_key("pas_se", h): v.pas_se,
+                     matrix_key("psi", h): v.psi, matrix_key("psi_se", h): v.psi_se,
                      matrix_key("half_idx", h): np.asarray(ix, dtype=np.int64)})
-        info["oca_s"] += t1 - t0
-        info["pas_s"] += t2 - t1
-        logit_mean[h] = pas.logit_mean
-        pas_of[h] = pas
+        info["oca_s"] += v.timings["oca"]
+        info["pas_s"] += v.timings["pas_exact"]
+        logit_mean[h] = v.meta["logit_mean"]
+        if cfg.verify and h == "a":  # half a: the partitions under the plain method names are fitted on it
+            # the same self-verification as every valuation run (models.verify): a few psi(i), psi(i, j)
+            # redone through the model's own modules; raises VerificationError when they disagree
+            from hedonic_neurons.models.verify import save_verification, verify_valuations
+
+            t2 = time.time()
+            batches = [(data.X_test[ix[s:s + 512]], data.y_test[ix[s:s + 512]]) for s in range(0, ix.size, 512)]
+            save_verification(verify_valuations(model, batches, v), rd.root / "verification", stem=key)
+            info["verify_s"] = time.time() - t2
     t2 = time.time()
-    if cfg.verify:  # half a: the partitions under the plain method names are fitted on it
-        _verify(rd, model, data, li, key, pas_of["a"], idx["a"])
     n_ld = min(cfg.loss_delta_images, H_all.shape[0])
     loss_delta = neuron_loss_delta(model, H_all[:n_ld], li, data.y_test[:n_ld])
     info["loss_delta_s"] = time.time() - t2
     # tracking follows the half-a partitions (the ones under the plain method names): read it on their
     # evaluation half's digits
-    H_track = H_all[idx[eval_half(cfg, "a")]]
+    H_track = H_all[idx[eval_half("a", cfg.crossfit)]]
     mats.update({"loss_delta": loss_delta.astype(np.float64), "track_acts": H_track})
     if li <= len(model.blocks):
         # cross-layer tracking at a residual site: E_x |d h_{l+1} / d h_l| through the next block
@@ -290,15 +247,7 @@ def stage_valuations(sr: StageRunner, cfg: MnistConfig, model, data: _Data, key:
     return rd.load_matrices(key)
 
 
-def _solver(cfg: MnistConfig, seed: int):
-    return cfg.solver.to_estimator(random_state=seed)
-
-
-def _fit_halves(cfg: MnistConfig) -> tuple[str, ...]:
-    return ("a", "b") if cfg.crossfit else ("a",)
-
-
-def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats: dict, key: str, layer: str,
+def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: MnistSplit, mats: dict, key: str, layer: str,
                      seed: int, methods: tuple[str, ...] = METHODS) -> dict[str, dict[str, np.ndarray]]:
     """{half: {method: labels}}: on each half, Hedonic-OCA, Hedonic-PAS, Leiden (positive part of the PAS
     phi) and the baselines matched to Hedonic-PAS (I.4-I.5) on that half's activation profiles."""
@@ -307,7 +256,7 @@ def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats
 
     rd = sr.rd
     stage = f"partitions_{key}"
-    fit = _fit_halves(cfg)
+    fit = fit_halves(cfg.crossfit)
     if sr.fresh(stage):
         return {h: {m: rd.load_partition(key, part_name(m, h))["labels"] for m in methods} for h in fit}
     H_all = _hidden(model, data.X_test, layer)
@@ -318,7 +267,8 @@ def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats
         for method, phi, se in (("hedonic_oca", mats[f"phi_oca_{h}"], mats[f"oca_se_{h}"]),
                                 ("hedonic_pas", mats[f"phi_pas_{h}"], mats[f"pas_se_{h}"])):
             t0 = time.time()
-            hp = _solver(cfg, hseed).fit(np.asarray(phi, dtype=np.float64), np.asarray(se, dtype=np.float64))
+            hp = cfg.solver.to_estimator(random_state=hseed)
+            hp.fit(np.asarray(phi, dtype=np.float64), np.asarray(se, dtype=np.float64))
             params = dict(getattr(hp, "params_", {}) or {})
             params.setdefault("threshold_rule", str(getattr(hp, "threshold_rule_", "")))
             params["seconds"] = time.time() - t0
@@ -346,7 +296,7 @@ def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats
     return out
 
 
-def stage_metrics(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats: dict, parts: dict, key: str,
+def stage_metrics(sr: StageRunner, cfg: MnistConfig, model, data: MnistSplit, mats: dict, parts: dict, key: str,
                   layer: str, variant: str, setting: str, seed: int, stroke: np.ndarray) -> dict:
     """Every I.6 metric for every coalition of every method and half in one layer, each on the digits
     and the valuation of the *other* half (cross-fitting); per partition the split-half ARI and the share
@@ -366,7 +316,7 @@ def stage_metrics(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats: d
     base = {"variant": variant, "setting": setting, "seed": seed, "layer": layer}
     acc_base = {}
     for h, by_method in parts.items():
-        e = eval_half(cfg, h)
+        e = eval_half(h, cfg.crossfit)
         ix = mats[f"half_{e}_idx"]
         H, y, st = H_all[ix], data.y_test[ix], stroke[ix]
         all_coal = [(m, coalitions_of(lab)) for m, lab in by_method.items()]
@@ -412,14 +362,14 @@ def stage_metrics(sr: StageRunner, cfg: MnistConfig, model, data: _Data, mats: d
 # ---------------------------------------------------------------------------------------------------
 
 
-def digit_grids(rd: RunDir, cfg: MnistConfig, data: _Data, rows: list[dict], variant: str) -> list[Path]:
+def digit_grids(rd: RunDir, cfg: MnistConfig, data: MnistSplit, rows: list[dict], variant: str) -> list[Path]:
     """Top-64 digit grids of the purest Hedonic-PAS coalitions of the control layer (Fig. 3-6), for the half-a
     partition, drawn from the other half's digits (those its purity was measured on): report.mnist_tables."""
     from hedonic_neurons.models.gated_mlp import GatedMLPClassifier
 
     layer = cfg.control_layer if cfg.control_layer in cfg.layers else cfg.layers[len(cfg.layers) // 2]
     model_path = rd.root / "models" / f"{variant}.safetensors"
-    ix = halves(cfg, len(data.y_test))[eval_half(cfg, "a")]
+    ix = halves(cfg, len(data.y_test))[eval_half("a", cfg.crossfit)]
     H = _hidden(GatedMLPClassifier.load(model_path), data.X_test[ix], layer)
     return draw_digit_grids(rd, cfg.n_grids, rows, variant, layer, H, data.images_test[ix], data.y_test[ix])
 
@@ -485,38 +435,6 @@ def _report(rd: RunDir) -> dict:
         raise FinishFailed(f"building report.html failed ({type(exc).__name__}: {exc})") from exc
 
 
-def _threads(threads: int | None) -> int:
-    """Torch threads: as asked, else the core count, or 1 when the cores are already busy.
-
-    On an oversubscribed machine torch's intra-op thread barriers make 2 threads several times slower
-    than 1 (measured here: one training epoch 8x slower), so the automatic choice backs off.
-    """
-    cores = os.cpu_count() or 1
-    if threads:
-        return max(1, int(threads))
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return 1 if load >= cores - 0.5 else cores
-
-
-def record_runtime(rd: RunDir, threads: int, jobs: int = 1) -> None:
-    """Append how this invocation ran (threads, worker processes, MKL reproducibility mode, torch) to
-    RUN/runtime.json.
-
-    Recorded, not configured: the results are the same for any thread count (README "Reproducibility"), so
-    a run may be resumed with another one, and config.json does not hold it.
-    """
-    import torch
-
-    path = rd.root / "runtime.json"
-    runs = json.loads(path.read_text()) if path.is_file() else []
-    runs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "threads": int(threads), "jobs": int(jobs),
-                 "MKL_CBWR": os.environ.get("MKL_CBWR", ""), "torch": torch.__version__})
-    write_json(path, runs)
-
-
 def _layer_job(arg: tuple) -> dict:
     """Worker of per-layer parallelism (`jobs` > 1): the partition and metric stages of one (network, layer),
     with the network and matrices read back from the run directory; files and markers as in the serial path."""
@@ -566,7 +484,7 @@ def run_mnist(cfg: MnistConfig, out: str | Path, threads: int | None = None, for
     sr = plan_stages(rd, cfg, report=report)
     sr.prepare(force=force)
     prev_threads = torch.get_num_threads()
-    torch.set_num_threads(_threads(threads))
+    torch.set_num_threads(pick_threads(threads))
     record_runtime(rd, torch.get_num_threads(), jobs=int(jobs))
     try:
         stroke = stroke_scores(data.images_test)

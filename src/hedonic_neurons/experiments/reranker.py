@@ -47,8 +47,9 @@ from typing import Any
 import numpy as np
 
 from hedonic_neurons.distributed import Dist
-from hedonic_neurons.metrics.partition_metrics import alignment_r2, coalition_means, coalition_subset, predictivity_r2
-from hedonic_neurons.models.coalition_ablation import ablation_scores
+from hedonic_neurons.metrics.crossfit import crossfit_halves, eval_half, fit_halves, partition_name
+from hedonic_neurons.metrics.partition_metrics import coalition_subset, method_scores, synergy_by_half
+from hedonic_neurons.models.ablate import ablation_scores
 from hedonic_neurons.models.extract import subset_cache
 from hedonic_neurons.models.finetune import (
     FinetuneConfig,
@@ -66,7 +67,8 @@ from hedonic_neurons.models.finetune import (
 from hedonic_neurons.partition import SolverConfig
 from hedonic_neurons.report.reranker_tables import METHODS, finetune_table, subset_rule, write_tables
 from hedonic_neurons.rundir import RunDir, write_json
-from hedonic_neurons.stages import StageRunner
+from hedonic_neurons.runtime import record_runtime
+from hedonic_neurons.stages import StageRunner, StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -162,20 +164,6 @@ SIZE_PRESETS: dict[str, dict[str, int]] = {
 }
 
 
-# --- stage bookkeeping ---------------------------------------------------------------------------
-class _Timer:
-    def __init__(self, rd: RunDir, quiet: bool):
-        self.rd, self.quiet = rd, quiet
-        self.path = rd.root / "timings.json"
-        self.times: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
-
-    def record(self, stage: str, seconds: float) -> None:
-        self.times[stage] = round(seconds, 2)
-        write_json(self.path, self.times)
-        if not self.quiet:
-            print(f"[reranker] {stage}: {seconds:.1f} s", flush=True)
-
-
 def load_data(rd: RunDir) -> dict[str, TaskData]:
     return {s: task_data_from_json(json.loads((rd.root / "data" / f"{s}.json").read_text()))
             for s in ("train", "probe", "ood")}
@@ -197,7 +185,7 @@ class RerankerExperiment:
             raise ValueError(f"--seeds {cfg.seeds}: give at least 1")
         self.rd = RunDir(out)
         self.quiet = quiet
-        self.timer = _Timer(self.rd, quiet)
+        self.timer = StageTimer(self.rd, quiet)
         self._loader = model_loader
         self._base = None
         self._pm = None
@@ -270,7 +258,7 @@ class RerankerExperiment:
                    outputs=(f"matrices/{layer}.safetensors", f"activations/{layer}.safetensors"))
             for seed in range(c.seeds):
                 sr.add(f"partitions:{layer}:{seed}", ("solver",), (f"valuations:{layer}",),
-                       outputs=tuple(f"partitions/{layer}/{_mname(m, seed, h)}.json" for m in METHODS
+                       outputs=tuple(f"partitions/{layer}/{partition_name(m, h, seed)}.json" for m in METHODS
                                      for h in ("a", "b")))
             for seed in range(c.seeds):
                 sr.add(f"evaluate:{layer}:{seed}", ("n_ood_drop", "n_largest", "n_random", "coalition_batch",
@@ -345,51 +333,25 @@ class RerankerExperiment:
         qids = json.loads((self.rd.root / "data" / "probe.json").read_text())["qids"]
         return probe_halves(self.cfg, qids)
 
-    def _eval_half(self, half: str) -> str:
-        from hedonic_neurons.metrics.crossfit import OTHER
-
-        return OTHER[half] if self.cfg.crossfit else half
-
     def _valuate(self, cache, prog: bool, verify_texts: list[str] | None = None,
                  verify_stem: str = "") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """OCA and PAS (exact, or Hessian with its exact agreement) of one cache: ({phi_oca, oca_se, phi_pas,
-        [pas_se], psi, [psi_se]}, info). With `verify_texts` (the cache's own inputs, in order) the valuations
-        are self-verified against direct ablation through the model (models.verify) and the check saved."""
-        from hedonic_neurons.models.valuate import hessian_valuations, valuations_from_cache
-        from hedonic_neurons.valuations.oca import oca_se
-        from hedonic_neurons.valuations.tail import NormTail
+        """OCA and PAS of one cache (`models.valuate.pas_valuations`: exact, or Hessian with its exact
+        agreement). With `verify_texts` (the cache's own inputs, in order) the valuations are self-verified
+        against direct ablation through the model (models.verify) and the check saved."""
+        from hedonic_neurons.models.valuate import pas_valuations
 
         c = self.cfg
-        n, N = cache.n_players, cache.n_samples
-        info: dict[str, Any] = {}
-        if isinstance(cache.tail, NormTail) or n * (n - 1) // 2 * N <= c.direct_pas_limit:
-            v = valuations_from_cache(cache, ("oca", "pas"), progress=prog)
-            phi_pas, pas_se, psi, psi_se = v.phi_pas, v.pas_se, v.psi, v.psi_se
-            info["pas"] = "exact"
-        else:
-            # a tail with no closed form (BERT): Hessian PAS, checked against exact PAS on random pairs
-            v, phi_pas, psi, psi_se, more = hessian_valuations(cache, c.agreement_pairs, prog)
-            pas_se = None
-            info.update(more)
+        v, mats, info = pas_valuations(cache, c.direct_pas_limit, c.agreement_pairs, progress=prog)
         if verify_texts is not None:
             from hedonic_neurons.models.extract import text_batches
             from hedonic_neurons.models.verify import save_verification, verify_valuations
 
-            if v.psi is None:
-                v.psi, v.psi_se = psi, psi_se
             pm, tok = self.model()
             batches = text_batches(tok, verify_texts, batch_size=16, max_length=c.max_length)  # as the cache
             t = time.perf_counter()
             res = verify_valuations(pm, batches, v, device=c.device)
             info["verify_seconds"] = round(time.perf_counter() - t, 2)
             save_verification(res, self.rd.root / "verification", stem=verify_stem)
-        mats = {"phi_oca": v.phi_oca, "oca_se": np.asarray(oca_se(cache.W_down, N)), "phi_pas": phi_pas,
-                "psi": psi}
-        if pas_se is not None:
-            mats["pas_se"] = pas_se
-        if psi_se is not None:
-            mats["psi_se"] = psi_se
-        info["timings"] = v.timings
         return mats, info
 
     def stage_valuations(self, layer: int) -> dict:
@@ -429,7 +391,7 @@ class RerankerExperiment:
         ad = get_adapter(pm)
         mods = ad.mlp_modules(layer)
         # tracking follows the half-a partitions (plain method names): their evaluation half's activations
-        mats.update({"track_W_down": cache.W_down, "track_acts": cache.acts[idx[self._eval_half("a")]],
+        mats.update({"track_W_down": cache.W_down, "track_acts": cache.acts[idx[eval_half("a", self.cfg.crossfit)]],
                      "track_W_up": merged_weight(mods["up"]).cpu().numpy()})
         if "gate" in mods:
             mats["track_W_gate"] = merged_weight(mods["gate"]).cpu().numpy()
@@ -478,9 +440,6 @@ class RerankerExperiment:
                                                layer, device=self.cfg.device, progress=prog)}
         return self._caches[layer]
 
-    def _fit_halves(self) -> tuple[str, ...]:
-        return ("a", "b") if self.cfg.crossfit else ("a",)
-
     def stage_partitions(self, layer: int, seed: int) -> dict:
         """On each half of the probe pairs: Hedonic-PAS, Hedonic-OCA, Leiden (positive part of the PAS phi)
         and the baselines matched to Hedonic-PAS on that half's activations."""
@@ -491,7 +450,7 @@ class RerankerExperiment:
         mats = self.rd.load_matrices(str(layer))
         acts = self._acts(layer)["acts_probe"]
         out: dict[str, dict[str, int]] = {}
-        for h in self._fit_halves():
+        for h in fit_halves(self.cfg.crossfit):
             labels = {}
             out[h] = {}
             hseed = half_seed(seed, h)  # its own random state per half (see crossfit.half_seed)
@@ -500,20 +459,20 @@ class RerankerExperiment:
                 hp = c.solver.to_estimator(random_state=hseed)
                 hp.fit(np.asarray(phi, dtype=np.float64), None if se is None else np.asarray(se, dtype=np.float64))
                 labels[method] = hp.labels_
-                self.rd.save_partition(str(layer), _mname(method, seed, h), hp.labels_, stability=hp.stability_,
+                self.rd.save_partition(str(layer), partition_name(method, h, seed), hp.labels_, stability=hp.stability_,
                                        params=hp.params_, extra={"seed": seed, "half": h,
                                                                  "threshold": float(hp.threshold_)})
                 out[h][method] = int(np.unique(hp.labels_).size)
             ld = LeidenPartition(max_size=c.solver.max_size, random_state=hseed).fit(
                 np.asarray(mats[f"phi_pas_{h}"], dtype=np.float64))
-            self.rd.save_partition(str(layer), _mname("leiden", seed, h), ld.labels_,
+            self.rd.save_partition(str(layer), partition_name("leiden", h, seed), ld.labels_,
                                    params={"resolution_rule": ld.resolution_rule_, "resolution": ld.resolution_,
                                            "max_size": c.solver.max_size, "valuation": "positive part of PAS"},
                                    extra={"seed": seed, "half": h})
             out[h]["leiden"] = int(ld.n_coalitions_)
             for method, lab in matched_baselines(acts[mats[f"half_{h}_idx"]].T, labels["hedonic_pas"],
                                                  random_state=hseed).items():
-                self.rd.save_partition(str(layer), _mname(method, seed, h), lab,
+                self.rd.save_partition(str(layer), partition_name(method, h, seed), lab,
                                        params={"matched_to": "hedonic_pas"}, extra={"seed": seed, "half": h})
         return {"n_coalitions": out}
 
@@ -531,16 +490,14 @@ class RerankerExperiment:
                                 self.cfg.synergy_pairs, seed)
 
     def stage_evaluate(self, layer: int, seed: int) -> dict:
-        from hedonic_neurons.metrics.crossfit import coalitions_of, coverage, split_half_ari, synergy_rows
-
         c = self.cfg
         data = load_data(self.rd)
         acts = self._acts(layer)
         mats = self.rd.load_matrices(str(layer))
         pm, tok = self.model()
         ood = data["ood"]
-        fit = self._fit_halves()
-        parts = {h: {m: self.rd.load_partition(str(layer), _mname(m, seed, h))["labels"] for m in METHODS}
+        fit = fit_halves(self.cfg.crossfit)
+        parts = {h: {m: self.rd.load_partition(str(layer), partition_name(m, h, seed))["labels"] for m in METHODS}
                  for h in fit}
         partitions = parts["a"]  # extrinsic metrics (OOD drop, alignment, predictivity): the half-a partitions
         subsets = {m: coalition_subset(lab, c.n_largest, c.n_random, seed) for m, lab in partitions.items()}
@@ -563,78 +520,22 @@ class RerankerExperiment:
             for q, r in enumerate(todo):
                 known[tuple(flat[r][1].tolist())] = M0 - task_metric(c.task, abl[q], ood_d)["M"]
         exact = "pas_se_a" in mats  # the valuations stage saved exact PAS for all pairs
-        # Pair / Ratio, cross-fitted: the partition of half h is scored with the valuation of the other half
-        # e (held-out) and, beside it, with its own (in-sample). Exact PAS: every coalition of size >= 2;
-        # otherwise the evaluated subset (n_largest + n_random) from exact pair ablations on each half.
-        syn: dict[str, dict[str, list[dict]]] = {h: {} for h in fit}
-        if exact:
-            for h in fit:
-                e = self._eval_half(h)
-                for m in METHODS:
-                    syn[h][m] = synergy_rows(coalitions_of(parts[h][m], 2), mats[f"phi_pas_{e}"], mats[f"psi_{e}"],
-                                             mats[f"phi_pas_{h}"], mats[f"psi_{h}"])
-        else:
-            sub = {h: {m: coalition_subset(parts[h][m], c.n_largest, c.n_random, seed) for m in METHODS}
-                   for h in fit}
-            # per valuation half v: every coalition scored on it (held-out for the other half's partitions,
-            # in-sample for its own), in one batched exact call
-            on: dict[str, list[float]] = {}
-            jobs: dict[str, list[tuple[str, str, int]]] = {}
-            for v in fit:
-                items = [(h, m, k) for h in fit for m in METHODS for k in range(len(sub[h][m]))]
-                jobs[v] = items
-                on[v] = self._exact_pair_means(layer, v, [sub[h][m][k] for h, m, k in items], seed)
-            for h in fit:
-                e = self._eval_half(h)
-                for m in METHODS:
-                    rows_hm = []
-                    for k, coal in enumerate(sub[h][m]):
-                        p_e = on[e][jobs[e].index((h, m, k))]
-                        p_h = on[h][jobs[h].index((h, m, k))]
-                        npairs = coal.size * (coal.size - 1)
-
-                        def ratio(p, v, coal=coal, npairs=npairs):
-                            den = float(mats[f"psi_{v}"][coal].sum())
-                            return p * npairs / den if den != 0 else float("nan")
-
-                        rows_hm.append({"size": int(coal.size), "pair": p_e, "ratio": ratio(p_e, e),
-                                        "pair_in_sample": p_h, "ratio_in_sample": ratio(p_h, h)})
-                    syn[h][m] = rows_hm
+        # Pair / Ratio, cross-fitted (metrics.partition_metrics.synergy_by_half). Exact PAS: every coalition of
+        # size >= 2; otherwise the evaluated subset (n_largest + n_random) from exact pair ablations on each half.
+        sub = None if exact else {h: {m: coalition_subset(parts[h][m], c.n_largest, c.n_random, seed)
+                                      for m in METHODS} for h in fit}
+        syn = synergy_by_half(parts, mats, c.crossfit, METHODS, subsets=sub,
+                              pair_means=lambda v, coals: self._exact_pair_means(layer, v, coals, seed))
         drops = [known[tuple(coal.tolist())] for _, coal in flat]
         rows = []
         per_method = {}
-
-        def mean_of(rs, key):
-            v = np.asarray([r[key] for r in rs], dtype=np.float64)
-            v = v[np.isfinite(v)]
-            return float(v.mean()) if v.size else float("nan")
-
         for m in METHODS:
-            lab = partitions[m]
-            ids, a_ood = coalition_means(acts["acts_ood"], lab)
-            _, a_probe = coalition_means(acts["acts_probe"], lab)
-            sizes = np.array([(lab == i).sum() for i in ids])
-            big = sizes >= 2
-            align = alignment_r2(a_ood[:, big], ood.features) if big.any() else np.zeros(0)
-            pred = predictivity_r2(a_probe, data["probe"].y_std, a_ood, ood.y_std)
             d = [drops[r] for r, (mm, _) in enumerate(flat) if mm == m]
-            dirs = {h: {k: mean_of(syn[h][m], k) for k in ("pair", "ratio", "pair_in_sample", "ratio_in_sample")}
-                    for h in fit}
-
-            def both(key, dirs=dirs):
-                v = [dirs[h][key] for h in fit if np.isfinite(dirs[h][key])]
-                return float(np.mean(v)) if v else float("nan")
-
             per_method[m] = {
-                "ood_drop": float(np.mean(d)) if d else float("nan"), "n_drop": len(d),
-                "align_r2": float(np.mean(align)) if align.size else float("nan"),
-                "predictivity_r2": pred,
-                "pair": both("pair"), "ratio": both("ratio"),
-                "pair_in_sample": both("pair_in_sample"), "ratio_in_sample": both("ratio_in_sample"),
-                **{f"pair_{h}_on_{self._eval_half(h)}": dirs[h]["pair"] for h in fit},
-                "ari": split_half_ari(parts["a"][m], parts["b"][m]) if "b" in parts else float("nan"),
-                "coverage": float(np.mean([coverage(parts[h][m], 2, c.solver.max_size) for h in fit])),
-                "n_coalitions": int(ids.size), "n_coalitions_ge2": int(big.sum()),
+                **method_scores({h: parts[h][m] for h in fit}, {h: syn[h][m] for h in fit}, d,
+                                acts_probe=acts["acts_probe"], acts_ood=acts["acts_ood"], y_probe=data["probe"].y_std,
+                                y_ood=ood.y_std, features_ood=ood.features, crossfit=c.crossfit,
+                                max_size=c.solver.max_size),
                 "synergy_on": "all coalitions >= 2 (exact PAS)" if exact else
                 f"evaluated subset (exact pair ablations, <= {c.synergy_pairs} pairs per coalition)",
                 "scored_on": "the other half (cross-fitted)" if c.crossfit else "the same inputs (in-sample)",
@@ -699,7 +600,9 @@ class RerankerExperiment:
         # Layer by layer, so the probe cache of a layer (needed again by a non-norm tail's exact pair
         # ablations in evaluate) is built once and dropped before the next layer's.
         if self.dist.is_main:
-            write_json(self.rd.root / "runtime.json", {"jobs": self.jobs, "world_size": self.dist.world})
+            import torch
+
+            record_runtime(self.rd, torch.get_num_threads(), self.jobs, world_size=self.dist.world)
         if self.jobs > 1:
             # per-layer parallelism (docs/scale.md): every layer's valuations, then the partition stages of
             # all layers and seeds side by side (they read only the matrices and activations); evaluate
@@ -737,22 +640,11 @@ def _partition_job(arg: tuple) -> dict:
     return {f"partitions:{layer}:{seed}": {**info, "seconds": round(time.perf_counter() - t, 2)}}
 
 
-def _mname(method: str, seed: int, half: str = "a") -> str:
-    """Partition file stem: seed 0 / half a under the plain method name (tracked, shown in the report);
-    seed s > 0 as ``<method>.s<s>``; the half-b partition (cross-fitting) with ``.b`` appended."""
-    name = method if seed == 0 else f"{method}.s{seed}"
-    return name if half == "a" else f"{name}.b"
-
-
 def probe_halves(cfg: RerankerConfig, qids: Sequence[str]) -> dict[str, np.ndarray]:
     """{half: probe-pair indices}: two seeded halves (seed `seed0`) of whole queries, so no query's pairs are
     on both sides; {"a": all} without cross-fitting. One-line error when a half gets < MIN_HALF pairs."""
-    from hedonic_neurons.metrics.crossfit import split_halves
-
-    if not cfg.crossfit:
-        return {"a": np.arange(len(qids))}
-    a, b = split_halves(len(qids), cfg.seed0, min_half=MIN_HALF, groups=np.asarray(qids), what="probe pairs")
-    return {"a": a, "b": b}
+    return crossfit_halves(len(qids), cfg.crossfit, cfg.seed0, min_half=MIN_HALF, groups=np.asarray(qids),
+                           what="probe pairs")
 
 
 def run_reranker(cfg: RerankerConfig, out: str | Path, quiet: bool = False, model_loader=None,

@@ -63,6 +63,33 @@ def split_halves(n: int, seed: int, *, min_half: int, groups=None, what: str = "
     return a, b
 
 
+def crossfit_halves(n: int, crossfit: bool, seed: int, *, min_half: int, groups=None, what: str = "inputs"
+                    ) -> dict[str, np.ndarray]:
+    """{half: indices}: the two seeded halves of `split_halves`, or {"a": all of range(n)} without
+    cross-fitting (then every partition is scored in-sample)."""
+    if not crossfit:
+        return {"a": np.arange(n)}
+    a, b = split_halves(n, seed, min_half=min_half, groups=groups, what=what)
+    return {"a": a, "b": b}
+
+
+def fit_halves(crossfit: bool) -> tuple[str, ...]:
+    """The halves partitions are fitted on: both with cross-fitting, else the one "a" (all inputs)."""
+    return HALVES if crossfit else ("a",)
+
+
+def eval_half(half: str, crossfit: bool) -> str:
+    """The half whose inputs and valuation score a partition fitted on `half` (itself without crossfit)."""
+    return OTHER[half] if crossfit else half
+
+
+def partition_name(method: str, half: str = "a", seed: int = 0) -> str:
+    """Partition file stem: seed 0 / half a under the plain method name (tracked, shown in the report);
+    seed s > 0 as ``<method>.s<s>``; the half-b partition (cross-fitting) with ``.b`` appended."""
+    name = method if seed == 0 else f"{method}.s{seed}"
+    return name if half == "a" else f"{name}.b"
+
+
 def split_half_ari(labels_a: np.ndarray, labels_b: np.ndarray) -> float:
     """Adjusted Rand index between the partitions fitted on the two halves (1: identical, ~0: chance)."""
     from sklearn.metrics import adjusted_rand_score
@@ -134,8 +161,9 @@ def crossfit_synergy(labels: Mapping[str, np.ndarray], psi_pair: Mapping[str, np
     return out
 
 
-__all__ = ["HALVES", "OTHER", "half_seed", "split_halves", "split_half_ari", "coverage", "coalitions_of",
-           "synergy_rows", "crossfit_synergy", "versus_best", "beats_all", "ordering_holds", "held_words"]
+__all__ = ["HALVES", "OTHER", "half_seed", "split_halves", "crossfit_halves", "fit_halves", "eval_half",
+           "partition_name", "split_half_ari", "coverage", "coalitions_of", "synergy_rows", "crossfit_synergy",
+           "versus_best", "beats_all", "ordering_holds", "held_words"]
 
 
 def versus_best(ref: tuple[float, float, float], others: Mapping[str, tuple[float, float, float]],

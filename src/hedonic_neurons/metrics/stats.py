@@ -32,8 +32,8 @@ def finite(values, what: str | None = None, labels: Sequence | None = None, unit
     return x[keep]
 
 
-def nanmean_noted(values, what: str, labels: Sequence | None = None, unit: str = "value") -> float:
-    """Mean of the finite values (NaN when none), warning about every value left out (see `finite`)."""
+def nanmean_noted(values, what: str | None = None, labels: Sequence | None = None, unit: str = "value") -> float:
+    """Mean of the finite values (NaN when none); with `what`, warning about every value left out (`finite`)."""
     x = finite(values, what, labels, unit)
     return float(x.mean()) if x.size else float("nan")
 
@@ -66,6 +66,21 @@ def fmt_ci(values, digits: int = 3, what: str | None = None, labels: Sequence | 
     if x.size == 1:
         return f"{mean} (1 {unit}, no CI)"
     return f"{mean} ± {h:.2g}" if small else f"{mean} ± {h:.{digits}f}"
+
+
+def mean_lo_hi(values) -> tuple[float, float, float]:
+    """(mean, lower, upper end of its 95 % t interval) over the finite values; NaNs when there is none."""
+    x = finite(values)
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    m, h = mean_ci95(x)
+    return m, m - h, m + h
+
+
+def seed_cell(values, digits: int = 3, what: str | None = None, labels: Sequence | None = None) -> str:
+    """A table cell over seeds, 'mean ± half' (`fmt_ci`); one seed left has no interval, and fmt_ci says
+    so rather than printing '± 0.000'."""
+    return fmt_ci(values, digits, what=what, labels=labels, unit="seed")
 
 
 def paired_ci(a, b, n_boot: int = 10_000, seed: int = 0) -> dict:

@@ -4,7 +4,7 @@ LoRA base-vs-adapted activations, hook-based extraction with early stop, per-lay
 
 # Lazy (PEP 562): `import hedonic_neurons.models.cli` (the `valuations` command) must not pay for torch,
 # transformers and PEFT before it can refuse an unsupported model; names load on first access.
-from importlib import import_module
+from hedonic_neurons.lazy import lazy_getattr
 
 _LAZY = {
     "AutoDecoderAdapter": "hedonic_neurons.models.detect",
@@ -39,12 +39,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'hedonic_neurons.models' has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 __all__ = sorted(_LAZY)

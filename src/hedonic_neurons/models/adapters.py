@@ -277,6 +277,11 @@ class ModelAdapter:
         """The tail of a cache, given the per-sample readouts `out` (H, acts, extra reads, targets)."""
         return self.tail(layer, site)
 
+    def residual_readers(self, layer: int) -> np.ndarray | None:
+        """OCA's weight term at the residual site (DESIGN 3): the weights that read h_layer next, (rows, d),
+        column i the direction residual coordinate i is read along; None: no weight term (1 - |cos| = 1)."""
+        return None
+
     def final_norm(self) -> nn.Module | None:
         return self.module(self.norm_path) if self.norm_path else None
 
@@ -456,6 +461,15 @@ class GatedMLPAdapter(ModelAdapter):
 
     def mlp_modules(self, layer: int) -> dict[str, nn.Module]:
         return super().mlp_modules(max(layer, 2))
+
+    def residual_readers(self, layer: int) -> np.ndarray:
+        """h1..h4: the next block's gate and up projections stacked, (2 d_ff, d); the last layer: the head
+        with the final LayerNorm gain folded in, (n_classes, d) (appendix I.4's OCA for the MNIST net)."""
+        m = self.model
+        if layer <= len(m.blocks):
+            b = m.blocks[layer - 1]
+            return np.vstack([b.gate.weight.detach().numpy(), b.up.weight.detach().numpy()]).astype(np.float64)
+        return (m.head.weight.detach().double() * m.norm.weight.detach().double()).numpy()
 
 
 # LLaMA, Mistral, GPT-NeoX, Qwen2/3, Phi-3, OLMo-2, Gemma-2 ... are found from the model (models.detect);

@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from ..distributed import Dist, launched, shard_sizes
 from ..valuations.accumulate import Moments, ValuationStats
 from ..valuations.activations import RunningStats
 from .extract import LayerCache, layer_cache, subset_cache
-from .valuate import METHODS, Valuations, _as_batches, compute_valuations
+from .valuate import METHODS, Valuations, _as_batches, compute_valuations, valuation_options
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +178,11 @@ def reduce_stats(stats: ValuationStats, dist: Dist) -> ValuationStats:
     return out
 
 
-def valuations_from_stats(stats: ValuationStats, *, W_down: np.ndarray | None, layer: int, site: str,
+def valuations_from_stats(stats: ValuationStats, *, W_oca: np.ndarray | None, layer: int, site: str,
                           ablation: str, timings: dict[str, float] | None = None,
                           meta: dict | None = None) -> Valuations:
-    """The `Valuations` (OCA, exact PAS + se + psi, Hessian PAS, agreement) of merged statistics."""
+    """The `Valuations` (OCA, exact PAS + se + psi, Hessian PAS, agreement) of merged statistics; `W_oca`: OCA's
+    weight term, the cache's `W_oca` (W_down at an MLP site, the adapter's residual_readers or None)."""
     from ..valuations.agreement import agreement
     from ..valuations.oca import oca_null_se
 
@@ -193,7 +195,7 @@ def valuations_from_stats(stats: ValuationStats, *, W_down: np.ndarray | None, l
         v.meta.pop(k, None)
     if stats.oca is not None:
         acts_dt = np.dtype(stats.meta.get("acts_dtype", "float64"))
-        v.phi_oca = stats.oca_phi(W_down if site == "mlp" else None,
+        v.phi_oca = stats.oca_phi(W_oca,
                                   dtype=np.float64 if acts_dt == np.float64 else np.float32)
         v.oca_null_se = oca_null_se(N)
     if stats.psi is not None:
@@ -292,34 +294,24 @@ def distributed_valuations(
     inputs: Any,
     layer: int,
     *,
-    tokenizer: Any = None,
-    methods: Sequence[str] = METHODS,
-    site: str = "mlp",
-    ablation: str = "auto",
-    targets: Sequence[int] | None = None,
-    batch_size: int = 8,
-    max_length: int = 256,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    pas_dtype: Any = np.float64,
-    progress: bool = True,
     sizes: list[int] | None = None,
     load_kwargs: dict | None = None,
     dist: Dist | None = None,
-    verify: bool = True,
-    adapter: Any = None,
+    **options: Any,
 ) -> Valuations | None:
     """`compute_valuations` over the ranks of a `torchrun` launch: rank 0 returns the Valuations, others None.
 
     Each rank takes a contiguous shard of `inputs` (as even as possible, or `sizes` inputs per rank),
     loads the model on its own device (``cuda:LOCAL_RANK`` for ``device="cuda"``), and the statistics
     are merged exactly (`reduce_stats`). Outside a launch it runs on one process, through the same path.
-    ``verify`` / ``adapter`` as in `compute_valuations`: rank 0 checks the valuations of its own shard against
-    direct ablation through the model's modules (the merged statistics are built by the same machinery).
+    `options`: the keywords of `compute_valuations` (its signature is their one declaration), e.g. ``verify``:
+    rank 0 checks the valuations of its own shard against direct ablation through the model's modules (the
+    merged statistics are built by the same machinery).
     """
-    progress = progress and not os.environ.get("TQDM_DISABLE")
+    o = SimpleNamespace(**valuation_options(**options))
+    o.progress = o.progress and not os.environ.get("TQDM_DISABLE")
     own = dist is None
-    dist = Dist(device) if own else dist
+    dist = Dist(o.device) if own else dist
     # checked before joining the group: every rank raises the same one-line error, none waits for the others
     if isinstance(inputs, str):
         raise ValueError("inputs is one string: pass a list of texts")
@@ -336,12 +328,12 @@ def distributed_valuations(
         if own:
             dist.__enter__()
         lo = sum(sz[:dist.rank])
-        shard, tg = shard_inputs(inputs, targets, lo, lo + sz[dist.rank])
+        shard, tg = shard_inputs(inputs, o.targets, lo, lo + sz[dist.rank])
         if isinstance(model, (str, Path)):
             from .loading import load_model
 
-            model, tok = load_model(model, dtype=dtype, check=adapter is None, **(load_kwargs or {}))
-            tokenizer = tokenizer or tok
+            model, tok = load_model(model, dtype=o.dtype, check=o.adapter is None, **(load_kwargs or {}))
+            o.tokenizer = o.tokenizer or tok
             if not getattr(model, "hf_device_map", None):
                 model = model.to(dist.device)
         dev = dist.device
@@ -349,29 +341,29 @@ def distributed_valuations(
                                                                  "hf_device_map", None)
         if hf_map:
             dev = _first_device(model)
-        if adapter is not None:
+        if o.adapter is not None:
             from .detect import use_adapter
 
-            use_adapter(model, adapter)
-        batches = _as_batches(shard, tokenizer, batch_size=batch_size, max_length=max_length, targets=tg)
-        if verify and not isinstance(batches, (list, tuple)):
+            use_adapter(model, o.adapter)
+        batches = _as_batches(shard, o.tokenizer, batch_size=o.batch_size, max_length=o.max_length, targets=tg)
+        if o.verify and not isinstance(batches, (list, tuple)):
             batches = list(batches)  # self-verification re-runs a few of them
         t = time.perf_counter()
-        cache = layer_cache(model, batches, layer, site=site, ablation=ablation, device=dev, dtype=dtype,
-                            progress=progress and dist.is_main)
+        cache = layer_cache(model, batches, layer, site=o.site, ablation=o.ablation, device=dev, dtype=o.dtype,
+                            progress=o.progress and dist.is_main)
         timings = {"forward": time.perf_counter() - t}
         if cache.ablation == "mean":
             _global_mean_coef(cache, dist)
-        st, times = stats_from_cache(cache, methods, pas_dtype=pas_dtype, n_total=N,
-                                     progress=progress and dist.is_main)
+        st, times = stats_from_cache(cache, o.methods, pas_dtype=o.pas_dtype, n_total=N,
+                                     progress=o.progress and dist.is_main)
         timings.update(times)
-        if verify and dist.is_main:
+        if o.verify and dist.is_main:
             # rank 0 checks its own shard: the valuations of its inputs alone against direct ablation
             # through the model's modules (the merged statistics come from the same cache machinery)
             from .verify import verify_valuations
 
             t = time.perf_counter()
-            local = valuations_from_stats(st, W_down=cache.W_down, layer=cache.layer, site=cache.site,
+            local = valuations_from_stats(st, W_oca=cache.W_oca, layer=cache.layer, site=cache.site,
                                           ablation=cache.ablation, timings={}, meta={})
             local.cache = cache
             verify_valuations(model, batches, local, device=dev)
@@ -381,11 +373,11 @@ def distributed_valuations(
         timings["reduce"] = time.perf_counter() - t
         if not dist.is_main:
             return None
-        v = valuations_from_stats(merged, W_down=cache.W_down, layer=cache.layer, site=cache.site,
+        v = valuations_from_stats(merged, W_oca=cache.W_oca, layer=cache.layer, site=cache.site,
                                   ablation=cache.ablation, timings=timings,
                                   meta={"world_size": dist.world, "shard_sizes": sz, "backend": dist.backend
                                         if dist.world > 1 else None})
-        if verify:
+        if o.verify:
             v.verification = local.verification
             v.timings["verify"] = local.timings["verify"]
         else:

@@ -353,6 +353,7 @@ class LayerCache:
     coef_base: np.ndarray | None = None
     targets: np.ndarray | None = None
     W_down: np.ndarray | None = None
+    W_oca: np.ndarray | None = None  # OCA's weight term: W_down (MLP site), the adapter's residual_readers, or None
     meta: dict = field(default_factory=dict)
 
     @property
@@ -458,6 +459,7 @@ def layer_cache(
     return LayerCache(
         layer=layer, site=site, H=H, coef=coef, C=C, tail=tail, acts=acts, ablation=ablation,
         acts_base=acts_base, C_base=C_base, coef_base=coef_base, targets=targets, W_down=W_down,
+        W_oca=W_down if site == "mlp" else adapter.residual_readers(layer),
         meta={"adapter": adapter.name, "pooling": adapter.pooling, "tail_is_norm": adapter.tail_is_norm},
     )
 

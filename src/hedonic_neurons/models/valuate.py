@@ -176,6 +176,7 @@ def valuations_from_cache(
     methods: Sequence[str] = METHODS,
     *,
     pas_dtype: Any = np.float64,
+    oca_dtype: Any = None,
     max_direct_cost: float = 2e10,
     agreement_pairs: int = 2_000,
     progress: bool = True,
@@ -210,8 +211,9 @@ def valuations_from_cache(
     kw = cache.math_kwargs()
     if "oca" in methods:
         t = time.perf_counter()
-        # OCA weight term: W_down columns at an MLP site; the identity at a residual site (1 - |cos| = 1).
-        v.phi_oca = oca(cache.acts, cache.W_down if cache.site == "mlp" else None)
+        # OCA weight term: W_down columns at an MLP site; at a residual site what reads it next (the
+        # adapter's residual_readers), or the identity (1 - |cos| = 1) where the adapter names none
+        v.phi_oca = oca(cache.acts, cache.W_oca, dtype=oca_dtype)
         v.oca_null_se = oca_null_se(cache.n_samples)
         v.timings["oca"] = time.perf_counter() - t
     if "pas" in methods:
@@ -369,6 +371,16 @@ def compute_valuations(
     return v
 
 
+def valuation_options(**options: Any) -> dict[str, Any]:
+    """The keywords of `compute_valuations` (its signature is their one declaration) with the defaults filled
+    in, for functions that forward them (`distributed_valuations`); TypeError naming an unknown keyword."""
+    import inspect
+
+    bound = inspect.signature(compute_valuations).bind(None, None, 0, **options)
+    bound.apply_defaults()
+    return {k: v for k, v in bound.arguments.items() if k not in ("model", "inputs", "layer")}
+
+
 def exact_pair_means(cache_of: Callable[[], LayerCache], coalitions: list[np.ndarray], max_pairs: int,
                      seed: int) -> list[float]:
     """Pair of each coalition from exact pair ablations on the cache `cache_of()` (built only when some pair is
@@ -392,6 +404,37 @@ def exact_pair_means(cache_of: Callable[[], LayerCache], coalitions: list[np.nda
         (pi, pj), vals, _ = exact_pas_pairs(cache_of(), (pi, pj), progress=False)
         val = {(int(x), int(y)): float(v) for x, y, v in zip(pi, pj, vals, strict=True)}
     return [float(np.mean([val[(int(x), int(y))] for x, y in zip(pa, pb, strict=True)])) for pa, pb in chosen]
+
+
+def pas_valuations(cache: LayerCache, direct_pas_limit: float, agreement_pairs: int, progress: bool = False
+                   ) -> tuple[Valuations, dict[str, np.ndarray], dict[str, Any]]:
+    """OCA and PAS of one cache as the reranker values a half of its probe pairs: exact PAS (+ se, psi, psi_se)
+    for a norm tail or when pairs x inputs <= `direct_pas_limit`, else the Hessian PAS with exact psi and its
+    exact agreement on `agreement_pairs` random pairs (`hessian_valuations`). Returns (valuations, with psi
+    and the cache, for self-verification; {phi_oca, oca_se, phi_pas, [pas_se], psi, [psi_se]}; info)."""
+    from ..valuations.oca import oca_se
+    from ..valuations.tail import NormTail
+
+    n, N = cache.n_players, cache.n_samples
+    info: dict[str, Any] = {}
+    if isinstance(cache.tail, NormTail) or n * (n - 1) // 2 * N <= direct_pas_limit:
+        v = valuations_from_cache(cache, ("oca", "pas"), progress=progress)
+        phi_pas, pas_se, psi, psi_se = v.phi_pas, v.pas_se, v.psi, v.psi_se
+        info["pas"] = "exact"
+    else:
+        # a tail with no closed form (BERT): Hessian PAS, checked against exact PAS on random pairs
+        v, phi_pas, psi, psi_se, more = hessian_valuations(cache, agreement_pairs, progress)
+        pas_se = None
+        info.update(more)
+    if v.psi is None:
+        v.psi, v.psi_se = psi, psi_se
+    mats = {"phi_oca": v.phi_oca, "oca_se": np.asarray(oca_se(cache.W_down, N)), "phi_pas": phi_pas, "psi": psi}
+    if pas_se is not None:
+        mats["pas_se"] = pas_se
+    if psi_se is not None:
+        mats["psi_se"] = psi_se
+    info["timings"] = v.timings
+    return v, mats, info
 
 
 def hessian_valuations(cache: LayerCache, agreement_pairs: int, progress: bool = False

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from hedonic_neurons.metrics.stats import mean_lo_hi, nanmean_noted, seed_cell
 from hedonic_neurons.rundir import RunDir
 
 METHODS = ("random", "kmeans", "ward", "leiden", "hedonic_oca", "hedonic_pas")
@@ -80,17 +81,6 @@ def _per_seed_part(prows: list[dict], metric: str, method: str, layers, setting:
     return out
 
 
-def _cell(values: list[float], digits: int = 3) -> str:
-    from hedonic_neurons.metrics.stats import fmt_ci
-
-    # one seed left has no interval: fmt_ci says so rather than printing "± 0.000"
-    return fmt_ci(values, digits, unit="seed")
-
-
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else float("nan")
-
-
 def _within_sd(rows: list[dict], metric: str, method: str, layers) -> float:
     v = [r[metric] for r in rows if r["setting"] == "trained" and r["method"] == method and r["layer"] in layers
          and r[metric] is not None and np.isfinite(r[metric])]
@@ -140,23 +130,23 @@ def write_tables(rd: RunDir, cfg: Any, rows: list[dict], prows: list[dict]) -> t
                                                           "sparsity", "stroke", "stroke_lift")}
         d.update({k: _per_seed_part(prows, k, m, layers) for k in ("ari", "coverage")})
         per_seed[m] = d
-        means[m] = {k: _mean(v) for k, v in d.items()}
-        t7.append({"method": METHOD_NAMES[m], "dAcc_pp": _cell(d["dacc_pp"]),
+        means[m] = {k: nanmean_noted(v) for k, v in d.items()}
+        t7.append({"method": METHOD_NAMES[m], "dAcc_pp": seed_cell(d["dacc_pp"]),
                    "dAcc_sd_within": f"{_within_sd(rows, 'dacc_pp', m, layers):.3f}",
                    # the paper's ± is a standard deviation, ours a 95 % CI: the cell says which
                    "paper_dAcc": (f"{PAPER_T7[m][0]:.2f} ± {PAPER_T7[m][1]:.2f} (sd)" if m in PAPER_T7
                                   else NOT_IN_PAPER),
-                   "Pair_heldout": _cell(d["pair"], 4), "Pair_in_sample": _cell(d["pair_in_sample"], 4),
-                   "paper_Pair": _paper(PAPER_T7, m, 2, ".3f"), "Ratio_heldout": _cell(d["ratio"]),
-                   "Ratio_in_sample": _cell(d["ratio_in_sample"]), "paper_Ratio": _paper(PAPER_T7, m, 3, ".2f"),
-                   "ARI_split_half": _cell(d["ari"]),
-                   f"pct_in_2_{cfg.solver.max_size}": _cell([100 * v for v in d["coverage"]], 1),
-                   "avg_size": _cell(d["size"], 2), "paper_avg_size": _paper(PAPER_T7, m, 4, ".1f")})
-        t8.append({"method": METHOD_NAMES[m], "purity": _cell(d["purity"]),
+                   "Pair_heldout": seed_cell(d["pair"], 4), "Pair_in_sample": seed_cell(d["pair_in_sample"], 4),
+                   "paper_Pair": _paper(PAPER_T7, m, 2, ".3f"), "Ratio_heldout": seed_cell(d["ratio"]),
+                   "Ratio_in_sample": seed_cell(d["ratio_in_sample"]), "paper_Ratio": _paper(PAPER_T7, m, 3, ".2f"),
+                   "ARI_split_half": seed_cell(d["ari"]),
+                   f"pct_in_2_{cfg.solver.max_size}": seed_cell([100 * v for v in d["coverage"]], 1),
+                   "avg_size": seed_cell(d["size"], 2), "paper_avg_size": _paper(PAPER_T7, m, 4, ".1f")})
+        t8.append({"method": METHOD_NAMES[m], "purity": seed_cell(d["purity"]),
                    "paper_purity": _paper(PAPER_T8, m, 0, ".2f"),
-                   "selectivity": _cell(d["selectivity"]), "paper_selectivity": _paper(PAPER_T8, m, 1, ".2f"),
-                   "sparsity": _cell(d["sparsity"], 2), "paper_sparsity": _paper(PAPER_T8, m, 2, ".2f"),
-                   "stroke": _cell(d["stroke"]), "stroke_lift": _cell(d["stroke_lift"])})
+                   "selectivity": seed_cell(d["selectivity"]), "paper_selectivity": _paper(PAPER_T8, m, 1, ".2f"),
+                   "sparsity": seed_cell(d["sparsity"], 2), "paper_sparsity": _paper(PAPER_T8, m, 2, ".2f"),
+                   "stroke": seed_cell(d["stroke"]), "stroke_lift": seed_cell(d["stroke_lift"])})
     rd.save_table("table7_synergy", t7, title=f"Table 7 (MNIST, layers {span}): accuracy drop (percentage "
                   f"points) when one coalition is ablated, Pair and Ratio synergy (held-out), split-half ARI, "
                   f"% of neurons in coalitions of 2-{cfg.solver.max_size}, average size; {ci} "
@@ -175,10 +165,10 @@ def write_tables(rd: RunDir, cfg: Any, rows: list[dict], prows: list[dict]) -> t
         if not d["purity"]:
             continue
         t9.append({"setting": f"{SETTING_NAMES[setting]}, {cl}", "method": METHOD_NAMES[m],
-                   "stroke": _cell(d["stroke"]), "paper_stroke": f"{paper[0]:.2f}" if paper else NOT_IN_PAPER,
-                   "stroke_lift": _cell(d["stroke_lift"]),
-                   "purity": _cell(d["purity"]), "paper_purity": f"{paper[1]:.2f}" if paper else NOT_IN_PAPER,
-                   "ratio_heldout": _cell(d["ratio"]),
+                   "stroke": seed_cell(d["stroke"]), "paper_stroke": f"{paper[0]:.2f}" if paper else NOT_IN_PAPER,
+                   "stroke_lift": seed_cell(d["stroke_lift"]),
+                   "purity": seed_cell(d["purity"]), "paper_purity": f"{paper[1]:.2f}" if paper else NOT_IN_PAPER,
+                   "ratio_heldout": seed_cell(d["ratio"]),
                    "paper_ratio": f"{paper[2]:.2f}" if paper else NOT_IN_PAPER})
     if t9:
         rd.save_table("table9_controls", t9, title=f"Table 9 (MNIST, layer {cl}): stroke alignment, purity "
@@ -190,9 +180,9 @@ def write_tables(rd: RunDir, cfg: Any, rows: list[dict], prows: list[dict]) -> t
             row = {"layer": layer, "method": METHOD_NAMES[m]}
             for k in ("dacc_pp", "pair", "pair_in_sample", "ratio", "ratio_in_sample", "purity", "selectivity",
                       "sparsity", "stroke", "stroke_lift", "size"):
-                row[k] = _cell(_per_seed(rows, k, m, [layer]), 4 if k.startswith("pair") else 3)
-            row["ari_split_half"] = _cell(_per_seed_part(prows, "ari", m, [layer]))
-            row[f"pct_in_2_{cfg.solver.max_size}"] = _cell([100 * v for v in _per_seed_part(prows, "coverage", m,
+                row[k] = seed_cell(_per_seed(rows, k, m, [layer]), 4 if k.startswith("pair") else 3)
+            row["ari_split_half"] = seed_cell(_per_seed_part(prows, "ari", m, [layer]))
+            row[f"pct_in_2_{cfg.solver.max_size}"] = seed_cell([100 * v for v in _per_seed_part(prows, "coverage", m,
                                                                                          [layer])], 1)
             per_layer.append(row)
     rd.save_table("per_layer", per_layer, title=f"Every metric per layer and method (trained networks, {ci}; "
@@ -266,19 +256,10 @@ def ordering_verdict(means: dict[str, dict[str, float]], metric: str) -> tuple[b
     return held, " > ".join(f"{METHOD_NAMES[m]} ({vals[m]:.3g})" for m in ours)
 
 
-def _lo_hi(values: list[float]) -> tuple[float, float, float]:
-    from hedonic_neurons.metrics.stats import mean_ci95
-
-    if not values:
-        return float("nan"), float("nan"), float("nan")
-    m, h = mean_ci95(values)
-    return m, m - h, m + h
-
-
 def default_vs_all(per_seed: dict, metric: str = "pair", ref: str = "hedonic_pas") -> str:
     """Plain words: did `ref` beat every other method (Leiden included) on `metric`, with 95 % CIs apart?"""
-    m0, lo0, hi0 = _lo_hi(per_seed[ref][metric])
-    others = {m: _lo_hi(per_seed[m][metric]) for m in METHODS if m != ref and per_seed[m][metric]}
+    m0, lo0, hi0 = mean_lo_hi(per_seed[ref][metric])
+    others = {m: mean_lo_hi(per_seed[m][metric]) for m in METHODS if m != ref and per_seed[m][metric]}
     if not others or not np.isfinite(m0):
         return f"{METHOD_NAMES[ref]}: no finite {metric}"
     from hedonic_neurons.metrics.crossfit import versus_best
@@ -335,10 +316,10 @@ def write_summary(rd: RunDir, cfg: Any, means: dict, per_seed: dict, rows: list[
         lines += ["", "Split-half ARI per method and layer (trained networks, mean over seeds):", "",
                   "| method | " + " | ".join(cfg.layers) + " |", "|---|" + "---|" * len(cfg.layers)]
         for m in METHODS:
-            cells = [_mean(_per_seed_part(prows, "ari", m, [la])) for la in cfg.layers]
+            cells = [nanmean_noted(_per_seed_part(prows, "ari", m, [la])) for la in cfg.layers]
             lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     cl = cfg.control_layer
-    ctrl = {s: _mean(_per_seed(rows, "purity", "hedonic_pas", [cl], s)) for s in SETTING_NAMES}
+    ctrl = {s: nanmean_noted(_per_seed(rows, "purity", "hedonic_pas", [cl], s)) for s in SETTING_NAMES}
     if np.isfinite(ctrl.get("random_init", np.nan)):
         lines += ["", f"Negative controls (layer {cl}, Hedonic-PAS digit purity): trained {ctrl['trained']:.3f}, "
                   f"random init {ctrl['random_init']:.3f}, label-shuffled {ctrl['shuffled']:.3f}. "

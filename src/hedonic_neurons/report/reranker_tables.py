@@ -98,7 +98,7 @@ def leiden_note(rd: RunDir, cfg: Any) -> str:
 
 def write_tables(rd: RunDir, cfg: Any) -> dict:
     """Tables 1, 2, 6, finetune and eval_per_layer (mean ± 95 % CI over seeds), summary.md, results.json."""
-    from hedonic_neurons.metrics.stats import fmt_ci, mean_ci95, nanmean_noted
+    from hedonic_neurons.metrics.stats import nanmean_noted, seed_cell
 
     c = cfg
     finetune_table(rd, cfg, json.loads((rd.root / "finetune.json").read_text()))
@@ -116,8 +116,8 @@ def write_tables(rd: RunDir, cfg: Any) -> dict:
 
     def cell(m, key, scale=1.0):
         # NaN seeds are named in a warning; tiny values keep 3 significant digits; 1 seed has no CI
-        return fmt_ci([scale * v for v in per_seed[m][key]], 3, what=f"{key}, {METHOD_LABELS[m]}",
-                      labels=list(range(c.seeds)), unit="seed")
+        return seed_cell([scale * v for v in per_seed[m][key]], 3, what=f"{key}, {METHOD_LABELS[m]}",
+                         labels=list(range(c.seeds)))
 
     def paper(table, m, i=None):
         v = table[c.task].get(m)
@@ -155,8 +155,7 @@ def write_tables(rd: RunDir, cfg: Any) -> dict:
                 all_rows.append({"layer": layer, "seed": seed, "method": m, **e["per_method"][m]})
     rd.save_table("eval_per_layer", all_rows, title="Per layer and seed (means over the evaluated "
                   "coalitions; pair / ratio held-out, *_in_sample beside, ari = split-half ARI)")
-    means = {m: {k: mean_ci95([v for v in per_seed[m][k] if np.isfinite(v)] or [np.nan])[0]
-                 if any(np.isfinite(per_seed[m][k])) else float("nan") for k in per_seed[m]} for m in METHODS}
+    means = {m: {k: nanmean_noted(per_seed[m][k]) for k in per_seed[m]} for m in METHODS}
     summary = summary_md(rd, cfg, means, per_seed, all_rows)
     from hedonic_neurons.notices import markdown_section
 
@@ -169,7 +168,7 @@ def summary_md(rd: RunDir, cfg: Any, means: dict, per_seed: dict | None = None,
                all_rows: list[dict] | None = None) -> str:
     """summary.md: the fine-tuning result and, claim by claim, whether the paper's ordering held."""
     from hedonic_neurons.metrics.crossfit import beats_all, held_words, versus_best
-    from hedonic_neurons.metrics.stats import mean_ci95
+    from hedonic_neurons.metrics.stats import mean_lo_hi
 
     c = cfg
     ft = json.loads((rd.root / "finetune.json").read_text())
@@ -188,11 +187,7 @@ def summary_md(rd: RunDir, cfg: Any, means: dict, per_seed: dict | None = None,
     lines += ["", crossfit_note(cfg), ""]
 
     def lo_hi(m, key):
-        vals = [x for x in (per_seed or {}).get(m, {}).get(key, []) if np.isfinite(x)]
-        if not vals:
-            return float("nan"), float("nan"), float("nan")
-        mu, h = mean_ci95(vals)
-        return mu, mu - h, mu + h
+        return mean_lo_hi((per_seed or {}).get(m, {}).get(key, []))
 
     held = "held-out" if c.crossfit else "in-sample"
     claims = [("ood_drop", "OOD drop"), ("align_r2", "alignment R2"), ("predictivity_r2", "predictivity R2"),

@@ -1,0 +1,23 @@
+"""runtime.py: one entry per invocation in RUN/runtime.json, for both experiments."""
+
+import json
+
+from hedonic_neurons.rundir import RunDir
+from hedonic_neurons.runtime import pick_threads, record_runtime
+
+
+def test_record_runtime_appends_one_entry_per_invocation(tmp_path):
+    rd = RunDir(tmp_path / "run")
+    (rd.root / "runtime.json").write_text(json.dumps({"jobs": 2, "world_size": 1}))  # an older reranker's dict
+    record_runtime(rd, 1, jobs=3, world_size=2)
+    record_runtime(rd, 2)
+    runs = json.loads((rd.root / "runtime.json").read_text())
+    assert [r["jobs"] for r in runs] == [2, 3, 1]
+    assert runs[1]["threads"] == 1 and runs[1]["world_size"] == 2 and runs[2]["threads"] == 2
+    assert "world_size" not in runs[2] and "torch" in runs[2]
+
+
+def test_pick_threads_takes_what_is_asked():
+    assert pick_threads(3) == 3
+    assert pick_threads(-2) == 1
+    assert pick_threads(None) >= 1
