@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -48,15 +49,16 @@ def settings(kind: str) -> dict:
         return LeidenPartition(max_size=MAX_SIZE, n_iterations=it, random_state=s).fit(phi).labels_
 
     return {
-        "default (fractional q90, tier 2 q86)": hed(),
+        "default (fractional q90, priority order, tier 2 q86)": hed(),
         "leiden (CPM q90, <= 10)": lei,
-        "previous default (fractional q90, one tier)": hed(preset="fractional"),
-        "fractional q88, one tier": hed(preset="fractional", tau_quantile=0.88),
-        "fractional q85, one tier": hed(preset="fractional", tau_quantile=0.85),
-        "fractional q90, tier 2 q87": hed(absorb_quantile=0.87),
-        "fractional q90, tier 2 q85": hed(absorb_quantile=0.85),
-        "average q90, tier 2 q87": hed(utility="average", absorb_quantile=0.87),
-        "average q89, one tier": hed(utility="average", tau_quantile=0.89, absorb_quantile=None),
+        "previous default (8 random orders, tier 2 q86)": hed(preset="random-order"),
+        "one tier, 8 random orders (preset fractional)": hed(preset="fractional"),
+        "priority order, one tier": hed(absorb_quantile=None),
+        "priority order, tier 2 q83": hed(absorb_quantile=0.83),
+        "priority order, tier 2 q80": hed(absorb_quantile=0.80),
+        "priority order, tier 2 q70": hed(absorb_quantile=0.70),
+        "priority order, tier 2 q60": hed(absorb_quantile=0.60),
+        "8 random orders, tier 2 q60": hed(preset="random-order", absorb_quantile=0.60),
     }
 
 
@@ -100,7 +102,24 @@ def coverage(labels: np.ndarray) -> float:
     return float(sizes[(sizes >= 2) & (sizes <= MAX_SIZE)].sum()) / labels.size
 
 
+def cached(fit, name: str, cache: Path | None):
+    """fit, with labels kept in `cache`/<name>.npz (Leiden only: minutes per fit on 1,536 players)."""
+    if cache is None or not name.startswith("leiden"):
+        return lambda phi, se, seed, key: fit(phi, se, seed)
+    path = cache / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") + ".npz")
+    store = dict(np.load(path)) if path.exists() else {}
+
+    def run(phi, se, seed, key):
+        if key not in store:
+            store[key] = np.asarray(fit(phi, se, seed))
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **store)
+        return store[key]
+    return run
+
+
 def evaluate(fit, data: dict, seeds: list[int]) -> dict:
+    """`fit(phi, se, seed, key)` -> labels; key names (seed, layer, half) for the cache."""
     per_seed, aris, covs, largest, per_layer = [], [], [], [], {}
     t0 = time.perf_counter()
     for s in seeds:
@@ -111,7 +130,7 @@ def evaluate(fit, data: dict, seeds: list[int]) -> dict:
             phi = {"a": np.asarray(pa, np.float64), "b": np.asarray(pb, np.float64)}
             se = {"a": None if sa is None else np.asarray(sa, np.float64),
                   "b": None if sb is None else np.asarray(sb, np.float64)}
-            lab = {h: np.asarray(fit(phi[h], se[h], half_seed(s, h))) for h in "ab"}
+            lab = {h: np.asarray(fit(phi[h], se[h], half_seed(s, h), f"s{s}_{layer}_{h}")) for h in "ab"}
             for h, o in (("a", "b"), ("b", "a")):
                 v = pair_values(lab[h], phi[o])
                 halves[h] += v
@@ -130,12 +149,17 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--only", nargs="*", default=None, help="settings whose name starts with one of these")
     ap.add_argument("--seeds", type=int, default=None, help="only the first N seeds (default: the run's)")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="keep Leiden's labels here (npz per setting) and reuse them on the next call")
+    ap.add_argument("--layers", nargs="*", default=None, help="only these layers (default: all found)")
     args = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
     kind, seeds, data = load(args.run)
     if args.seeds:
         seeds = seeds[: args.seeds]
         data = {k: v for k, v in data.items() if k[0] in seeds}
+    if args.layers:
+        data = {k: v for k, v in data.items() if k[1] in args.layers}
     if not data:
         raise SystemExit(f"{args.run}: no per-half PAS matrices found (a cross-fitted run is needed)")
     layers = sorted({layer for _, layer in data})
@@ -148,7 +172,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     res = {}
     for name, fit in meths.items():
-        r = res[name] = evaluate(fit, data, seeds)
+        r = res[name] = evaluate(cached(fit, name, args.cache), data, seeds)
         m, h = mean_ci95(r["pair"])
         print(f"| {name} | {m:.3e} [{m - h:.3e}, {m + h:.3e}] | {' '.join(f'{x:.2e}' for x in r['pair'])} | "
               f"{' '.join(f'{k} {v:.2e}' for k, v in sorted(r['per_layer'].items()))} | {r['ari']:.3f} | "

@@ -8,7 +8,8 @@
     >>> HedonicPartition(preset="paper").fit(phi)         # the paper's Algorithm 1 as written
 
 The default utility counts every member, u_i(S) = sum_{j in S} (phi_ij - tau) / |S| (fractional
-hedonic), and is solved by best-response dynamics with the size cap enforced (`game.dynamics`):
+hedonic), and is solved by best-response dynamics in a fixed priority order (strongest player first)
+with the size cap enforced (`game.dynamics`):
 on real valuations the MFC top-k utility chains into giant coalitions (DESIGN trap 8).
 
 Pure numpy/scipy: no torch here.
@@ -26,7 +27,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from hedonic_neurons.game.dynamics import absorb_singletons, best_response, improving_players, relabel_by_size
+from hedonic_neurons.game.dynamics import (
+    absorb_singletons,
+    best_response,
+    improving_players,
+    priority_order,
+    relabel_by_size,
+)
 from hedonic_neurons.game.samplers import CoalitionSampler, UniformSampler, make_sampler
 from hedonic_neurons.game.stability import partition_shape, partition_synergy, stability_certificate
 from hedonic_neurons.game.top_cover import EMIT_MODES, pac_top_cover
@@ -42,9 +49,10 @@ from hedonic_neurons.game.utility import (
 
 # Named settings: a preset fills every parameter left at its constructor default.
 PRESETS: dict[str | None, dict] = {
-    None: {},  # the default: fractional utility, tau at the 90th percentile of the positive phi, dynamics,
-    # then the players left alone group among themselves at the absorb_quantile cost (two tiers)
-    "fractional": {"absorb_quantile": None},  # the previous default: one tier only
+    None: {},  # the default: fractional utility, tau at the 90th percentile of the positive phi, dynamics in
+    # the priority order, then the players left alone group among themselves at the absorb_quantile cost
+    "random-order": {"order": "random"},  # the previous default: two tiers, 8 random-order runs, best welfare
+    "fractional": {"absorb_quantile": None, "order": "random"},  # the one before: one tier, random orders
     "topk": {"utility": "sum"},  # the previous default: MFC top-k above a significance tau, PAC-Top-Cover
     "paper": {"utility": "mean", "threshold": None, "sampler": "uniform", "emit": "one", "cover_all": False},
 }
@@ -67,15 +75,17 @@ class SolverConfig:
 
     HELP: ClassVar[dict[str, str]] = {
         "k": "partners in a choice set (MFC, section 3.2)",
-        "preset": "fractional: one tier (the previous default); topk: the MFC top-k utility with PAC-Top-Cover; "
-                  "paper: Algorithm 1 as written",
+        "preset": "random-order: two tiers, random turn orders (the previous default); fractional: one tier, "
+                  "random orders; topk: the MFC top-k utility with PAC-Top-Cover; paper: Algorithm 1 as written",
         "utility": "fractional / additive (best-response dynamics) or sum / mean (MFC, PAC-Top-Cover)",
         "threshold": "tau: auto, quantile, significance, none (MFC only) or a number",
         "tau_quantile": "quantile of the positive phi used by threshold 'quantile'",
         "absorb_quantile": "second tier's cost (a quantile of the positive phi) for the players the first leaves "
                            "alone; none: one tier",
         "init": "best-response start: singletons",
-        "n_init": "best-response restarts (auto: 8 up to 4096 players, 1 above)",
+        "order": "best-response turn order: priority (strongest player first, deterministic) or random",
+        "n_init": "best-response restarts with random orders (auto: 8 up to 4096 players, 1 above; "
+                  "priority order: 1)",
         "max_sweeps": "cap on best-response sweeps",
         "sampler": "D of PAC-Top-Cover and of the blocking certificate",
         "m": "PAC-Top-Cover reservoir size",
@@ -92,9 +102,9 @@ class SolverConfig:
         "random_state": "solver seed",
     }
     CHOICES: ClassVar[dict[str, list]] = {
-        "preset": [None, "fractional", "topk", "paper"],
+        "preset": [None, "random-order", "fractional", "topk", "paper"],
         "utility": ["fractional", "additive", "average", "sum", "mean"],
-        "sampler": ["partners", "uniform", "weighted"], "emit": ["all", "one"],
+        "sampler": ["partners", "uniform", "weighted"], "emit": ["all", "one"], "order": ["priority", "random"],
     }
 
     k: int = 3
@@ -104,6 +114,7 @@ class SolverConfig:
     tau_quantile: float = 0.9
     absorb_quantile: float | None = ABSORB_DEFAULT
     init: str = "singletons"
+    order: str = "priority"
     n_init: int | str = "auto"
     max_sweeps: int = 100
     sampler: str = "partners"
@@ -162,8 +173,9 @@ class HedonicPartition:
 
     Parameters
     ----------
-    preset: None (the default below), "topk" (the previous default: MFC top-k utility "sum" with a
-        significance tau, PAC-Top-Cover) or "paper" (Algorithm 1 as written: utility "mean", no tau,
+    preset: None (the default below), "random-order" (the previous default: the same two tiers with 8
+        random turn orders, the best welfare kept), "fractional" (one tier, random orders), "topk" (MFC
+        top-k utility "sum" with a significance tau, PAC-Top-Cover) or "paper" (Algorithm 1 as written: utility "mean", no tau,
         the uniform D, one sink SCC per round, no top-up). A preset fills every parameter left at its
         constructor default; parameters given explicitly win.
     utility: "fractional" (default; u_i(S) = sum_{j in S, j != i} (phi_ij - tau) / |S|), "additive"
@@ -185,8 +197,11 @@ class HedonicPartition:
         significance floor as tau). None: one tier (`preset="fractional"`, the previous default).
     init: best-response start: "singletons" (everyone alone) or an array of labels (e.g. Leiden's
         partition, which the dynamics then certify or improve; oversized coalitions are cut).
-    n_init: best-response runs from different random orders, the one with the highest welfare
-        (sum of the players' utilities) kept, as KMeans keeps its best start; "auto": 8 up to
+    order: best-response turn order: "priority" (default: players by decreasing strength, their best
+        partner's phi, the same order every sweep; the result depends on phi only, so two nearly equal
+        valuations give nearly the same partition) or "random" (a seeded random order each sweep).
+    n_init: with order="random", best-response runs from different random orders, the one with the
+        highest welfare (sum of the players' utilities) kept, as KMeans keeps its best start; "auto": 8 up to
         n = 4096 players, 1 above (each run costs O(n^2) per sweep).
     max_sweeps: cap on best-response sweeps (the fractional dynamics have no potential to bound them).
     k: partners in a choice set (MFC, section 3.2; for separable utilities only the reported choice sets).
@@ -212,7 +227,7 @@ class HedonicPartition:
     def __init__(self, k: int = _D.k, preset: str | None = _D.preset, utility: str = _D.utility,
                  threshold: str | float | None = _D.threshold, tau_quantile: float = _D.tau_quantile,
                  absorb_quantile: float | None = _D.absorb_quantile,
-                 init=_D.init, n_init: int | str = _D.n_init, max_sweeps: int = _D.max_sweeps,
+                 init=_D.init, order: str = _D.order, n_init: int | str = _D.n_init, max_sweeps: int = _D.max_sweeps,
                  sampler: str | CoalitionSampler = _D.sampler, m: int = _D.m, omega: int = _D.omega,
                  min_size: int = _D.min_size, max_size: int = _D.max_size, epsilon: float = _D.epsilon,
                  delta: float = _D.delta, emit: str = _D.emit, alpha: float = _D.alpha, cost: float = _D.cost,
@@ -225,6 +240,7 @@ class HedonicPartition:
         self.tau_quantile = tau_quantile
         self.absorb_quantile = absorb_quantile
         self.init = init
+        self.order = order
         self.n_init = n_init
         self.max_sweeps = max_sweeps
         self.sampler = sampler
@@ -290,6 +306,8 @@ class HedonicPartition:
             raise ValueError(f"max_sweeps must be a positive integer, got {self.max_sweeps!r}")
         if not (self.n_init == "auto" or (isinstance(self.n_init, int | np.integer) and self.n_init >= 1)):
             raise ValueError(f"n_init must be 'auto' or a positive integer, got {self.n_init!r}")
+        if e["order"] not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {e['order']!r}")
         if isinstance(self.init, str) and self.init != "singletons":
             raise ValueError(f"init must be 'singletons' or an array of labels, got {self.init!r}")
         if e["emit"] not in EMIT_MODES:
@@ -403,11 +421,15 @@ class HedonicPartition:
             log.info("best-response dynamics: n=%d, utility=%s, tau rule: %s, max_size=%d",
                      game.n, game.utility, self.threshold_rule_, self.max_size)
             init = None if isinstance(self.init, str) else np.asarray(self.init)
-            n_init = (8 if game.n <= 4096 else 1) if self.n_init == "auto" else int(self.n_init)
+            order = priority_order(game.phi) if e["order"] == "priority" else None
+            if order is not None:  # a fixed order: every run would reach the same partition
+                n_init = 1
+            else:
+                n_init = (8 if game.n <= 4096 else 1) if self.n_init == "auto" else int(self.n_init)
             best = None
             for run in range(n_init):
                 lab, inf = best_response(game.phi, game.tau, game.utility, self.max_size, rng, init=init,
-                                         max_sweeps=int(self.max_sweeps))
+                                         max_sweeps=int(self.max_sweeps), order=order)
                 inf["run"] = run
                 if best is None or inf["potential"] > best[1]["potential"]:
                     best = (lab, inf)
@@ -416,7 +438,7 @@ class HedonicPartition:
             self.tier2_threshold_ = self._tier2_tau(phi, game)
             if self.tier2_threshold_ is not None:
                 labels, tier2 = absorb_singletons(game.phi, labels, self.tier2_threshold_, game.utility,
-                                                  self.max_size, rng, max_sweeps=int(self.max_sweeps))
+                                                  self.max_size, rng, max_sweeps=int(self.max_sweeps), order=order)
                 info.update(tier2)
                 log.info("second tier: %d players left alone regrouped at tau_2 = %.4g", tier2["tier2_players"],
                          self.tier2_threshold_)
@@ -540,6 +562,7 @@ class HedonicPartition:
 
 
 THRESHOLDS = ("auto", "quantile", "significance")
+ORDERS = ("priority", "random")
 
 
 def _same(a, b) -> bool:
