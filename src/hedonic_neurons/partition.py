@@ -176,8 +176,8 @@ class HedonicPartition:
     preset: None (the default below), "random-order" (the previous default: the same two tiers with 8
         random turn orders, the best welfare kept), "fractional" (one tier, random orders), "topk" (MFC
         top-k utility "sum" with a significance tau, PAC-Top-Cover) or "paper" (Algorithm 1 as written:
-        utility "mean", no tau, the uniform D, one sink SCC per round, no top-up). A preset fills every parameter left at its
-        constructor default; parameters given explicitly win.
+        utility "mean", no tau, the uniform D, one sink SCC per round, no top-up). A preset fills every
+        parameter left at its constructor default; parameters given explicitly win.
     utility: "fractional" (default; u_i(S) = sum_{j in S, j != i} (phi_ij - tau) / |S|), "additive"
         (the same sum, not divided: a potential game whose potential is Leiden's CPM objective), both
         solved by best-response dynamics with the size cap (`game.dynamics`); or the MFC utilities
