@@ -184,8 +184,11 @@ def main() -> None:
         (md, hd), (ml, hl) = mean_ci95(res[d]["pair"]), mean_ci95(res[ref]["pair"])
         seeds_above = sum(a > b for a, b in zip(res[d]["pair"], res[ref]["pair"], strict=True))
         ci = "one seed: no CI" if len(seeds) < 2 else "CIs apart" if md - hd > ml + hl else "CIs overlap"
+        diff = np.subtract(res[d]["pair"], res[ref]["pair"])
+        mdiff, hdiff = mean_ci95(list(diff))
         print(f"\ndefault vs Leiden: Pair {md:.3e} vs {ml:.3e} ({ci}; "
-              f"above on {seeds_above}/{len(seeds)} seeds); ARI {res[d]['ari']:.3f} vs {res[ref]['ari']:.3f}; "
+              f"above on {seeds_above}/{len(seeds)} seeds; paired difference {mdiff:+.2e} [{mdiff - hdiff:+.2e}, "
+              f"{mdiff + hdiff:+.2e}] = {100 * mdiff / ml:+.1f} %); ARI {res[d]['ari']:.3f} vs {res[ref]['ari']:.3f}; "
               f"coverage {res[d]['coverage']:.1f} % vs {res[ref]['coverage']:.1f} %")
 
 
