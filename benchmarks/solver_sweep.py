@@ -59,6 +59,13 @@ def settings(kind: str) -> dict:
         "priority order, tier 2 q70": hed(absorb_quantile=0.70),
         "priority order, tier 2 q60": hed(absorb_quantile=0.60),
         "8 random orders, tier 2 q60": hed(preset="random-order", absorb_quantile=0.60),
+        # the rows of the solver2 comparison (random orders, the default then), still printed
+        "8 random orders, one tier q88": hed(preset="fractional", tau_quantile=0.88),
+        "8 random orders, one tier q85": hed(preset="fractional", tau_quantile=0.85),
+        "8 random orders, tier 2 q87": hed(preset="random-order", absorb_quantile=0.87),
+        "8 random orders, tier 2 q85": hed(preset="random-order", absorb_quantile=0.85),
+        "8 random orders, average q90, tier 2 q87": hed(preset="random-order", utility="average", absorb_quantile=0.87),
+        "8 random orders, average q89, one tier": hed(preset="fractional", utility="average", tau_quantile=0.89),
     }
 
 
