@@ -5,8 +5,8 @@
     python benchmarks/solver_sweep.py runs/mnist --only default leiden "previous default"
 
 No experiment is re-run: the run's `matrices/*.safetensors` hold the exact PAS of each half of the
-valuation inputs (MNIST `pas_a`, `pas_b`, `pas_se_*`; reranker `phi_pas_*`, `pas_se_*`). Every setting
-is fitted on each half (with the random state the experiment gives that half: `crossfit.half_seed`) and
+valuation inputs (MNIST `phi_pas_*` or, in older runs, `pas_*`, and `pas_se_*`; reranker `phi_pas_*`,
+`pas_se_*`). Every setting is fitted on each half (with the random state the experiment gives that half: `crossfit.half_seed`) and
 scored on the other, exactly as the experiments' Tables do: held-out Pair = mean over coalitions of size
 >= 2 of the other half's mean PAS over the coalition's pairs; one value per seed (MNIST: network seed;
 reranker: solver seed) = the mean over the two fitting halves of the mean over the coalitions of every
@@ -49,15 +49,21 @@ def settings(kind: str) -> dict:
         return LeidenPartition(max_size=MAX_SIZE, n_iterations=it, random_state=s).fit(phi).labels_
 
     return {
-        "default (fractional q90, priority order, tier 2 q86)": hed(),
+        "default (fractional q97, priority order, tier 2 q84)": hed(),
         "leiden (CPM q90, <= 10)": lei,
-        "previous default (8 random orders, tier 2 q86)": hed(preset="random-order"),
-        "one tier, 8 random orders (preset fractional)": hed(preset="fractional"),
-        "priority order, one tier": hed(absorb_quantile=None),
-        "priority order, tier 2 q83": hed(absorb_quantile=0.83),
-        "priority order, tier 2 q80": hed(absorb_quantile=0.80),
-        "priority order, tier 2 q70": hed(absorb_quantile=0.70),
-        "priority order, tier 2 q60": hed(absorb_quantile=0.60),
+        "previous default (q90, 8 random orders, tier 2 q86)": hed(preset="random-order"),
+        "one tier, q90, 8 random orders (preset fractional)": hed(preset="fractional"),
+        "priority order, q97, one tier": hed(absorb_quantile=None),
+        "priority order, q97, tier 2 q86": hed(absorb_quantile=0.86),
+        "priority order, q97, tier 2 q80": hed(absorb_quantile=0.80),
+        "priority order, q97, tier 2 q70": hed(absorb_quantile=0.70),
+        "priority order, q95, tier 2 q84": hed(tau_quantile=0.95),
+        "priority order, q90, tier 2 q86": hed(tau_quantile=0.9, absorb_quantile=0.86),
+        "priority order, q90, one tier": hed(tau_quantile=0.9, absorb_quantile=None),
+        "priority order, q90, tier 2 q83": hed(tau_quantile=0.9, absorb_quantile=0.83),
+        "priority order, q90, tier 2 q80": hed(tau_quantile=0.9, absorb_quantile=0.80),
+        "priority order, q90, tier 2 q70": hed(tau_quantile=0.9, absorb_quantile=0.70),
+        "priority order, q90, tier 2 q60": hed(tau_quantile=0.9, absorb_quantile=0.60),
         "8 random orders, tier 2 q60": hed(preset="random-order", absorb_quantile=0.60),
         # the rows of the solver2 comparison (random orders, the default then), still printed
         "8 random orders, one tier q88": hed(preset="fractional", tau_quantile=0.88),
@@ -90,7 +96,8 @@ def load(run: Path) -> tuple[str, list[int], dict]:
             p = run / "matrices" / f"seed{s}_{layer}.safetensors"
             if p.exists():
                 d = load_file(str(p))
-                out[(s, layer)] = (d["pas_a"], d["pas_b"], d["pas_se_a"], d["pas_se_b"])
+                key = "pas" if "pas_a" in d else "phi_pas"  # older runs: pas_a; current: phi_pas_a
+                out[(s, layer)] = (d[f"{key}_a"], d[f"{key}_b"], d["pas_se_a"], d["pas_se_b"])
     return "mnist", seeds, out
 
 

@@ -49,18 +49,21 @@ from hedonic_neurons.game.utility import (
 
 # Named settings: a preset fills every parameter left at its constructor default.
 PRESETS: dict[str | None, dict] = {
-    None: {},  # the default: fractional utility, tau at the 90th percentile of the positive phi, dynamics in
-    # the priority order, then the players left alone group among themselves at the absorb_quantile cost
-    "random-order": {"order": "random"},  # the previous default: two tiers, 8 random-order runs, best welfare
-    "fractional": {"absorb_quantile": None, "order": "random"},  # the one before: one tier, random orders
+    None: {},  # the default: fractional utility, tau at the 97th percentile of the positive phi, dynamics in
+    # the priority order, then the players left alone group among themselves at the 84th percentile
+    # the previous default: two tiers at q90 / q86, 8 random-order runs, the best welfare kept
+    "random-order": {"order": "random", "tau_quantile": 0.9, "absorb_quantile": 0.86},
+    "fractional": {"absorb_quantile": None, "order": "random", "tau_quantile": 0.9},  # before: one tier, q90
     "topk": {"utility": "sum"},  # the previous default: MFC top-k above a significance tau, PAC-Top-Cover
     "paper": {"utility": "mean", "threshold": None, "sampler": "uniform", "emit": "one", "cover_all": False},
 }
 
 log = logging.getLogger(__name__)
 
-# The second tier's cost, a quantile of the positive phi (issue 11: coverage; docs/solver.md)
-ABSORB_DEFAULT = 0.86
+# The two tiers' costs, quantiles of the positive phi (issue 11, solver3: docs/solver.md). Tier 1 forms
+# the cores of the strongest pairs only; tier 2 regroups the players left alone at the lower cost.
+TAU_DEFAULT = 0.97
+ABSORB_DEFAULT = 0.84
 
 
 @dataclass
@@ -111,7 +114,7 @@ class SolverConfig:
     preset: str | None = None
     utility: str = "fractional"
     threshold: str | float | None = "auto"
-    tau_quantile: float = 0.9
+    tau_quantile: float = TAU_DEFAULT
     absorb_quantile: float | None = ABSORB_DEFAULT
     init: str = "singletons"
     order: str = "priority"
@@ -190,11 +193,12 @@ class HedonicPartition:
         (entries a normal null expects above z) minus (entries observed above z), never below the z
         at which a player expects `alpha` noise partners among its n - 1). Also "quantile",
         "significance", a float tau, or None (MFC only: every partner counts).
-    tau_quantile: quantile of the positive off-diagonal (symmetrised) phi used by "quantile".
+    tau_quantile: quantile of the positive off-diagonal (symmetrised) phi used by "quantile" (0.97: the
+        first tier forms the cores of the strongest pairs only; docs/solver.md).
     absorb_quantile: second tier (separable utilities, quantile tau only): after the dynamics settle,
         the players left alone play the same game among themselves, the coalitions already formed
         closed to them, at the lower cost tau_2 = this quantile of the positive phi (with the same
-        significance floor as tau). None: one tier (`preset="fractional"`, the previous default).
+        significance floor as tau; 0.84 by default). None: one tier.
     init: best-response start: "singletons" (everyone alone) or an array of labels (e.g. Leiden's
         partition, which the dynamics then certify or improve; oversized coalitions are cut).
     order: best-response turn order: "priority" (default: players by decreasing strength, their best
@@ -297,8 +301,8 @@ class HedonicPartition:
         if e["utility"] in SEPARABLE_UTILITIES and e["threshold"] is None:
             raise ValueError(f"utility={e['utility']!r} needs a finite tau (the cost of a partner): use "
                              "threshold='auto', 'quantile', 'significance' or a float")
-        if not 0 < self.tau_quantile < 1:
-            raise ValueError(f"tau_quantile must lie in (0, 1), got {self.tau_quantile}")
+        if not 0 < e["tau_quantile"] < 1:
+            raise ValueError(f"tau_quantile must lie in (0, 1), got {e['tau_quantile']}")
         aq = e["absorb_quantile"]
         if aq is not None and not (isinstance(aq, int | float) and 0 < aq < 1):
             raise ValueError(f"absorb_quantile must lie in (0, 1) or be None (one tier), got {aq!r}")
@@ -337,10 +341,11 @@ class HedonicPartition:
         z_floor = false_partner_z(n, self.alpha)
         self._floor = None  # the significance floor of a quantile tau (the second tier uses it too)
         if rule == "quantile":
-            tau = positive_quantile(phi, self.tau_quantile)
+            tq = self._eff["tau_quantile"]
+            tau = positive_quantile(phi, tq)
             self.threshold_ = tau
             self.threshold_z_ = float("nan")
-            self.threshold_rule_ = (f"tau = {self.tau_quantile:.0%} quantile of the positive off-diagonal phi "
+            self.threshold_rule_ = (f"tau = {tq:.0%} quantile of the positive off-diagonal phi "
                                     f"(symmetrised) = {tau:.4g}")
             if phi_se is not None:
                 # a significance floor: the quantile rule always admits the top positive entries, so on
