@@ -8,12 +8,13 @@ No experiment is re-run: the run's `matrices/*.safetensors` hold the exact PAS o
 valuation inputs (MNIST `phi_pas_*` or, in older runs, `pas_*`, and `pas_se_*`; reranker `phi_pas_*`,
 `pas_se_*`). Every setting is fitted on each half (with the random state the experiment gives that half:
 `crossfit.half_seed`) and scored on the other, exactly as the experiments' Tables do: held-out Pair =
-mean over coalitions of size >= 2 of the other half's mean PAS over the coalition's pairs; one value per seed (MNIST: network seed;
-reranker: solver seed) = the mean over the two fitting halves of the mean over the coalitions of every
-layer; mean and 95 % t interval over the seeds. ARI = split-half agreement of the two partitions (mean
-over seeds and layers), coverage = share of players in coalitions of 2-10. Leiden is fitted as the
-experiment fits it (MNIST until convergence, reranker leidenalg's 2 iterations). The matched baselines
-(random, k-means, Ward) need activations of both halves and are left to the experiments' own tables.
+mean over coalitions of size >= 2 of the other half's mean PAS over the coalition's pairs; one value per
+seed (MNIST: network seed; reranker: solver seed) = the mean over the two fitting halves of the mean
+over the coalitions of every layer; mean and 95 % t interval over the seeds. ARI = split-half agreement
+of the two partitions (mean over seeds and layers), coverage = share of players in coalitions of 2-10.
+Leiden is fitted as the experiment fits it (MNIST until convergence, reranker leidenalg's 2 iterations).
+The matched baselines (random, k-means, Ward) need activations of both halves and are left to the
+experiments' own tables.
 """
 
 from __future__ import annotations
