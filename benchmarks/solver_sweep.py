@@ -175,6 +175,7 @@ def main() -> None:
         data = {k: v for k, v in data.items() if k[0] in seeds}
     if args.layers:
         data = {k: v for k, v in data.items() if k[1] in args.layers}
+    seeds = [s for s in seeds if any(k[0] == s for k in data)]  # a run still going: the seeds it has
     if not data:
         raise SystemExit(f"{args.run}: no per-half PAS matrices found (a cross-fitted run is needed)")
     layers = sorted({layer for _, layer in data})
