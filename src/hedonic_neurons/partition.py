@@ -78,8 +78,8 @@ class SolverConfig:
 
     HELP: ClassVar[dict[str, str]] = {
         "k": "partners in a choice set (MFC, section 3.2)",
-        "preset": "random-order: two tiers, random turn orders (the previous default); fractional: one tier, "
-                  "random orders; topk: the MFC top-k utility with PAC-Top-Cover; paper: Algorithm 1 as written",
+        "preset": "random-order: tiers q90 / q86, random turn orders (the previous default); fractional: one "
+                  "tier, q90, random orders; topk: the MFC top-k utility with PAC-Top-Cover; paper: Algorithm 1 as written",
         "utility": "fractional / additive (best-response dynamics) or sum / mean (MFC, PAC-Top-Cover)",
         "threshold": "tau: auto, quantile, significance, none (MFC only) or a number",
         "tau_quantile": "quantile of the positive phi used by threshold 'quantile'",
@@ -176,8 +176,8 @@ class HedonicPartition:
 
     Parameters
     ----------
-    preset: None (the default below), "random-order" (the previous default: the same two tiers with 8
-        random turn orders, the best welfare kept), "fractional" (one tier, random orders), "topk" (MFC
+    preset: None (the default below), "random-order" (the previous default: tiers at q90 / q86 with 8
+        random turn orders, the best welfare kept), "fractional" (one tier, q90, random orders), "topk" (MFC
         top-k utility "sum" with a significance tau, PAC-Top-Cover) or "paper" (Algorithm 1 as written:
         utility "mean", no tau, the uniform D, one sink SCC per round, no top-up). A preset fills every
         parameter left at its constructor default; parameters given explicitly win.
@@ -205,8 +205,8 @@ class HedonicPartition:
         partner's phi, the same order every sweep; the result depends on phi only, so two nearly equal
         valuations give nearly the same partition) or "random" (a seeded random order each sweep).
     n_init: with order="random", best-response runs from different random orders, the one with the
-        highest welfare (sum of the players' utilities) kept, as KMeans keeps its best start; "auto": 8 up to
-        n = 4096 players, 1 above (each run costs O(n^2) per sweep).
+        highest welfare (sum of the players' utilities) kept, as KMeans keeps its best start; "auto": 8
+        up to n = 4096 players, 1 above (each run costs O(n^2) per sweep).
     max_sweeps: cap on best-response sweeps (the fractional dynamics have no potential to bound them).
     k: partners in a choice set (MFC, section 3.2; for separable utilities only the reported choice sets).
     sampler: D of PAC-Top-Cover and of the blocking certificate: "partners" (seeded proposal from
@@ -231,7 +231,8 @@ class HedonicPartition:
     def __init__(self, k: int = _D.k, preset: str | None = _D.preset, utility: str = _D.utility,
                  threshold: str | float | None = _D.threshold, tau_quantile: float = _D.tau_quantile,
                  absorb_quantile: float | None = _D.absorb_quantile,
-                 init=_D.init, order: str = _D.order, n_init: int | str = _D.n_init, max_sweeps: int = _D.max_sweeps,
+                 init=_D.init, order: str = _D.order, n_init: int | str = _D.n_init,
+                 max_sweeps: int = _D.max_sweeps,
                  sampler: str | CoalitionSampler = _D.sampler, m: int = _D.m, omega: int = _D.omega,
                  min_size: int = _D.min_size, max_size: int = _D.max_size, epsilon: float = _D.epsilon,
                  delta: float = _D.delta, emit: str = _D.emit, alpha: float = _D.alpha, cost: float = _D.cost,
