@@ -79,7 +79,8 @@ class SolverConfig:
     HELP: ClassVar[dict[str, str]] = {
         "k": "partners in a choice set (MFC, section 3.2)",
         "preset": "random-order: tiers q90 / q86, random turn orders (the previous default); fractional: one "
-                  "tier, q90, random orders; topk: the MFC top-k utility with PAC-Top-Cover; paper: Algorithm 1 as written",
+                  "tier, q90, random orders; topk: the MFC top-k utility with PAC-Top-Cover; paper: Algorithm 1 "
+                  "as written",
         "utility": "fractional / additive (best-response dynamics) or sum / mean (MFC, PAC-Top-Cover)",
         "threshold": "tau: auto, quantile, significance, none (MFC only) or a number",
         "tau_quantile": "quantile of the positive phi used by threshold 'quantile'",
