@@ -50,16 +50,16 @@ def settings(kind: str) -> dict:
         return LeidenPartition(max_size=MAX_SIZE, n_iterations=it, random_state=s).fit(phi).labels_
 
     return {
-        "default (fractional q97, priority order, tier 2 q84)": hed(),
+        "default (fractional q90, priority order, tier 2 q86)": hed(),
         "leiden (CPM q90, <= 10)": lei,
         "previous default (q90, 8 random orders, tier 2 q86)": hed(preset="random-order"),
         "one tier, q90, 8 random orders (preset fractional)": hed(preset="fractional"),
-        "priority order, q97, one tier": hed(absorb_quantile=None),
-        "priority order, q97, tier 2 q86": hed(absorb_quantile=0.86),
-        "priority order, q97, tier 2 q80": hed(absorb_quantile=0.80),
-        "priority order, q97, tier 2 q70": hed(absorb_quantile=0.70),
-        "priority order, q95, tier 2 q84": hed(tau_quantile=0.95),
-        "priority order, q90, tier 2 q86": hed(tau_quantile=0.9, absorb_quantile=0.86),
+        "priority order, q97, tier 2 q84": hed(tau_quantile=0.97, absorb_quantile=0.84),
+        "priority order, q97, one tier": hed(tau_quantile=0.97, absorb_quantile=None),
+        "priority order, q97, tier 2 q86": hed(tau_quantile=0.97, absorb_quantile=0.86),
+        "priority order, q97, tier 2 q80": hed(tau_quantile=0.97, absorb_quantile=0.80),
+        "priority order, q97, tier 2 q70": hed(tau_quantile=0.97, absorb_quantile=0.70),
+        "priority order, q95, tier 2 q84": hed(tau_quantile=0.95, absorb_quantile=0.84),
         "priority order, q90, one tier": hed(tau_quantile=0.9, absorb_quantile=None),
         "priority order, q90, tier 2 q83": hed(tau_quantile=0.9, absorb_quantile=0.83),
         "priority order, q90, tier 2 q80": hed(tau_quantile=0.9, absorb_quantile=0.80),

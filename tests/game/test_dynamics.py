@@ -63,7 +63,7 @@ def test_planted_recovery(utility):
     assert adjusted_rand_score(truth, hp.labels_) >= 0.99
     assert hp.stability_["improving_players"] == 0 and hp.stability_["converged"]
     assert hp.params_["solver"] == "best_response"
-    assert 0 < hp.threshold_ < 0.5 and "97%" in hp.threshold_rule_ and "84%" in hp.threshold_rule_
+    assert 0 < hp.threshold_ < 0.5 and "90%" in hp.threshold_rule_ and "86%" in hp.threshold_rule_
 
 
 def test_improving_players_hand_checked():
@@ -257,9 +257,8 @@ def test_default_does_not_depend_on_the_seed_and_the_random_order_preset_does():
     r0 = HedonicPartition(preset="random-order", random_state=0).fit(phi)
     r7 = HedonicPartition(preset="random-order", random_state=7).fit(phi)
     assert r0.stability_["n_init"] == 8 and r0.params_["order"] == "random"
-    # the preset keeps the previous default's costs (q90 / q86), the default uses q97 / q84
-    assert "90%" in r0.threshold_rule_ and "86%" in r0.threshold_rule_ and "97%" in a.threshold_rule_
-    assert r0.params_["tau_quantile"] == 0.9 and a.params_["tau_quantile"] == 0.97
+    # the preset keeps the previous default's costs (q90 / q86), whatever the default's
+    assert "90%" in r0.threshold_rule_ and "86%" in r0.threshold_rule_ and r0.params_["tau_quantile"] == 0.9
     assert not np.array_equal(r0.labels_, r7.labels_)
     with pytest.raises(ValueError, match="order must be one of"):
         HedonicPartition(order="alphabetical").fit(phi)
