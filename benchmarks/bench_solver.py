@@ -30,6 +30,7 @@ def recovery(n: int, seeds: list[int], m: int, omega: int, only: list[str] | Non
     settings = [
         ("default: fractional, auto tau, 2 tiers, priority order", dict()),
         ("random-order: 2 tiers, 8 random orders (previous default)", dict(preset="random-order")),
+        ("priority order, q97 / q84 (option; not for small games)", dict(tau_quantile=0.97, absorb_quantile=0.84)),
         ("fractional, one tier, random orders", dict(preset="fractional")),
         ("additive, auto tau, best response", dict(utility="additive")),
         ("topk: MFC sum, significance tau, partners", dict(preset="topk")),
