@@ -167,7 +167,7 @@ def leiden_start(**kw):
 
 def methods(m: int, omega: int) -> dict:
     return {
-        "default": hedonic(),  # two tiers since the solver2 change
+        "default": hedonic(),  # two tiers since the solver2 change, priority order since solver3
         "fractional q90, one tier (preset fractional, the previous default)": hedonic(preset="fractional"),
         "topk (MFC top-k, PAC-Top-Cover)": hedonic(preset="topk", m=m, omega=omega),
         "paper literal (mean, no tau, uniform D)": hedonic(preset="paper", m=m, omega=omega),

@@ -5,15 +5,16 @@
     python benchmarks/solver_sweep.py runs/mnist --only default leiden "previous default"
 
 No experiment is re-run: the run's `matrices/*.safetensors` hold the exact PAS of each half of the
-valuation inputs (MNIST `pas_a`, `pas_b`, `pas_se_*`; reranker `phi_pas_*`, `pas_se_*`). Every setting
-is fitted on each half (with the random state the experiment gives that half: `crossfit.half_seed`) and
-scored on the other, exactly as the experiments' Tables do: held-out Pair = mean over coalitions of size
->= 2 of the other half's mean PAS over the coalition's pairs; one value per seed (MNIST: network seed;
-reranker: solver seed) = the mean over the two fitting halves of the mean over the coalitions of every
-layer; mean and 95 % t interval over the seeds. ARI = split-half agreement of the two partitions (mean
-over seeds and layers), coverage = share of players in coalitions of 2-10. Leiden is fitted as the
-experiment fits it (MNIST until convergence, reranker leidenalg's 2 iterations). The matched baselines
-(random, k-means, Ward) need activations of both halves and are left to the experiments' own tables.
+valuation inputs (MNIST `phi_pas_*` or, in older runs, `pas_*`, and `pas_se_*`; reranker `phi_pas_*`,
+`pas_se_*`). Every setting is fitted on each half (with the random state the experiment gives that half:
+`crossfit.half_seed`) and scored on the other, exactly as the experiments' Tables do: held-out Pair =
+mean over coalitions of size >= 2 of the other half's mean PAS over the coalition's pairs; one value per
+seed (MNIST: network seed; reranker: solver seed) = the mean over the two fitting halves of the mean
+over the coalitions of every layer; mean and 95 % t interval over the seeds. ARI = split-half agreement
+of the two partitions (mean over seeds and layers), coverage = share of players in coalitions of 2-10.
+Leiden is fitted as the experiment fits it (MNIST until convergence, reranker leidenalg's 2 iterations).
+The matched baselines (random, k-means, Ward) need activations of both halves and are left to the
+experiments' own tables.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -48,15 +50,29 @@ def settings(kind: str) -> dict:
         return LeidenPartition(max_size=MAX_SIZE, n_iterations=it, random_state=s).fit(phi).labels_
 
     return {
-        "default (fractional q90, tier 2 q86)": hed(),
+        "default (fractional q90, priority order, tier 2 q86)": hed(),
         "leiden (CPM q90, <= 10)": lei,
-        "previous default (fractional q90, one tier)": hed(preset="fractional"),
-        "fractional q88, one tier": hed(preset="fractional", tau_quantile=0.88),
-        "fractional q85, one tier": hed(preset="fractional", tau_quantile=0.85),
-        "fractional q90, tier 2 q87": hed(absorb_quantile=0.87),
-        "fractional q90, tier 2 q85": hed(absorb_quantile=0.85),
-        "average q90, tier 2 q87": hed(utility="average", absorb_quantile=0.87),
-        "average q89, one tier": hed(utility="average", tau_quantile=0.89, absorb_quantile=None),
+        "previous default (q90, 8 random orders, tier 2 q86)": hed(preset="random-order"),
+        "one tier, q90, 8 random orders (preset fractional)": hed(preset="fractional"),
+        "priority order, q97, tier 2 q84": hed(tau_quantile=0.97, absorb_quantile=0.84),
+        "priority order, q97, one tier": hed(tau_quantile=0.97, absorb_quantile=None),
+        "priority order, q97, tier 2 q86": hed(tau_quantile=0.97, absorb_quantile=0.86),
+        "priority order, q97, tier 2 q80": hed(tau_quantile=0.97, absorb_quantile=0.80),
+        "priority order, q97, tier 2 q70": hed(tau_quantile=0.97, absorb_quantile=0.70),
+        "priority order, q95, tier 2 q84": hed(tau_quantile=0.95, absorb_quantile=0.84),
+        "priority order, q90, one tier": hed(tau_quantile=0.9, absorb_quantile=None),
+        "priority order, q90, tier 2 q83": hed(tau_quantile=0.9, absorb_quantile=0.83),
+        "priority order, q90, tier 2 q80": hed(tau_quantile=0.9, absorb_quantile=0.80),
+        "priority order, q90, tier 2 q70": hed(tau_quantile=0.9, absorb_quantile=0.70),
+        "priority order, q90, tier 2 q60": hed(tau_quantile=0.9, absorb_quantile=0.60),
+        "8 random orders, tier 2 q60": hed(preset="random-order", absorb_quantile=0.60),
+        # the rows of the solver2 comparison (random orders, the default then), still printed
+        "8 random orders, one tier q88": hed(preset="fractional", tau_quantile=0.88),
+        "8 random orders, one tier q85": hed(preset="fractional", tau_quantile=0.85),
+        "8 random orders, tier 2 q87": hed(preset="random-order", absorb_quantile=0.87),
+        "8 random orders, tier 2 q85": hed(preset="random-order", absorb_quantile=0.85),
+        "8 random orders, average q90, tier 2 q87": hed(preset="random-order", utility="average", absorb_quantile=0.87),
+        "8 random orders, average q89, one tier": hed(preset="fractional", utility="average", tau_quantile=0.89),
     }
 
 
@@ -81,7 +97,8 @@ def load(run: Path) -> tuple[str, list[int], dict]:
             p = run / "matrices" / f"seed{s}_{layer}.safetensors"
             if p.exists():
                 d = load_file(str(p))
-                out[(s, layer)] = (d["pas_a"], d["pas_b"], d["pas_se_a"], d["pas_se_b"])
+                key = "pas" if "pas_a" in d else "phi_pas"  # older runs: pas_a; current: phi_pas_a
+                out[(s, layer)] = (d[f"{key}_a"], d[f"{key}_b"], d["pas_se_a"], d["pas_se_b"])
     return "mnist", seeds, out
 
 
@@ -100,7 +117,24 @@ def coverage(labels: np.ndarray) -> float:
     return float(sizes[(sizes >= 2) & (sizes <= MAX_SIZE)].sum()) / labels.size
 
 
+def cached(fit, name: str, cache: Path | None):
+    """fit, with labels kept in `cache`/<name>.npz (Leiden only: minutes per fit on 1,536 players)."""
+    if cache is None or not name.startswith("leiden"):
+        return lambda phi, se, seed, key: fit(phi, se, seed)
+    path = cache / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") + ".npz")
+    store = dict(np.load(path)) if path.exists() else {}
+
+    def run(phi, se, seed, key):
+        if key not in store:
+            store[key] = np.asarray(fit(phi, se, seed))
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **store)
+        return store[key]
+    return run
+
+
 def evaluate(fit, data: dict, seeds: list[int]) -> dict:
+    """`fit(phi, se, seed, key)` -> labels; key names (seed, layer, half) for the cache."""
     per_seed, aris, covs, largest, per_layer = [], [], [], [], {}
     t0 = time.perf_counter()
     for s in seeds:
@@ -111,7 +145,7 @@ def evaluate(fit, data: dict, seeds: list[int]) -> dict:
             phi = {"a": np.asarray(pa, np.float64), "b": np.asarray(pb, np.float64)}
             se = {"a": None if sa is None else np.asarray(sa, np.float64),
                   "b": None if sb is None else np.asarray(sb, np.float64)}
-            lab = {h: np.asarray(fit(phi[h], se[h], half_seed(s, h))) for h in "ab"}
+            lab = {h: np.asarray(fit(phi[h], se[h], half_seed(s, h), f"s{s}_{layer}_{h}")) for h in "ab"}
             for h, o in (("a", "b"), ("b", "a")):
                 v = pair_values(lab[h], phi[o])
                 halves[h] += v
@@ -130,12 +164,18 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--only", nargs="*", default=None, help="settings whose name starts with one of these")
     ap.add_argument("--seeds", type=int, default=None, help="only the first N seeds (default: the run's)")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="keep Leiden's labels here (npz per setting) and reuse them on the next call")
+    ap.add_argument("--layers", nargs="*", default=None, help="only these layers (default: all found)")
     args = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
     kind, seeds, data = load(args.run)
     if args.seeds:
         seeds = seeds[: args.seeds]
         data = {k: v for k, v in data.items() if k[0] in seeds}
+    if args.layers:
+        data = {k: v for k, v in data.items() if k[1] in args.layers}
+    seeds = [s for s in seeds if any(k[0] == s for k in data)]  # a run still going: the seeds it has
     if not data:
         raise SystemExit(f"{args.run}: no per-half PAS matrices found (a cross-fitted run is needed)")
     layers = sorted({layer for _, layer in data})
@@ -148,7 +188,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     res = {}
     for name, fit in meths.items():
-        r = res[name] = evaluate(fit, data, seeds)
+        r = res[name] = evaluate(cached(fit, name, args.cache), data, seeds)
         m, h = mean_ci95(r["pair"])
         print(f"| {name} | {m:.3e} [{m - h:.3e}, {m + h:.3e}] | {' '.join(f'{x:.2e}' for x in r['pair'])} | "
               f"{' '.join(f'{k} {v:.2e}' for k, v in sorted(r['per_layer'].items()))} | {r['ari']:.3f} | "
@@ -160,8 +200,11 @@ def main() -> None:
         (md, hd), (ml, hl) = mean_ci95(res[d]["pair"]), mean_ci95(res[ref]["pair"])
         seeds_above = sum(a > b for a, b in zip(res[d]["pair"], res[ref]["pair"], strict=True))
         ci = "one seed: no CI" if len(seeds) < 2 else "CIs apart" if md - hd > ml + hl else "CIs overlap"
+        diff = np.subtract(res[d]["pair"], res[ref]["pair"])
+        mdiff, hdiff = mean_ci95(list(diff))
         print(f"\ndefault vs Leiden: Pair {md:.3e} vs {ml:.3e} ({ci}; "
-              f"above on {seeds_above}/{len(seeds)} seeds); ARI {res[d]['ari']:.3f} vs {res[ref]['ari']:.3f}; "
+              f"above on {seeds_above}/{len(seeds)} seeds; paired difference {mdiff:+.2e} [{mdiff - hdiff:+.2e}, "
+              f"{mdiff + hdiff:+.2e}] = {100 * mdiff / ml:+.1f} %); ARI {res[d]['ari']:.3f} vs {res[ref]['ari']:.3f}; "
               f"coverage {res[d]['coverage']:.1f} % vs {res[ref]['coverage']:.1f} %")
 
 

@@ -8,7 +8,13 @@ from sklearn.metrics import adjusted_rand_score
 
 from hedonic_neurons import HedonicPartition, planted_game
 from hedonic_neurons.game import Game, member_utilities, utilities_in_partition
-from hedonic_neurons.game.dynamics import best_response, improving_players, separable_potential
+from hedonic_neurons.game.dynamics import (
+    absorb_singletons,
+    best_response,
+    improving_players,
+    priority_order,
+    separable_potential,
+)
 from hedonic_neurons.game.stability import blocking_mask, partition_shape, partition_synergy
 
 
@@ -57,7 +63,7 @@ def test_planted_recovery(utility):
     assert adjusted_rand_score(truth, hp.labels_) >= 0.99
     assert hp.stability_["improving_players"] == 0 and hp.stability_["converged"]
     assert hp.params_["solver"] == "best_response"
-    assert 0 < hp.threshold_ < 0.5 and "90%" in hp.threshold_rule_
+    assert 0 < hp.threshold_ < 0.5 and "90%" in hp.threshold_rule_ and "86%" in hp.threshold_rule_
 
 
 def test_improving_players_hand_checked():
@@ -181,9 +187,10 @@ def test_default_has_two_tiers_and_the_fractional_preset_one():
     phi = (phi + phi.T) / 2
     np.fill_diagonal(phi, 0)
     new = HedonicPartition(random_state=0).fit(phi)
-    old = HedonicPartition(preset="fractional", random_state=0).fit(phi)
+    old = HedonicPartition(absorb_quantile=None, random_state=0).fit(phi)  # the same first tier, alone
     assert "second tier" in new.threshold_rule_ and "second tier" not in old.threshold_rule_
     assert new.tier2_threshold_ < new.threshold_ and old.tier2_threshold_ is None
+    assert HedonicPartition(preset="fractional").fit(phi).tier2_threshold_ is None
     st = new.stability_
     assert st["tier2_players"] == int((np.bincount(old.labels_) == 1)[old.labels_].sum())
     assert st["improving_players"] == 0 and st["improving_players_tier2"] == 0 and st["nash_stable"]
@@ -208,3 +215,65 @@ def test_partition_cli_absorb_quantile(tmp_path):
         out = tmp_path / f"p{tiers}.json"
         assert main(["partition", str(tmp_path / "phi.safetensors"), "--key", "phi", "--out", str(out), *flag]) == 0
         assert ("second tier" in json.dumps(json.loads(out.read_text()))) == tiers
+
+
+def test_priority_order_is_strongest_first_and_computed_by_blocks():
+    phi = np.array([[0, 1, 5, 0], [3, 0, 0, 2], [1, 0, 0, 0], [0, 2, 0, 0]], dtype=np.float64)
+    # symmetrised best partner: 0 and 2 -> 3 (their pair), 1 and 3 -> 2; ties to the smaller id
+    np.testing.assert_array_equal(priority_order(phi), [0, 2, 1, 3])
+    np.testing.assert_array_equal(priority_order(phi, block=3), [0, 2, 1, 3])
+    rng = np.random.default_rng(0)
+    big = rng.normal(size=(37, 37))
+    np.fill_diagonal(big, 0)
+    np.testing.assert_array_equal(priority_order(big, block=5), priority_order(big))
+
+
+def test_priority_order_decides_a_race_that_random_orders_leave_to_chance():
+    # a 4-cycle 0-1 (0.9), 1-2 (0.8), 2-3 (0.7), 3-0 (0.6) with the cap 2: both perfect matchings are Nash
+    # stable (every coalition is full). Strongest first (0, 1, 2, 3): 0 takes 1, then 2 takes 3, on every seed.
+    phi = np.zeros((4, 4))
+    for i, j, v in ((0, 1, 0.9), (1, 2, 0.8), (2, 3, 0.7), (3, 0, 0.6)):
+        phi[i, j] = phi[j, i] = v
+    np.testing.assert_array_equal(priority_order(phi), [0, 1, 2, 3])
+    for seed in range(6):
+        lab, info = best_response(phi, 0.1, "fractional", 2, np.random.default_rng(seed), order=priority_order(phi))
+        assert info["converged"] and lab[0] == lab[1] and lab[2] == lab[3] and lab[0] != lab[2]
+    labs = {tuple(HedonicPartition(max_size=2, threshold=0.1, random_state=s).fit(phi).labels_) for s in range(6)}
+    assert len(labs) == 1
+    # random orders reach both matchings over a few seeds (when 2 moves first it takes 1, and 0 pairs with 3)
+    rand = {tuple(HedonicPartition(max_size=2, threshold=0.1, order="random", n_init=1, random_state=s)
+                  .fit(phi).labels_) for s in range(20)}
+    assert len(rand) == 2
+
+
+def test_default_does_not_depend_on_the_seed_and_the_random_order_preset_does():
+    rng = np.random.default_rng(3)
+    phi = rng.gamma(0.5, 1.0, (120, 120)) - 0.6
+    phi = (phi + phi.T) / 2
+    np.fill_diagonal(phi, 0)
+    a, b = HedonicPartition(random_state=0).fit(phi), HedonicPartition(random_state=7).fit(phi)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    assert a.stability_["n_init"] == 1 and a.stability_["nash_stable"] and a.params_["order"] == "priority"
+    r0 = HedonicPartition(preset="random-order", random_state=0).fit(phi)
+    r7 = HedonicPartition(preset="random-order", random_state=7).fit(phi)
+    assert r0.stability_["n_init"] == 8 and r0.params_["order"] == "random"
+    # the preset keeps the previous default's costs (q90 / q86), whatever the default's
+    assert "90%" in r0.threshold_rule_ and "86%" in r0.threshold_rule_ and r0.params_["tau_quantile"] == 0.9
+    assert not np.array_equal(r0.labels_, r7.labels_)
+    with pytest.raises(ValueError, match="order must be one of"):
+        HedonicPartition(order="alphabetical").fit(phi)
+
+
+def test_second_tier_keeps_the_priority_order_among_the_players_left_alone():
+    # tier 1 (tau 0.5) groups {0, 1}; 2, 3, 4 are alone. At tau_2 = 0.1 with the cap 2, player 3 (best
+    # partner 0.4, with 4) moves first and takes 4; player 2 (0.3, with 3) moves last and stays alone.
+    phi = np.zeros((5, 5))
+    phi[0, 1] = phi[1, 0] = 1.0
+    phi[2, 3] = phi[3, 2] = 0.3
+    phi[3, 4] = phi[4, 3] = 0.4
+    order = priority_order(phi)
+    np.testing.assert_array_equal(order, [0, 1, 3, 4, 2])
+    lab, _ = best_response(phi, 0.5, "fractional", 2, np.random.default_rng(0), order=order)
+    out, info = absorb_singletons(phi, lab, 0.1, "fractional", 2, np.random.default_rng(0), order=order)
+    assert info["tier2_players"] == 3 and out[0] == out[1] and out[3] == out[4]
+    assert np.bincount(out)[out[2]] == 1

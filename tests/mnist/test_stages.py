@@ -59,7 +59,7 @@ def changes(tiny, data):
 
 def _other(name: str):
     return {"k": 2, "preset": "topk", "utility": "additive", "threshold": 0.01, "tau_quantile": 0.8,
-            "absorb_quantile": 0.7, "init": "x",
+            "absorb_quantile": 0.7, "init": "x", "order": "random",
             "n_init": 2, "max_sweeps": 5, "sampler": "uniform", "m": 600, "omega": 60, "min_size": 3,
             "max_size": 8, "epsilon": 0.2, "delta": 0.2, "emit": "one", "alpha": 0.2, "cost": 5.0,
             "cover_all": False, "n_certificate": 10, "random_state": 1}[name]
