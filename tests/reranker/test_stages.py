@@ -22,7 +22,7 @@ FT_OWN = ("rank", "alpha", "lr", "head_lr", "epochs", "batch_size", "warmup", "m
 OTHER_FT = {"rank": 4, "alpha": 8.0, "lr": 1e-3, "head_lr": 1e-3, "epochs": 2, "batch_size": 4, "warmup": 0.2,
             "max_grad_norm": 0.5, "head_init": "random", "head_init_pairs": 50, "rank_loss": "listnet"}
 OTHER_SOLVER = {"k": 2, "preset": "topk", "utility": "additive", "threshold": 0.01, "tau_quantile": 0.8,
-                "absorb_quantile": 0.7, "order": "random",
+                "absorb_quantile": 0.8, "order": "random",
                 "init": "x", "n_init": 2, "max_sweeps": 5, "sampler": "uniform", "m": 600, "omega": 60,
                 "min_size": 3, "max_size": 8, "epsilon": 0.2, "delta": 0.2, "emit": "one", "alpha": 0.2,
                 "cost": 5.0, "cover_all": False, "n_certificate": 10, "random_state": 1}
