@@ -50,9 +50,12 @@ def test_command_defaults_differ_only_in_sizes():
     from hedonic_neurons.experiments.mnist import MnistConfig
     from hedonic_neurons.experiments.reranker import RerankerConfig
 
-    for sc, (m, omega) in ((MnistConfig().solver, (80_000, 8_000)), (RerankerConfig().solver, (100_000, 10_000))):
-        assert (sc.m, sc.omega) == (m, omega)
-        assert dataclasses.replace(sc, m=SolverConfig.m, omega=SolverConfig.omega) == SolverConfig()
+    # sizes, plus the one per-data-set setting docs/solver.md argues for: MLP channels' second tier at q70
+    for sc, (m, omega), absorb in ((MnistConfig().solver, (80_000, 8_000), SolverConfig.absorb_quantile),
+                                   (RerankerConfig().solver, (100_000, 10_000), 0.7)):
+        assert (sc.m, sc.omega, sc.absorb_quantile) == (m, omega, absorb)
+        assert dataclasses.replace(sc, m=SolverConfig.m, omega=SolverConfig.omega,
+                                   absorb_quantile=SolverConfig.absorb_quantile) == SolverConfig()
 
 
 def test_reranker_finetune_flags_and_lr_default():
