@@ -61,6 +61,8 @@ def settings(kind: str) -> dict:
         "priority order, q97, tier 2 q70": hed(tau_quantile=0.97, absorb_quantile=0.70),
         "priority order, q95, tier 2 q84": hed(tau_quantile=0.95, absorb_quantile=0.84),
         "priority order, q90, one tier": hed(tau_quantile=0.9, absorb_quantile=None),
+        "priority order, q90, tier 2 q85": hed(tau_quantile=0.9, absorb_quantile=0.85),
+        "priority order, q90, tier 2 q84": hed(tau_quantile=0.9, absorb_quantile=0.84),
         "priority order, q90, tier 2 q83": hed(tau_quantile=0.9, absorb_quantile=0.83),
         "priority order, q90, tier 2 q80": hed(tau_quantile=0.9, absorb_quantile=0.80),
         "priority order, q90, tier 2 q70": hed(tau_quantile=0.9, absorb_quantile=0.70),
