@@ -56,9 +56,13 @@ def _per_seed(rows: list[dict], metric: str, method: str, layers, setting: str =
         if per_half:
             out.append(float(np.mean(per_half)))
         elif any(r["method"] == method for r in rows):
-            _missing(f"{metric}, {METHOD_NAMES.get(method, method)} ({setting}, layers {', '.join(layers)}): "
-                     f"seed {s} has no finite value: the mean is over the other seeds")
+            _missing_seed(metric, method, setting, layers, s)
     return out
+
+
+def _missing_seed(metric: str, method: str, setting: str, layers, seed: int) -> None:
+    _missing(f"{metric}, {METHOD_NAMES.get(method, method)} ({setting}, layers {', '.join(layers)}): "
+             f"seed {seed} has no finite value: the mean is over the other seeds")
 
 
 def _missing(message: str) -> None:
@@ -76,8 +80,7 @@ def _per_seed_part(prows: list[dict], metric: str, method: str, layers, setting:
         if v:
             out.append(float(np.mean(v)))
         elif any(r["method"] == method for r in prows):
-            _missing(f"{metric}, {METHOD_NAMES.get(method, method)} ({setting}, layers {', '.join(layers)}): "
-                     f"seed {s} has no finite value: the mean is over the other seeds")
+            _missing_seed(metric, method, setting, layers, s)
     return out
 
 
