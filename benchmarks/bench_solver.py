@@ -28,9 +28,10 @@ def peak_rss_gb() -> float:
 def recovery(n: int, seeds: list[int], m: int, omega: int, only: list[str] | None = None) -> None:
     print(f"\n== planted recovery: n={n}, groups 2..4 (k=3), in-group phi 1, m={m}, omega={omega} ==")
     settings = [
-        ("default: fractional, auto tau, 2 tiers, priority order", dict()),
-        ("random-order: 2 tiers, 8 random orders (previous default)", dict(preset="random-order")),
-        ("priority order, q97 / q84 (option; not for small games)", dict(tau_quantile=0.97, absorb_quantile=0.84)),
+        ("default: fractional, tiers q97 / q84 (tier 1 >= k partners), priority order", dict()),
+        ("priority order, tiers q90 / q86 (the default before q97 / q84)",
+         dict(tau_quantile=0.9, absorb_quantile=0.86)),
+        ("random-order: tiers q90 / q86, 8 random orders", dict(preset="random-order")),
         ("fractional, one tier, random orders", dict(preset="fractional")),
         ("additive, auto tau, best response", dict(utility="additive")),
         ("topk: MFC sum, significance tau, partners", dict(preset="topk")),
@@ -43,7 +44,7 @@ def recovery(n: int, seeds: list[int], m: int, omega: int, only: list[str] | Non
     ]
     if only:
         settings = [(name, kw) for name, kw in settings if any(name.startswith(o) for o in only)]
-    print(f"{'setting':58s} {'noise':>5s} {'ARI mean':>8s} {'min':>6s} {'coal.':>6s} {'true':>5s} "
+    print(f"{'setting':76s} {'noise':>5s} {'ARI mean':>8s} {'min':>6s} {'coal.':>6s} {'true':>5s} "
           f"{'tau':>6s} {'block':>6s} {'sec':>5s}")
     for noise in (0.1, 0.2):
         games = [planted_game(n, noise=noise, random_state=s) for s in seeds]
@@ -57,7 +58,7 @@ def recovery(n: int, seeds: list[int], m: int, omega: int, only: list[str] | Non
                 ncs.append(hp.n_coalitions_)
                 taus.append(hp.threshold_)
                 blocks.append(hp.stability_["rate"])
-            print(f"{name:58s} {noise:5.1f} {np.mean(aris):8.4f} {np.min(aris):6.3f} {np.mean(ncs):6.0f} "
+            print(f"{name:76s} {noise:5.1f} {np.mean(aris):8.4f} {np.min(aris):6.3f} {np.mean(ncs):6.0f} "
                   f"{len(np.unique(games[0][1])):5d} {np.mean(taus):6.3f} {np.mean(blocks):6.4f} "
                   f"{np.mean(secs):5.1f}")
 

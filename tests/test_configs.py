@@ -50,11 +50,13 @@ def test_command_defaults_differ_only_in_sizes():
     from hedonic_neurons.experiments.mnist import MnistConfig
     from hedonic_neurons.experiments.reranker import RerankerConfig
 
-    # sizes, plus the one per-data-set setting docs/solver.md argues for: MLP channels' second tier at q70
-    for sc, (m, omega), absorb in ((MnistConfig().solver, (80_000, 8_000), SolverConfig.absorb_quantile),
-                                   (RerankerConfig().solver, (100_000, 10_000), 0.7)):
-        assert (sc.m, sc.omega, sc.absorb_quantile) == (m, omega, absorb)
+    # sizes, plus the one per-data-set setting docs/solver.md argues for: MLP channels' tiers at q90 / q70
+    for sc, (m, omega), (tq, absorb) in (
+            (MnistConfig().solver, (80_000, 8_000), (SolverConfig.tau_quantile, SolverConfig.absorb_quantile)),
+            (RerankerConfig().solver, (100_000, 10_000), (0.9, 0.7))):
+        assert (sc.m, sc.omega, sc.tau_quantile, sc.absorb_quantile) == (m, omega, tq, absorb)
         assert dataclasses.replace(sc, m=SolverConfig.m, omega=SolverConfig.omega,
+                                   tau_quantile=SolverConfig.tau_quantile,
                                    absorb_quantile=SolverConfig.absorb_quantile) == SolverConfig()
 
 

@@ -43,6 +43,7 @@ from hedonic_neurons.game.utility import (
     Game,
     choose_z,
     false_partner_z,
+    partner_quantile,
     positive_quantile,
     sample_offdiag,
 )
@@ -60,11 +61,13 @@ PRESETS: dict[str | None, dict] = {
 
 log = logging.getLogger(__name__)
 
-# The two tiers' costs, quantiles of the positive phi (issue 11: docs/solver.md). q97 / q84 scored better
-# on MNIST (256 players) but breaks small games (a player's real partners above 3 % of the others put
-# the q97 cut inside the signal: planted n = 48-100 recovered at ARI 0.72-0.93), so q90 / q86 stay.
-TAU_DEFAULT = 0.9
-ABSORB_DEFAULT = 0.86
+# The two tiers' costs, quantiles of the positive phi (issue 11: docs/solver.md). A strict first tier (q97:
+# only the cores of the strongest pairs form) and a second at q84 for the players it leaves alone gave more
+# held-out Pair, split-half ARI and coverage on MNIST than q90 / q86 (two networks). q97 alone broke small
+# games (the cut fell inside the signal: planted n = 48 recovered at ARI 0.72); tier 1's quantile is now
+# lowered where a player would have fewer than its top k partners above it (game.utility.partner_quantile).
+TAU_DEFAULT = 0.97
+ABSORB_DEFAULT = 0.84
 
 
 @dataclass
@@ -195,11 +198,12 @@ class HedonicPartition:
         (entries a normal null expects above z) minus (entries observed above z), never below the z
         at which a player expects `alpha` noise partners among its n - 1). Also "quantile",
         "significance", a float tau, or None (MFC only: every partner counts).
-    tau_quantile: quantile of the positive off-diagonal (symmetrised) phi used by "quantile" (0.9).
+    tau_quantile: quantile of the positive off-diagonal (symmetrised) phi used by "quantile" (0.97), lowered
+        where needed so that a player has on average at least its top `k` partners above tau (small games).
     absorb_quantile: second tier (separable utilities, quantile tau only): after the dynamics settle,
         the players left alone play the same game among themselves, the coalitions already formed
         closed to them, at the lower cost tau_2 = this quantile of the positive phi (with the same
-        significance floor as tau; 0.86 by default). None: one tier.
+        significance floor as tau; 0.84 by default). None: one tier.
     init: best-response start: "singletons" (everyone alone) or an array of labels (e.g. Leiden's
         partition, which the dynamics then certify or improve; oversized coalitions are cut).
     order: best-response turn order: "priority" (default: players by decreasing strength, their best
@@ -209,7 +213,8 @@ class HedonicPartition:
         highest welfare (sum of the players' utilities) kept, as KMeans keeps its best start; "auto": 8
         up to n = 4096 players, 1 above (each run costs O(n^2) per sweep).
     max_sweeps: cap on best-response sweeps (the fractional dynamics have no potential to bound them).
-    k: partners in a choice set (MFC, section 3.2; for separable utilities only the reported choice sets).
+    k: partners in a choice set (MFC, section 3.2; for separable utilities the reported choice sets and the
+        floor of tier 1's quantile: at least k partners per player on average above tau).
     sampler: D of PAC-Top-Cover and of the blocking certificate: "partners" (seeded proposal from
         high-phi partners; default), "uniform" (the paper's D), "weighted" (proportional to Phi(S),
         appendix B.2), or a CoalitionSampler.
@@ -343,12 +348,17 @@ class HedonicPartition:
         z_floor = false_partner_z(n, self.alpha)
         self._floor = None  # the significance floor of a quantile tau (the second tier uses it too)
         if rule == "quantile":
-            tq = self._eff["tau_quantile"]
+            tq0 = self._eff["tau_quantile"]
+            # never so strict that a player has on average fewer than its top k partners above tau (small games)
+            tq = partner_quantile(phi, tq0, self.k)
             tau = positive_quantile(phi, tq)
             self.threshold_ = tau
             self.threshold_z_ = float("nan")
             self.threshold_rule_ = (f"tau = {tq:.0%} quantile of the positive off-diagonal phi "
-                                    f"(symmetrised) = {tau:.4g}")
+                                    f"(symmetrised) = {tau:.4g}" if tq == tq0 else
+                                    f"tau = {tq:.1%} quantile of the positive off-diagonal phi (symmetrised) = "
+                                    f"{tau:.4g} (lowered from {tq0:.0%} so that a player has on average its "
+                                    f"top k = {self.k} partners above it)")
             if phi_se is not None:
                 # a significance floor: the quantile rule always admits the top positive entries, so on
                 # a valuation that is pure noise it would pair players up; tau never goes below z x the

@@ -16,6 +16,7 @@ from hedonic_neurons.game.dynamics import (
     separable_potential,
 )
 from hedonic_neurons.game.stability import blocking_mask, partition_shape, partition_synergy
+from hedonic_neurons.game.utility import partner_quantile, positive_quantile
 
 
 def _chain_game(n_pairs=8, n_noise=40, seed=0):
@@ -63,7 +64,31 @@ def test_planted_recovery(utility):
     assert adjusted_rand_score(truth, hp.labels_) >= 0.99
     assert hp.stability_["improving_players"] == 0 and hp.stability_["converged"]
     assert hp.params_["solver"] == "best_response"
-    assert 0 < hp.threshold_ < 0.5 and "90%" in hp.threshold_rule_ and "86%" in hp.threshold_rule_
+    assert 0 < hp.threshold_ < 0.5 and "97%" in hp.threshold_rule_ and "84%" in hp.threshold_rule_
+    assert "lowered" not in hp.threshold_rule_  # 600 players: the q97 cut leaves each many more than k partners
+
+
+def test_partner_quantile_hand_checked():
+    # 5 players, 20 ordered off-diagonal entries of which 8 positive: a player has 0.4 x 4 = 1.6 positive partners
+    # on average; at least k = 1 above the cut needs q <= 1 - 1 / 1.6 = 0.375
+    phi = -np.ones((5, 5))
+    for i, j in ((0, 1), (1, 2), (2, 3), (3, 4)):
+        phi[i, j] = phi[j, i] = 1.0 + i
+    assert partner_quantile(phi, 0.3, 1) == 0.3
+    assert partner_quantile(phi, 0.97, 1) == pytest.approx(0.375)
+    assert partner_quantile(phi, 0.97, 2) == 0.0  # fewer positive partners than asked: the smallest positive
+    assert partner_quantile(-np.ones((4, 4)), 0.9, 3) == 0.9  # nothing positive: unchanged
+
+
+def test_small_game_keeps_its_groups():
+    """On 48 players the q97 cut alone falls inside the signal (0.8 partners per player above it) and split
+    the planted groups (ARI 0.72); tier 1's quantile is lowered to the top k partners and the groups stay."""
+    phi, truth = planted_game(48, noise=0.1, random_state=0)
+    hp = HedonicPartition().fit(phi)
+    assert "lowered from 97%" in hp.threshold_rule_
+    assert adjusted_rand_score(truth, hp.labels_) == pytest.approx(1.0)
+    strict = HedonicPartition(threshold=float(positive_quantile(phi, 0.97)), absorb_quantile=None).fit(phi)
+    assert adjusted_rand_score(truth, strict.labels_) < 0.95
 
 
 def test_improving_players_hand_checked():

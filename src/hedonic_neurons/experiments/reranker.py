@@ -106,9 +106,10 @@ class RerankerConfig:
     # The paper's m = 8e5 / omega = 8e4 are for 14,336 players (56 samples per player); the 1,536 MLP
     # channels of MiniLM / SmolLM2 get 1e5 (65 per player): the same ratio, an 8x cheaper fit.
     # solver.max_size also caps the Leiden communities; random_state is set per seed. MLP channels' positive
-    # PAS is heavy-tailed, so the second tier at q86 admits few of the channels the first leaves alone: q70
-    # (docs/solver.md, MiniLM: 56 % in coalitions of 2-10 against 40 %).
-    solver: SolverConfig = field(default_factory=lambda: SolverConfig(m=100_000, omega=10_000,
+    # PAS is heavy-tailed, so a second tier in the 80s admits few of the channels the first leaves alone:
+    # tiers q90 / q70 (docs/solver.md, MiniLM: 56 % in coalitions of 2-10 against 40 %; the MNIST default
+    # q97 / q84 gives 43 %).
+    solver: SolverConfig = field(default_factory=lambda: SolverConfig(m=100_000, omega=10_000, tau_quantile=0.9,
                                                                       absorb_quantile=0.7))
     # cross-fitting (DESIGN 3): the probe pairs are split into two seeded halves of whole queries; partitions
     # fitted on one half's valuation are scored (Pair, Ratio) on the other's, both directions averaged

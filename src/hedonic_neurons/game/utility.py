@@ -212,3 +212,24 @@ def positive_quantile(phi: np.ndarray, q: float, max_entries: int = 2_000_000, s
     vals = (a + b) / 2
     pos = vals[vals > 0]
     return float(np.quantile(pos, q)) if pos.size else 0.0
+
+
+def partner_quantile(phi: np.ndarray, q: float, partners: float, max_entries: int = 2_000_000,
+                     seed: int = 0) -> float:
+    """`q`, lowered where needed so that the positive pairs above the q-quantile give a player on average
+    at least `partners` partners: min(q, 1 - partners / (share of positive pairs x (n - 1))).
+
+    Why (issue 11): a quantile of the positive phi assumes a player's real partners are a small share of
+    the others. In a small game the top (1 - q) of the positive pairs can be fewer than `partners` per
+    player, and a strict cut (q97 on 48 players: 0.8 partners each) then falls inside the signal and splits
+    real groups. On a few hundred players or more the cap does not bind (MNIST, 256 neurons: q97.6).
+    """
+    n = np.shape(phi)[0]
+    if n < 2:
+        return q
+    a, b = sample_offdiag([phi, np.asarray(phi).T], max_entries=max_entries, seed=seed)
+    share = float(np.mean((a + b) > 0)) if a.size else 0.0
+    expected = share * (n - 1)  # positive partners of a player, on average
+    if expected <= 0:
+        return q
+    return float(min(q, max(0.0, 1.0 - partners / expected)))
