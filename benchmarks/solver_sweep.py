@@ -40,11 +40,13 @@ from hedonic_neurons.metrics.stats import mean_ci95  # noqa: E402
 MAX_SIZE = 10
 
 
+def hed(**kw):
+    """fit(phi, se, seed) -> labels of HedonicPartition(**kw) (the default where kw is empty)."""
+    return lambda phi, se, s: HedonicPartition(max_size=MAX_SIZE, random_state=s, **kw).fit(phi, se).labels_
+
+
 def settings(kind: str) -> dict:
     """name -> fit(phi, se, seed) -> labels. The first is the default, Leiden the reference to beat."""
-    def hed(**kw):
-        return lambda phi, se, s: HedonicPartition(max_size=MAX_SIZE, random_state=s, **kw).fit(phi, se).labels_
-
     def lei(phi, se, s):
         it = -1 if kind == "mnist" else 2  # as each experiment fits it
         return LeidenPartition(max_size=MAX_SIZE, n_iterations=it, random_state=s).fit(phi).labels_
@@ -78,12 +80,6 @@ def settings(kind: str) -> dict:
         "8 random orders, average q90, tier 2 q87": hed(preset="random-order", utility="average", absorb_quantile=0.87),
         "8 random orders, average q89, one tier": hed(preset="fractional", utility="average", tau_quantile=0.89),
     }
-
-
-def tiers(t1: float, t2: float):
-    """fit(phi, se, seed) -> labels of the default at tier costs q`t1` / q`t2`."""
-    return lambda phi, se, s: HedonicPartition(max_size=MAX_SIZE, random_state=s, tau_quantile=t1,
-                                               absorb_quantile=t2).fit(phi, se).labels_
 
 
 def load(run: Path) -> tuple[str, list[int], dict]:
@@ -196,7 +192,7 @@ def main() -> None:
     meths = settings(kind)
     if args.grid:  # the tier-cost grid the q97 / q84 default was chosen from (docs/solver.md)
         base = {k: v for k, v in meths.items() if k.startswith(("default", "leiden"))}
-        grid = {f"grid: tier 1 q{round(100 * t1)}, tier 2 q{round(100 * t2)}": tiers(t1, t2)
+        grid = {f"grid: tier 1 q{round(100 * t1)}, tier 2 q{round(100 * t2)}": hed(tau_quantile=t1, absorb_quantile=t2)
                 for t1 in (0.90, 0.92, 0.94, 0.95, 0.97) for t2 in (0.82, 0.84, 0.85, 0.86)}
         meths = {**base, **grid}
     if args.only:

@@ -208,10 +208,15 @@ def positive_quantile(phi: np.ndarray, q: float, max_entries: int = 2_000_000, s
     The default tau of the separable utilities: the rule Leiden's CPM resolution uses in this project
     (there on phi scaled to max 1; a quantile does not depend on the scale).
     """
-    a, b = sample_offdiag([phi, np.asarray(phi).T], max_entries=max_entries, seed=seed)
-    vals = (a + b) / 2
+    vals = _symmetric_offdiag(phi, max_entries, seed)
     pos = vals[vals > 0]
     return float(np.quantile(pos, q)) if pos.size else 0.0
+
+
+def _symmetric_offdiag(phi: np.ndarray, max_entries: int, seed: int) -> np.ndarray:
+    """The off-diagonal entries of (phi + phi^T) / 2 (all, or the same uniform sample for a given seed)."""
+    a, b = sample_offdiag([phi, np.asarray(phi).T], max_entries=max_entries, seed=seed)
+    return (a + b) / 2
 
 
 def partner_quantile(phi: np.ndarray, q: float, partners: float, max_entries: int = 2_000_000,
@@ -222,13 +227,13 @@ def partner_quantile(phi: np.ndarray, q: float, partners: float, max_entries: in
     Why (issue 11): a quantile of the positive phi assumes a player's real partners are a small share of
     the others. In a small game the top (1 - q) of the positive pairs can be fewer than `partners` per
     player, and a strict cut (q97 on 48 players: 0.8 partners each) then falls inside the signal and splits
-    real groups. On a few hundred players or more the cap does not bind (MNIST, 256 neurons: q97.6).
+    real groups. It binds at q97 on most MNIST layers (256 neurons: q95.4-q97), not on 1,536 MiniLM channels.
     """
     n = np.shape(phi)[0]
     if n < 2:
         return q
-    a, b = sample_offdiag([phi, np.asarray(phi).T], max_entries=max_entries, seed=seed)
-    share = float(np.mean((a + b) > 0)) if a.size else 0.0
+    vals = _symmetric_offdiag(phi, max_entries, seed)
+    share = float(np.mean(vals > 0)) if vals.size else 0.0
     expected = share * (n - 1)  # positive partners of a player, on average
     if expected <= 0:
         return q
