@@ -1,4 +1,4 @@
-"""Solvers on real valuations, scored on held-out inputs (issue 11): which default wins.
+"""Solvers on real valuations, scored on held-out inputs: which default wins.
 
     python benchmarks/bench_real_phi.py --cache runs/bench_real_phi            # MNIST h2-h4 (+ MiniLM)
     python benchmarks/bench_real_phi.py --cache runs/bench_real_phi --part mnist

@@ -1,4 +1,4 @@
-"""How fast an unsupported architecture is refused: before its weights load (issue 12: under 5 s on a 270M model).
+"""How fast an unsupported architecture is refused: before its weights load (target: under 5 s on a 270M model).
 
 Saves a random-weight ~270M-parameter GPT-2-architecture sequence classifier (Conv1D MLP: not supported) to a
 temporary directory once, then times `hedonic-neurons valuations DIR --layer 3` end to end in a fresh process

@@ -1,6 +1,6 @@
 """SmolLM2-135M + LoRA: OCA, exact PAS for every pair and Hessian PAS of one layer (1536 channels).
 
-Issue 3's target: 512 query-passage inputs, all of it in <= 10 minutes on 2 CPU cores. Prints the time
+The target: 512 query-passage inputs, all of it in <= 10 minutes on 2 CPU cores. Prints the time
 of each stage, the Hessian-vs-exact agreement, and a spot check of exact PAS against direct ablation
 through the tail for a few pairs.
 

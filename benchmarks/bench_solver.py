@@ -1,4 +1,4 @@
-"""Solver benchmarks (issue 2): planted recovery (ARI) and paper-scale speed/memory.
+"""Solver benchmarks: planted recovery (ARI) and paper-scale speed/memory.
 
     python benchmarks/bench_solver.py                  # both parts
     python benchmarks/bench_solver.py --part recovery  # n = 2000 planted games

@@ -1,10 +1,11 @@
-"""GPU check (issue 16): SmolLM2 valuations and a small reranker run on CUDA, and a paper-shaped timing.
+"""GPU check: SmolLM2 valuations and a small reranker run on CUDA, and a paper-shaped timing.
 
     python benchmarks/gpu_check.py [--part all|smollm2|reranker|paper] [--n 512] [--paper-N 1024]
 
 1. ``smollm2``: SmolLM2-135M + random LoRA (r 8 on the MLP of layers 7-14, ||dW|| = 5 % of ||W||), layer 10,
-   N real query-passage inputs: load, forward to the layer on ``cuda`` (float32, DESIGN trap 2), then
-   OCA, exact PAS (+ se) and Hessian PAS in float64 as on CPU (valuations_from_cache), timed per stage;
+   N real query-passage inputs: load, forward to the layer on ``cuda`` (float32: float16 rounding would
+   swamp the synergy), then OCA, exact PAS (+ se) and Hessian PAS in float64 as on CPU
+   (valuations_from_cache), timed per stage;
    and the Hessian PAS closed form and OCA again with their products on the GPU (``device="cuda"``),
    checked against the CPU results.
 2. ``reranker``: a small `hedonic-neurons reranker` run with ``--device cuda`` (SmolLM2, CQTR, LoRA layers
@@ -158,7 +159,7 @@ def part_paper(args, res: dict) -> None:
     X = rnd(N, d)  # the MLP input (post-norm) at the readout position
     H = rnd(N, d) + rnd(d)  # the residual after the layer
     silu = torch.nn.functional.silu
-    acts = silu(X @ (Wg + dWg).T) * (X @ (Wu + dWu).T)  # adapted g, float32 (DESIGN trap 2)
+    acts = silu(X @ (Wg + dWg).T) * (X @ (Wu + dWu).T)  # adapted g, float32 (float16 rounding would swamp the synergy)
     base = silu(X @ Wg.T) * (X @ Wu.T)
     _sync()
     T[f"build layer + activations ({DEV}, float32)"] = time.perf_counter() - t

@@ -1,4 +1,4 @@
-"""Print the cross-fitted (held-out) comparison of a run directory, finished or not (issue 11).
+"""Print the cross-fitted (held-out) comparison of a run directory, finished or not.
 
     python benchmarks/heldout_table.py runs/mnist            # MNIST: layers h2-h4 of the trained networks
     python benchmarks/heldout_table.py runs/minilm_cqtr      # reranker: every layer of the run

@@ -1,10 +1,11 @@
-"""Paired per-query comparison of a relevance run's models (docs/reranker.md, "Per query (paired ...)").
+"""Paired per-query comparison of a relevance run's models (docs/benchmarks.md, "Fine-tuning").
 
     python benchmarks/paired_queries.py runs/reranker-minilm-relevance
 
 Reads `finetune.json` (`ood_per_query`: NDCG@10 per OOD query of the untuned, head-only and fine-tuned
-models, written by runs made since issue 15) and prints, for fine-tuned minus untuned and fine-tuned minus
-head only: the mean gain, its 95 % t interval, a percentile bootstrap interval, and queries up / down.
+models, written by every relevance run of the current version) and prints, for fine-tuned minus untuned
+and fine-tuned minus head only: the mean gain, its 95 % t interval, a percentile bootstrap interval,
+and queries up / down.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def main() -> int:
         return 2
     pq = json.loads(path.read_text()).get("ood_per_query")
     if not pq:
-        print(f"error: {path} holds no per-query NDCG (a CQTR / MTFL run, or a run made before issue 15): re-run "
+        print(f"error: {path} holds no per-query NDCG (a CQTR / MTFL run, or a run of an older version): re-run "
               "the fine-tune stage of a relevance run", file=sys.stderr)
         return 2
     print(f"{len(pq['qids'])} OOD queries with a relevant candidate (derived grades), NDCG@10")

@@ -1,4 +1,4 @@
-"""Solver settings side by side on the saved per-half phi of a finished run (issue 11), cross-fitted.
+"""Solver settings side by side on the saved per-half phi of a finished run, cross-fitted.
 
     python benchmarks/solver_sweep.py runs/mnist                 # MNIST: networks seeds x layers h2-h4
     python benchmarks/solver_sweep.py runs/minilm_cqtr           # reranker: solver seeds 0-2 x its layers

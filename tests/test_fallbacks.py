@@ -138,7 +138,7 @@ def test_collect_records_warnings_as_they_come(tmp_path):
 
 
 def test_paired_ci_and_per_query_ndcg():
-    """The per-query figures behind docs/reranker.md's paired CIs (benchmarks/paired_queries.py)."""
+    """The per-query figures behind docs/benchmarks.md's paired CIs (benchmarks/paired_queries.py)."""
     from hedonic_neurons.ir.metrics import mean_ndcg, per_query_ndcg
     from hedonic_neurons.metrics.stats import paired_ci
 

@@ -1,4 +1,4 @@
-"""Config dataclasses <-> command-line flags and JSON, one mechanism for every command (issue 13).
+"""Config dataclasses <-> command-line flags and JSON, one mechanism for every command.
 
 A field is declared once, in its dataclass (``SolverConfig``, ``FinetuneConfig``, the experiments'
 configs); ``add_config_flags`` turns fields into argparse flags (``max_size`` -> ``--max-size``, default

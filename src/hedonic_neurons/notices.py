@@ -1,4 +1,4 @@
-"""Visible notices for results that were computed on less than was asked for (issue 15).
+"""Visible notices for results that were computed on less than was asked for.
 
 A fallback that changes a result (NaN seeds dropped from a mean, a threshold rule that cannot apply, a
 tracking transition that failed) is never silent: the library emits a `ResultWarning`, and the

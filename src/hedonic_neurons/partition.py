@@ -1,4 +1,4 @@
-"""`HedonicPartition`: the scikit-learn-style hedonic-game partitioner (paper section 3, issue 11).
+"""`HedonicPartition`: the scikit-learn-style hedonic-game partitioner (paper section 3).
 
     >>> from hedonic_neurons import HedonicPartition, planted_game
     >>> phi, truth = planted_game(500, noise=0.1)
@@ -10,7 +10,8 @@
 The default utility counts every member, u_i(S) = sum_{j in S} (phi_ij - tau) / |S| (fractional
 hedonic), and is solved by best-response dynamics in a fixed priority order (strongest player first)
 with the size cap enforced (`game.dynamics`):
-on real valuations the MFC top-k utility chains into giant coalitions (DESIGN trap 8).
+on real valuations the MFC top-k utility chains into giant coalitions (a player whose top k partners are
+inside a giant coalition is as content there as anywhere, so nothing blocks it).
 
 Pure numpy/scipy: no torch here.
 """
@@ -61,7 +62,7 @@ PRESETS: dict[str | None, dict] = {
 
 log = logging.getLogger(__name__)
 
-# The two tiers' costs, quantiles of the positive phi (issue 11: docs/solver.md). A strict first tier (q97:
+# The two tiers' costs, quantiles of the positive phi (docs/solver.md). A strict first tier (q97:
 # only the cores of the strongest pairs form) and a second at q84 for the players it leaves alone gave more
 # held-out Pair, split-half ARI and coverage on MNIST than q90 / q86 (two networks). q97 alone broke small
 # games (the cut fell inside the signal: planted n = 48 recovered at ARI 0.72); tier 1's quantile is now
@@ -190,7 +191,8 @@ class HedonicPartition:
         (the same sum, not divided: a potential game whose potential is Leiden's CPM objective), both
         solved by best-response dynamics with the size cap (`game.dynamics`); or the MFC utilities
         solved by PAC-Top-Cover: "sum" ((1/k) x sum of the <= k best partners above tau, appendix
-        B.1) or "mean" (Algorithm 1's pseudocode). DESIGN.md traps 6 and 8 say why.
+        B.1) or "mean" (Algorithm 1's pseudocode). Why fractional: the MFC utilities chain into giant
+        coalitions on real valuations, and "mean" makes a pair with the best friend every player's best.
     threshold: tau, the per-partner cost / significance cut. "auto": for the separable utilities
         the `tau_quantile` quantile of the positive off-diagonal phi ("quantile"); for the MFC
         utilities the significance rule ("significance": per pair phi > z * se when `phi_se` is given
@@ -551,7 +553,7 @@ class HedonicPartition:
     def score(self, phi_eval, y=None) -> float:
         """Held-out Pair: mean over coalitions of size >= 2 of their mean phi_eval(i, j) (eq. 8).
 
-        Give a valuation computed on inputs the partition was NOT fitted on (cross-fitting, issue 11).
+        Give a valuation computed on inputs the partition was NOT fitted on (cross-fitting).
         """
         return float(partition_synergy(self.labels_, np.asarray(phi_eval))["pair"])
 

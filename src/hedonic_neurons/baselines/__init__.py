@@ -3,7 +3,7 @@
 Every baseline is a scikit-learn-style estimator: hyperparameters in ``__init__``, ``fit(X)`` with
 X = (n_players, n_features) activation profiles (one row per neuron), result in ``labels_``.
 `LeidenPartition` (leidenalg CPM on the positive part of phi, communities <= max_size) is the
-community-detection baseline: what a user would pick instead (issue 11); it fits phi, not activations.
+community-detection baseline: what a user would pick instead; it fits phi, not activations.
 `matched_baselines` builds all three with the reference (Hedonic-PAS) partition's number of
 coalitions and size histogram.
 """

@@ -1,4 +1,5 @@
-"""Leiden community detection on the positive part of phi, community size capped (issue 11, DESIGN trap 8).
+"""Leiden community detection on the positive part of phi, community size capped (as the hedonic
+coalitions are, so the two compare).
 
 It stands for "what a user would pick instead" of the hedonic game: leidenalg's CPM
 (constant Potts model) on the graph whose edge weights are the positive off-diagonal phi, scaled to
@@ -46,7 +47,7 @@ class LeidenPartition:
 
     Parameters
     ----------
-    max_size: largest community allowed (enforced; DESIGN trap 8).
+    max_size: largest community allowed (enforced, and checked after the fit).
     resolution: "auto" (the `quantile` of the positive scaled weights; 0.9 by default) or a float
         CPM resolution on the scaled weights (0 < resolution <= 1 is the useful range).
     quantile: quantile of the positive scaled weights used by resolution="auto".

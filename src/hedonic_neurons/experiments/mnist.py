@@ -72,7 +72,7 @@ class MnistConfig:
     control_layer: str = "h3"
     control_seeds: list[int] | None = None  # None: every seed
     n_grids: int = 4
-    # cross-fitting (DESIGN 3): the held-out digits are split into two seeded halves; partitions fitted on
+    # cross-fitting: the held-out digits are split into two seeded halves; partitions fitted on
     # one half's valuation are scored on the other's (and every other metric uses the other half's digits)
     crossfit: bool = True
     crossfit_seed: int = 0  # the same split for every network

@@ -111,7 +111,7 @@ class RerankerConfig:
     # q97 / q84 gives 43 %).
     solver: SolverConfig = field(default_factory=lambda: SolverConfig(m=100_000, omega=10_000, tau_quantile=0.9,
                                                                       absorb_quantile=0.7))
-    # cross-fitting (DESIGN 3): the probe pairs are split into two seeded halves of whole queries; partitions
+    # cross-fitting: the probe pairs are split into two seeded halves of whole queries; partitions
     # fitted on one half's valuation are scored (Pair, Ratio) on the other's, both directions averaged
     crossfit: bool = True
     n_largest: int | None = None  # OOD-drop subset: the largest coalitions per method, layer, seed ...

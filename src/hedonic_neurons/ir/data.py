@@ -1,7 +1,7 @@
 """IR data on disk: where it lives, checks that name the fix, and `fetch_ir` which builds the embedded pool.
 
-The embedded default (DESIGN section 4), built once under ``$HEDONIC_NEURONS_DATA/ir`` by
-``hedonic-neurons fetch ir``:
+The embedded default (everything from Python wheels, no network service), built once under
+``$HEDONIC_NEURONS_DATA/ir`` by ``hedonic-neurons fetch ir``:
 
 - real queries and judgments from the ``pyserini==0.21.0`` wheel (read from the Anserini fat jar inside
   it, no Java): MS MARCO passage dev subset (train side), TREC DL-19 and DL-20 passage topics + qrels;

@@ -1,4 +1,4 @@
-"""Cross-fitting (DESIGN 3, issue 11): find partitions on one half of the valuation inputs, score them on the other.
+"""Cross-fitting: find partitions on one half of the valuation inputs, score them on the other.
 
 A partition fitted on the valuation of half A is scored (Pair, Ratio: paper eq. 8) with the valuation of
 half B, and vice versa; the reported held-out figure is the mean of the two directions. Scoring a
@@ -136,7 +136,7 @@ def _nanmean(values) -> float:
 
 def crossfit_synergy(labels: Mapping[str, np.ndarray], psi_pair: Mapping[str, np.ndarray],
                      psi: Mapping[str, np.ndarray]) -> dict:
-    """Held-out Pair / Ratio of the two halves' partitions, both directions averaged (DESIGN 3).
+    """Held-out Pair / Ratio of the two halves' partitions, both directions averaged.
 
     ``labels[h]``: the partition fitted on half h; ``psi_pair[h]`` / ``psi[h]``: the pairwise and single
     ablation effects measured on half h. The partition of half a is scored with half b's valuation and

@@ -1,8 +1,8 @@
 """Small statistics shared by every table: mean with a Student-t 95 % confidence half-width.
 
 Values that are not finite (a seed or layer whose metric came out NaN) are left out of a mean, never
-silently: with `what` given, a `ResultWarning` says which were missing and what the mean is over
-(issue 15), and the experiments carry it into summary.md and report.html.
+silently: with `what` given, a `ResultWarning` says which were missing and what the mean is over,
+and the experiments carry it into summary.md and report.html.
 """
 
 from __future__ import annotations

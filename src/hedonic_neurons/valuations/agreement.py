@@ -1,4 +1,5 @@
-"""How far two valuations agree (the Hessian-vs-exact PAS report; DESIGN trap 4 says to report it)."""
+"""How far two valuations agree (the Hessian-vs-exact PAS report: the
+second-order form is only as good as the ablations are small, so report its agreement, never assume it)."""
 
 from __future__ import annotations
 

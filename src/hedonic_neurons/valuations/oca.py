@@ -2,7 +2,8 @@
 
 W's columns are the players' output directions (the LoRA-merged W_down for an MLP site; for a residual
 site the caller passes the next block's input-projection rows transposed, or None for the identity, in
-which case the weight term is 1 off the diagonal). Pearson, not covariance (DESIGN trap 7).
+which case the weight term is 1 off the diagonal). Pearson, not covariance: the paper's text says correlation
+(its released code used covariance).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def oca(acts_or_stats: np.ndarray | RunningStats, W: np.ndarray | None, *, dtype
     """OCA valuation (n, n), zero diagonal, from activations (N, n) or a `RunningStats`, and W (d, n).
 
     Computed in upper-triangle tiles (phi is symmetric) so that the only n x n array held is the result.
-    ``dtype`` defaults to the activations' precision, at least float32 (DESIGN trap 2); RunningStats
+    ``dtype`` defaults to the activations' precision, at least float32 (in float16
+    the rounding noise is as large as the real synergy); RunningStats
     input gives float64. ``device`` (e.g. "cuda") runs the products there; the result comes back as numpy.
     """
     if isinstance(acts_or_stats, RunningStats):

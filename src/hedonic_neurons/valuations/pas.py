@@ -6,8 +6,8 @@ cached residual h(x), and l_-S(x) = tail(h(x) - sum_{i in S} delta_i(x)).
 For a norm + linear tail, l(h) = a.P h / s(h) + c with s(h) = sqrt(|P h|^2 / d + eps), a = P (weight * w_t),
 P = I (RMSNorm) or the centring I - 11^T/d (LayerNorm). Every pair's l_-{i,j} then depends on the pair only
 through per-player scalars alpha_i = a.P delta_i, beta_i = P h . P delta_i, gamma_i = |P delta_i|^2 and the
-Gram term P delta_i . P delta_j = coef_i coef_j (P C)^T (P C)_ij (DESIGN trap 3). Exact PAS over all pairs is
-O(N n^2) elementwise after one n x n product; the Hessian form (DESIGN trap 4) is a few n x N x n products.
+Gram term P delta_i . P delta_j = coef_i coef_j (P C)^T (P C)_ij. Exact PAS over all pairs is
+O(N n^2) elementwise after one n x n product; the Hessian form is a few n x N x n products.
 """
 
 from __future__ import annotations
@@ -125,7 +125,8 @@ def _prepare(H, coef, C, tail: NormTail, targets, C_base, coef_base, dtype: torc
     cb_t = None if coef_base is None else _to_torch(coef_base, dtype, device)
     for name, x in (("H", Ht), ("coef", coef_t), ("C", Ct), ("C_base", Cb), ("coef_base", cb_t)):
         if x is not None and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} holds NaN or inf: cache activations in float32 or better (DESIGN trap 2)")
+            raise ValueError(f"{name} holds NaN or inf: cache activations in float32 or better "
+                             "(float16 overflows, and its rounding is as large as the synergy)")
 
     A = (Ht * u[t_idx]).sum(1)
     s0sq = Ht.pow(2).sum(1) / d + tail.eps
@@ -149,7 +150,8 @@ def _resolve_dtype(dtype: Any) -> torch.dtype:
         return torch.float64
     if dt == np.float32:
         return torch.float32
-    raise ValueError(f"dtype {dt} is not supported: use np.float64 (default) or np.float32 (DESIGN trap 2)")
+    raise ValueError(f"dtype {dt} is not supported: use np.float64 (default) or np.float32 "
+                     "(float16 rounding is as large as the synergy)")
 
 
 def _finv_sqrt_diff(e: torch.Tensor, s0: torch.Tensor, s0sq: torch.Tensor) -> torch.Tensor:
@@ -207,7 +209,7 @@ def exact_pas(
     logit_mean = float(prep.logit.double().mean())
 
     if tail.kind == "none":
-        # the tail is affine in h: l - l_-i - l_-j + l_-ij = 0 identically (DESIGN trap 1)
+        # the tail is affine in h: l - l_-i - l_-j + l_-ij = 0 identically
         phi = np.zeros((n, n))
         se = np.zeros((n, n))
         return PASResult(phi, se, psi, psi_se, N, logit_mean, tail.kind, np.dtype(dtype).name,
@@ -298,7 +300,7 @@ def exact_pas(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Hessian approximation (paper sec. 3.2; DESIGN trap 4)
+# Hessian approximation (paper sec. 3.2; validated against exact PAS, never assumed)
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -341,7 +343,7 @@ def hessian_pas(
     prep = _prepare(H, coef, C, tail, targets, C_base, coef_base, tdt, device or "cpu")
     N, d, n = prep.N, prep.d, prep.n
     if tail.kind == "none":
-        return np.zeros((n, n), dtype=np.dtype(dtype))  # affine tail: zero Hessian (trap 1)
+        return np.zeros((n, n), dtype=np.dtype(dtype))  # affine tail: zero Hessian, so zero PAS
     s0 = torch.sqrt(prep.s0sq)
     w1 = 1.0 / (d * s0**3)
     w2 = prep.A * w1

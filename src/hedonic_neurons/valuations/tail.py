@@ -1,7 +1,7 @@
-"""The layer-local logit: the model's final norm and task head applied to a cached residual (DESIGN 1).
+"""The layer-local logit: the model's final norm and task head applied to a cached residual.
 
 `NormTail` is the scalar readout l(h) = head(final_norm(h)) used by PAS (paper eq. 6-7). The final norm
-is what makes PAS non-zero (DESIGN trap 1): with ``kind="none"`` the tail is affine in h and every
+is what makes PAS non-zero: with ``kind="none"`` the tail is affine in h and every
 pairwise ablation effect vanishes.
 """
 
