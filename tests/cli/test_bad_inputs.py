@@ -4,7 +4,7 @@ non-zero with ONE line that names the problem and the fix, print no traceback, a
 
 The cases run in-process through `cli.main(argv)` (a subprocess costs seconds of torch imports each);
 `test_real_subprocess_*` check that the installed entry point behaves the same in a fresh process.
-README.md states how many bad inputs each command is tried with: `test_readme_counts` keeps it true.
+docs/benchmarks.md states how many bad inputs each command is tried with: `test_documented_counts` keeps it true.
 """
 
 from __future__ import annotations
@@ -253,14 +253,14 @@ def test_interrupted_wheel_download_is_deleted(tmp_path, capsys, monkeypatch):
     assert not list((tmp_path / "xdg").rglob("*.whl"))
 
 
-def test_readme_counts():
-    """README.md says how many bad inputs each command is tried with: the counts of CASES."""
-    text = (ROOT / "README.md").read_text()
+def test_documented_counts():
+    """docs/benchmarks.md says how many bad inputs each command is tried with: the counts of CASES."""
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
     counts = Counter(c[0] for c in CASES)
     m = re.search(r"bad inputs tried per command[^\n]*\n((?:.*\n){1,4})", text, re.I)
-    assert m, "README.md: the line on bad inputs tried per command is missing"
+    assert m, "docs/benchmarks.md: the line on bad inputs tried per command is missing"
     for command, n in counts.items():
-        assert re.search(rf"`{command}` {n}\b", m.group(0)), f"README.md should say `{command}` {n}"
+        assert re.search(rf"`{command}` {n}\b", m.group(0)), f"docs/benchmarks.md should say `{command}` {n}"
     assert set(counts) == set(re.findall(r"`([a-z]+)` \d+", m.group(0)))
     from hedonic_neurons.cli import COMMANDS
 

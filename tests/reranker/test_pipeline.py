@@ -148,7 +148,8 @@ def test_fine_tuning_beats_untuned_on_ood(pool, tmp_path, make_model):
     pm, rep = finetune(model, tok, train, ood, cfg, out_dir=tmp_path / "adapter", progress=False)
     assert rep["ood_after"]["mse"] < rep["ood_before"]["mse"]
     # the ridge head alone (LoRA off) already beats the random-head untuned model; the fine-tuned model must beat
-    # the head alone too, or LoRA added nothing (here by ~0.1 %: 1.2105 -> 1.2094, as on SmolLM2 CQTR, README)
+    # the head alone too, or LoRA added nothing (here by ~0.1 %: 1.2105 -> 1.2094, as on SmolLM2 CQTR:
+    # docs/benchmarks.md)
     assert rep["ood_head_only"]["mse"] < rep["ood_before"]["mse"]
     assert rep["ood_after"]["mse"] < rep["ood_head_only"]["mse"]
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
