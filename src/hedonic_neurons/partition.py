@@ -235,7 +235,9 @@ class HedonicPartition:
     and converged_ (every tier settled). When the dynamics cycle under the fixed turn order they stop at the
     first repeated state and return the state of the cycle with the fewest players able to improve (ties:
     the highest welfare, then the earliest); stability_ says so (converged, cycle_detected, cycle_length,
-    returned, improving_players, and the same prefixed tier2_).
+    returned, improving_at_stop: players able to improve in that tier's own game when it stopped, and the same
+    prefixed tier2_; improving_players is the two-tier certificate of the final partition, which does not
+    count a player tier 1 left alone and tier 2 regrouped, so it can read 0 after a tier-1 cycle).
     `score(phi_eval)` gives the held-out Pair; `certificate(phi_eval, psi_eval)` the full report.
     """
 
@@ -557,6 +559,7 @@ class HedonicPartition:
                      "converged": bool(info.get("converged", False)),
                      "cycle_detected": info.get("cycle_length") is not None,
                      "cycle_length": info.get("cycle_length"), "returned": info.get("returned"),
+                     "improving_at_stop": info.get("improving"),
                      "sweeps": int(info.get("sweeps", 0)), "max_sweeps": int(self.max_sweeps),
                      "potential": info.get("potential"), "n_init": int(info.get("n_init", 1))}
             if tier2 is not None:
@@ -565,6 +568,7 @@ class HedonicPartition:
                           "tier2_cycle_detected": info.get("tier2_cycle_length") is not None,
                           "tier2_cycle_length": info.get("tier2_cycle_length"),
                           "tier2_returned": info.get("tier2_returned"),
+                          "tier2_improving_at_stop": info.get("tier2_improving"),
                           "tier2_sweeps": int(info.get("tier2_sweeps", 0)), "tier2_threshold": float(tau2)}
         else:
             extra = {"notion": "core stability of Top Covering for top-responsive preferences, here PAC: the "

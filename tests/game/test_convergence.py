@@ -90,14 +90,15 @@ def test_estimator_flags_on_a_cycling_game_and_they_are_saved(tmp_path):
     st = hp.stability_
     assert st["converged"] is False and st["cycle_detected"] is True and st["cycle_length"] == 2
     assert st["sweeps"] == 3 and st["max_sweeps"] == 100
-    assert st["improving_players"] == 1 and st["nash_stable"] is False
+    assert st["improving_players"] == 1 and st["improving_at_stop"] == 1 and st["nash_stable"] is False
     assert st["returned"] == "cycle: " + CYCLE_RULE
     assert hp.converged_ is False and hp.cycle_length_ == {"tier1": 2} and hp.n_sweeps_ == {"tier1": 3}
     order = priority_order(PHI_CYCLE)
     assert _same_partition(hp.labels_, _trajectory(PHI_CYCLE, 0.0, 10, order, 3)[2])
     path = RunDir(tmp_path / "run").save_partition("0", "hedonic", hp.labels_, stability=hp.stability_)
     saved = json.loads(Path(path).read_text())["stability"]
-    for key in ("converged", "cycle_detected", "cycle_length", "returned", "sweeps", "improving_players"):
+    for key in ("converged", "cycle_detected", "cycle_length", "returned", "sweeps", "improving_players",
+                "improving_at_stop"):
         assert saved[key] == st[key]
 
 
@@ -117,6 +118,7 @@ def test_converging_game_reads_nash_stable():
     st = hp.stability_
     assert st["converged"] and not st["cycle_detected"] and st["cycle_length"] is None
     assert st["returned"] == "converged" and st["improving_players"] == 0 and st["nash_stable"]
+    assert st["improving_at_stop"] == 0 and st["tier2_improving_at_stop"] == 0
     assert st["tier2_converged"] and not st["tier2_cycle_detected"] and st["tier2_returned"] == "converged"
     assert hp.converged_ and hp.cycle_length_ == {"tier1": None, "tier2": None}
     assert hp.n_sweeps_["tier1"] == st["sweeps"] and hp.n_sweeps_["tier2"] == st["tier2_sweeps"]
