@@ -232,7 +232,14 @@ class HedonicPartition:
 
     Attributes after fit: labels_, coalitions_, n_coalitions_, stability_ (the stability notion,
     its measurement, the blocking rate and the share of players in coalitions of size <= max_size),
-    stability_uniform_, threshold_, threshold_z_, threshold_rule_, trace_, params_, fit_seconds_.
+    stability_uniform_, threshold_, threshold_z_, threshold_rule_, trace_, params_, fit_seconds_; for the
+    best-response dynamics, per tier ({"tier1": ..., "tier2": ...}): n_sweeps_, cycle_length_ (None: no cycle),
+    and converged_ (every tier settled). When the dynamics cycle under the fixed turn order they stop at the
+    first repeated state and return the state of the cycle with the fewest players able to improve (ties:
+    the highest welfare, then the earliest); stability_ says so (converged, cycle_detected, cycle_length,
+    returned, improving_at_stop: players able to improve in that tier's own game when it stopped, and the same
+    prefixed tier2_; improving_players is the two-tier certificate of the final partition, which does not
+    count a player tier 1 left alone and tier 2 regrouped, so it can read 0 after a tier-1 cycle).
     `score(phi_eval)` gives the held-out Pair; `certificate(phi_eval, psi_eval)` the full report.
     """
 
@@ -478,6 +485,7 @@ class HedonicPartition:
         self.trace_ = trace
         self.game_ = game
         self.stability_ = self._stability(game, labels, sampler, rng, info)
+        self._dynamics_summary(game, info)
         uniform = UniformSampler(self.min_size, self.max_size).bind(game)
         self.stability_uniform_ = stability_certificate(game, labels, uniform, self.epsilon, self.delta, rng,
                                                         self.n_certificate)
@@ -492,6 +500,17 @@ class HedonicPartition:
         log.info("%s: %d coalitions, %.1f s; %s", self.params_["solver"], self.n_coalitions_, self.fit_seconds_,
                  {k: self.stability_[k] for k in ("improving_players", "rate", "share_within_max_size")})
         return self
+
+    def _dynamics_summary(self, game: Game, info: dict) -> None:
+        """converged_, cycle_length_, n_sweeps_: per tier of the best-response dynamics (None for PAC-Top-Cover)."""
+        if game.utility not in SEPARABLE_UTILITIES:
+            self.converged_ = self.cycle_length_ = self.n_sweeps_ = None
+            return
+        tiers = ["tier1"] + (["tier2"] if self.tier2_threshold_ is not None else [])
+        pre = {"tier1": "", "tier2": "tier2_"}
+        self.converged_ = all(bool(info.get(pre[t] + "converged", False)) for t in tiers)
+        self.cycle_length_ = {t: info.get(pre[t] + "cycle_length") for t in tiers}
+        self.n_sweeps_ = {t: int(info.get(pre[t] + "sweeps", 0)) for t in tiers}
 
     def _tier2_tau(self, phi: np.ndarray, game: Game) -> float | None:
         """tau_2 of the second tier, or None (one tier: MFC utility, a fixed tau, or absorb_quantile None)."""
@@ -530,7 +549,9 @@ class HedonicPartition:
                       "coalition with room, or by leaving); implies individual stability"
                       + (". Additive + symmetric phi: a potential game (CPM potential), so the dynamics "
                          "always converge" if game.utility == "additive" else
-                         ". Fractional: no potential in general; converged says whether the dynamics settled"))
+                         ". Fractional: no potential in general; converged says whether the dynamics settled, "
+                         "cycle_length whether they cycled instead (a state repeated under the fixed turn order: "
+                         "the run stopped there and returned the state of the cycle that returned names)"))
             if tier2 is not None:
                 notion += (f". Two tiers: this holds at tau for the players of the first tier's coalitions (moves "
                            f"into any coalition counted), and at tau_2 for the {len(t2)} players regrouped among "
@@ -538,12 +559,19 @@ class HedonicPartition:
             extra = {"notion": notion, "improving_players": int(movers.size),
                      "nash_stable": bool(movers.size == 0 and not tier2),
                      "converged": bool(info.get("converged", False)),
-                     "sweeps": int(info.get("sweeps", 0)), "potential": info.get("potential"),
-                     "n_init": int(info.get("n_init", 1))}
+                     "cycle_detected": info.get("cycle_length") is not None,
+                     "cycle_length": info.get("cycle_length"), "returned": info.get("returned"),
+                     "improving_at_stop": info.get("improving"),
+                     "sweeps": int(info.get("sweeps", 0)), "max_sweeps": int(self.max_sweeps),
+                     "potential": info.get("potential"), "n_init": int(info.get("n_init", 1))}
             if tier2 is not None:
                 extra |= {"improving_players_tier2": tier2, "tier2_players": int(len(t2)),
                           "tier2_converged": bool(info.get("tier2_converged", False)),
-                          "tier2_threshold": float(tau2)}
+                          "tier2_cycle_detected": info.get("tier2_cycle_length") is not None,
+                          "tier2_cycle_length": info.get("tier2_cycle_length"),
+                          "tier2_returned": info.get("tier2_returned"),
+                          "tier2_improving_at_stop": info.get("tier2_improving"),
+                          "tier2_sweeps": int(info.get("tier2_sweeps", 0)), "tier2_threshold": float(tau2)}
         else:
             extra = {"notion": "core stability of Top Covering for top-responsive preferences, here PAC: the "
                                "sampled blocking rate under D (paper section 3.3)",

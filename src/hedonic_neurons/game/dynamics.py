@@ -13,8 +13,10 @@ room, or by leaving; hence also individually stable.
 Why it stops (additive): for a symmetric phi the game is a potential game with potential
 P(pi) = sum over coalitions C of sum_{i<j in C} (phi_ij - tau), the CPM objective with resolution
 tau (what Leiden maximises); every improving move raises P by exactly the mover's gain, so the
-dynamics cannot cycle. The fractional utilities have no such potential in general; their dynamics
-are capped at `max_sweeps` and `converged` says whether they settled.
+dynamics cannot cycle. The fractional utilities have no such potential in general and do cycle on
+real valuations: with a fixed turn order a repeated state is detected and the run stops there, returning
+the state of the cycle with the fewest players able to improve (`best_response`); otherwise the dynamics
+are capped at `max_sweeps`; `converged` says whether they settled.
 
 Cost: one O(n) pass per player per sweep (the row of phi summed per coalition); pure numpy.
 """
@@ -93,6 +95,30 @@ def improving_players(phi: np.ndarray, labels: np.ndarray, tau: float, utility: 
     return np.asarray(out, dtype=np.int64)
 
 
+CYCLE_RULE = "fewest improving players, then highest welfare, then the earliest in the cycle"
+
+
+def _sweep(phi: np.ndarray, labels: np.ndarray, sizes: np.ndarray, tau: float, utility: str, max_size: int,
+           players: np.ndarray, tol: float) -> int:
+    """One sweep: each player in turn moves to its best coalition with room (in place). Returns the moves."""
+    moved = 0
+    for i in players:
+        row = np.asarray(phi[i], dtype=np.float64) - tau
+        row[i] = 0.0
+        own = int(labels[i])
+        vals = move_values(row, labels, sizes, own, utility)
+        here = vals[own]
+        vals[sizes >= max_size] = -np.inf
+        vals[own] = here
+        best = int(np.argmax(vals))  # first maximum: the smallest slot id, deterministic
+        if best != own and vals[best] > vals[own] + tol:
+            labels[i] = best
+            sizes[own] -= 1
+            sizes[best] += 1
+            moved += 1
+    return moved
+
+
 def best_response(
     phi: np.ndarray, tau: float, utility: str = "fractional", max_size: int = 10,
     rng: np.random.Generator | None = None, init: np.ndarray | None = None, max_sweeps: int = 100,
@@ -103,8 +129,18 @@ def best_response(
     `order`: the players' turn order in every sweep (a priority order, deterministic); None: a fresh
     random permutation from `rng` each sweep.
 
-    info: sweeps, moves per sweep, converged (a sweep with no move), potential (additive: the CPM
-    objective sum_C sum_{i<j in C} (phi_ij - tau); fractional / average: sum_i u_i, the welfare).
+    With a fixed order a sweep is a function of the state (every player's coalition slot), so a state seen
+    after an earlier sweep means the dynamics cycle forever: they stop there, and the state of the cycle
+    returned is the one with the fewest players able to improve (closest to the Nash stability the solver
+    reports), ties to the highest welfare, then the earliest (`CYCLE_RULE`). A run that converges never
+    repeats a state, so its result is the same as without the check. Random orders have no such proof
+    (a state may recur under a different order): they run to `max_sweeps` and return the last state.
+
+    info: sweeps, moves per sweep, converged (a sweep with no move), cycle_length (sweeps in the cycle, or
+    None), cycle_start (the sweep after which the cycle's first state was reached), improving (players able
+    to improve in the returned state), returned (which rule chose it: "converged", "cycle: " + CYCLE_RULE or
+    "max_sweeps: the last state"), potential (additive: the CPM objective sum_C sum_{i<j in C} (phi_ij - tau);
+    fractional / average: sum_i u_i, the welfare).
     """
     phi = np.asarray(phi)
     _check(phi, utility, max_size)
@@ -116,30 +152,47 @@ def best_response(
     tol = 1e-12 * max(scale, abs(tau), 1e-300)
     moves: list[int] = []
     converged = False
+    seen: dict[bytes, int] = {}  # state -> the sweep count at which it was reached (fixed order only)
+    states: list[np.ndarray] = []
+    cycle_start = None
     for _ in range(max_sweeps):
-        moved = 0
-        for i in (rng.permutation(n) if order is None else order):
-            row = np.asarray(phi[i], dtype=np.float64) - tau
-            row[i] = 0.0
-            own = int(labels[i])
-            vals = move_values(row, labels, sizes, own, utility)
-            here = vals[own]
-            vals[sizes >= max_size] = -np.inf
-            vals[own] = here
-            best = int(np.argmax(vals))  # first maximum: the smallest slot id, deterministic
-            if best != own and vals[best] > vals[own] + tol:
-                labels[i] = best
-                sizes[own] -= 1
-                sizes[best] += 1
-                moved += 1
+        if order is not None:
+            key = labels.tobytes()  # exact: the slot ids are the whole state of a fixed-order sweep
+            if key in seen:
+                cycle_start = seen[key]
+                break
+            seen[key] = len(states)
+            states.append(labels.astype(np.int32 if n < 2**31 else np.int64))
+        moved = _sweep(phi, labels, sizes, tau, utility, max_size,
+                       rng.permutation(n) if order is None else order, tol)
         moves.append(moved)
         if moved == 0:
             converged = True
             break
+    if cycle_start is not None:
+        labels, improving = _pick_in_cycle(phi, states[cycle_start:], tau, utility, max_size, tol)
+        returned = "cycle: " + CYCLE_RULE
+    else:
+        improving = 0 if converged else int(improving_players(phi, labels, tau, utility, max_size, tol).size)
+        returned = "converged" if converged else "max_sweeps: the last state"
     _, labels = np.unique(labels, return_inverse=True)
     info = {"sweeps": len(moves), "moves": moves, "converged": converged,
+            "cycle_length": None if cycle_start is None else len(states) - cycle_start,
+            "cycle_start": cycle_start, "improving": improving, "returned": returned,
             "potential": separable_potential(phi, labels, tau, utility)}
     return labels.astype(np.int64), info
+
+
+def _pick_in_cycle(phi: np.ndarray, cycle: list[np.ndarray], tau: float, utility: str, max_size: int,
+                   tol: float) -> tuple[np.ndarray, int]:
+    """The state of a cycle that `CYCLE_RULE` picks, and its number of players able to improve."""
+    best = None
+    for t, lab in enumerate(cycle):
+        key = (int(improving_players(phi, lab, tau, utility, max_size, tol).size),
+               -separable_potential(phi, lab, tau, utility), t)
+        if best is None or key < best[0]:
+            best = (key, lab)
+    return best[1].astype(np.int64), best[0][0]
 
 
 def absorb_singletons(
@@ -154,7 +207,8 @@ def absorb_singletons(
     only the players left alone may group, with each other, at the lower cost. Best-response dynamics
     restricted to those players (a move to alone or to a coalition of other such players with room).
     `order`: the turn order over all players (the priority order); those left alone keep their relative order.
-    Returns (labels, info) with info: tier-2 players, sweeps, moves, converged.
+    Returns (labels, info) with info: tier-2 players, sweeps, moves, converged, and `best_response`'s cycle
+    fields (cycle_length, cycle_start, improving, returned), each prefixed tier2_.
     """
     phi = np.asarray(phi)
     _check(phi, utility, max_size)
@@ -166,7 +220,8 @@ def absorb_singletons(
     # a sub-game on the players left alone: slots 0..len(alone)-1, one each
     sub = np.asarray(phi[np.ix_(alone, alone)], dtype=np.float64)
     moves: list[int] = []
-    converged = alone.size == 0
+    converged = alone.size <= 1  # no one, or one player alone: nothing to move
+    cycle = {"cycle_length": None, "cycle_start": None, "improving": 0, "returned": "converged"}
     sub_lab = np.arange(alone.size, dtype=np.int64)
     if alone.size > 1:
         sub_order = None
@@ -177,11 +232,13 @@ def absorb_singletons(
             sub_order = sub_order[sub_order >= 0]
         sub_lab, inf = best_response(sub, tau, utility, max_size, rng, max_sweeps=max_sweeps, order=sub_order)
         moves, converged = inf["moves"], inf["converged"]
+        cycle = {k: inf[k] for k in cycle}
     out = lab.copy()
     out[alone] = lab.max() + 1 + sub_lab if n else sub_lab
     _, out = np.unique(out, return_inverse=True)
     return out.astype(np.int64), {"tier2_players": int(alone.size), "tier2_set": alone, "tier2_sweeps": len(moves),
-                                  "tier2_moves": moves, "tier2_converged": bool(converged)}
+                                  "tier2_moves": moves, "tier2_converged": bool(converged),
+                                  **{f"tier2_{k}": v for k, v in cycle.items()}}
 
 
 def priority_order(phi: np.ndarray, block: int = 512) -> np.ndarray:
