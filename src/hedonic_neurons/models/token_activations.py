@@ -85,12 +85,16 @@ class _Parts:
 
 def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     """Each token id as the text it stands for, with its leading space kept (" the", not "the"), so that a
-    row of tokens reads as the text; special tokens keep their own names."""
-    toks = tokenizer.convert_ids_to_tokens([int(i) for i in ids])
+    row of tokens reads as the text; special tokens keep their own names, ids without a token read "[id N]"."""
+    ids = [int(i) for i in ids]
+    toks = tokenizer.convert_ids_to_tokens(ids)
     special = set(getattr(tokenizer, "all_special_tokens", []) or [])
     out = []
-    for t in toks:
-        t = "" if t is None else str(t)
+    for i, t in zip(ids, toks, strict=True):
+        if t is None:  # an unembedding row the tokenizer has no token for (padded vocabularies)
+            out.append(f"[id {i}]")
+            continue
+        t = str(t)
         if t in special:
             out.append(t)
             continue
