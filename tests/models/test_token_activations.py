@@ -146,3 +146,32 @@ def test_direct_effect_without_an_unembedding():
     v = tied.model.layers[0].mlp.down_proj.weight[:, [1, 2]].sum(1).detach().numpy()
     s = E @ (tied.model.norm.weight.detach().numpy() * v)
     assert [int(t) for t, _ in out["promoted"]] == np.argsort(-s)[:4].tolist() and "input embeddings" in out["note"]
+
+
+def test_direct_effects_batched_and_post_ln():
+    """Many coalitions in one call equal one call each; a post-LN BERT reads the write through the layer's own
+    LayerNorm (centred, its gain) and the tied input embeddings."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from hedonic_neurons.models.token_activations import direct_effects
+
+    model = tiny_lm()
+    coals, ws = [np.array([1, 4]), np.array([0, 7, 9])], [np.array([1.0, -2.0]), None]
+    both = direct_effects(model, 2, coals, ws, k=4)
+    for got, (c, w) in zip(both, zip(coals, ws, strict=True), strict=True):
+        one = direct_effect(model, 2, c, weights=w, k=4)
+        for side in ("promoted", "suppressed"):
+            assert [t for t, _ in got[side]] == [t for t, _ in one[side]]
+            assert [x for _, x in got[side]] == pytest.approx([x for _, x in one[side]], rel=1e-12)
+    torch.manual_seed(0)
+    bert = BertForSequenceClassification(BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                                                    num_attention_heads=4, intermediate_size=44, num_labels=1))
+    bert = bert.double().eval()
+    with torch.no_grad():
+        bert.bert.encoder.layer[1].output.LayerNorm.weight.add_(torch.randn(32, dtype=torch.float64) * 0.3)
+    out = direct_effect(bert, 1, [3, 5], k=5)
+    layer = bert.bert.encoder.layer[1].output
+    v = layer.dense.weight[:, [3, 5]].sum(1).detach().numpy()
+    s = bert.bert.embeddings.word_embeddings.weight.detach().numpy() @ (layer.LayerNorm.weight.detach().numpy()
+                                                                         * (v - v.mean()))
+    assert [int(t) for t, _ in out["promoted"]] == np.argsort(-s)[:5].tolist() and "post-LN" in out["note"]

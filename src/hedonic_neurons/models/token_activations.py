@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["coalition_token_activations", "top_examples", "direct_effect", "token_strings"]
+__all__ = ["coalition_token_activations", "top_examples", "direct_effect", "direct_effects", "token_strings"]
 
 
 class _Stop(Exception):
@@ -46,6 +46,17 @@ class _Parts:
         self.norm = a.final_norm()
         post = getattr(a, "post_mlp_norm", None)
         self._post = (lambda layer: a.module(f"{a.layer_path(layer)}.{post}")) if post else (lambda layer: None)
+        self._post_ln = lambda layer: self._read_norm(a, layer)
+
+    @staticmethod
+    def _read_norm(a: Any, layer: int) -> nn.Module | None:
+        """A post-LN model (BERT) reads H at the input of the layer's own LayerNorm: the norm the write passes."""
+        try:
+            path, where = a.residual_spec(layer, "mlp")
+        except (ValueError, AttributeError):
+            return None
+        mod = a.module(path) if where == "input" else None
+        return mod if isinstance(mod, nn.LayerNorm) else None
 
     def _from_tree(self, exc: Exception) -> None:
         from .detect import _cfg, _cfg_get, _is_norm, _linear_shape
@@ -69,6 +80,7 @@ class _Parts:
         self._layers = range(len(layers))
         self._down = lambda layer: layers[layer].get_submodule(downs[0])
         self._post = lambda layer: None
+        self._post_ln = lambda layer: None
 
     def check(self, layer: int) -> int:
         if not isinstance(layer, (int, np.integer)) or int(layer) not in self._layers:
@@ -81,6 +93,9 @@ class _Parts:
 
     def post_mlp_norm(self, layer: int) -> nn.Module | None:
         return self._post(self.check(layer))
+
+    def post_ln(self, layer: int) -> nn.Module | None:
+        return self._post_ln(self.check(layer))
 
 
 def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
@@ -238,6 +253,61 @@ def _unembedding(model: nn.Module) -> tuple[torch.Tensor | None, str]:
                   "the tokens its write promotes cannot be read off")
 
 
+def direct_effects(model: nn.Module, layer: int, coalitions: Sequence[Any], weights: Sequence[Any] | None = None,
+                   k: int = 10, tokenizer: Any = None) -> list[dict[str, Any]]:
+    """`direct_effect` for many coalitions of one layer at once (one product with the unembedding)."""
+    from ..valuations.tail import norm_params
+    from .lora import merged_weight
+
+    parts = _Parts(model)
+    E, source = _unembedding(parts.model)
+    if E is None:
+        return [{"promoted": [], "suppressed": [], "note": source} for _ in coalitions]
+    if weights is not None and len(weights) != len(coalitions):
+        raise ValueError(f"{len(weights)} weight vectors for {len(coalitions)} coalitions: one per coalition")
+    dtype = torch.float64 if E.dtype == torch.float64 else torch.float32
+    W = merged_weight(parts.down(layer)).detach().to("cpu", torch.float64)
+    V = torch.zeros((W.shape[0], len(coalitions)), dtype=torch.float64)
+    for j, members in enumerate(coalitions):
+        m = np.unique(np.asarray(members, dtype=np.int64).ravel())
+        if m.size == 0 or m[0] < 0 or m[-1] >= W.shape[1]:
+            raise ValueError(f"members {m.tolist()} fall outside the {W.shape[1]} channels of layer {layer} (or none)")
+        w = (torch.ones(m.size, dtype=torch.float64) if weights is None or weights[j] is None
+             else torch.as_tensor(np.asarray(weights[j], dtype=np.float64).ravel()))
+        if w.numel() != m.size:
+            raise ValueError(f"weights has {w.numel()} entries for {m.size} members: one per member (sorted order)")
+        V[:, j] = W[:, torch.as_tensor(m)] @ w
+    notes = [f"read through {source}"]
+    post = parts.post_mlp_norm(layer)
+    if post is not None:  # the write passes this norm's gain before it reaches the residual stream
+        _, g_post, _, _ = norm_params(post)
+        V = V * torch.as_tensor(g_post)[:, None]
+        notes.append("after the post-MLP norm's gain")
+    norm = parts.post_ln(layer) or parts.norm
+    if norm is not None:
+        kind, g, _, _ = norm_params(norm)
+        if kind == "layer":
+            V = V - V.mean(0, keepdim=True)
+        V = V * torch.as_tensor(g)[:, None]
+        if norm is not parts.norm:
+            notes.append("through the layer's own LayerNorm (post-LN; the layers after it are ignored)")
+    else:
+        notes.append("no final norm found")
+    scores = (E.detach().to(dtype) @ V.to(E.device, dtype)).cpu()  # (vocab, n_coalitions)
+    k = int(min(k, scores.shape[0]))
+    out = []
+    for j in range(len(coalitions)):
+        top = torch.topk(scores[:, j], k).indices.tolist()
+        bottom = torch.topk(-scores[:, j], k).indices.tolist()
+
+        def named(ids: list[int], j: int = j) -> list[list]:
+            toks = token_strings(tokenizer, ids) if tokenizer is not None else [str(i) for i in ids]
+            return [[t, float(scores[i, j])] for t, i in zip(toks, ids, strict=True)]
+
+        out.append({"promoted": named(top), "suppressed": named(bottom), "note": "; ".join(notes)})
+    return out
+
+
 def direct_effect(model: nn.Module, layer: int, members, weights=None, k: int = 10, tokenizer: Any = None
                   ) -> dict[str, Any]:
     """{"promoted": [[token, score], ...], "suppressed": [...], "note": str}: the coalition's write direction
@@ -245,44 +315,5 @@ def direct_effect(model: nn.Module, layer: int, members, weights=None, k: int = 
     positions; ones when None) read through the final norm's gain (after centring, for a LayerNorm: its RMS
     scaling is one positive scalar and does not change the ranking) and the unembedding E: scores E (g * P v),
     the top-`k` and bottom-`k` tokens. Later layers are ignored (the direct path only). Without an
-    unembedding both lists are empty and ``note`` says why."""
-    from ..valuations.tail import norm_params
-    from .lora import merged_weight
-
-    parts = _Parts(model)
-    base = parts.model
-    m = np.unique(np.asarray(members, dtype=np.int64).ravel())
-    E, source = _unembedding(base)
-    if E is None:
-        return {"promoted": [], "suppressed": [], "note": source}
-    W = merged_weight(parts.down(layer)).detach().to("cpu", torch.float64)
-    if m.size == 0 or m[0] < 0 or m[-1] >= W.shape[1]:
-        raise ValueError(f"members {m.tolist()} fall outside the {W.shape[1]} channels of layer {layer} (or none)")
-    w = torch.ones(m.size, dtype=torch.float64) if weights is None else torch.as_tensor(
-        np.asarray(weights, dtype=np.float64).ravel())
-    if w.numel() != m.size:
-        raise ValueError(f"weights has {w.numel()} entries for {m.size} members: one per member (sorted order)")
-    v = W[:, torch.as_tensor(m)] @ w
-    notes = [f"read through {source}"]
-    post = parts.post_mlp_norm(layer)
-    if post is not None:  # the write passes this norm's gain before it reaches the residual stream
-        _, g_post, _, _ = norm_params(post)
-        v = v * torch.as_tensor(g_post)
-        notes.append("after the post-MLP norm's gain")
-    if parts.norm is not None:
-        kind, g, _, _ = norm_params(parts.norm)
-        if kind == "layer":
-            v = v - v.mean()
-        v = v * torch.as_tensor(g)
-    else:
-        notes.append("no final norm found")
-    scores = E.detach().to("cpu", torch.float64) @ v
-    k = int(min(k, scores.numel()))
-    top = torch.topk(scores, k).indices.tolist()
-    bottom = torch.topk(-scores, k).indices.tolist()
-
-    def named(ids: list[int]) -> list[list]:
-        toks = token_strings(tokenizer, ids) if tokenizer is not None else [str(i) for i in ids]
-        return [[t, float(scores[i])] for t, i in zip(toks, ids, strict=True)]
-
-    return {"promoted": named(top), "suppressed": named(bottom), "note": "; ".join(notes)}
+    unembedding both lists are empty and ``note`` says why. `direct_effects` does many coalitions at once."""
+    return direct_effects(model, layer, [members], None if weights is None else [weights], k, tokenizer)[0]

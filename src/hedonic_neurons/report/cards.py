@@ -181,7 +181,7 @@ def make_cards(
     where the coalition is most active (`member_weights`).
     """
     from hedonic_neurons.metrics.coalition_effects import coalition_effects
-    from hedonic_neurons.models.token_activations import coalition_token_activations, direct_effect, top_examples
+    from hedonic_neurons.models.token_activations import coalition_token_activations, direct_effects, top_examples
 
     layers = sorted(labels, key=layer_sort_key)
     missing = [la for la in layers if la not in caches]
@@ -198,8 +198,8 @@ def make_cards(
         cache = caches[la]
         effects = coalition_effects(cache, coals[la], level=level)
         examples = top_examples(acts[int(la)], tokens, k=k_examples, context=context)
-        direct = [direct_effect(model, int(la), m, weights=member_weights(cache.acts, m), k=k_tokens,
-                                tokenizer=tokenizer) for m in coals[la]]
+        direct = direct_effects(model, int(la), coals[la], [member_weights(cache.acts, m) for m in coals[la]],
+                                k=k_tokens, tokenizer=tokenizer)
         cards += build_cards(la, labels[la], effects, method=method,
                              other_labels=None if other_labels is None else other_labels.get(la),
                              examples=examples, direct=direct, run_dir=run_dir,
