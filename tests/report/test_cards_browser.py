@@ -80,6 +80,8 @@ def test_cards_explorer_in_chromium(cards_run, tmp_path):
         box.locator("#cards-search").fill(token.upper())
         n_search = shown.count()
         search_ids = ids()
+        box.locator("#cards-search").fill('"w1"')  # quoted: the whole token only (not w10, w11 ...)
+        n_exact = shown.count()
         box.locator("#cards-search").fill("")
         # shading: token spans with an activation-scaled background
         n_tok = box.locator("span.tok").count()
@@ -103,6 +105,7 @@ def test_cards_explorer_in_chromium(cards_run, tmp_path):
     assert layer_attrs == {layers[-1]} and 0 < len(layer_ids) < n_all
     assert size_attrs == {"3"} and 0 < n_size3 < n_all
     assert n_search == expect and set(search_ids) == {c["id"] for c in cards if any(token in w for w in _words(c))}
+    assert n_exact == sum(1 for c in cards if "w1" in _words(c))
     assert n_peak == sum(len(c["examples"]) for c in cards) and shaded >= n_peak and n_tok > shaded
     assert odd > 0  # '<b>', '"q"', 'a&b', '</script>' arrive as text, not markup
     assert n_partner > 0

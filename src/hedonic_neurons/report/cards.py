@@ -338,6 +338,9 @@ _CARDS_JS = r"""
     if(sizeSel.value !== '' && String(c.size) !== sizeSel.value) return false;
     var q = search.value.trim().toLowerCase();
     if(q === '') return true;
+    // "quoted": the whole token (trimmed); otherwise any token containing the text
+    if(q.length > 2 && q[0] === '"' && q[q.length - 1] === '"'){
+      q = q.slice(1, -1).trim(); return c._words.indexOf(q) >= 0; }
     return c._words.some(function(w){ return w.indexOf(q) >= 0; });
   }
   function shade(a){ var x = Math.max(-1, Math.min(1, +a || 0));
@@ -428,7 +431,8 @@ def cards_section_html(cards: Sequence[dict]) -> str:
     """The report's interactive coalition explorer: self-contained HTML + plain JS (no network, no library).
 
     Cards sorted by held-out Pair (buttons sort by Pair, joint effect, interaction, size, layer; a second click
-    reverses), filtered by layer and size, searched by token (top examples, promoted and suppressed tokens).
+    reverses), filtered by layer and size, searched by token (top examples, promoted and suppressed tokens:
+    any token containing the text, or with the text in double quotes the whole token).
     """
     cards = list(cards)
     intro = ("<p class='note'>One card per coalition of size &ge; 2 (RUN/cards.json; docs/cards.md says how to "
@@ -441,7 +445,8 @@ def cards_section_html(cards: Sequence[dict]) -> str:
     controls = ("<div class='cards-controls'><span>sort by</span>" + sort_buttons
                 + "<select id='cards-layer' aria-label='layer'><option value=''>all layers</option></select>"
                 + "<select id='cards-size' aria-label='size'><option value=''>all sizes</option></select>"
-                + "<input id='cards-search' type='search' placeholder='search a token' aria-label='search a token'>"
+                + "<input id='cards-search' type='search' placeholder='search a token (\"quoted\": whole token)' "
+                  "aria-label='search a token'>"
                 + "<span id='cards-count' class='note'></span></div>")
     return (f"<style>{_CARDS_CSS}</style>{intro}<div id='cards-explorer'>{controls}<div id='cards-list'></div>"
             "<button type='button' id='cards-more'>show more</button>"
