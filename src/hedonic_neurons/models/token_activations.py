@@ -153,6 +153,10 @@ def coalition_token_activations(
         raise ValueError(f"no coalitions given for layer(s) {missing}: pass coalitions[layer] for every layer")
     parts = _Parts(model)
     base = parts.model
+    from .placement import input_device, is_dispatched
+
+    if is_dispatched(base):  # accelerate placed the layers: inputs go where the first block sits
+        device = input_device(base)
     mats = {}
     for la in layers:
         down = parts.down(la)
@@ -168,6 +172,8 @@ def coalition_token_activations(
     for la in layers:
         def pre(m, args, kwargs, la=la):
             x = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
+            if mats[la].device != x.device:  # layers placed on several devices (device_map)
+                mats[la] = mats[la].to(x.device)
             store[la] = x.detach().to(torch.float32) @ mats[la]
             if la == deepest:
                 raise _Stop
