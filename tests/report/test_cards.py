@@ -16,6 +16,10 @@ from hedonic_neurons.report.cards import (
 from hedonic_neurons.report.html import build_report
 from hedonic_neurons.rundir import read_table
 
+# the shared fixture (cards_run, conftest.py) valuates and partitions a tiny LLaMA on three layers: ~15 s on two
+# busy cores, most of it importing transformers' LLaMA
+pytestmark = pytest.mark.heavy(15)
+
 
 def test_cards_of_a_real_run(cards_run):
     rd, cards, texts = cards_run
