@@ -73,3 +73,69 @@ def build_small_run(root, *, with_tracking_inputs=True):
 @pytest.fixture
 def small_run(tmp_path):
     return build_small_run(tmp_path / "run")
+
+
+# ---- a small real pipeline for the coalition cards: tiny LLaMA, word-level texts, cross-fitted partitions ----
+
+CARD_WORDS = [f"w{i}" for i in range(40)] + ["<b>", '"q"', "a&b", "it's", "</script>", "zebra"]
+
+
+def tiny_word_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(CARD_WORDS)}}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # keeps "<b>" and '"q"' whole: tokens the page must escape
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]")
+
+
+def build_cards_run(root, n_texts=40, layers=(0, 1, 2)):
+    """Valuate a tiny LLaMA (embeddings tied, so the direct effect has an unembedding) on word texts, fit
+    HedonicPartition on each half's exact PAS, save partitions and tracking inputs, track, and write the
+    cards (effects on the held-out half)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from hedonic_neurons.metrics.crossfit import split_halves
+    from hedonic_neurons.models.extract import layer_cache, subset_cache, text_batches
+    from hedonic_neurons.report.cards import make_cards, write_cards
+    from hedonic_neurons.tracking.run import track_methods
+    from hedonic_neurons.valuations.pas import exact_pas
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
+                      num_key_value_heads=2, pad_token_id=0, num_labels=1, initializer_range=0.2,
+                      tie_word_embeddings=True)
+    model = LlamaForSequenceClassification(cfg).eval()
+    tok = tiny_word_tokenizer()
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(CARD_WORDS, rng.integers(4, 12))) for _ in range(n_texts)]
+    a, b = split_halves(len(texts), 0, min_half=8)
+    rd = RunDir(root)
+    rd.save_config({"experiment": "cards-test", "layers": list(layers)})
+    labels_a, labels_b, caches_b, stable = {}, {}, {}, {}
+    for layer in layers:
+        cache = layer_cache(model, text_batches(tok, texts, batch_size=16, max_length=32), layer, progress=False)
+        ca, cb = subset_cache(cache, a), subset_cache(cache, b)
+        phi = {h: exact_pas(**c.math_kwargs(), progress=False).phi for h, c in (("a", ca), ("b", cb))}
+        hp = HedonicPartition(random_state=0).fit(phi["a"])
+        labels_a[layer], labels_b[layer] = hp.labels_, HedonicPartition(random_state=0).fit(phi["b"]).labels_
+        caches_b[layer] = cb
+        stable[layer] = hp.stability_["improving_players"] == 0
+        rd.save_partition(str(layer), "hedonic_pas", hp.labels_, stability=hp.stability_)
+        mlp = model.model.layers[layer].mlp
+        rd.save_matrices(str(layer), {
+            "phi_pas_a": phi["a"], "phi_pas_b": phi["b"], "track_W_down": cache.W_down, "track_acts": cb.acts,
+            "track_W_up": mlp.up_proj.weight.detach().numpy(), "track_W_gate": mlp.gate_proj.weight.detach().numpy(),
+            "track_norm_gain": model.model.layers[layer].post_attention_layernorm.weight.detach().numpy()})
+    track_methods(rd.root, ["hedonic_pas"], controls=())
+    cards = make_cards(model, tok, texts, labels_a, caches_b, other_labels=labels_b, run_dir=rd.root, stable=stable,
+                       target="the score head's logit (tiny test model)", context=4)
+    write_cards(rd.root, cards)
+    return rd, cards, texts
+
+
+@pytest.fixture(scope="session")
+def cards_run(tmp_path_factory):
+    return build_cards_run(tmp_path_factory.mktemp("cards") / "run")

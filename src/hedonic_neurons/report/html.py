@@ -334,7 +334,7 @@ def build_report(run_dir: str | Path, *, derive: bool = True, track: bool | str 
     if not root.is_dir():
         raise FileNotFoundError(f"run directory {root} does not exist; pass the --out directory of a run")
     known = ("config.json", "summary.md", "partitions", "matrices", "tables", "figures", "views", "tracking",
-             "verification", "verification.csv", "valuations.json", "warnings.txt")
+             "verification", "verification.csv", "valuations.json", "warnings.txt", "cards.json")
     if not any((root / name).exists() for name in known):
         raise FileNotFoundError(f"{root} holds no run (none of {', '.join(known)}): pass the --out directory of a "
                                 "`hedonic-neurons mnist` or `reranker` run")
@@ -374,6 +374,17 @@ def build_report(run_dir: str | Path, *, derive: bool = True, track: bool | str 
                          "<p class='note'>One row per layer and method "
                          "(partitions/&lt;layer&gt;/&lt;method&gt;.json).</p>"
                          + _html_table(overview, max_rows=10_000)))
+
+    # coalition cards (report.cards): the interactive explorer -------------------------------------
+    cards_path = root / "cards.json"
+    if cards_path.exists():  # optional (runs on language models write them): listed only when present
+        status.append(("cards.json", True, "coalition cards (what each coalition does)"))
+        from hedonic_neurons.report.cards import cards_section_html, read_cards
+
+        try:
+            sections.append(("coalitions", "Coalitions", cards_section_html(read_cards(cards_path))))
+        except (OSError, ValueError, KeyError) as exc:
+            sections.append(("coalitions", "Coalitions", f'<p class="missing">cards.json unreadable: {_esc(exc)}</p>'))
 
     # tables --------------------------------------------------------------------------------------
     tables = sorted((root / "tables").glob("*.csv"))
