@@ -1,4 +1,4 @@
-"""The sub-packages import one another in one direction only (DESIGN 6: model -> activations -> phi ->
+"""The sub-packages import one another in one direction only (the project's data flow: model -> activations -> phi ->
 partition -> metrics/tracking -> report), read from the source with the standard library's `ast`."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "hedonic_neurons"
 # Within a rank the graph must still be acyclic.
 RANKS: dict[str, int] = {
     **dict.fromkeys(["game", "parallel", "distributed", "rundir", "configs", "stages", "notices", "runtime", "lazy",
-                     "data", "ir", "valuations"], 0),
+                     "layers", "data", "ir", "valuations"], 0),
     **dict.fromkeys(["partition", "baselines", "models"], 1),
-    # metrics score what models/ computes (coalition ablation lives in models.ablate), as DESIGN 6 orders them
+    # metrics score what models/ computes (coalition ablation lives in models.ablate), as the data flow orders them
     **dict.fromkeys(["metrics", "tracking"], 2),
     "report": 3,
     "experiments": 4,
