@@ -423,6 +423,15 @@ class LayerCache:
     def n_players(self) -> int:
         return int(self.coef.shape[1])
 
+    @property
+    def sample_target(self) -> np.ndarray | None:
+        """(N,) the class or vocabulary token whose logit each sample reads (None: a scalar head)."""
+        t = getattr(self.tail, "class_targets", None) if getattr(self.tail, "sample_indexed", False) else self.targets
+        if t is None:
+            return None
+        t = np.asarray(t, dtype=np.int64)
+        return t if self.target_tokens is None else np.asarray(self.target_tokens)[t]
+
     def delta(self, players: Sequence[int] | np.ndarray) -> np.ndarray:
         """Sum over `players` of delta_i(x), shape (N, d): what ablating them subtracts from H."""
         S = np.asarray(players, dtype=np.int64).reshape(-1)
