@@ -1,6 +1,7 @@
 """Models: architectures found from the model (detect), adapters (BERT, the MNIST gated MLP, registered ones),
 LoRA base-vs-adapted activations, hook-based extraction with early stop, per-layer caches, loaders,
-targets of the local logit (next-token, label, predicted, head), `compute_valuations` and its self-verification against the model's own modules (verify)."""
+targets of the local logit (next-token, label, predicted, head), `compute_valuations` and its
+self-verification against the model's own modules (verify)."""
 
 # Lazy (PEP 562): `import hedonic_neurons.models.cli` (the `valuations` command) must not pay for torch,
 # transformers and PEFT before it can refuse an unsupported model; names load on first access.
