@@ -407,3 +407,30 @@ def test_cli_layer_refused_before_weights(tmp_path, capsys, saved):
                  str(tmp_path / "v")]) == 2
     err = capsys.readouterr().err
     assert "layer 3 is out of range" in err and "use 0..2" in err
+
+
+def test_cli_valuations_label_from_jsonl(tmp_path, capsys):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from hedonic_neurons.cli import main
+
+    tok = _tokenizer()
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(LlamaConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=12,
+                                               num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                               num_labels=3, pad_token_id=tok.pad_token_id)
+                                   ).save_pretrained(tmp_path / "clf")
+    tok.save_pretrained(tmp_path / "clf")
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": f"item {i} is here", "label": i % 3}) + "\n" for i in range(6)))
+    out = tmp_path / "val"
+    assert main(["--quiet", "valuations", str(tmp_path / "clf"), "--layer", "0", "--texts", str(data),
+                 "--out", str(out)]) == 0
+    assert "target: label - the gold label's logit" in capsys.readouterr().out
+    t = json.loads((out / "valuations.json").read_text())["meta"]["target"]
+    assert t["kind"] == "label" and t["head_is_new"] is False and t["n_samples"] == 6
+    data.write_text("".join(json.dumps({"text": f"item {i}", "label": 3 + i}) + "\n" for i in range(3)))
+    assert main(["--quiet", "valuations", str(tmp_path / "clf"), "--layer", "0", "--texts", str(data),
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "out of range for this model's 3-label head" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
