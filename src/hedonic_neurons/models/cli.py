@@ -8,37 +8,15 @@ import logging
 log = logging.getLogger(__name__)
 
 
-def _causal_from_config(model: str, target: str | None) -> bool:
-    """Whether the model will load as a causal LM, from its config.json alone (no torch): the choice the
-    file-only precheck needs (a causal LM needs no sequence-classification class)."""
-    if target is not None:
-        return target == "next-token"
-    import json
-
-    from hedonic_neurons.models.precheck import config_dir
-
-    folder = config_dir(model)
-    if folder is None:
-        return False
-    try:
-        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    archs = cfg.get("architectures") or [] if isinstance(cfg, dict) else []
-    return not any(str(a).endswith(("ForSequenceClassification", "ForMaskedLM")) for a in archs) and cfg.get(
-        "model_type") not in ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta", "deberta-v2",
-                              "albert", "mpnet", "camembert", "modernbert")
-
-
 def run(args: argparse.Namespace) -> int:
-    from hedonic_neurons.models.precheck import check_layers_config, precheck_config
+    from hedonic_neurons.models.precheck import check_layers_config, loads_as_causal_lm, precheck_config
 
     check_layers_config(args.model, [args.layer])  # from config.json: before torch and before any weight
     if args.max_samples is not None and args.max_samples < 2:
         raise ValueError(f"--max-samples {args.max_samples}: valuations need at least 2 samples")
     if not args.adapter:
         # seconds: refuse what is certainly unsupported before importing torch
-        precheck_config(args.model, causal=_causal_from_config(args.model, args.target))
+        precheck_config(args.model, causal=loads_as_causal_lm(args.model, args.target))
     labels = None
     if args.texts:
         from hedonic_neurons.data.texts import read_texts

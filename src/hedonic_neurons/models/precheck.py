@@ -21,7 +21,11 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["precheck_config", "config_dir", "check_layers_config"]
+__all__ = ["precheck_config", "config_dir", "check_layers_config", "loads_as_causal_lm", "ENCODER_TYPES"]
+
+# encoders: no causal next token to predict (their LM heads, if any, are masked-LM heads)
+ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta", "deberta-v2",
+                           "albert", "mpnet", "camembert", "modernbert", "nomic_bert", "xlm", "ernie"})
 
 _FIX = ("write an adapter for it (docs/models.md, 'Bringing your own model') and pass --adapter module:Class "
         "(API: register_adapter)")
@@ -105,6 +109,25 @@ def check_layers_config(model: str, layers: list[int] | tuple[int, ...]) -> None
     if bad:
         rng = f"use 0..{n - 1} (the model has {n} layers)" if n is not None else "layers count from 0"
         raise ValueError(f"layer {bad[0]} is out of range for {model}: {rng}")
+
+
+def loads_as_causal_lm(model: str, target: str | None = None) -> bool:
+    """Whether `model` will load as a causal LM (the next-token target), from its config.json alone: an explicit
+    `target`, else a config that names no sequence classifier and is no encoder (unknown: False)."""
+    if target is not None:
+        return target == "next-token"
+    folder = config_dir(model)
+    if folder is None:
+        return False
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(cfg, dict):
+        return False
+    archs = [str(a) for a in (cfg.get("architectures") or [])]
+    return (not any(a.endswith(("ForSequenceClassification", "ForMaskedLM", "ForPreTraining")) for a in archs)
+            and cfg.get("model_type") not in ENCODER_TYPES)
 
 
 def precheck_config(model: str, causal: bool = False) -> None:

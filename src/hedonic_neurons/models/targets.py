@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .precheck import ENCODER_TYPES
+
 __all__ = ["TARGETS", "POSITIONS", "MAX_SAMPLES", "ENCODER_TYPES", "default_target", "model_target",
            "check_target", "describe_target", "samples_for_target", "target_batches", "predicted_labels",
            "new_head_error", "format_target"]
@@ -28,10 +30,6 @@ __all__ = ["TARGETS", "POSITIONS", "MAX_SAMPLES", "ENCODER_TYPES", "default_targ
 TARGETS = ("next-token", "label", "predicted", "head")
 POSITIONS = ("all", "last")
 MAX_SAMPLES = 4096
-# encoders: no causal next token to predict (their LM heads, if any, are masked-LM heads)
-ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta", "deberta-v2",
-                           "albert", "mpnet", "camembert", "modernbert", "nomic_bert", "xlm", "ernie"})
-SAMPLE_KEYS = ("sample_row", "sample_pos", "sample_text")
 
 
 def new_head_error(what: str) -> ValueError:
@@ -174,8 +172,8 @@ def describe_target(model: Any, target: str, *, positions: str | None = None, n_
                 "of its own logits)", "head": "the head's output"}[target]
         pool = {"last": "the last non-pad token", "first": "the first token (CLS)", "none": "the input"}.get(
             a.pooling, a.pooling)
-        readout = f"{what} through {'the layer norm, pooler and ' if not a.tail_is_norm else norm + ' and '}{head} " \
-                  f"at {pool}"
+        via = f"{norm} and {head}" if a.tail_is_norm else f"the layer's norm, the pooler and {head}"
+        readout = f"{what} through {via} at {pool}"
         positions = None
         max_samples = None
     return {"kind": target, "positions": positions, "n_samples": n_samples, "n_texts": n_texts,
@@ -325,9 +323,9 @@ def target_batches(tokenizer: Any, texts: Sequence[str], *, target: str, positio
     from .extract import text_batches
 
     _check_name(target)
-    texts = list(texts) if not isinstance(texts, str) else texts
     if isinstance(texts, str):
         raise ValueError("texts must be a list of strings, not one string: wrap it in a list")
+    texts = list(texts)
     if labels is not None and len(labels) != len(texts):
         raise ValueError(f"{len(labels)} labels for {len(texts)} texts: give one label per text")
     side = getattr(tokenizer, "padding_side", "right")

@@ -378,7 +378,9 @@ def compute_valuations(
     labels = targets if labels is None else labels
     if isinstance(model, (str, Path)):
         from .loading import load_model
+        from .precheck import check_layers_config
 
+        check_layers_config(str(model), [layer])  # from config.json, before any weight is read
         model, tok = load_model(model, dtype=dtype, check=adapter is None, target=target,
                                 allow_new_head=allow_new_head, labels_given=labels is not None)
         tokenizer = tokenizer or tok
