@@ -150,9 +150,9 @@ def _from_pretrained(src: str, *, target: str | None = None, num_labels: int | N
     if kind == "next-token":
         lm = [k for k in (info or {}).get("missing_keys", ()) if k.split(".")[0] in ("lm_head", "embed_out")]
         if lm:
-            raise ValueError(f"{src} has no trained language-model head ({lm[0]} is missing: a sequence-classifier "
-                             "checkpoint?): --target next-token would read a random unembedding; use --target "
-                             "label / predicted / head")
+            raise ValueError(f"{src} has no trained language-model head ({lm[0]} is missing: a base model or a "
+                             "sequence-classifier checkpoint?): --target next-token would read a random unembedding; "
+                             "use a causal-LM checkpoint, or --target label / predicted / head for a classifier")
     else:
         new_head = new_head or bool(missing)
         if new_head and not allow_new_head:  # the config named a classifier, but the weights hold no head
