@@ -434,3 +434,21 @@ def test_cli_valuations_label_from_jsonl(tmp_path, capsys):
                  "--out", str(tmp_path / "bad")]) == 2
     assert "out of range for this model's 3-label head" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_subset_by_text_keeps_a_post_norm_tail_exact():
+    """Halves split by text (sample_text), on Gemma-2's post-norm tail (per-sample rows): the subset reads the
+    same local logits, and its closed-form exact PAS equals direct evaluation of its own pair ablations."""
+    from hedonic_neurons.models.extract import subset_cache
+    from hedonic_neurons.models.valuate import exact_pas_pairs, valuations_from_cache
+
+    model = tiny("gemma2")
+    batches = samples_for_target(token_batches(n=6, T=6, seed=6), "next-token", max_samples=None)
+    cache = layer_cache(model, batches, LAYER, dtype=torch.float64, progress=False)
+    half = np.flatnonzero(cache.sample_text % 2 == 0)
+    sub = subset_cache(cache, half)
+    assert set(sub.sample_text.tolist()) == {0, 2, 4} and sub.n_samples == half.size < cache.n_samples
+    np.testing.assert_allclose(sub.local_logit(), cache.local_logit()[half], rtol=1e-12)
+    v = valuations_from_cache(sub, ("pas",), progress=False)
+    (pi, pj), vals, _ = exact_pas_pairs(sub)
+    _close(v.phi_pas[pi, pj], vals, 1e-10)

@@ -577,13 +577,20 @@ def _build_cache(adapter: ModelAdapter, out: dict, layer: int, site: str, ablati
 
 
 def subset_cache(cache, idx: np.ndarray):
-    """The layer cache restricted to the samples `idx` (a half of the probe pairs); weights are shared."""
+    """The layer cache restricted to the samples `idx` (a half of the inputs: split next-token samples by
+    `sample_text`, never by row); weights are shared."""
     idx = np.asarray(idx, dtype=np.int64)
 
     def take(x):
         return None if x is None else x[idx]
 
+    tail, targets = cache.tail, take(cache.targets)
+    if getattr(tail, "sample_indexed", False):  # a post-norm tail holds per-sample rows: keep the subset's
+        ct = getattr(tail, "class_targets", None)
+        tail = dataclasses.replace(tail, R=np.asarray(tail.R)[idx], class_targets=None if ct is None
+                                   else np.asarray(ct)[idx])
+        targets = np.arange(idx.size)
     return dataclasses.replace(cache, H=cache.H[idx], coef=cache.coef[idx], acts=cache.acts[idx],
                                acts_base=take(cache.acts_base), coef_base=take(cache.coef_base),
-                               targets=take(cache.targets), sample_text=take(cache.sample_text),
+                               targets=targets, tail=tail, sample_text=take(cache.sample_text),
                                sample_pos=take(cache.sample_pos), meta=dict(cache.meta))
