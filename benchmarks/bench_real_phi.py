@@ -113,7 +113,7 @@ def minilm_halves(cache: Path, layers: list[int], n_pairs: int) -> dict[str, dic
         from hedonic_neurons.models.loading import load_minilm
         from hedonic_neurons.valuations.pas import hessian_pas
 
-        model, tok = load_minilm(1, seed=0)
+        model, tok = load_minilm(1, seed=0, target="head", allow_new_head=True)
         model.eval()
         pairs = query_passage_pairs(n_pairs, "train", seed=0, per_query=10)
         texts = pairs.texts()

@@ -66,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     t = time.perf_counter()
     if args.adapter:
-        model, tok = load_model(args.adapter)
+        model, tok = load_model(args.adapter, target="head", allow_new_head=True)
         adapter_desc = f"fine-tuned adapter {args.adapter}"
     else:
-        model, tok = load_smollm2()
+        model, tok = load_smollm2(target="head", allow_new_head=True)
         model = get_peft_model(model, lora_config(model, range(7, 15), r=8, alpha=16, train_head=False))
         _random_lora(model, args.lora_rel, seed=0)
         adapter_desc = (f"RANDOM LoRA r=8 on the MLP of layers 7-14, ||dW|| = {args.lora_rel:.0%} of ||W|| "

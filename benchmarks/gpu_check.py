@@ -81,7 +81,7 @@ def part_smollm2(args, res: dict) -> None:
     T: dict[str, float] = {}
     torch.manual_seed(0)
     t = time.perf_counter()
-    model, tok = load_smollm2(dtype=torch.float32)
+    model, tok = load_smollm2(dtype=torch.float32, target="head", allow_new_head=True)
     model = get_peft_model(model, lora_config(model, range(7, 15), r=8, alpha=16, train_head=False))
     _random_lora(model, 0.05, seed=0)
     model = model.to(DEV).eval()

@@ -200,8 +200,8 @@ def test_nan_inputs_and_bad_arguments_give_clear_errors():
     with pytest.raises(ValueError, match="NaN"):  # batches that bypass the input check: caught in the hook
         layer_cache(mnist, [X], 2, progress=False)
     X[2, 3] = 0.0
-    with pytest.raises(ValueError, match="targets"):
-        compute_valuations(mnist, X, 2, progress=False)
+    with pytest.raises(ValueError, match="gold label.*one label per input"):  # (no labels: "predicted" is the default)
+        compute_valuations(mnist, X, 2, target="label", progress=False)
     model = tiny_model("llama")
     with pytest.raises(ValueError, match="unknown valuation method"):
         compute_valuations(model, token_batches(), 1, methods=("shapley",), progress=False)

@@ -116,11 +116,11 @@ def test_load_model_from_a_peft_adapter_directory(tmp_path):
 def test_embedded_models_load_and_extract():
     from hedonic_neurons.models import load_minilm, load_smollm2, lora_config
 
-    model, tok = load_minilm()
+    model, tok = load_minilm(target="head", allow_new_head=True)
     assert get_adapter(model).name == "bert" and get_adapter(model).d_ff(0) == 1536
     names = lora_config(model, [1, 2]).target_modules
     assert "attention" not in names
-    model, tok = load_smollm2()
+    model, tok = load_smollm2(target="head", allow_new_head=True)
     a = get_adapter(model)
     assert (a.n_layers, a.d_model, a.d_ff(0)) == (30, 576, 1536)
     assert model.config.pad_token_id is not None

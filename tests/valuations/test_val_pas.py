@@ -139,3 +139,24 @@ def test_tile_workers_do_not_change_the_result():
     two = exact_pas(H, coef, C, tail, targets, block=3, n_jobs=2, progress=False, **base)
     np.testing.assert_array_equal(one.phi, two.phi)
     np.testing.assert_array_equal(one.se, two.se)
+
+
+@pytest.mark.parametrize("kind", ["rms", "layer"])
+@pytest.mark.parametrize("head", ["vec", "mat"])
+def test_softcapped_tail_exact_and_hessian(kind, head):
+    """Gemma-2's final soft-capping cap * tanh(z / cap): the closed forms stay exact (brute force) and the
+    closed-form Hessian matches autograd; a cap near the logits' size changes both visibly."""
+    import dataclasses
+
+    H, coef, C, tail, targets, base = _case(kind, head, seed=31)
+    capped = dataclasses.replace(tail, softcap=1.5)
+    res = exact_pas(H, coef, C, capped, targets, block=4, batch_size=4, progress=False, **base)
+    phi_ref, psi_ref = brute_force_pas(H, coef, C, capped, targets, **base)
+    np.testing.assert_allclose(res.phi, phi_ref, atol=1e-10 * np.abs(phi_ref).max(), rtol=0)
+    np.testing.assert_allclose(res.psi, psi_ref, atol=1e-10 * np.abs(psi_ref).max(), rtol=0)
+    np.testing.assert_allclose(res.logit_mean, capped.logit(H, targets).mean(), rtol=1e-12)
+    plain = exact_pas(H, coef, C, tail, targets, progress=False, **base)
+    assert np.abs(res.phi - plain.phi).max() > 1e-2 * np.abs(plain.phi).max()
+    closed = hessian_pas(H, coef, C, capped, targets, block=4, progress=False, **base)
+    auto = hessian_pas(H, coef, C, capped, targets, method="autograd", **base)
+    np.testing.assert_allclose(closed, auto, atol=1e-8 * np.abs(auto).max(), rtol=0)

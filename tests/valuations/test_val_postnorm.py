@@ -60,3 +60,19 @@ def test_postnorm_targets_must_be_sample_ids():
     H, coef, C, tail = _case(rng, "rms", "rms", None)
     with pytest.raises(ValueError, match="sample ids"):
         exact_pas_postnorm(H, coef, C, tail, np.zeros(H.shape[0], dtype=int), progress=False)
+
+
+@pytest.mark.parametrize("post_kind,final_kind", [("rms", "rms"), ("layer", "layer")])
+def test_postnorm_softcapped_exact_pas_equals_brute_force(post_kind, final_kind):
+    """Gemma-2: post-MLP norm, final norm, tied head and the final soft-capping cap * tanh(z / cap)."""
+    import dataclasses
+
+    rng = np.random.default_rng(3)
+    H, coef, C, tail = _case(rng, post_kind, final_kind, 3)
+    tail = dataclasses.replace(tail, final=dataclasses.replace(tail.final, softcap=2.0))
+    N = coef.shape[0]
+    res = exact_pas_postnorm(H, coef, C, tail, np.arange(N), block=4, progress=False)
+    phi, psi = brute_force_pas(H, coef, C, tail.logit, np.arange(N))
+    np.testing.assert_allclose(res.phi, phi, atol=1e-12 * np.abs(phi).max())
+    np.testing.assert_allclose(res.psi, psi, atol=1e-12 * np.abs(psi).max())
+    np.testing.assert_allclose(res.logit_mean, tail.logit(H, np.arange(N)).mean(), rtol=1e-12)

@@ -207,7 +207,8 @@ class RerankerExperiment:
             return self._loader()
         from hedonic_neurons.models.loading import load_model
 
-        return load_model(self.cfg.model, num_labels=1, seed=self.cfg.seed0)
+        # the reranker trains a scalar head (LP-FT): a new head is what it asks for, not a silent fallback
+        return load_model(self.cfg.model, target="head", num_labels=1, allow_new_head=True, seed=self.cfg.seed0)
 
     def _check_config(self) -> None:
         """Resolve the config; plan the stages, drop the stale ones and save config.json (StageRunner)."""

@@ -1,6 +1,7 @@
 """Models: architectures found from the model (detect), adapters (BERT, the MNIST gated MLP, registered ones),
 LoRA base-vs-adapted activations, hook-based extraction with early stop, per-layer caches, loaders,
-`compute_valuations` and its self-verification against the model's own modules (verify)."""
+targets of the local logit (next-token, label, predicted, head), `compute_valuations` and its
+self-verification against the model's own modules (verify)."""
 
 # Lazy (PEP 562): `import hedonic_neurons.models.cli` (the `valuations` command) must not pay for torch,
 # transformers and PEFT before it can refuse an unsupported model; names load on first access.
@@ -24,6 +25,10 @@ _LAZY = {
     "extract_activations": "hedonic_neurons.models.extract",
     "get_adapter": "hedonic_neurons.models.adapters",
     "layer_cache": "hedonic_neurons.models.extract",
+    "layer_caches": "hedonic_neurons.models.extract",
+    "describe_target": "hedonic_neurons.models.targets",
+    "samples_for_target": "hedonic_neurons.models.targets",
+    "target_batches": "hedonic_neurons.models.targets",
     "load_minilm": "hedonic_neurons.models.loading",
     "load_model": "hedonic_neurons.models.loading",
     "load_smollm2": "hedonic_neurons.models.loading",

@@ -139,6 +139,17 @@ class ModuleTail:
         return f"ModuleTail({self.description or self.fn!r}, d={self.d})"
 
 
+class SoftCap(nn.Module):
+    """cap * tanh(z / cap): the final logit soft-capping Gemma-2's causal LM applies inline in its forward."""
+
+    def __init__(self, cap: float):
+        super().__init__()
+        self.cap = float(cap)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.cap * torch.tanh(z / self.cap)
+
+
 def _module_fn_in_dtype(modules: list[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
     """Compose modules, running them in the input's dtype/device (a float64 cache is not downcast)."""
 
@@ -186,6 +197,7 @@ class ModelAdapter:
     # (BERT's pooler: its NSP-trained dense + tanh, the rest of BertForSequenceClassification's head).
     head_extra_paths: tuple[str, ...] = ()
     pooling = "last"  # "last" non-pad token, "first" token (CLS), "none" (vector inputs)
+    head_is_lm = False  # the head is the model's unembedding (a causal LM: next-token target)
 
     def __init__(self, model: nn.Module):
         self.model = unwrap_model(model)
@@ -273,9 +285,10 @@ class ModelAdapter:
         """More tensors to read at the readout position in the same pass: {name: (module path, "output"|"input")}."""
         return {}
 
-    def make_tail(self, layer: int, site: str, out: dict) -> Any:
-        """The tail of a cache, given the per-sample readouts `out` (H, acts, extra reads, targets)."""
-        return self.tail(layer, site)
+    def make_tail(self, layer: int, site: str, out: dict, rows: np.ndarray | None = None) -> Any:
+        """The tail of a cache, given the per-sample readouts `out` (H, acts, extra reads, targets); `rows`: the
+        head rows to keep (a language-model head: the next tokens' unembedding rows only)."""
+        return self.tail(layer, site) if rows is None else self.tail(layer, site, rows=rows)
 
     def residual_readers(self, layer: int) -> np.ndarray | None:
         """OCA's weight term at the residual site (DESIGN 3): the weights that read h_layer next, (rows, d),
@@ -295,20 +308,31 @@ class ModelAdapter:
         override it together with `tail` when the readout is not final_norm + head.
         """
         norm = self.final_norm()
-        return ([norm] if norm is not None else []) + [self.head()]
+        cap = [SoftCap(self.softcap)] if self.softcap else []
+        return ([norm] if norm is not None else []) + [self.head()] + cap
+
+    @property
+    def softcap(self) -> float | None:
+        """Gemma-2's final logit soft-capping (cap * tanh(z / cap)) of a language-model head, else None."""
+        if not self.head_is_lm:
+            return None
+        cfg = getattr(self.model, "config", None)
+        cap = getattr(cfg, "final_logit_softcapping", None) if cfg is not None and not isinstance(cfg, dict) else None
+        return float(cap) if cap else None
 
     @property
     def tail_is_norm(self) -> bool:
         """True when the tail is a `NormTail` (final norm + linear head: the fast closed forms apply)."""
         return True
 
-    def tail(self, layer: int, site: str = "mlp"):
-        """The local logit as a function of H: head(final_norm(h)) (a NormTail for norm + linear heads)."""
+    def tail(self, layer: int, site: str = "mlp", rows: np.ndarray | None = None):
+        """The local logit as a function of H: head(final_norm(h)) (a NormTail for norm + linear heads); `rows`
+        keeps those head rows only (next-token targets index them)."""
         from ..valuations.tail import NormTail
 
         head = self.head()
-        row = 0 if head.weight.shape[0] == 1 else None
-        return NormTail.from_modules(self.final_norm(), head, row=row)
+        row = 0 if head.weight.shape[0] == 1 and rows is None else None
+        return NormTail.from_modules(self.final_norm(), head, row=row, rows=rows, softcap=self.softcap)
 
     # ---- readout position -------------------------------------------------------------------------
     def pool_index(self, batch: dict[str, Any], seq_len: int) -> torch.Tensor | None:

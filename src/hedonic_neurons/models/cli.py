@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 
-def _read_texts(path: str) -> list[str]:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"texts file {p} does not exist: give a UTF-8 file with one input per line")
-    texts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if len(texts) < 2:
-        raise ValueError(f"{p} holds {len(texts)} non-empty line(s): valuations need at least 2 inputs")
-    return texts
-
-
 def run(args: argparse.Namespace) -> int:
-    if not args.adapter:
-        from hedonic_neurons.models.precheck import precheck_config
+    from hedonic_neurons.models.precheck import check_layers_config, loads_as_causal_lm, precheck_config
 
-        precheck_config(args.model)  # seconds: refuse what is certainly unsupported before importing torch
+    check_layers_config(args.model, [args.layer])  # from config.json: before torch and before any weight
+    if args.max_samples is not None and args.max_samples < 2:
+        raise ValueError(f"--max-samples {args.max_samples}: valuations need at least 2 samples")
+    if not args.adapter:
+        # seconds: refuse what is certainly unsupported before importing torch
+        precheck_config(args.model, causal=loads_as_causal_lm(args.model, args.target))
+    labels = None
+    if args.texts:
+        from hedonic_neurons.data.texts import read_texts
+
+        texts, labels = read_texts(args.texts)
+        source = args.texts
+        if labels is not None and args.target not in (None, "label"):
+            labels = None  # the file's labels are read by --target label only
+    elif args.target == "label":
+        raise ValueError("--target label needs gold labels: give --texts FILE.jsonl ({'text', 'label'} per line) "
+                         "or a .tsv/.csv with text and label columns")
     import numpy as np
     import torch
 
@@ -35,10 +39,7 @@ def run(args: argparse.Namespace) -> int:
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown method(s) {bad}: use a comma list of {', '.join(METHODS)}")
-    if args.texts:
-        texts = _read_texts(args.texts)
-        source = args.texts
-    else:
+    if not args.texts:
         from hedonic_neurons.ir.embedded import query_passage_pairs
 
         texts = query_passage_pairs(args.n, split=args.split, seed=args.seed).texts()[: args.n]
@@ -54,13 +55,20 @@ def run(args: argparse.Namespace) -> int:
     v = valuations_any(args.model, texts, args.layer, methods=methods, ablation=args.ablation,
                        batch_size=args.batch_size, max_length=args.max_length, device=args.device,
                        pas_dtype=np.dtype(args.pas_dtype), load_kwargs=placement_kwargs(args),
-                       verify=not args.no_verify, adapter=adapter)
+                       verify=not args.no_verify, adapter=adapter, target=args.target, positions=args.positions,
+                       max_samples=args.max_samples, seed=args.seed, labels=labels,
+                       allow_new_head=args.allow_new_head)
     if v is None:
         return 0
     v.meta.update(model=str(args.model), inputs=source)
     out = v.save(args.out)
     log.info("wrote %s", out)
-    print(f"layer {v.layer}: n = {v.n_players} players, N = {v.n_samples} inputs, ablation {v.ablation}")
+    print(f"layer {v.layer}: n = {v.n_players} players, N = {v.n_samples} samples, ablation {v.ablation}")
+    tg = v.meta.get("target")
+    if tg:
+        from hedonic_neurons.models.targets import format_target
+
+        print(format_target(tg))
     for k, s in v.timings.items():
         print(f"  {k:12s} {s:8.1f} s")
     if v.agreement:
@@ -78,6 +86,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _max_samples(value: str) -> int | None:
+    if value.strip().lower() in ("all", "none"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of samples (or 'all')") from None
+
+
 def register(subparsers) -> None:
     """Add the `valuations` sub-command."""
     from hedonic_neurons.models.placement import add_placement_args
@@ -88,12 +105,23 @@ def register(subparsers) -> None:
                     "directory, or a cached hub id. Writes valuations.safetensors + valuations.json.")
     p.add_argument("model", help="smollm2 | minilm | PATH (model or PEFT adapter dir) | cached hub id")
     p.add_argument("--layer", type=int, required=True, help="0-based layer index")
-    p.add_argument("--texts", help="file with one input text per line (default: embedded query-passage pairs)")
+    p.add_argument("--texts", help="inputs: one text per line, a .jsonl of {\"text\", \"label\"}, or a .tsv/.csv "
+                                   "with text and label columns (default: embedded query-passage pairs)")
+    p.add_argument("--target", choices=["next-token", "label", "predicted", "head"], default=None,
+                   help="what the local logit reads: next-token (a causal LM's own logit of the observed next "
+                        "token; its default), label (a trained classifier's gold label, labels from --texts), "
+                        "predicted (its argmax class; a K-class classifier's default), head (the head as it is)")
+    p.add_argument("--positions", choices=["all", "last"], default="all",
+                   help="next-token: every position with an observed next token, or the last one per text")
+    p.add_argument("--max-samples", type=_max_samples, default=4096,
+                   help="next-token: draw this many (text, position) samples at random (--seed); 'all' keeps all")
+    p.add_argument("--allow-new-head", action="store_true",
+                   help="measure a newly initialised (random) classification head knowingly (recorded)")
     # --n-inputs: under torchrun, whose parser takes the bare `--n` for an abbreviation of its own options
     p.add_argument("--n", "--n-inputs", dest="n", type=int, default=512,
                    help="number of embedded pairs when --texts is not given")
     p.add_argument("--split", default="train", choices=["train", "ood"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="embedded pairs and the next-token sample draw")
     p.add_argument("--methods", default="oca,pas,hessian")
     p.add_argument("--ablation", default="auto", choices=["auto", "lora", "zero", "mean"])
     p.add_argument("--batch-size", type=int, default=16)

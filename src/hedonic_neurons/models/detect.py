@@ -145,12 +145,18 @@ def inspect_structure(model: nn.Module) -> dict:
                and n != layers_prefix and _is_norm(m, d)]
     final = outside[-1][0] if outside else None
     heads = [n for n in ("score", "classifier") if isinstance(getattr(base, n, None), nn.Module)]
-    if not heads or _linear_shape(_resolve_head(getattr(base, heads[0]))) is None:
-        kind = "a language-model head only" if hasattr(base, "lm_head") else "no linear classification head"
-        raise ValueError(f"architecture {arch!r} has {kind}: load it as a sequence classifier "
-                         f"(AutoModelForSequenceClassification: a `score` head), or {fix}")
+    head_is_lm = False
+    if not heads:
+        # a causal LM: its own unembedding (tied or not) is the head of the next-token target
+        emb = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+        name = next((n for n, m in base.named_modules() if emb is not None and m is emb), None)
+        if name and _linear_shape(emb) is not None:
+            heads, head_is_lm = [name], True
+    if not heads or _linear_shape(_resolve_head(base.get_submodule(heads[0]))) is None:
+        raise ValueError(f"architecture {arch!r} has no linear classification head and no language-model head: "
+                         f"load it as a causal LM (target next-token) or a sequence classifier, or {fix}")
     head = heads[0]
-    if _linear_shape(_resolve_head(getattr(base, head)))[0] != d:
+    if _linear_shape(_resolve_head(base.get_submodule(head)))[0] != d:
         raise ValueError(f"architecture {arch!r}: the head {head} does not read the {d}-wide residual; {fix}")
     if hasattr(base, "pooler") or any(n.endswith(".pooler") for n, _ in base.named_modules()):
         raise ValueError(f"architecture {arch!r} is an encoder with a pooler (CLS readout): register an adapter "
@@ -158,7 +164,8 @@ def inspect_structure(model: nn.Module) -> dict:
     return {"arch": arch, "layers_prefix": layers_prefix, "n_layers": len(layers), "d_model": d, "d_ff": d_ff,
             "mlp_roles": {r: n for r, n in roles.items()}, "mlp_rel": parent, "act_candidates": acts,
             "layer_norms": norms, "post_mlp_norm": post[0] if len(post) == 1 else None, "final_norm": final,
-            "head": head, "hidden_act": _cfg_get(cfg, "hidden_activation", "hidden_act", "activation_function")}
+            "head": head, "head_is_lm": head_is_lm,
+            "hidden_act": _cfg_get(cfg, "hidden_activation", "hidden_act", "activation_function")}
 
 
 class _Stop(Exception):
@@ -168,9 +175,10 @@ class _Stop(Exception):
 class AutoDecoderAdapter(ModelAdapter):
     """A decoder adapter built from `inspect_structure` and confirmed by probes of the real modules.
 
-    Players: the down projection's input. Readout: the final norm and `score` head at the last non-pad
-    token. A post-MLP norm (found by the write probe) makes the tail a `PostNormTail` (H = the MLP output,
-    R = the rest of the layer output); otherwise H = the layer output and the tail is a `NormTail`.
+    Players: the down projection's input. Readout: the final norm and the `score` head at the last non-pad
+    token, or (a causal LM) the unembedding at every sample position (next-token target). A post-MLP norm
+    (found by the write probe) makes the tail a `PostNormTail` (H = the MLP output, R = the rest of the
+    layer output); otherwise H = the layer output and the tail is a `NormTail`.
     """
 
     pooling = "last"
@@ -186,6 +194,7 @@ class AutoDecoderAdapter(ModelAdapter):
         self.norm_path = s["final_norm"]
         self.head_path = s["head"]
         self.post_mlp_norm = s["post_mlp_norm"]
+        self.head_is_lm = bool(s.get("head_is_lm", False))
         self._act: Any = None
         self._gate_first = True  # fused gate_up: which half is the gate
         self._swap = False  # separate gate/up: act applies to "gate" (False) or to "up" (True)
@@ -256,9 +265,9 @@ class AutoDecoderAdapter(ModelAdapter):
     def tail_is_norm(self) -> bool:
         return not self.post_mlp_norm
 
-    def make_tail(self, layer: int, site: str, out: dict) -> Any:
+    def make_tail(self, layer: int, site: str, out: dict, rows: np.ndarray | None = None) -> Any:
         if not self.post_mlp_norm:
-            return self.tail(layer, site)
+            return self.tail(layer, site, rows=rows)
         from ..valuations.postnorm import PostNormTail
         from ..valuations.tail import NormTail, norm_params
 
@@ -268,7 +277,8 @@ class AutoDecoderAdapter(ModelAdapter):
         q = X / np.sqrt(np.mean(X * X, 1, keepdims=True) + eps) * g + (0.0 if b is None else b)
         R = np.asarray(out["layer_out"], dtype=np.float64) - q
         head = self.head()
-        final = NormTail.from_modules(self.final_norm(), head, row=0 if head.weight.shape[0] == 1 else None)
+        final = NormTail.from_modules(self.final_norm(), head, row=0 if head.weight.shape[0] == 1 and rows is None
+                                      else None, rows=rows, softcap=self.softcap)
         tg = out.get("targets") if final.n_classes is not None else None
         return PostNormTail(kind, g, eps, R, final, post_bias=b, class_targets=tg)
 
@@ -398,24 +408,26 @@ def detect_adapter(model: nn.Module) -> AutoDecoderAdapter:
     return a
 
 
-def check_supported(path: str, *, trust_remote_code: bool = False) -> dict:
+def check_supported(path: str, *, trust_remote_code: bool = False, causal: bool = False) -> dict:
     """Decide from `path`'s config alone, before any weight is read, whether a model is supported.
 
     Registered adapters (by model_type) pass; otherwise the model is built on the meta device (no memory,
     no weights) and `inspect_structure` must find its parts. Returns the structure found (or
     {"registered": key}); raises ValueError naming the architecture and --adapter module:Class.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     key = getattr(cfg, "model_type", None)
     if key in _REGISTRY:
         return {"registered": key}
+    auto, what = ((AutoModelForCausalLM, "causal-LM") if causal else
+                  (AutoModelForSequenceClassification, "sequence-classification"))
     try:
         with torch.device("meta"):
-            meta = AutoModelForSequenceClassification.from_config(cfg)
+            meta = auto.from_config(cfg)
     except (ValueError, KeyError) as exc:
-        raise ValueError(f"architecture {key!r} has no sequence-classification class in transformers ({exc}); "
+        raise ValueError(f"architecture {key!r} has no {what} class in transformers ({exc}); "
                          "write an adapter and pass --adapter module:Class") from exc
     if type(meta).__name__ in _REGISTRY:
         return {"registered": type(meta).__name__}

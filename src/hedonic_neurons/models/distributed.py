@@ -30,7 +30,8 @@ from ..distributed import Dist, launched, shard_sizes
 from ..valuations.accumulate import Moments, ValuationStats
 from ..valuations.activations import RunningStats
 from .extract import LayerCache, layer_cache, subset_cache
-from .valuate import METHODS, Valuations, _as_batches, compute_valuations, valuation_options
+from .targets import describe_target
+from .valuate import METHODS, Valuations, compute_valuations, target_inputs, valuation_options
 
 log = logging.getLogger(__name__)
 
@@ -328,11 +329,16 @@ def distributed_valuations(
         if own:
             dist.__enter__()
         lo = sum(sz[:dist.rank])
-        shard, tg = shard_inputs(inputs, o.targets, lo, lo + sz[dist.rank])
+        if o.targets is not None and o.labels is not None:
+            raise ValueError("labels and targets are the same thing: pass labels only")
+        labels = o.labels if o.labels is not None else o.targets
+        shard, tg = shard_inputs(inputs, labels, lo, lo + sz[dist.rank])
         if isinstance(model, (str, Path)):
             from .loading import load_model
 
-            model, tok = load_model(model, dtype=o.dtype, check=o.adapter is None, **(load_kwargs or {}))
+            model, tok = load_model(model, dtype=o.dtype, check=o.adapter is None, target=o.target,
+                                    allow_new_head=o.allow_new_head, labels_given=o.labels is not None,
+                                    **(load_kwargs or {}))
             o.tokenizer = o.tokenizer or tok
             if not getattr(model, "hf_device_map", None):
                 model = model.to(dist.device)
@@ -345,7 +351,12 @@ def distributed_valuations(
             from .detect import use_adapter
 
             use_adapter(model, o.adapter)
-        batches = _as_batches(shard, o.tokenizer, batch_size=o.batch_size, max_length=o.max_length, targets=tg)
+        # each rank draws its share of the next-token samples from its own texts (seed + rank)
+        share = None if o.max_samples is None else max(2, round(o.max_samples * sz[dist.rank] / N))
+        batches, kind, n_texts = target_inputs(model, shard, tokenizer=o.tokenizer, target=o.target,
+                                               positions=o.positions, max_samples=share, seed=o.seed + dist.rank,
+                                               labels=tg, batch_size=o.batch_size, max_length=o.max_length,
+                                               device=dev)
         if o.verify and not isinstance(batches, (list, tuple)):
             batches = list(batches)  # self-verification re-runs a few of them
         t = time.perf_counter()
@@ -377,6 +388,8 @@ def distributed_valuations(
                                   ablation=cache.ablation, timings=timings,
                                   meta={"world_size": dist.world, "shard_sizes": sz, "backend": dist.backend
                                         if dist.world > 1 else None})
+        v.meta["target"] = describe_target(model, kind, positions=o.positions, n_samples=v.n_samples,
+                                           max_samples=o.max_samples, seed=o.seed, n_texts=N if n_texts else None)
         if o.verify:
             v.verification = local.verification
             v.timings["verify"] = local.timings["verify"]
@@ -405,7 +418,9 @@ def valuations_any(model: nn.Module | str | Path, inputs: Any, layer: int, **kw:
     if load_kwargs and isinstance(model, (str, Path)):
         from .loading import load_model
 
-        model, tok = load_model(model, dtype=kw.get("dtype", torch.float32), **load_kwargs)
+        model, tok = load_model(model, dtype=kw.get("dtype", torch.float32), target=kw.get("target"),
+                                allow_new_head=kw.get("allow_new_head", False),
+                                labels_given=kw.get("labels") is not None, **load_kwargs)
         kw["tokenizer"] = kw.get("tokenizer") or tok
     return compute_valuations(model, inputs, layer, **kw)
 

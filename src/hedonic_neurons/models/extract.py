@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "LayerCache",
     "layer_cache",
+    "layer_caches",
     "extract_activations",
     "activation_stats",
     "text_batches",
@@ -100,11 +101,27 @@ def text_batches(
     return out
 
 
+def _split_samples(batch: Any) -> tuple[Any, dict[str, torch.Tensor] | None]:
+    """(the batch without its per-sample keys, {sample_row, sample_pos, sample_text} or None).
+
+    Sample batches (`models.targets`) read several positions of a sequence: sample k is row ``sample_row[k]``
+    at position ``sample_pos[k]``; "labels" and "index" are then per sample too."""
+    if not isinstance(batch, Mapping) or not any(k in batch for k in _SAMPLE_KEYS):
+        return batch, None
+    info = {k: torch.as_tensor(batch[k]).reshape(-1) for k in _SAMPLE_KEYS if batch.get(k) is not None}
+    if ("sample_row" in info) != ("sample_pos" in info):
+        raise ValueError("a sample batch needs both sample_row and sample_pos: build it with models.targets")
+    return {k: v for k, v in batch.items() if k not in _SAMPLE_KEYS}, info
+
+
+_SAMPLE_KEYS = ("sample_row", "sample_pos", "sample_text")
+
+
 def _prepare(batch: Any, device: torch.device) -> tuple[tuple, dict, Any, Any]:
     """(positional args, keyword args, targets, original row positions or None) of one batch: a dict of
     model inputs (with optional "labels" and "index"), an (x, y) pair, or a tensor."""
     if isinstance(batch, Mapping):
-        kw = dict(batch)
+        kw = {k: v for k, v in batch.items() if k not in _SAMPLE_KEYS}
         index = kw.pop("index", None)
         targets = kw.pop("labels", None)
         if targets is None:
@@ -141,10 +158,14 @@ class _Probe:
         self.want_base = want_base
         self.want_x = want_x
         self.idx: torch.Tensor | None = None
+        self.sel: tuple[torch.Tensor, torch.Tensor] | None = None  # (rows, positions) of a sample batch
         self.out: dict[int, dict[str, torch.Tensor]] = {}
         self.handles: list[Any] = []
 
     def _pool(self, t: torch.Tensor) -> torch.Tensor:
+        if t.ndim == 3 and self.sel is not None:
+            rows, pos = self.sel
+            return t[rows.to(t.device), pos.to(t.device)]
         if t.ndim == 3:
             idx = self.idx.to(t.device) if self.idx is not None else torch.full(
                 (t.shape[0],), t.shape[1] - 1, device=t.device)
@@ -198,8 +219,10 @@ class _Probe:
             h.remove()
         self.handles.clear()
 
-    def run(self, model: nn.Module, args: tuple, kwargs: dict) -> dict[int, dict[str, torch.Tensor]]:
+    def run(self, model: nn.Module, args: tuple, kwargs: dict,
+            sel: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[int, dict[str, torch.Tensor]]:
         self.out = {layer: {} for layer in self.layers}
+        self.sel = sel
         seq_len = None
         for v in list(args) + list(kwargs.values()):
             if isinstance(v, torch.Tensor) and v.ndim >= 2:
@@ -243,12 +266,19 @@ def _iter_readouts(model: nn.Module, batches: Iterable[Any], layers: Sequence[in
         with torch.no_grad(), f64, _Probe(adapter, layers, site, want_base) as probe:
             total = len(batches) if hasattr(batches, "__len__") else None
             for batch in _tqdm(batches, desc=desc, total=total, disable=not progress):
+                batch, info = _split_samples(batch)
                 args, kw, targets, index = _prepare(batch, device)
-                out = probe.run(base, args, {**kw, **kwargs_extra})
+                sel = None if info is None or "sample_row" not in info else (info["sample_row"], info["sample_pos"])
+                out = probe.run(base, args, {**kw, **kwargs_extra}, sel)
                 for layer, d in out.items():
                     for name, t in d.items():
                         _check_finite(name, t, layer)
-                yield out, targets, index
+                rows = next(iter(next(iter(out.values())).values())).shape[0]
+                pos = sel[1] if sel is not None else probe.idx
+                yield out, targets, index, {
+                    "text": None if info is None else info.get("sample_text"),
+                    "pos": None if pos is None else torch.as_tensor(pos).reshape(-1)[:rows].cpu(),
+                    "sample": sel is not None}
     finally:
         base.train(was_training)
 
@@ -265,7 +295,14 @@ def extract_activations(
     progress: bool = True,
 ) -> dict[int, dict[str, np.ndarray]]:
     """Per layer: {"H": (N, d) residual, "acts": (N, n) adapted MLP activations, "acts_base" (LoRA),
-    "targets"} at the pooling position. `base=None` reads base activations when the layer has LoRA."""
+    "targets", "sample_text", "sample_pos"} at the readout position of each sample (the pooling position,
+    or each (row, position) of a sample batch from `models.targets`). `base=None` reads base activations
+    when the layer has LoRA."""
+    return _extract(model, batches, layers, site=site, base=base, device=device, dtype=dtype, progress=progress)[0]
+
+
+def _extract(model, batches, layers, *, site, base, device, dtype, progress):
+    """`extract_activations` and whether the batches were sample batches (several positions per text)."""
     layers = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
     adapter = get_adapter(model)
     if base is None:
@@ -273,7 +310,11 @@ def extract_activations(
     acc: dict[int, dict[str, list[torch.Tensor]]] = {la: {} for la in layers}
     tgt: list[torch.Tensor] = []
     positions: list[torch.Tensor | None] = []
-    for out, targets, index in _iter_readouts(model, batches, layers, site, want_base=bool(base), device=device,
+    texts: list[torch.Tensor | None] = []
+    pos: list[torch.Tensor | None] = []
+    sample_batches = []
+    n_rows = 0
+    for out, targets, index, info in _iter_readouts(model, batches, layers, site, want_base=bool(base), device=device,
                                               progress=progress, desc=f"activations L{','.join(map(str, layers))}"):
         for layer, d in out.items():
             for name, t in d.items():
@@ -281,6 +322,13 @@ def extract_activations(
         if targets is not None:
             tgt.append(torch.as_tensor(targets).reshape(-1).cpu())
         positions.append(index)
+        rows = next(iter(next(iter(out.values())).values())).shape[0]
+        # the text of each row: the sample's own, else the row's original position (or its running count)
+        texts.append(info["text"] if info["text"] is not None else
+                     (torch.as_tensor(index).reshape(-1) if index is not None else torch.arange(n_rows, n_rows + rows)))
+        pos.append(info["pos"])
+        sample_batches.append(info["sample"])
+        n_rows += rows
     # batches sorted by length carry their rows' original positions: put the rows back in order
     order = None
     if positions and all(p is not None for p in positions):
@@ -296,7 +344,13 @@ def extract_activations(
         if tgt:
             t_all = torch.cat(tgt) if order is None else torch.cat(tgt)[order]
             result[layer]["targets"] = t_all.numpy().astype(np.int64)
-    return result
+        if texts:
+            t_all = torch.cat(texts) if order is None else torch.cat(texts)[order]
+            result[layer]["sample_text"] = t_all.numpy().astype(np.int64)
+        if pos and all(p is not None for p in pos):
+            p_all = torch.cat(pos) if order is None else torch.cat(pos)[order]
+            result[layer]["sample_pos"] = p_all.numpy().astype(np.int64)
+    return result, any(sample_batches)
 
 
 def activation_stats(
@@ -318,7 +372,7 @@ def activation_stats(
 
     layers = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
     stats = {} if stats is None else stats
-    for out, _, _ in _iter_readouts(model, batches, layers, site, want_base=(key == "acts_base"), device=device,
+    for out, _, _, _ in _iter_readouts(model, batches, layers, site, want_base=(key == "acts_base"), device=device,
                                     progress=progress, desc="activation stats"):
         for layer, d in out.items():
             x = d["H"] if (key == "H" or site == "residual") else d[key]
@@ -333,8 +387,10 @@ def activation_stats(
 class LayerCache:
     """Everything the valuation math needs for one layer, per sample at the pooling position.
 
-    Player i's ablation subtracts delta_i(x) = coef[x, i] C[:, i] - coef_base[x, i] C_base[:, i] from
-    H[x], and the local logit of the ablated model is tail(H - sum_{i in S} delta_i) (DESIGN trap 3).
+    A sample is one readout position of one text (``sample_text``, ``sample_pos``): the pooling position, or
+    every position with an observed next token for a causal LM. Player i's ablation subtracts
+    delta_i(x) = coef[x, i] C[:, i] - coef_base[x, i] C_base[:, i] from H[x], and the local logit of the
+    ablated model is tail(H - sum_{i in S} delta_i) (DESIGN trap 3).
     ``ablation``: "lora" (revert the LoRA change of the channel: coef = g - g_base, and for a LoRA on
     the down projection C_base = Delta W_down, coef_base = -g_base), "zero" (coef = g) or "mean"
     (coef = g - mean g over these samples).
@@ -355,6 +411,9 @@ class LayerCache:
     W_down: np.ndarray | None = None
     W_oca: np.ndarray | None = None  # OCA's weight term: W_down (MLP site), the adapter's residual_readers, or None
     meta: dict = field(default_factory=dict)
+    sample_text: np.ndarray | None = None  # (N,) the text each sample comes from (split halves by text, never by row)
+    sample_pos: np.ndarray | None = None  # (N,) the token position read (None: vector inputs)
+    target_tokens: np.ndarray | None = None  # next-token target: the vocabulary id behind each target index
 
     @property
     def n_samples(self) -> int:
@@ -363,6 +422,15 @@ class LayerCache:
     @property
     def n_players(self) -> int:
         return int(self.coef.shape[1])
+
+    @property
+    def sample_target(self) -> np.ndarray | None:
+        """(N,) the class or vocabulary token whose logit each sample reads (None: a scalar head)."""
+        t = getattr(self.tail, "class_targets", None) if getattr(self.tail, "sample_indexed", False) else self.targets
+        if t is None:
+            return None
+        t = np.asarray(t, dtype=np.int64)
+        return t if self.target_tokens is None else np.asarray(self.target_tokens)[t]
 
     def delta(self, players: Sequence[int] | np.ndarray) -> np.ndarray:
         """Sum over `players` of delta_i(x), shape (N, d): what ablating them subtracts from H."""
@@ -398,30 +466,64 @@ def layer_cache(
 ) -> LayerCache:
     """Run the model up to `layer` on `batches` and cache H, coef, C, tail, acts (see `LayerCache`).
 
-    ``ablation="auto"`` reverts LoRA for a layer with LoRA on its MLP and zero-ablates otherwise.
+    ``ablation="auto"`` reverts LoRA for a layer with LoRA on its MLP and zero-ablates otherwise. A causal LM
+    (next-token target) needs sample batches from `models.targets.target_batches` / `samples_for_target`.
     """
+    return layer_caches(model, batches, [layer], site=site, ablation=ablation, device=device, dtype=dtype,
+                        progress=progress)[int(layer)]
+
+
+def layer_caches(
+    model: nn.Module,
+    batches: Iterable[Any],
+    layers: Sequence[int],
+    *,
+    site: str = "mlp",
+    ablation: str = "auto",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+) -> dict[int, LayerCache]:
+    """`layer_cache` of several layers from ONE forward pass over `batches` (hooks on all of them, stopped
+    after the deepest): {layer: LayerCache}. ``ablation="auto"`` is decided per layer (LoRA there or not)."""
     if ablation not in ABLATIONS:
         raise ValueError(f"ablation {ablation!r} is unknown: use one of {ABLATIONS}")
     adapter = get_adapter(model)
-    layer = adapter.check_layer(layer, site)
-    lora = site == "mlp" and adapter.has_lora(layer)
-    if ablation == "auto":
-        ablation = "lora" if lora else "zero"
-    if ablation == "lora" and not lora:
-        raise ValueError(
-            f"ablation='lora' needs LoRA on the MLP of layer {layer}, and there is none: use ablation='zero' "
-            "or 'mean', or wrap the model with a LoRA adapter on that layer (models.lora_config)"
-        )
-    if site == "residual" and ablation == "lora":
-        raise ValueError("the residual site has no LoRA ablation: use ablation='zero' or 'mean'")
-    out = extract_activations(model, batches, [layer], site=site, base=(ablation == "lora"), device=device,
-                              dtype=dtype, progress=progress)[layer]
+    layers = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
+    if not layers:
+        raise ValueError("no layers asked for: give at least one layer")
+    layers = [adapter.check_layer(la, site) for la in layers]
+    abl = {}
+    for la in layers:
+        lora = site == "mlp" and adapter.has_lora(la)
+        a = ("lora" if lora else "zero") if ablation == "auto" else ablation
+        if a == "lora" and not lora:
+            raise ValueError(
+                f"ablation='lora' needs LoRA on the MLP of layer {la}, and there is none: use ablation='zero' "
+                "or 'mean', or wrap the model with a LoRA adapter on that layer (models.lora_config)"
+            )
+        if site == "residual" and a == "lora":
+            raise ValueError("the residual site has no LoRA ablation: use ablation='zero' or 'mean'")
+        abl[la] = a
+    outs, sampled = _extract(model, batches, sorted(set(layers)), site=site,
+                             base=any(a == "lora" for a in abl.values()), device=device, dtype=dtype,
+                             progress=progress)
+    lm = bool(getattr(adapter, "head_is_lm", False))
+    if lm and not sampled:
+        raise ValueError("this is a causal LM: its local logit is the next token's, read at every position with "
+                         "an observed next token; build the batches with models.targets.target_batches(..., "
+                         "target='next-token') (or samples_for_target), or call compute_valuations")
+    return {la: _build_cache(adapter, outs[la], la, site, abl[la], dtype, lm) for la in layers}
+
+
+def _build_cache(adapter: ModelAdapter, out: dict, layer: int, site: str, ablation: str, dtype: torch.dtype,
+                 lm: bool) -> LayerCache:
     if "H" not in out or out["H"].shape[0] == 0:
         raise ValueError("no inputs: `batches` was empty")
     H = out["H"]
     np_dtype = H.dtype
     acts = out["acts"]
-    acts_base = out.get("acts_base")
+    acts_base = out.get("acts_base") if ablation == "lora" else None
     C_base = coef_base = None
     W_down = None
     from .placement import onloaded
@@ -443,9 +545,17 @@ def layer_cache(
     else:
         C = np.eye(H.shape[1], dtype=np_dtype)
         coef = H.copy() if ablation == "zero" else H - H.mean(0, keepdims=True, dtype=np.float64).astype(np_dtype)
+    tokens = None
+    rows = None
+    if lm:
+        # only the unembedding rows the samples' next tokens use (a 49k x d float64 head would not fit):
+        # targets become indices into `target_tokens`
+        tokens, inv = np.unique(out["targets"], return_inverse=True)
+        out = {**out, "targets": inv.astype(np.int64).reshape(-1)}
+        rows = tokens
     norm, head = adapter.final_norm(), adapter.module(adapter.head_path) if adapter.head_path else None
     with onloaded(adapter.model, norm or nn.Identity()), onloaded(adapter.model, head or nn.Identity()):
-        tail = adapter.make_tail(layer, site, out)
+        tail = adapter.make_tail(layer, site, out) if rows is None else adapter.make_tail(layer, site, out, rows=rows)
     targets = out.get("targets")
     if getattr(tail, "sample_indexed", False):
         targets = np.arange(H.shape[0])  # a per-sample tail (post-norm blocks): rows are read by sample id
@@ -454,23 +564,33 @@ def layer_cache(
     elif targets is None:
         raise ValueError(
             f"the head of this model has {tail.n_classes} classes: give targets (batches with 'labels', "
-            "or (x, y) pairs) to choose the logit read at each sample"
+            "or (x, y) pairs; models.targets.target_batches with target='label' or 'predicted') to choose the "
+            "logit read at each sample"
         )
     return LayerCache(
         layer=layer, site=site, H=H, coef=coef, C=C, tail=tail, acts=acts, ablation=ablation,
         acts_base=acts_base, C_base=C_base, coef_base=coef_base, targets=targets, W_down=W_down,
         W_oca=W_down if site == "mlp" else adapter.residual_readers(layer),
         meta={"adapter": adapter.name, "pooling": adapter.pooling, "tail_is_norm": adapter.tail_is_norm},
+        sample_text=out.get("sample_text"), sample_pos=out.get("sample_pos"), target_tokens=tokens,
     )
 
 
 def subset_cache(cache, idx: np.ndarray):
-    """The layer cache restricted to the samples `idx` (a half of the probe pairs); weights are shared."""
+    """The layer cache restricted to the samples `idx` (a half of the inputs: split next-token samples by
+    `sample_text`, never by row); weights are shared."""
     idx = np.asarray(idx, dtype=np.int64)
 
     def take(x):
         return None if x is None else x[idx]
 
+    tail, targets = cache.tail, take(cache.targets)
+    if getattr(tail, "sample_indexed", False):  # a post-norm tail holds per-sample rows: keep the subset's
+        ct = getattr(tail, "class_targets", None)
+        tail = dataclasses.replace(tail, R=np.asarray(tail.R)[idx], class_targets=None if ct is None
+                                   else np.asarray(ct)[idx])
+        targets = np.arange(idx.size)
     return dataclasses.replace(cache, H=cache.H[idx], coef=cache.coef[idx], acts=cache.acts[idx],
                                acts_base=take(cache.acts_base), coef_base=take(cache.coef_base),
-                               targets=take(cache.targets), meta=dict(cache.meta))
+                               targets=targets, tail=tail, sample_text=take(cache.sample_text),
+                               sample_pos=take(cache.sample_pos), meta=dict(cache.meta))

@@ -21,7 +21,11 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["precheck_config", "config_dir"]
+__all__ = ["precheck_config", "config_dir", "check_layers_config", "loads_as_causal_lm", "ENCODER_TYPES"]
+
+# encoders: no causal next token to predict (their LM heads, if any, are masked-LM heads)
+ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta", "deberta-v2",
+                           "albert", "mpnet", "camembert", "modernbert", "nomic_bert", "xlm", "ernie"})
 
 _FIX = ("write an adapter for it (docs/models.md, 'Bringing your own model') and pass --adapter module:Class "
         "(API: register_adapter)")
@@ -85,10 +89,53 @@ def _conv1d_mlp(model_type: str) -> list[str]:
     return found
 
 
-def precheck_config(model: str) -> None:
+def check_layers_config(model: str, layers: list[int] | tuple[int, ...]) -> None:
+    """Refuse a layer outside the model from its config.json alone, before torch or any weight loads
+    (silent when no local config can be read: the adapter's own check follows after loading)."""
+    bad = [la for la in layers if int(la) < 0]
+    folder = config_dir(model)
+    n = None
+    if folder is not None:
+        try:
+            cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            cfg = {}
+        if isinstance(cfg, dict):
+            text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+            n = next((text[k] for k in ("num_hidden_layers", "n_layer", "num_layers") if isinstance(text.get(k), int)),
+                     None)
+    if n is not None:
+        bad += [la for la in layers if int(la) >= n]
+    if bad:
+        rng = f"use 0..{n - 1} (the model has {n} layers)" if n is not None else "layers count from 0"
+        raise ValueError(f"layer {bad[0]} is out of range for {model}: {rng}")
+
+
+def loads_as_causal_lm(model: str, target: str | None = None) -> bool:
+    """Whether `model` will load as a causal LM (the next-token target), from its config.json alone: an explicit
+    `target`, else a config that names no sequence classifier and is no encoder (unknown: False)."""
+    if target is not None:
+        return target == "next-token"
+    folder = config_dir(model)
+    if folder is None:
+        return False
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(cfg, dict):
+        return False
+    archs = [str(a) for a in (cfg.get("architectures") or [])]
+    return (not any(a.endswith(("ForSequenceClassification", "ForMaskedLM", "ForPreTraining")) for a in archs)
+            and cfg.get("model_type") not in ENCODER_TYPES)
+
+
+def precheck_config(model: str, causal: bool = False) -> None:
     """Raise ValueError for an architecture that is certainly unsupported, reading files only (no torch).
 
     Returns silently when `model` is supported or when the files cannot decide; `check_supported` follows.
+    ``causal``: the model is loaded as a causal LM (next-token target), so no sequence-classification class
+    is needed.
     """
     folder = config_dir(model)
     if folder is None:
@@ -109,7 +156,7 @@ def precheck_config(model: str) -> None:
     if any(isinstance(e, int) and e > 1 for e in experts):
         raise ValueError(f"architecture {key!r} has a mixture-of-experts MLP: players are per expert and the "
                          f"router is not modelled; {_FIX}")
-    names = _seq_cls_names()
+    names = None if causal else _seq_cls_names()
     if names is not None and key not in names:
         raise ValueError(f"architecture {key!r} has no sequence-classification class in transformers; "
                          "write an adapter and pass --adapter module:Class")

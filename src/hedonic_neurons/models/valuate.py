@@ -25,10 +25,19 @@ import torch
 from torch import nn
 
 from .extract import LayerCache, layer_cache, text_batches
+from .targets import (
+    MAX_SAMPLES,
+    check_target,
+    describe_target,
+    model_target,
+    predicted_labels,
+    samples_for_target,
+    target_batches,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Valuations", "compute_valuations", "valuations_from_cache", "exact_pas_pairs", "METHODS"]
+__all__ = ["Valuations", "compute_valuations", "valuations_from_cache", "exact_pas_pairs", "target_inputs", "METHODS"]
 
 METHODS = ("oca", "pas", "hessian")
 
@@ -54,12 +63,20 @@ class Valuations:
     timings: dict[str, float] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     cache: LayerCache | None = field(default=None, repr=False)
+    sample_text: np.ndarray | None = None  # (N,) the text of each sample (next-token: many samples per text)
+    sample_pos: np.ndarray | None = None  # (N,) the token position each sample was read at
 
     _ARRAYS = ("phi_oca", "phi_pas", "pas_se", "psi", "psi_se", "phi_hessian")
+    _SAMPLES = ("sample_text", "sample_pos")
 
     def matrices(self) -> dict[str, np.ndarray]:
         """The arrays that were computed, by name (for `RunDir.save_matrices` or safetensors)."""
         return {k: getattr(self, k) for k in self._ARRAYS if getattr(self, k) is not None}
+
+    @property
+    def target(self) -> dict | None:
+        """What the local logit read (`models.targets.describe_target`), also in valuations.json."""
+        return self.meta.get("target")
 
     def info(self) -> dict[str, Any]:
         """Everything but the arrays, JSON-ready."""
@@ -74,7 +91,9 @@ class Valuations:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tmp = d / "valuations.safetensors.tmp"
-        save_file({k: np.ascontiguousarray(v) for k, v in self.matrices().items()}, str(tmp))
+        arrays = {**self.matrices(), **{k: np.asarray(getattr(self, k), dtype=np.int64) for k in self._SAMPLES
+                                        if getattr(self, k) is not None}}
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
         tmp.replace(d / "valuations.safetensors")
         tmpj = d / "valuations.json.tmp"
         tmpj.write_text(json.dumps(self.info(), indent=2, default=float))
@@ -199,7 +218,8 @@ def valuations_from_cache(
         raise ValueError(f"unknown valuation method(s) {bad or methods}: use any of {METHODS}")
     n = cache.n_players
     v = Valuations(layer=cache.layer, site=cache.site, ablation=cache.ablation, n_samples=cache.n_samples,
-                   n_players=n, cache=cache, meta=dict(cache.meta))
+                   n_players=n, cache=cache, meta=dict(cache.meta), sample_text=cache.sample_text,
+                   sample_pos=cache.sample_pos)
     from ..valuations.postnorm import PostNormTail, exact_pas_postnorm
 
     norm_tail = isinstance(cache.tail, NormTail)
@@ -317,6 +337,12 @@ def compute_valuations(
     methods: Sequence[str] = METHODS,
     site: str = "mlp",
     ablation: str = "auto",
+    target: str | None = None,
+    positions: str = "all",
+    max_samples: int | None = MAX_SAMPLES,
+    seed: int = 0,
+    labels: Sequence[int] | None = None,
+    allow_new_head: bool = False,
     targets: Sequence[int] | None = None,
     batch_size: int = 8,
     max_length: int = 256,
@@ -329,27 +355,43 @@ def compute_valuations(
 ) -> Valuations:
     """Valuations (OCA, exact PAS + se + psi, Hessian PAS, their agreement) of `layer` over `inputs`.
 
+    ``target`` (`models.targets`): ``"next-token"`` (a causal LM's own next-token logit, the default for one;
+    ``positions`` "all" / "last", ``max_samples`` (text, position) samples drawn with ``seed``), ``"label"``
+    (the gold label's logit, ``labels`` one per input), ``"predicted"`` (the model's argmax class) or
+    ``"head"`` (the head as it is). None: the model's own (`models.targets.model_target`). A model name or
+    path is loaded for that target; a head that would be new is refused unless ``allow_new_head``. What was
+    read is recorded in ``v.meta["target"]``; ``v.sample_text`` / ``v.sample_pos`` say where each sample is.
+    ``targets``: the older name of ``labels``.
+
     ``verify`` (default) checks a few psi(i), psi(i, j) and OCA weight columns against direct ablation
     through the model's own modules (`models.verify.verify_valuations`, result in ``v.verification``) and
     raises `VerificationError` when they disagree; ``verify=False`` is the CLI's ``--no-verify``.
     ``adapter``: a `ModelAdapter` subclass to use for this model (the CLI's ``--adapter module:Class``).
 
     `model`: a (PEFT) model object, or "smollm2" / "minilm" / a local path / a PEFT adapter directory
-    (then the tokenizer comes with it). `inputs`: texts, an (N, d_in) array (with `targets` for a
+    (then the tokenizer comes with it). `inputs`: texts, an (N, d_in) array (with `labels` for a
     classifier read at the true class), or an iterable of ready batches (dicts of model inputs).
     """
     progress = progress and not os.environ.get("TQDM_DISABLE")  # the CLI's --quiet
+    if targets is not None and labels is not None:
+        raise ValueError("labels and targets are the same thing: pass labels only")
+    labels = targets if labels is None else labels
     if isinstance(model, (str, Path)):
         from .loading import load_model
+        from .precheck import check_layers_config
 
-        model, tok = load_model(model, dtype=dtype, check=adapter is None)
+        check_layers_config(str(model), [layer])  # from config.json, before any weight is read
+        model, tok = load_model(model, dtype=dtype, check=adapter is None, target=target,
+                                allow_new_head=allow_new_head, labels_given=labels is not None)
         tokenizer = tokenizer or tok
         model = model.to(device)
     if adapter is not None:
         from .detect import use_adapter
 
         use_adapter(model, adapter)
-    batches = _as_batches(inputs, tokenizer, batch_size=batch_size, max_length=max_length, targets=targets)
+    batches, kind, n_texts = target_inputs(model, inputs, tokenizer=tokenizer, target=target, positions=positions,
+                                           max_samples=max_samples, seed=seed, labels=labels,
+                                           batch_size=batch_size, max_length=max_length, device=device)
     if verify and not isinstance(batches, (list, tuple)):
         batches = list(batches)  # self-verification re-runs a few of them
     t = time.perf_counter()
@@ -359,6 +401,9 @@ def compute_valuations(
     if cache.n_samples < 2:
         raise ValueError(f"{cache.n_samples} input(s): valuations are expectations over inputs; give at least 2")
     v = valuations_from_cache(cache, methods, pas_dtype=pas_dtype, progress=progress)
+    v.meta["target"] = describe_target(model, kind, positions=positions, n_samples=cache.n_samples,
+                                       max_samples=max_samples, seed=seed, n_texts=n_texts
+                                       if n_texts is not None else _n_texts(cache))
     v.timings = {"forward": t_cache, **v.timings}
     if verify:
         from .verify import verify_valuations
@@ -369,6 +414,51 @@ def compute_valuations(
     else:
         v.meta["verification"] = "skipped (verify=False / --no-verify)"
     return v
+
+
+def _n_texts(cache: LayerCache) -> int | None:
+    return None if cache.sample_text is None else int(np.unique(cache.sample_text).size)
+
+
+def target_inputs(model: nn.Module, inputs: Any, *, tokenizer: Any = None, target: str | None = None,
+                  positions: str = "all", max_samples: int | None = MAX_SAMPLES, seed: int = 0,
+                  labels: Sequence[int] | None = None, batch_size: int = 8, max_length: int = 256,
+                  device: str | torch.device = "cpu") -> tuple[Any, str, int | None]:
+    """(batches holding the target's samples, the target, number of texts or None) for any `inputs` of
+    `compute_valuations`: texts, an array, or ready batches. Refuses a target the model cannot give and labels
+    that do not fit it (`models.targets.check_target`)."""
+    texts = isinstance(inputs, (list, tuple)) and bool(inputs) and isinstance(inputs[0], str)
+    array = isinstance(inputs, (np.ndarray, torch.Tensor))
+    carried = False  # ready batches that carry their own labels ((x, y) pairs, dicts with "labels")
+    if not texts and not array and not isinstance(inputs, str):
+        inputs = list(inputs)
+        carried = labels is None and any((isinstance(b, dict) and b.get("labels") is not None)
+                                         or (isinstance(b, (tuple, list)) and len(b) == 2) for b in inputs)
+    kind = model_target(model, target, labels_given=labels is not None or carried)
+    n_in = len(inputs) if texts or array else None
+    if not (carried and kind == "label"):
+        check_target(model, kind, labels, n_in)
+    if texts:
+        if tokenizer is None:
+            raise ValueError("text inputs need a tokenizer: pass tokenizer=..., or give the model as a name/path")
+        if len(inputs) < 2 and kind != "next-token":
+            raise ValueError("inputs holds fewer than 2 texts: valuations are expectations; give at least 2")
+        return target_batches(tokenizer, list(inputs), target=kind, positions=positions, max_samples=max_samples,
+                              seed=seed, labels=labels, batch_size=batch_size, max_length=max_length,
+                              model=model, device=device), kind, len(inputs)
+    if array:
+        if kind == "next-token":
+            raise ValueError("next-token samples are read from token ids: give texts or token batches, not an array")
+        if kind == "predicted":
+            plain = _as_batches(inputs, tokenizer, batch_size=batch_size, max_length=max_length, targets=None)
+            labels = predicted_labels(model, plain, device)
+        return _as_batches(inputs, tokenizer, batch_size=batch_size, max_length=max_length,
+                           targets=labels), kind, n_in
+    batches = _as_batches(inputs, tokenizer, batch_size=batch_size, max_length=max_length, targets=None)
+    if kind in ("next-token", "predicted") or labels is not None:
+        batches = samples_for_target(batches, kind, positions=positions, max_samples=max_samples, seed=seed,
+                                     labels=labels, model=model, device=device)
+    return batches, kind, None
 
 
 def valuation_options(**options: Any) -> dict[str, Any]:

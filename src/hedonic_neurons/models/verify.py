@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .adapters import get_adapter
-from .extract import _as_tensor_out, _prepare
+from .extract import _as_tensor_out, _prepare, _split_samples
 from .lora import is_lora_layer
 from .precision import keep_float64
 
@@ -87,18 +87,41 @@ class _Stop(Exception):
     pass
 
 
-def _row_map(batches: Sequence[Any]) -> list[tuple[int, int]]:
-    """(batch number, row in batch) of every cache row, in cache order."""
-    pos: dict[int, tuple[int, int]] = {}
+def _row_map(batches: Sequence[Any]) -> list[tuple[int, int, int | None, int]]:
+    """(batch number, row in batch, token position or None, sample in batch) of every cache row, in cache order.
+
+    A sample batch (`models.targets`) reads several positions of a row: its samples are the cache rows."""
+    pos: dict[int, tuple[int, int, int | None, int]] = {}
     k = 0
     for b, batch in enumerate(batches):
+        batch, info = _split_samples(batch)
         _, kw, _, index = _prepare(batch, torch.device("cpu"))
-        n = _batch_size(batch)
+        if info is not None and "sample_row" in info:
+            rows, at = info["sample_row"].tolist(), info["sample_pos"].tolist()
+        else:
+            n = _batch_size(batch)
+            rows, at = list(range(n)), [None] * n
+        n = len(rows)
         idx = list(range(k, k + n)) if index is None else [int(i) for i in torch.as_tensor(index).reshape(-1)]
-        for r, i in enumerate(idx):
-            pos[i] = (b, r)
+        for s_, (i, r, p_) in enumerate(zip(idx, rows, at, strict=True)):
+            pos[i] = (b, int(r), None if p_ is None else int(p_), s_)
         k += n
     return [pos[i] for i in sorted(pos)]
+
+
+def _sub_batch(batch: Any, items: list[tuple[int, int, int | None, int]]) -> tuple[Any, torch.Tensor | None]:
+    """The rows of `batch` behind the chosen samples `items` (cache row, row, position, sample) and, for a
+    sample batch, the position each is read at (None: the adapter's pooling position)."""
+    plain, info = _split_samples(batch)
+    rows = [r for _, r, _, _ in items]
+    if info is None or "sample_row" not in info:
+        return _select_rows(plain, rows), None
+    keep = {k: v for k, v in plain.items() if k not in ("labels", "targets", "index")}
+    sub = _select_rows(keep, rows)
+    lab = plain.get("labels", plain.get("targets"))
+    if lab is not None:
+        sub["labels"] = torch.as_tensor(lab)[[s_ for _, _, _, s_ in items]]
+    return sub, torch.as_tensor([p_ for _, _, p_, _ in items], dtype=torch.long)
 
 
 def _batch_size(batch: Any) -> int:
@@ -211,10 +234,10 @@ def verify_valuations(
     lay_path = adapter.layer_path(layer)
     lay_mod = adapter.module(lay_path)
     dev = torch.device(device)
-    groups: dict[int, list[tuple[int, int]]] = {}
+    groups: dict[int, list[tuple[int, int, int | None, int]]] = {}
     for x in xs:
-        b, r = rowmap[x]
-        groups.setdefault(b, []).append((int(x), r))
+        b, r, p_, s_ = rowmap[x]
+        groups.setdefault(b, []).append((int(x), r, p_, s_))
     captured = []  # (cache rows, args, kwargs, pool idx, targets, last layer output, model output)
     last_mod = adapter.module(adapter.layer_path(adapter.layer_range(site).stop - 1))
     was_training = base.training
@@ -222,7 +245,7 @@ def verify_valuations(
     kw_extra = {"use_cache": False} if adapter.pooling == "last" else {}
     try:
         for b, items in groups.items():
-            sub = _select_rows(batches[b], [r for _, r in items])
+            sub, at = _sub_batch(batches[b], items)
             args, kw, targets, _ = _prepare(sub, dev)
             store: dict[str, Any] = {}
 
@@ -264,8 +287,8 @@ def verify_valuations(
                 if isinstance(t, torch.Tensor) and t.ndim >= 2:
                     seq = t.shape[1]
                     break
-            idx = adapter.pool_index(kw, seq or 1) if adapter.pooling != "none" else None
-            captured.append(([x for x, _ in items], store["args"], store["kwargs"], idx,
+            idx = at if at is not None else (adapter.pool_index(kw, seq or 1) if adapter.pooling != "none" else None)
+            captured.append(([x for x, _, _, _ in items], store["args"], store["kwargs"], idx,
                              None if targets is None else torch.as_tensor(targets).reshape(-1),
                              store.get("last"), logits.detach() if isinstance(logits, torch.Tensor) else None))
     finally:
@@ -424,7 +447,8 @@ def verify_valuations(
             continue
         with torch.no_grad(), keep_float64():
             ro_mine.append(_readout_logit(readout, pool(last.to(wdt), idx), targets).double().cpu().numpy())
-        lg = logits if logits.ndim == 2 else logits[:, None]
+        lg = pool(logits, idx) if logits.ndim == 3 else logits  # a language model: logits at every position
+        lg = lg if lg.ndim == 2 else lg[:, None]
         lg = lg[:, 0] if lg.shape[1] == 1 else lg.gather(1, targets.long().view(-1, 1))[:, 0]
         ro_model.append(lg.double().cpu().numpy())
     if ro_mine:

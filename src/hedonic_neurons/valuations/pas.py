@@ -154,6 +154,12 @@ def _resolve_dtype(dtype: Any) -> torch.dtype:
                      "(float16 rounding is as large as the synergy)")
 
 
+def _capdiff(a: torch.Tensor, delta: torch.Tensor, cap: float) -> torch.Tensor:
+    """f(a) - f(a - delta) for f(z) = cap tanh(z / cap), without cancellation:
+    cap sinh(delta / cap) / (cosh(a / cap) cosh((a - delta) / cap))."""
+    return cap * torch.sinh(delta / cap) / (torch.cosh(a / cap) * torch.cosh((a - delta) / cap))
+
+
 def _finv_sqrt_diff(e: torch.Tensor, s0: torch.Tensor, s0sq: torch.Tensor) -> torch.Tensor:
     """1/sqrt(s0^2 + e) - 1/s0 without cancellation: -e / (s0 t (s0 + t)), t = sqrt(s0^2 + e)."""
     t = torch.sqrt(s0sq + e)
@@ -203,10 +209,20 @@ def exact_pas(
         e_i = (prep.gamma - 2 * prep.beta) / d  # s_i^2 - s0^2
         f_i = _finv_sqrt_diff(e_i, s0[:, None], s0sq[:, None])
         single = prep.alpha / s0[:, None] - Aa * f_i
+    cap = tail.softcap
+    if cap is not None:
+        if tail.kind == "none":
+            raise ValueError("a soft-capped tail without a norm has no closed form here: use the direct evaluation "
+                             "(models.valuate.exact_pas_pairs)")
+        z0 = prep.logit  # the logit before the cap; single = z0 - z_-i is exact, so differences of the cap are too
+        z0b = z0[:, None]
+        single_z = single
+        single = _capdiff(z0b, single_z, cap)
     single64 = single.double()
     psi = single64.mean(0).numpy()
     psi_se = (single64.std(0, unbiased=True) / math.sqrt(N)).numpy() if N > 1 else np.full(n, np.nan)
-    logit_mean = float(prep.logit.double().mean())
+    logit_mean = float(prep.logit.double().mean()) if cap is None else float(
+        (cap * torch.tanh(prep.logit.double() / cap)).mean())
 
     if tail.kind == "none":
         # the tail is affine in h: l - l_-i - l_-j + l_-ij = 0 identically
@@ -260,6 +276,12 @@ def exact_pas(
             # (A - alpha_i - alpha_j) f_ij = (alpha_j - (A - alpha_i)) / s0 * e / (t (s0 + t))
             delta = al_s[b, J][:, None, :] - Aa_s[b, I][:, :, None]
             delta.mul_(e).div_(den).sub_(p_i[b, I][:, :, None]).sub_(p_i[b, J][:, None, :])
+            if cap is not None:
+                # f = cap tanh(z / cap): Delta_f = [f(z0) - f(z_i)] - [f(z_j) - f(z_ij)], with z0 - z_i = s_i and
+                # z_j - z_ij = s_i - Delta_z (both exact), each difference in closed form (no cancellation)
+                a0 = z0[b, None, None]
+                si = single_z[b, I][:, :, None]
+                delta = _capdiff(a0, si, cap) - _capdiff(a0 - single_z[b, J][:, None, :], si - delta, cap)
             s1 += delta.sum(0, dtype=torch.float64)
             s2 += delta.pow_(2).sum(0, dtype=torch.float64)
         acc[I, J] = s1  # tiles are disjoint: no two workers write the same entries
@@ -349,6 +371,17 @@ def hessian_pas(
     w2 = prep.A * w1
     w3 = prep.A / (d * d * s0**5)
     beta = prep.beta
+    extra = None
+    if tail.softcap is not None:
+        # f(z) = cap tanh(z / cap): Hess f = f'(z) Hess z + f''(z) grad z grad z^T, and
+        # grad z . delta_i = alpha_i / s - (a.h) beta_i / (d s^3)
+        cap = tail.softcap
+        th = torch.tanh(prep.logit / cap)
+        f1 = 1.0 - th * th
+        f2 = -2.0 / cap * th * f1
+        gz = prep.alpha / s0[:, None] - beta * (prep.A / (d * s0**3))[:, None]
+        extra = (gz * f2[:, None]).T @ gz
+        w1, w2, w3 = w1 * f1, w2 * f1, w3 * f1
     v = prep.alpha * (-w1)[:, None]
     v.add_(beta * (1.5 * w3)[:, None])
     prep.alpha = None  # free (N, n) before the n x n work
@@ -378,6 +411,8 @@ def hessian_pas(
             tile.sub_(dterm)
             out[I, J] = tile
             out[J, I] = tile.T
+    if extra is not None:
+        out.add_(extra)
     out.div_(N)
     out.fill_diagonal_(0.0)
     return out.cpu().numpy()

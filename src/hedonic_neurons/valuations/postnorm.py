@@ -193,18 +193,23 @@ def exact_pas_postnorm(
     if Cb is not None:
         G1cb, G1bb, G2cb, G2bb = PC.T @ PCb, PCb.T @ PCb, MC.T @ MCb, MCb.T @ MCb
 
-    def logit(e1, aS, rhoS, muS, nuS, s1sq_, A_, B_, RR_, RM_, MM_):
+    cap = fin.softcap
+    cvec = torch.as_tensor(c, dtype=f64)[torch.as_tensor(t_idx)]  # the head's constant per sample (for the cap)
+
+    def logit(e1, aS, rhoS, muS, nuS, s1sq_, A_, B_, RR_, RM_, MM_, c_=None):
         t = torch.rsqrt(s1sq_ + e1 / d)
         num = A_ + (B_ - aS) * t
-        if not norm2:
+        if norm2:
+            hh = RR_ + 2 * (RM_ - rhoS) * t + (MM_ - 2 * muS + nuS) * t * t
+            num = num * torch.rsqrt(hh / d + eps2)
+        if cap is None:
             return num
-        hh = RR_ + 2 * (RM_ - rhoS) * t + (MM_ - 2 * muS + nuS) * t * t
-        return num * torch.rsqrt(hh / d + eps2)
+        return cap * torch.tanh((num + c_) / cap)  # Gemma-2's final soft-capping of the whole logit
 
     z = torch.zeros(N, dtype=f64)
-    l0 = logit(z, z, z, z, z, s1sq, A, B, RR, RM, MM)
+    l0 = logit(z, z, z, z, z, s1sq, A, B, RR, RM, MM, cvec)
     e_single = gam1 - 2 * beta1
-    li = logit(e_single, a, rho, mu, nu, *(x[:, None] for x in (s1sq, A, B, RR, RM, MM)))
+    li = logit(e_single, a, rho, mu, nu, *(x[:, None] for x in (s1sq, A, B, RR, RM, MM, cvec)))
     single = l0[:, None] - li
     psi = single.mean(0).numpy()
     psi_se = (single.std(0, unbiased=True) / math.sqrt(N)).numpy() if N > 1 else np.full(n, np.nan)
@@ -237,7 +242,7 @@ def exact_pas_postnorm(
 
             e1 = pi(e_single) + pj(e_single) + 2 * D1
             lij = logit(e1, pi(a) + pj(a), pi(rho) + pj(rho), pi(mu) + pj(mu), pi(nu) + pj(nu) + 2 * D2,
-                        sc(s1sq), sc(A), sc(B), sc(RR), sc(RM), sc(MM))
+                        sc(s1sq), sc(A), sc(B), sc(RR), sc(RM), sc(MM), sc(cvec))
             delta = sc(l0) - pi(li) - pj(li) + lij
             s1 += delta.sum(0)
             s2 += (delta * delta).sum(0)
@@ -253,7 +258,7 @@ def exact_pas_postnorm(
         se = torch.full_like(acc2, float("nan"))
     phi.fill_diagonal_(0.0)
     se.fill_diagonal_(0.0)
-    logit_mean = float((l0 + torch.as_tensor(c, dtype=f64)[torch.as_tensor(t_idx)]).mean())
+    logit_mean = float((l0 if cap is not None else l0 + cvec).mean())
     return PASResult(phi.numpy(), se.numpy(), psi, psi_se, N, logit_mean, "postnorm", "float64")
 
 

@@ -24,6 +24,7 @@ class NormTail:
     (``(h - mean) / sqrt(var + eps) * weight + bias``) or "none" (``h * weight + bias``: no
     normalisation, the affine part only; identity when weight and bias are None).
     ``head_w`` (d,) gives one logit; (K, d) gives K and ``targets`` picks one per sample.
+    ``softcap`` (Gemma-2's final logit soft-capping): the logit z becomes cap * tanh(z / cap).
     """
 
     kind: str
@@ -32,6 +33,7 @@ class NormTail:
     weight: np.ndarray | None = None
     bias: np.ndarray | None = None
     eps: float = 1e-5
+    softcap: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -64,6 +66,10 @@ class NormTail:
         if self.kind == "rms" and self.bias is not None:
             raise ValueError("NormTail kind 'rms' takes no bias: pass bias=None (RMSNorm has none)")
         self.eps = float(self.eps)
+        if self.softcap is not None:
+            self.softcap = float(self.softcap)
+            if not self.softcap > 0:
+                raise ValueError(f"NormTail softcap must be positive (or None), got {self.softcap}")
 
     @property
     def d(self) -> int:
@@ -124,10 +130,14 @@ class NormTail:
         H = H.astype(dtype, copy=False)
         z = self._norm_np(H)
         if self.head_w.ndim == 1:
-            return z @ self.head_w.astype(dtype) + dtype(self.head_b)
-        t = self.check_targets(targets, H.shape[0])
-        W = self.head_w.astype(dtype)
-        return np.einsum("nd,nd->n", z, W[t]) + self.head_b.astype(dtype)[t]
+            out = z @ self.head_w.astype(dtype) + dtype(self.head_b)
+        else:
+            t = self.check_targets(targets, H.shape[0])
+            W = self.head_w.astype(dtype)
+            out = np.einsum("nd,nd->n", z, W[t]) + self.head_b.astype(dtype)[t]
+        if self.softcap is not None:
+            out = dtype(self.softcap) * np.tanh(out / dtype(self.softcap))
+        return out
 
     def _norm_np(self, H: np.ndarray) -> np.ndarray:
         dtype = H.dtype
@@ -160,23 +170,29 @@ class NormTail:
             z = z + torch.as_tensor(self.bias, dtype=dtype, device=dev)
         W = torch.as_tensor(self.head_w, dtype=dtype, device=dev)
         if self.head_w.ndim == 1:
-            return z @ W + float(self.head_b)
-        if targets is None:
-            raise ValueError("this NormTail has a (K, d) head: pass targets to logit_torch")
-        t = torch.as_tensor(targets, dtype=torch.long, device=dev)
-        return (z * W[t]).sum(-1) + torch.as_tensor(self.head_b, dtype=dtype, device=dev)[t]
+            out = z @ W + float(self.head_b)
+        else:
+            if targets is None:
+                raise ValueError("this NormTail has a (K, d) head: pass targets to logit_torch")
+            t = torch.as_tensor(targets, dtype=torch.long, device=dev)
+            out = (z * W[t]).sum(-1) + torch.as_tensor(self.head_b, dtype=dtype, device=dev)[t]
+        if self.softcap is not None:
+            out = self.softcap * torch.tanh(out / self.softcap)
+        return out
 
     # ---- construction from torch modules ----------------------------------------------------------
 
     @classmethod
     def from_modules(cls, norm: torch.nn.Module | None, head: torch.nn.Module | Any, kind: str | None = None,
-                     row: int | None = None) -> NormTail:
+                     row: int | None = None, rows: Any = None, softcap: float | None = None) -> NormTail:
         """Build from a model's final norm module (LayerNorm / RMSNorm of either parametrisation / None) and
         linear head.
 
         The norm's formula is found by running the module on random inputs (`norm_params`): RMSNorm with
         gain ``w`` or ``1 + w`` (Gemma), LayerNorm; anything else raises a ValueError naming the module, never
-        a silently wrong tail. ``row`` keeps a single row of a (K, d) head (one logit of a 1-label reranker).
+        a silently wrong tail. ``row`` keeps a single row of a (K, d) head (one logit of a 1-label reranker);
+        ``rows`` keeps those rows only, as a (len(rows), d) head (a language model's next tokens: the rows are
+        taken before the float64 copy, never the whole vocabulary). ``softcap``: see the class.
         """
         if norm is None:
             kind = kind or "none"
@@ -187,12 +203,18 @@ class NormTail:
             if kind is not None and kind != kind_found:
                 raise ValueError(f"{type(norm).__name__} behaves as kind {kind_found!r}, not {kind!r}: drop kind=")
             kind = kind_found
-        hw = head.weight.detach().double().cpu().numpy()
+        W = head.weight.detach()
         hb = getattr(head, "bias", None)
-        hb = np.zeros(hw.shape[0]) if hb is None else hb.detach().double().cpu().numpy()
+        hb = None if hb is None else hb.detach()
+        if rows is not None:
+            r = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=W.device)
+            W = W[r]
+            hb = None if hb is None else hb[r]
+        hw = W.double().cpu().numpy()
+        hb = np.zeros(hw.shape[0]) if hb is None else hb.double().cpu().numpy()
         if row is not None:
             hw, hb = hw[row], float(hb[row])
-        return cls(kind=kind, head_w=hw, head_b=hb, weight=weight, bias=bias, eps=float(eps))
+        return cls(kind=kind, head_w=hw, head_b=hb, weight=weight, bias=bias, eps=float(eps), softcap=softcap)
 
 
 def norm_params(norm: torch.nn.Module) -> tuple[str, np.ndarray | None, np.ndarray | None, float]:
