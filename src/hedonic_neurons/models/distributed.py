@@ -389,7 +389,8 @@ def distributed_valuations(
                                   meta={"world_size": dist.world, "shard_sizes": sz, "backend": dist.backend
                                         if dist.world > 1 else None})
         v.meta["target"] = describe_target(model, kind, positions=o.positions, n_samples=v.n_samples,
-                                           max_samples=o.max_samples, seed=o.seed, n_texts=N if n_texts else None)
+                                           max_samples=o.max_samples, seed=o.seed,
+                                           n_texts=N if n_texts and kind != "next-token" else None)
         if o.verify:
             v.verification = local.verification
             v.timings["verify"] = local.timings["verify"]

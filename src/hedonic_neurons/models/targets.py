@@ -144,7 +144,8 @@ def describe_target(model: Any, target: str, *, positions: str | None = None, n_
                     head_is_new: bool | None = None) -> dict[str, Any]:
     """The record of what the local logit read, for valuations.json and any summary or report.
 
-    {"kind", "positions", "n_samples", "n_texts", "max_samples", "seed", "readout", "head_is_new", "softcap"}.
+    {"kind", "positions", "n_samples", "n_texts" (the texts the samples come from), "max_samples", "seed",
+    "readout", "head_is_new", "softcap"}.
     ``head_is_new`` None: unknown (a model object not made by `load_model`).
     """
     a = _adapter(model)

@@ -389,7 +389,7 @@ def compute_valuations(
         from .detect import use_adapter
 
         use_adapter(model, adapter)
-    batches, kind, n_texts = target_inputs(model, inputs, tokenizer=tokenizer, target=target, positions=positions,
+    batches, kind, _ = target_inputs(model, inputs, tokenizer=tokenizer, target=target, positions=positions,
                                            max_samples=max_samples, seed=seed, labels=labels,
                                            batch_size=batch_size, max_length=max_length, device=device)
     if verify and not isinstance(batches, (list, tuple)):
@@ -401,9 +401,9 @@ def compute_valuations(
     if cache.n_samples < 2:
         raise ValueError(f"{cache.n_samples} input(s): valuations are expectations over inputs; give at least 2")
     v = valuations_from_cache(cache, methods, pas_dtype=pas_dtype, progress=progress)
+    # n_texts: the texts the samples come from (a next-token draw may leave some texts out)
     v.meta["target"] = describe_target(model, kind, positions=positions, n_samples=cache.n_samples,
-                                       max_samples=max_samples, seed=seed, n_texts=n_texts
-                                       if n_texts is not None else _n_texts(cache))
+                                       max_samples=max_samples, seed=seed, n_texts=_n_texts(cache))
     v.timings = {"forward": t_cache, **v.timings}
     if verify:
         from .verify import verify_valuations
