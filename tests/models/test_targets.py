@@ -318,6 +318,10 @@ def test_text_too_short_for_next_token():
     b[0]["attention_mask"][1, 1:] = 0  # text 1 has one token: no next token to predict
     with pytest.raises(ValueError, match=r"text 1 has 1 token\(s\): next-token needs at least 2 tokens"):
         samples_for_target(b, "next-token")
+    left = token_batches(n=4, T=5)
+    left[0]["attention_mask"][0] = torch.tensor([0, 1, 1, 1, 1])  # left padding: positions would be shifted
+    with pytest.raises(ValueError, match="must be right-padded"):
+        samples_for_target(left, "next-token")
 
 
 def test_hub_id_offline_message_and_online_thin_call(monkeypatch):
@@ -452,3 +456,29 @@ def test_subset_by_text_keeps_a_post_norm_tail_exact():
     v = valuations_from_cache(sub, ("pas",), progress=False)
     (pi, pj), vals, _ = exact_pas_pairs(sub)
     _close(v.phi_pas[pi, pj], vals, 1e-10)
+
+
+def test_two_processes_draw_the_same_next_token_samples(tmp_path, forked_ranks):
+    """Under torchrun every rank makes the one global draw and keeps its texts' samples: 2 forked gloo ranks
+    give the valuations of one process (Gemma-2, soft-capped, 17 of the samples drawn)."""
+    from hedonic_neurons.models.distributed import distributed_valuations
+    from hedonic_neurons.models.valuate import Valuations
+    from hedonic_neurons.valuations.accumulate import relative_error
+
+    model = tiny("gemma2")
+    batches = token_batches(n=8, T=6, batch_size=3, seed=7)
+    kw = dict(dtype=torch.float64, progress=False, max_samples=17, seed=2)
+    out = tmp_path / "val"
+
+    def run(rank):
+        v = distributed_valuations(model, batches, LAYER, **kw)
+        if rank == 0:
+            v.save(out)
+
+    assert forked_ranks.run(run, 2, timeout=120) == [0, 0], forked_ranks.errors()
+    got = Valuations.load(out)
+    ref = compute_valuations(model, batches, LAYER, **kw)
+    assert got.n_samples == ref.n_samples == 17 and got.meta["world_size"] == 2
+    assert got.meta["target"]["kind"] == "next-token"
+    for name in ("phi_oca", "phi_pas", "pas_se", "psi", "psi_se", "phi_hessian"):
+        assert relative_error(getattr(got, name), getattr(ref, name)) <= 1e-12, name

@@ -30,8 +30,15 @@ from ..distributed import Dist, launched, shard_sizes
 from ..valuations.accumulate import Moments, ValuationStats
 from ..valuations.activations import RunningStats
 from .extract import LayerCache, layer_cache, subset_cache
-from .targets import describe_target
-from .valuate import METHODS, Valuations, compute_valuations, target_inputs, valuation_options
+from .targets import batch_lengths, describe_target, draw_samples, model_target, text_lengths
+from .valuate import (
+    METHODS,
+    Valuations,
+    _as_batches,
+    compute_valuations,
+    target_inputs,
+    valuation_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -351,12 +358,29 @@ def distributed_valuations(
             from .detect import use_adapter
 
             use_adapter(model, o.adapter)
-        # each rank draws its share of the next-token samples from its own texts (seed + rank)
-        share = None if o.max_samples is None else max(2, round(o.max_samples * sz[dist.rank] / N))
+        # next-token: ONE draw over all inputs (it depends on their lengths only), each rank keeps its texts'
+        # samples, so the merged valuations equal one process's
+        mine = None
+        if model_target(model, o.target, labels_given=tg is not None) == "next-token":
+            texts = isinstance(inputs, (list, tuple)) and isinstance(inputs[0], str)
+            if texts and o.tokenizer is None:
+                raise ValueError("text inputs need a tokenizer: pass tokenizer=..., or give the model as a name/path")
+            lengths = (text_lengths(o.tokenizer, inputs, o.max_length) if texts else
+                       batch_lengths(_as_batches(inputs, None, batch_size=o.batch_size, max_length=o.max_length,
+                                                 targets=None)))
+            drawn = draw_samples(lengths, o.positions, o.max_samples, o.seed)
+            if texts or not any(isinstance(b, dict) and b.get("index") is not None for b in shard):
+                mine = [(t - lo, p) for t, p in drawn if lo <= t < lo + sz[dist.rank]]
+            else:  # batches sorted by length carry the inputs' own positions: the shard keeps those ids
+                own = {int(i) for b in shard for i in torch.as_tensor(b["index"]).reshape(-1)}
+                mine = [(t, p) for t, p in drawn if t in own]
+            if not mine:
+                raise ValueError(f"rank {dist.rank} drew no next-token sample from its {sz[dist.rank]} inputs: "
+                                 "raise --max-samples or launch fewer processes")
         batches, kind, n_texts = target_inputs(model, shard, tokenizer=o.tokenizer, target=o.target,
-                                               positions=o.positions, max_samples=share, seed=o.seed + dist.rank,
+                                               positions=o.positions, max_samples=o.max_samples, seed=o.seed,
                                                labels=tg, batch_size=o.batch_size, max_length=o.max_length,
-                                               device=dev)
+                                               device=dev, samples=mine)
         if o.verify and not isinstance(batches, (list, tuple)):
             batches = list(batches)  # self-verification re-runs a few of them
         t = time.perf_counter()
@@ -389,7 +413,8 @@ def distributed_valuations(
                                   meta={"world_size": dist.world, "shard_sizes": sz, "backend": dist.backend
                                         if dist.world > 1 else None})
         v.meta["target"] = describe_target(model, kind, positions=o.positions, n_samples=v.n_samples,
-                                           max_samples=o.max_samples, seed=o.seed, n_texts=N if n_texts else None)
+                                           max_samples=o.max_samples, seed=o.seed,
+                                           n_texts=N if n_texts and kind != "next-token" else None)
         if o.verify:
             v.verification = local.verification
             v.timings["verify"] = local.timings["verify"]

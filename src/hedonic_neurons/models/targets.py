@@ -24,8 +24,8 @@ import torch
 from .precheck import ENCODER_TYPES
 
 __all__ = ["TARGETS", "POSITIONS", "MAX_SAMPLES", "ENCODER_TYPES", "default_target", "model_target",
-           "check_target", "describe_target", "samples_for_target", "target_batches", "predicted_labels",
-           "new_head_error", "format_target"]
+           "check_target", "describe_target", "samples_for_target", "draw_samples", "text_lengths", "batch_lengths",
+           "target_batches", "predicted_labels", "new_head_error", "format_target"]
 
 TARGETS = ("next-token", "label", "predicted", "head")
 POSITIONS = ("all", "last")
@@ -144,7 +144,8 @@ def describe_target(model: Any, target: str, *, positions: str | None = None, n_
                     head_is_new: bool | None = None) -> dict[str, Any]:
     """The record of what the local logit read, for valuations.json and any summary or report.
 
-    {"kind", "positions", "n_samples", "n_texts", "max_samples", "seed", "readout", "head_is_new", "softcap"}.
+    {"kind", "positions", "n_samples", "n_texts" (the texts the samples come from), "max_samples", "seed",
+    "readout", "head_is_new", "softcap"}.
     ``head_is_new`` None: unknown (a model object not made by `load_model`).
     """
     a = _adapter(model)
@@ -207,29 +208,77 @@ def _check_dicts(batches: Any) -> list[dict]:
     return batches
 
 
-def _next_token_batches(batches: list[dict], positions: str, max_samples: int | None, seed: int) -> list[dict]:
+def draw_samples(lengths: Sequence[int], positions: str = "all", max_samples: int | None = MAX_SAMPLES,
+                 seed: int = 0) -> list[tuple[int, int]]:
+    """The next-token samples of texts with `lengths` tokens: (text, position) pairs, every position with an
+    observed next token ("all") or the one predicting each text's last token ("last"), `max_samples` of them
+    drawn uniformly with `seed` when there are more, sorted by text then position. The draw depends on the
+    lengths only, so one process and the ranks of a torchrun launch draw the same samples."""
     if positions not in POSITIONS:
         raise ValueError(f"positions {positions!r} is unknown: use 'all' or 'last'")
     if max_samples is not None and int(max_samples) < 2:
         raise ValueError(f"max_samples = {max_samples}: valuations need at least 2 samples (or None for all)")
+    lengths = [int(n) for n in lengths]
+    for t, n in enumerate(lengths):
+        if n < 2:
+            raise ValueError(f"text {t} has {n} token(s): next-token needs at least 2 tokens per text (a position "
+                             "and the token after it); drop or lengthen it")
+    if positions == "all":
+        text = np.repeat(np.arange(len(lengths)), [n - 1 for n in lengths])
+        pos = np.concatenate([np.arange(n - 1) for n in lengths]) if lengths else np.zeros(0, np.int64)
+    else:
+        text, pos = np.arange(len(lengths)), np.asarray(lengths) - 2
+    sel = np.arange(text.size)
+    if max_samples is not None and text.size > int(max_samples):
+        sel = np.sort(np.random.default_rng(seed).choice(text.size, size=int(max_samples), replace=False))
+    return [(int(text[k]), int(pos[k])) for k in sel]
+
+
+def text_lengths(tokenizer: Any, texts: Sequence[str], max_length: int = 256) -> list[int]:
+    """Tokens per text as `text_batches` cuts them (truncated to `max_length`)."""
+    return [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+
+
+def batch_lengths(batches: Iterable[Any]) -> list[int]:
+    """Tokens per input (attention mask sums) of ready token batches, in input order."""
+    batches = _check_dicts(batches)
+    out: dict[int, int] = {}
+    for b, tid in zip(batches, _text_ids(batches), strict=True):
+        ids = torch.as_tensor(b["input_ids"])
+        mask = b.get("attention_mask")
+        n = (torch.ones_like(ids) if mask is None else torch.as_tensor(mask)).sum(1).tolist()
+        out.update({int(t): int(k) for t, k in zip(tid, n, strict=True)})
+    return [out[t] for t in sorted(out)]
+
+
+def _next_token_batches(batches: list[dict], positions: str, max_samples: int | None, seed: int,
+                        samples: Sequence[tuple[int, int]] | None = None) -> list[dict]:
     tids = _text_ids(batches)
-    rows: list[tuple[int, int, int, int, int]] = []  # (text, pos, token, batch, row)
+    found: dict[tuple[int, int], tuple[int, int, int]] = {}  # (text, pos) -> (token after it, batch, row)
+    lengths: dict[int, int] = {}
     for b, (batch, tid) in enumerate(zip(batches, tids, strict=True)):
         ids = torch.as_tensor(batch["input_ids"])
         mask = batch.get("attention_mask")
         mask = torch.ones_like(ids) if mask is None else torch.as_tensor(mask)
         for r in range(ids.shape[0]):
             real = torch.nonzero(mask[r]).reshape(-1).tolist()
-            if len(real) < 2:
-                raise ValueError(f"text {int(tid[r])} has {len(real)} token(s): next-token needs at least 2 tokens "
-                                 "per text (a position and the token after it); drop or lengthen it")
-            ks = range(len(real) - 1) if positions == "all" else [len(real) - 2]
-            for k in ks:
-                rows.append((int(tid[r]), real[k], int(ids[r, real[k + 1]]), b, r))
-    sel = np.arange(len(rows))
-    if max_samples is not None and len(rows) > int(max_samples):
-        sel = np.sort(np.random.default_rng(seed).choice(len(rows), size=int(max_samples), replace=False))
-    chosen = sorted((rows[i] for i in sel), key=lambda x: (x[0], x[1]))
+            if real and real != list(range(real[0], real[0] + len(real))):
+                raise ValueError("next-token batches need contiguous tokens (no holes in the attention mask)")
+            if real and real[0] != 0:
+                raise ValueError("next-token batches must be right-padded: positions count from the first token "
+                                 "(build them with target_batches, or set tokenizer.padding_side = 'right')")
+            lengths[int(tid[r])] = len(real)
+            for k in range(len(real) - 1):
+                found[(int(tid[r]), k)] = (int(ids[r, k + 1]), b, r)
+    if samples is None:
+        n_texts = max(lengths) + 1 if lengths else 0
+        samples = draw_samples([lengths.get(t, 0) for t in range(n_texts)], positions, max_samples, seed)
+    chosen = []
+    for t, p_ in samples:
+        if (t, p_) not in found:
+            raise ValueError(f"sample (text {t}, position {p_}) has no observed next token in these batches")
+        chosen.append((t, p_, *found[(t, p_)]))
+    chosen.sort(key=lambda x: (x[0], x[1]))
     per_batch: dict[int, list[tuple[int, tuple]]] = {}
     for sid, item in enumerate(chosen):
         per_batch.setdefault(item[3], []).append((sid, item))
@@ -279,14 +328,16 @@ def predicted_labels(model: Any, batches: Iterable[Any], device: str | torch.dev
 
 def samples_for_target(batches: Iterable[Any], target: str, *, positions: str = "all",
                        max_samples: int | None = MAX_SAMPLES, seed: int = 0, labels: Sequence[int] | None = None,
-                       model: Any = None, device: str | torch.device = "cpu") -> list[Any]:
+                       model: Any = None, device: str | torch.device = "cpu",
+                       samples: Sequence[tuple[int, int]] | None = None) -> list[Any]:
     """Ready batches turned into the samples of `target`: for ``next-token`` one sample per (text, position)
     drawn as `positions` / `max_samples` / `seed` say; for ``label`` the `labels` (one per input, in input
     order); for ``predicted`` the model's own argmax (needs `model`); ``head`` as they are. Each batch then
-    carries ``sample_text`` (the text index of every sample)."""
+    carries ``sample_text`` (the text index of every sample). ``samples``: explicit (text, position) pairs to
+    keep instead of the draw (`draw_samples`; how the ranks of a torchrun launch share one draw)."""
     _check_name(target)
     if target == "next-token":
-        return _next_token_batches(_check_dicts(batches), positions, max_samples, seed)
+        return _next_token_batches(_check_dicts(batches), positions, max_samples, seed, samples)
     batches = list(batches)
     if target == "predicted":
         if model is None:
@@ -314,7 +365,8 @@ def samples_for_target(batches: Iterable[Any], target: str, *, positions: str = 
 def target_batches(tokenizer: Any, texts: Sequence[str], *, target: str, positions: str = "all",
                    max_samples: int | None = MAX_SAMPLES, seed: int = 0, labels: Sequence[int] | None = None,
                    batch_size: int = 8, max_length: int = 256, model: Any = None,
-                   device: str | torch.device = "cpu") -> list[dict[str, torch.Tensor]]:
+                   device: str | torch.device = "cpu",
+                   samples: Sequence[tuple[int, int]] | None = None) -> list[dict[str, torch.Tensor]]:
     """Tokenised batches of `texts` holding the samples of `target` (see `samples_for_target`).
 
     Next-token batches are right-padded (positions count from the first token) and keep only the texts that
@@ -336,7 +388,7 @@ def target_batches(tokenizer: Any, texts: Sequence[str], *, target: str, positio
     finally:
         tokenizer.padding_side = side
     return samples_for_target(batches, target, positions=positions, max_samples=max_samples, seed=seed,
-                              labels=labels, model=model, device=device)
+                              labels=labels, model=model, device=device, samples=samples)
 
 
 def format_target(t: dict[str, Any]) -> str:

@@ -389,7 +389,7 @@ def compute_valuations(
         from .detect import use_adapter
 
         use_adapter(model, adapter)
-    batches, kind, n_texts = target_inputs(model, inputs, tokenizer=tokenizer, target=target, positions=positions,
+    batches, kind, _ = target_inputs(model, inputs, tokenizer=tokenizer, target=target, positions=positions,
                                            max_samples=max_samples, seed=seed, labels=labels,
                                            batch_size=batch_size, max_length=max_length, device=device)
     if verify and not isinstance(batches, (list, tuple)):
@@ -401,9 +401,9 @@ def compute_valuations(
     if cache.n_samples < 2:
         raise ValueError(f"{cache.n_samples} input(s): valuations are expectations over inputs; give at least 2")
     v = valuations_from_cache(cache, methods, pas_dtype=pas_dtype, progress=progress)
+    # n_texts: the texts the samples come from (a next-token draw may leave some texts out)
     v.meta["target"] = describe_target(model, kind, positions=positions, n_samples=cache.n_samples,
-                                       max_samples=max_samples, seed=seed, n_texts=n_texts
-                                       if n_texts is not None else _n_texts(cache))
+                                       max_samples=max_samples, seed=seed, n_texts=_n_texts(cache))
     v.timings = {"forward": t_cache, **v.timings}
     if verify:
         from .verify import verify_valuations
@@ -423,10 +423,12 @@ def _n_texts(cache: LayerCache) -> int | None:
 def target_inputs(model: nn.Module, inputs: Any, *, tokenizer: Any = None, target: str | None = None,
                   positions: str = "all", max_samples: int | None = MAX_SAMPLES, seed: int = 0,
                   labels: Sequence[int] | None = None, batch_size: int = 8, max_length: int = 256,
-                  device: str | torch.device = "cpu") -> tuple[Any, str, int | None]:
+                  device: str | torch.device = "cpu",
+                  samples: Sequence[tuple[int, int]] | None = None) -> tuple[Any, str, int | None]:
     """(batches holding the target's samples, the target, number of texts or None) for any `inputs` of
     `compute_valuations`: texts, an array, or ready batches. Refuses a target the model cannot give and labels
-    that do not fit it (`models.targets.check_target`)."""
+    that do not fit it (`models.targets.check_target`). ``samples``: next-token (text, position) pairs to
+    keep instead of drawing them (a torchrun rank's share of one global draw)."""
     texts = isinstance(inputs, (list, tuple)) and bool(inputs) and isinstance(inputs[0], str)
     array = isinstance(inputs, (np.ndarray, torch.Tensor))
     carried = False  # ready batches that carry their own labels ((x, y) pairs, dicts with "labels")
@@ -445,7 +447,7 @@ def target_inputs(model: nn.Module, inputs: Any, *, tokenizer: Any = None, targe
             raise ValueError("inputs holds fewer than 2 texts: valuations are expectations; give at least 2")
         return target_batches(tokenizer, list(inputs), target=kind, positions=positions, max_samples=max_samples,
                               seed=seed, labels=labels, batch_size=batch_size, max_length=max_length,
-                              model=model, device=device), kind, len(inputs)
+                              model=model, device=device, samples=samples), kind, len(inputs)
     if array:
         if kind == "next-token":
             raise ValueError("next-token samples are read from token ids: give texts or token batches, not an array")
@@ -457,7 +459,7 @@ def target_inputs(model: nn.Module, inputs: Any, *, tokenizer: Any = None, targe
     batches = _as_batches(inputs, tokenizer, batch_size=batch_size, max_length=max_length, targets=None)
     if kind in ("next-token", "predicted") or labels is not None:
         batches = samples_for_target(batches, kind, positions=positions, max_samples=max_samples, seed=seed,
-                                     labels=labels, model=model, device=device)
+                                     labels=labels, model=model, device=device, samples=samples)
     return batches, kind, None
 
 
