@@ -164,7 +164,56 @@ CASES = [
                                                 "--out", str(t / "v")], r"unknown method.*oca, pas, hessian"),
     ("valuations", "adapter not importable", lambda t: ["valuations", "minilm", "--layer", "0", "--adapter",
                                                         "no_such_module:X", "--out", str(t / "v")], r"adapter"),
+    # study
+    ("study", "missing texts file", lambda t: ["study", _planted(t), "--texts", str(t / "no.txt"), "--out",
+                                               str(t / "run")], r"does not exist"),
+    ("study", "empty texts file", lambda t: ["study", _planted(t), "--texts", _texts(t, []), "--out", str(t / "run")],
+     r"holds 0 text.*at least 8"),
+    ("study", "too few texts", lambda t: ["study", _planted(t), "--texts", _texts(t, ["a cat", "a dog", "a bird"]),
+                                          "--out", str(t / "run")], r"holds 3 text.*at least 8"),
+    ("study", "layer outside the model", lambda t: ["study", _planted(t), "--texts", _texts(t, _SENTENCES),
+                                                    "--layers", "1-5", "--out", str(t / "run")],
+     r"layer 2 is out of range.*0\.\.1"),
+    ("study", "next token of an encoder", lambda t: ["study", _classifier(t), "--texts", _texts(t, _SENTENCES),
+                                                     "--target", "next-token", "--out", str(t / "run")],
+     r"next-token needs a causal"),
+    ("study", "label out of range", lambda t: ["study", _classifier(t), "--texts", _jsonl(t, [5] * 8),
+                                               "--target", "label", "--out", str(t / "run")],
+     r"label 5 is out of range.*0\.\.2"),
+    ("study", "labels missing for some rows", lambda t: ["study", _classifier(t), "--texts",
+                                                         _jsonl(t, [0, 1, None, 2, 0, 1, 2, 0]), "--out",
+                                                         str(t / "run")], r"no label but others do"),
 ]
+
+_SENTENCES = [f"the cat sat on the mat number {i}" for i in range(10)]
+
+
+def _planted(t: Path) -> str:
+    from hedonic_neurons.models.planted_lm import build_planted_lm
+
+    return str(build_planted_lm(t / "planted", n_texts=8)["model"])
+
+
+def _classifier(t: Path) -> str:
+    """A tiny BERT with a trained-looking 3-label head, saved with the planted model's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(_planted(t))
+    torch.manual_seed(0)
+    d = t / "clf"
+    BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=24, num_labels=3,
+                                             pad_token_id=tok.pad_token_id)).save_pretrained(d)
+    tok.save_pretrained(d)
+    return str(d)
+
+
+def _jsonl(t: Path, labels: list) -> str:
+    p = t / "texts.jsonl"
+    p.write_text("".join(json.dumps({"text": f"the cat sat on mat {i}", **({} if y is None else {"label": y})}) + "\n"
+                         for i, y in enumerate(labels)))
+    return str(p)
 
 
 def _mkdir(p: Path) -> str:

@@ -15,6 +15,7 @@ _COMMAND_MODULES = [
     "hedonic_neurons.report.cli",
     "hedonic_neurons.cli.reranker",
     "hedonic_neurons.models.cli",
+    "hedonic_neurons.cli.study",
 ]
 # sub-command -> the module that registers it, so a command imports only its own module: the others pull in
 # torch and transformers (10+ s on a small machine), which e.g. refusing an unknown model must not wait for.
@@ -27,6 +28,7 @@ COMMANDS = {
     "report": "hedonic_neurons.report.cli",
     "reranker": "hedonic_neurons.cli.reranker",
     "valuations": "hedonic_neurons.models.cli",
+    "study": "hedonic_neurons.cli.study",
 }
 
 
