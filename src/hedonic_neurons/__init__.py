@@ -36,6 +36,7 @@ _LAZY = {
     **dict.fromkeys(["track_layers", "track_transition", "transition_table", "coalition_write",
                      "mlp_interaction_mass", "residual_interaction_mass", "track_run"], "hedonic_neurons.tracking"),
     "build_report": "hedonic_neurons.report",
+    **dict.fromkeys(["study", "Study", "StudyConfig"], "hedonic_neurons.experiments.study"),
     "RunDir": "hedonic_neurons.rundir",
 }
 

@@ -522,6 +522,17 @@ class Study:
 
     # ---- run -----------------------------------------------------------------------------------
     def run(self) -> RunDir:
+        """Run or resume every stage; `quiet` silences progress bars (the loaders' too) for the call."""
+        before = os.environ.get("TQDM_DISABLE")
+        if self.quiet:
+            os.environ["TQDM_DISABLE"] = "1"
+        try:
+            return self._run()
+        finally:
+            if self.quiet and before is None:
+                os.environ.pop("TQDM_DISABLE", None)
+
+    def _run(self) -> RunDir:
         from hedonic_neurons import notices
 
         t0 = time.perf_counter()
