@@ -1,4 +1,7 @@
-"""Best-response dynamics for hedonic games whose utility counts every member (issue 11, DESIGN trap 8).
+"""Best-response dynamics for hedonic games whose utility counts every member.
+
+Such a utility cannot chain into giant coalitions as the top-k one does (a top-k player ignores every
+member beyond its k best partners, negative ones included).
 
 u_i(S) = sum_{j in S, j != i} (phi_ij - tau)            ("additive": additively separable)
 u_i(S) = sum_{j in S, j != i} (phi_ij - tau) / |S|      ("fractional": fractional hedonic)
@@ -244,7 +247,7 @@ def absorb_singletons(
 def priority_order(phi: np.ndarray, block: int = 512) -> np.ndarray:
     """Players by decreasing strength (their best partner's symmetrised phi), ties to the smaller id.
 
-    The turn order of the default dynamics (issue 11): strong players choose first, every sweep, so the
+    The turn order of the default dynamics: strong players choose first, every sweep, so the
     Nash-stable partition reached depends on phi only, not on a random order. Why: on real valuations
     the fractional game has very many Nash-stable partitions, and random orders land on different ones
     (two runs on the same MiniLM phi agreed at ARI 0.06); a fixed order lands on the same one for two

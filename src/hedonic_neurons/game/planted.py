@@ -1,8 +1,8 @@
 """Planted games: known coalitions plus noise, to validate solver settings (shapiq-style ground truth).
 
 With groups of at most k + 1 players, in-group valuation `signal` and a threshold that separates it
-from the noise, the planted partition is the stable outcome PAC-Top-Cover should find (DESIGN.md
-trap 6); larger groups may legitimately be cut.
+from the noise, the planted partition is the stable outcome PAC-Top-Cover should find; larger groups
+may legitimately be cut (a top-responsive player prefers the smaller coalition with the same choice set).
 """
 
 from __future__ import annotations

@@ -140,8 +140,8 @@ class PartnerSampler(CoalitionSampler):
     drawn from its `n_candidates` best without replacement with weight 1/(rank+1), and each slot is
     replaced by a uniform player with probability `p_explore`. Slots left empty (too few partners
     above tau) are filled uniformly. This is a proper distribution that puts mass on the coalitions
-    a top-responsive player actually wants, which the uniform D almost never draws at large n
-    (DESIGN.md trap 6).
+    a top-responsive player actually wants, which the paper's uniform D almost never draws once n is in
+    the thousands.
     """
 
     name = "partners"

@@ -3,7 +3,7 @@
 Both share one graph routine: players point to their choice sets, sink strongly connected
 components are emitted as coalitions and removed, and the rest repeats (paper section 3.3,
 appendix C). A sink SCC has no edge leaving it, so Algorithm 1's closure check (line 19) always
-holds (DESIGN.md trap 5): all sink SCCs of a round are disjoint and may be emitted together.
+holds (nothing outside it is chosen by its members): all sink SCCs of a round are disjoint and may be emitted together.
 """
 
 from __future__ import annotations

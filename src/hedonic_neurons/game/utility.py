@@ -1,8 +1,8 @@
 """The MFC (multi-friend choice) utility of a top-responsive game, vectorised over many coalitions.
 
 A player's utility in a coalition depends only on its choice set: its <= k best partners whose
-valuation exceeds the significance threshold tau (DESIGN.md section 3 and trap 6; paper section 3.2
-and appendix B.1). Pure numpy.
+valuation exceeds the significance threshold tau (paper section 3.2 and appendix B.1; the utility and
+the sampling distribution decide the result: docs/solver.md). Pure numpy.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MFC_UTILITIES = ("sum", "mean")  # top-responsive: the value depends on the choice set only
-SEPARABLE_UTILITIES = ("fractional", "additive", "average")  # every member counts (issue 11, DESIGN trap 8)
+SEPARABLE_UTILITIES = ("fractional", "additive", "average")  # every member counts: no chaining into giant coalitions
 UTILITIES = (*SEPARABLE_UTILITIES, *MFC_UTILITIES)
 
 
@@ -224,7 +224,7 @@ def partner_quantile(phi: np.ndarray, q: float, partners: float, max_entries: in
     """`q`, lowered where needed so that the positive pairs above the q-quantile give a player on average
     at least `partners` partners: min(q, 1 - partners / (share of positive pairs x (n - 1))).
 
-    Why (issue 11): a quantile of the positive phi assumes a player's real partners are a small share of
+    Why: a quantile of the positive phi assumes a player's real partners are a small share of
     the others. In a small game the top (1 - q) of the positive pairs can be fewer than `partners` per
     player, and a strict cut (q97 on 48 players: 0.8 partners each) then falls inside the signal and splits
     real groups. It binds at q97 on most MNIST layers (256 neurons: q95.4-q97), not on 1,536 MiniLM channels.

@@ -291,8 +291,9 @@ class ModelAdapter:
         return self.tail(layer, site) if rows is None else self.tail(layer, site, rows=rows)
 
     def residual_readers(self, layer: int) -> np.ndarray | None:
-        """OCA's weight term at the residual site (DESIGN 3): the weights that read h_layer next, (rows, d),
-        column i the direction residual coordinate i is read along; None: no weight term (1 - |cos| = 1)."""
+        """OCA's weight term at the residual site, where the paper gives none: the weights that read h_layer
+        next, (rows, d), column i the direction residual coordinate i is read along; None: no weight term
+        (1 - |cos| = 1)."""
         return None
 
     def final_norm(self) -> nn.Module | None:

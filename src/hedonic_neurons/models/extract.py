@@ -260,7 +260,7 @@ def _iter_readouts(model: nn.Module, batches: Iterable[Any], layers: Sequence[in
     was_training = base.training
     base.eval()
     kwargs_extra = {"use_cache": False} if adapter.pooling == "last" else {}
-    # a float64 model runs in float64 throughout (HF norms would upcast to float32 only: DESIGN trap 9)
+    # a float64 model runs in float64 throughout (HF's RMSNorms would otherwise compute in float32)
     f64 = keep_float64() if p is not None and p.dtype == torch.float64 else contextlib.nullcontext()
     try:
         with torch.no_grad(), f64, _Probe(adapter, layers, site, want_base) as probe:
@@ -390,7 +390,7 @@ class LayerCache:
     A sample is one readout position of one text (``sample_text``, ``sample_pos``): the pooling position, or
     every position with an observed next token for a causal LM. Player i's ablation subtracts
     delta_i(x) = coef[x, i] C[:, i] - coef_base[x, i] C_base[:, i] from H[x], and the local logit of the
-    ablated model is tail(H - sum_{i in S} delta_i) (DESIGN trap 3).
+    ablated model is tail(H - sum_{i in S} delta_i): only the tail is re-run, never the whole model.
     ``ablation``: "lora" (revert the LoRA change of the channel: coef = g - g_base, and for a LoRA on
     the down projection C_base = Delta W_down, coef_base = -g_base), "zero" (coef = g) or "mean"
     (coef = g - mean g over these samples).

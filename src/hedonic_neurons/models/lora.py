@@ -1,6 +1,6 @@
 """LoRA/PEFT helpers: base vs adapted outputs and weights of a (possibly LoRA-wrapped) Linear.
 
-A channel's ablation in a LoRA model reverts its LoRA-induced change (DESIGN section 1), so we need
+A channel's ablation in a LoRA model reverts its LoRA-induced change, so we need
 for the same input both the adapted projection and the base one; these helpers give them from the
 module's own weights, without a second forward pass and without toggling adapters globally.
 """

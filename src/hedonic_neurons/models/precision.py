@@ -1,4 +1,4 @@
-"""float64 through Hugging Face modules that upcast to float32 internally (DESIGN trap 9).
+"""float64 through Hugging Face modules that upcast to float32 internally.
 
 HF's RMSNorms compute ``hidden_states.to(torch.float32)`` (Gemma: ``x.float()``) even in a float64 model, so
 a float64 forward carries ~1e-8 relative error in every norm. Inside `keep_float64()` a cast of a float64

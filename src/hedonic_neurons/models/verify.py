@@ -2,7 +2,7 @@
 model's own modules and compared with what the valuation math computed.
 
 Why: the valuation math reads the model through an adapter (where the players write, which norm follows,
-what the head is). A wrong adapter gives plausible-looking wrong numbers with no error (issue 12), so every
+what the head is). A wrong adapter gives plausible-looking wrong numbers with no error, so every
 run checks itself against the real modules:
 
 1. the layer's inputs are captured for a few random samples (one forward pass, stopped at the layer);
@@ -10,7 +10,7 @@ run checks itself against the real modules:
    projection (LoRA reverted through the module's own `base_layer` / `lora_A` / `lora_B`, or zeroed /
    set to the mean), and the model's own readout modules (final norm and head, BERT's pooler and
    classifier) are applied to the layer's real output, in float64 with HF's float32 upcasts kept in
-   float64 (DESIGN trap 9);
+   float64 (HF's RMSNorm computes in float32 even in a float64 model);
 3. the per-sample local logit, psi(i, x) and Delta_ij(x) are compared with the cached tail's values on the
    same samples, the computed phi / psi with the tail's direct evaluation over all inputs, the activations
    with the real down projection's input, and OCA's weight term with the real down projection's write
@@ -46,7 +46,7 @@ __all__ = ["VerificationError", "verify_valuations", "verification_rows", "save_
 
 # Max |computed - direct| / max |direct| over the checked values, per cache precision. float32 caches carry
 # ~1e-7 relative rounding in g and H, amplified by g / (g - g_base) for a small LoRA change; a wrong adapter
-# gives errors of order 1 (issue 12: ~1.0).
+# gives errors of order 1 (~1.0 for a missing post-MLP norm or final norm).
 TOLERANCES = {"float64": 1e-6, "float32": 1e-3}
 
 class VerificationError(ValueError):
