@@ -297,7 +297,7 @@ def derive_outputs(run_dir: str | Path, *, track: bool | str = "auto") -> list[s
 
 
 # headline tables of each experiment, in order (MNIST Tables 7-8, reranker Tables 1, 6, 2)
-HEADLINE_TABLES = ("table7_synergy", "table8_interpretability", "table1_extrinsic", "table6_synergy",
+HEADLINE_TABLES = ("heldout", "table7_synergy", "table8_interpretability", "table1_extrinsic", "table6_synergy",
                    "table2_predictivity")
 # headline figures: synergy bars (with CIs), coalition sizes, digit grids, the across-layer Sankey
 HEADLINE_FIGURES = ("synergy", "coalition_sizes_hedonic_pas", "grid_", "sankey_hedonic_pas_all")
