@@ -5,7 +5,8 @@ Nodes are coalitions, one column per layer, coloured by the event of the coaliti
 A link C -> C' is drawn when C's share of outgoing mass on it (alpha of that link under the tracking
 measure: by default the relative share, the excess over a size-matched random group out of what an
 identical coalition would carry, ``tracking.events.link_shares``) is at least ``lo``; its width is
-that share times |C| and its colour is the source's event. The share a coalition does not send through a drawn link goes to one grey "vanished" node per transition, so
+that share times |C| and its colour is the source's event. The share a coalition does not send
+through a drawn link goes to one grey "vanished" node per transition, so
 disappearance is visible as in the paper's figure. A caption (the controls' event shares) is
 printed under the title and the legend.
 """

@@ -67,11 +67,11 @@ def classify(alpha: float, beta: float, hi: float = 0.7, matched: bool = True, f
 
 
 MEASURES = ("relative", "excess", "raw")
-# under ``relative``: a share counts only when its link carries more than a size-matched random group
-# significantly (z above the one-sided Bonferroni bound for P_MAX over the transition's links, unless a
-# z_min is given), and the weaker share of a merge or split must reach FLOOR (docs/tracking.md)
+# under ``relative``: a share counts only when its link carries more than a size-matched random group by
+# Z_MIN standard deviations (None: the one-sided Bonferroni bound for P_MAX over a source's links for
+# alpha, a target's for beta), and the weaker share of a merge or split must reach FLOOR (docs/tracking.md)
 P_MAX = 0.05
-Z_MIN = None
+Z_MIN = 2.0
 FLOOR = 0.4
 # the chance gate: redraws of the next layer's partition, and the p an event must reach against them
 CHANCE_DRAWS = 19
@@ -258,7 +258,8 @@ def _decide(M: np.ndarray, A: np.ndarray, B: np.ndarray, W: np.ndarray, hi: floa
 
 
 def _chance_hits(events: list[str], forward: np.ndarray, backward_players: np.ndarray, labels_next: np.ndarray,
-                 sizes: Any, hi: float, floor: float, z_min: float, many_to_one: bool, backward_exact: bool,
+                 sizes: Any, hi: float, floor: float, z_min: tuple[float, float], many_to_one: bool,
+                 backward_exact: bool,
                  draws: int, rng: np.random.Generator) -> np.ndarray:
     """Per source: in how many of ``draws`` random redraws of the next layer's partition (labels permuted)
     it gets an event of the class of its observed one (persist: persist; merge / split: any but vanish)."""
@@ -275,8 +276,8 @@ def _chance_hits(events: list[str], forward: np.ndarray, backward_players: np.nd
         T = _aggregate(F, lab)
         M = T / np.outer(s1, s2)
         L = relative_shares(M, s1, s2, F, _aggregate(S, lab), backward_exact=backward_exact)
-        A = np.where(L["z_alpha"] >= z_min, L["alpha"], 0.0)
-        B = np.where(L["z_beta"] >= z_min, L["beta"], 0.0)
+        A = np.where(L["z_alpha"] >= z_min[0], L["alpha"], 0.0)
+        B = np.where(L["z_beta"] >= z_min[1], L["beta"], 0.0)
         _, _, ev = _decide(M, A, B, A * B, hi, floor, many_to_one, "relative")
         ev = np.array(ev)
         hits += np.where(want_persist, ev == "persist", ev != "vanish")
@@ -295,21 +296,20 @@ def track_transition(
 ) -> list[dict[str, Any]]:
     """One row per source coalition (row of M): its partner, alpha, beta, event and link count.
 
-    ``M`` is the size-normalised interaction mass (paper 3.4); ``sizes`` / ``sizes_next`` the coalition
-    sizes of its rows / columns (default 1: M is then taken as total mass). ``measure="relative"``
-    (default) reads every link against size-matched random groups and against what an identical
-    coalition would carry (``relative_shares``; needs ``forward`` / ``backward``); a share counts only
-    when its link is significant (z >= ``z_min``; None: ``bonferroni_z`` over the n_source x n_target
-    links at family-wise level 0.05), and the weaker share of a merge or split must reach
-    ``floor`` (default: 0.5 under ``relative``, 0 otherwise; docs/tracking.md gives the measurements
-    behind both). ``measure="excess"`` reads against random groups only, ``measure="raw"`` is the paper's
-    rule on M itself. Sources are matched one-to-one by maximum ``weight`` (a zero-weight match counts
-    as none). ``many_to_one`` (default: True except for raw): a source left unmatched, or whose best
-    target (largest alpha) is not its match and takes alpha >= hi of its mass, is read against that best
-    target, so two coalitions feeding one both read *merge* (the one-to-one matching can give the
+    ``M`` is the size-normalised interaction mass (paper 3.4); ``sizes`` / ``sizes_next`` the coalition sizes of its
+    rows / columns (default 1: M is then taken as total mass). ``measure="relative"`` (default) reads every link
+    against size-matched random groups and against what an identical coalition would carry (``relative_shares``;
+    needs ``forward`` / ``backward``); a share counts only when its link is significant (z >= ``z_min``, default 2;
+    None: ``bonferroni_z`` at family-wise level 0.05 over the links of one source for alpha, of one target for
+    beta), and the weaker share of a merge or split must reach ``floor`` (default: 0.4 under ``relative``, 0
+    otherwise; docs/tracking.md gives the measurements behind both). ``measure="excess"`` reads against random
+    groups only, ``measure="raw"`` is the paper's rule on M itself. Sources are matched one-to-one by maximum
+    ``weight`` (a zero-weight match counts as none). ``many_to_one`` (default: True except for raw): a source left
+    unmatched, or whose best target (largest alpha) is not its match and takes alpha >= hi of its mass, is read
+    against that best target, so two coalitions feeding one both read *merge* (the one-to-one matching can give the
     target to only one of them); with False an unmatched source always vanishes (the paper's reading).
-    ``source_ids`` / ``target_ids`` name the rows / columns (coalition ids; default 0..n-1). ``target``
-    is the partner the event refers to (-1 if none); ``matched`` says whether the matching chose it.
+    ``source_ids`` / ``target_ids`` name the rows / columns (coalition ids; default 0..n-1). ``target`` is the
+    partner the event refers to (-1 if none); ``matched`` says whether the matching chose it.
 
     Chance gate (``relative`` with ``labels_next`` and ``backward_players`` given, ``chance_draws`` > 0):
     the next layer's partition is redrawn ``chance_draws`` times at random (its labels permuted, sizes
@@ -339,10 +339,9 @@ def track_transition(
                     backward_exact=backward_exact)
     A, B = L["alpha"], L["beta"]
     if measure == "relative":  # a share counts only where the link beats random groups significantly
-        if z_min is None:
-            z_min = bonferroni_z(n_s * n_t)
-        A = np.where(L["z_alpha"] >= z_min, A, 0.0)
-        B = np.where(L["z_beta"] >= z_min, B, 0.0)
+        za, zb = (bonferroni_z(n_t), bonferroni_z(n_s)) if z_min is None else (z_min, z_min)
+        A = np.where(L["z_alpha"] >= za, A, 0.0)
+        B = np.where(L["z_beta"] >= zb, B, 0.0)
         W = A * B
     else:
         W = L["weight"]
@@ -353,7 +352,7 @@ def track_transition(
     gate = (measure == "relative" and chance_draws > 0 and labels_next is not None
             and backward_players is not None and forward is not None)
     if gate:
-        hits = _chance_hits(events, forward, backward_players, np.asarray(labels_next), sizes, hi, floor, z_min,
+        hits = _chance_hits(events, forward, backward_players, np.asarray(labels_next), sizes, hi, floor, (za, zb),
                             many_to_one, backward_exact, chance_draws, np.random.default_rng(random_state))
         p_chance = (1.0 + hits) / (chance_draws + 1.0)
     best = A.argmax(axis=1) if measure != "raw" else M.argmax(axis=1)

@@ -320,7 +320,7 @@ def rule_text(measure: str, hi: float, lo: float, *, null: str = "config", z_min
     """The event rule in one line, for table titles."""
     if measure == "relative":
         f = FLOOR if floor is None else floor
-        z = "Bonferroni at 0.05 over the links" if z_min is None else z_min
+        z = "Bonferroni at 0.05 over a source's / target's links" if z_min is None else z_min
         ch = (f"; chance: {chance_draws} redraws of the next partition, p <= {CHANCE_P}"
               + (", gating the events" if chance_gate else ", in the *_chance_% columns") if chance_draws else "")
         return f"measure = relative, hi = {hi}, floor = {f}, z_min = {z}, lo = {lo}{ch}"
