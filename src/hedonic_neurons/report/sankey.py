@@ -73,6 +73,7 @@ def sankey_data(
     for l1, l2 in transitions:
         parts = _parts(mass_by_transition[(l1, l2)])
         M = np.asarray(parts.pop("M"), dtype=np.float64)
+        parts.pop("backward_players", None)
         ids1 = coalition_ids(labels_by_layer[l1])
         ids2 = coalition_ids(labels_by_layer[l2])
         shares = link_shares(M, coalition_sizes(labels_by_layer[l1]), coalition_sizes(labels_by_layer[l2]),
