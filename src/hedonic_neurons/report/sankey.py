@@ -6,9 +6,9 @@ A link C -> C' is drawn when C's share of outgoing mass on it (alpha of that lin
 measure: by default the relative share, the excess over a size-matched random group out of what an
 identical coalition would carry, ``tracking.events.link_shares``) is at least ``lo``; its width is
 that share times |C| and its colour is the source's event. The share a coalition does not send
-through a drawn link goes to one grey "vanished" node per transition, so
-disappearance is visible as in the paper's figure. A caption (the controls' event shares) is
-printed under the title and the legend.
+through a drawn link (under the relative measure: 1 - alpha x beta of its best link) goes to one grey
+"vanished" node per transition, so disappearance is visible as in the paper's figure. A caption (the
+controls' event shares) is printed under the title and the legend.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def sankey_data(
         ids1 = coalition_ids(labels_by_layer[l1])
         ids2 = coalition_ids(labels_by_layer[l2])
         shares = link_shares(M, coalition_sizes(labels_by_layer[l1]), coalition_sizes(labels_by_layer[l2]),
-                             measure=measure, null=null, **parts)["alpha"]
+                             measure=measure, null=null, **parts)
+        shares, betas = shares["alpha"], shares["beta"]
         out = M.sum(axis=1)
         sink = None
         for a, ca in enumerate(ids1.tolist()):
@@ -93,7 +94,10 @@ def sankey_data(
                     continue
                 links.append({"source": src, "target": index[(l2, cb)], "share": float(share[b]),
                               "value": float(share[b]) * nodes[src]["size"], "event": ev})
-                drawn += float(share[b])
+                # relative shares are each out of what an identical coalition would carry, so they do
+                # not add up: what a vanishing source lacks is 1 - its best link's alpha x beta
+                drawn = (max(drawn, float(share[b] * betas[a, b])) if measure == "relative"
+                         else drawn + float(share[b]))
             if ev == "vanish" and drawn < 1.0:
                 if sink is None:
                     sink = len(nodes)
