@@ -180,17 +180,20 @@ def summarize_events(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
     ``rows`` are Table-3 rows with ``method``, ``kind``, ``seed`` and ``<event>_%``. A seed's value is
     its mean over transitions (and over control draws); the sd is over seeds (0 with one seed). The
-    mean alpha and beta of the sources (``alpha_mean``, ``beta_mean``) are summarised the same way.
+    mean alpha and beta of the sources (``alpha_mean``, ``beta_mean``), the share of sources with an
+    event beyond chance and the agreement with direct overlap are summarised the same way (blank where
+    not computed).
     """
     per: dict[tuple[str, str], dict[str, list[list[float]]]] = {}
     for r in rows:
         key = (str(r["base_method"]), str(r["kind"]))
         vals = [float(r[f"{e}_%"]) for e in EVENTS]
-        vals += [float(r[q]) if r.get(q, "") != "" else np.nan for q in ("alpha_mean", "beta_mean")]
+        vals += [float(r[q]) if r.get(q, "") not in ("", None) else np.nan
+                 for q in ("alpha_mean", "beta_mean", "beyond_chance_%", "overlap_agree_%")]
         per.setdefault(key, {}).setdefault(str(r["seed"]), []).append(vals)
     out = []
     for (method, kind), by_seed in per.items():
-        seeds = np.array([np.mean(v, axis=0) for v in by_seed.values()])   # (n_seeds, 4)
+        seeds = np.array([np.mean(v, axis=0) for v in by_seed.values()])   # (n_seeds, 8)
         row: dict[str, Any] = {"method": method, "kind": kind, "n_seeds": len(by_seed),
                                "n_transitions": int(np.mean([len(v) for v in by_seed.values()]))}
         for j, e in enumerate(EVENTS):
@@ -199,6 +202,12 @@ def summarize_events(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         for j, q in enumerate(("alpha_mean", "beta_mean"), start=len(EVENTS)):
             row[q] = float(seeds[:, j].mean())
             row[q.replace("_mean", "_sd")] = float(seeds[:, j].std(ddof=1)) if len(seeds) > 1 else 0.0
+        for j, q in enumerate(("beyond_chance_%", "overlap_agree_%"), start=len(EVENTS) + 2):
+            col = seeds[:, j]
+            ok = ~np.isnan(col)
+            row[q] = round(float(col[ok].mean()), 1) if ok.any() else ""
+            row[q.replace("_%", "_sd")] = (round(float(col[ok].std(ddof=1)), 1) if ok.sum() > 1
+                                           else (0.0 if ok.any() else ""))
         out.append(row)
     order = {"method": 0, **{c: i + 1 for i, c in enumerate(CONTROLS + POSITIVE_CONTROLS)}}
     out.sort(key=lambda r: (r["method"], order.get(r["kind"], 9)))

@@ -62,7 +62,7 @@ from hedonic_neurons.tracking.events import (
 from hedonic_neurons.tracking.mass import coalition_ids, coalition_write, mlp_transition, residual_transition
 
 __all__ = ["TrackedMethod", "track_methods", "track_run", "write_tracking", "transition_mass", "layer_chains",
-           "add_overlap", "overlap_agrees", "controls_summary", "rule_text"]
+           "add_overlap", "overlap_agrees", "overlap_note", "controls_summary", "rule_text"]
 
 log = logging.getLogger(__name__)
 
@@ -285,8 +285,10 @@ def write_tracking(
     for kind, draws in (control_rows or {}).items():
         table += _table3(method, kind, list(draws), paper_task, paper_model)
     table_rows = merge(rd.root / "tables" / "tracking_events.csv", table)
+    agreement = overlap_note(table_rows)
     rd.save_table("tracking_events", table_rows, TABLE3_COLUMNS,
-                  title=f"Table 3, coalition dynamics across layers: % of source coalitions per event ({rule}); "
+                  title=f"Table 3, coalition dynamics across layers: % of source coalitions per event ({rule})"
+                        f"{agreement}; "
                         "kind = the method's partition or a control tracked the same way (negative, should "
                         "read vanish: random_partition, size-matched random partitions drawn per layer; "
                         "shuffled_weights, the partition with the weights shuffled within each matrix; "
@@ -308,11 +310,26 @@ def write_tracking(
                     **{f"{e}_%": round(ref[e], 1) for e in EVENTS}, **{f"{e}_sd": "" for e in EVENTS}})
     rd.save_table("tracking_summary", summary,
                   title=f"Table 3 summarised: mean % of source coalitions per event over transitions, mean and sd "
-                        f"over seeds, per method and control ({rule}); the last row is the paper's, for comparison")
+                        f"over seeds, per method and control ({rule}){agreement}; beyond_chance_%: sources whose "
+                        "event stands against random redraws of the next partition; overlap_agree_%: agreement "
+                        "with direct overlap; the last row is the paper's, for comparison")
     log.info("tracked %s over %d transitions", method, len(mass_by_transition))
     write_controls_table(rd, table_rows, rule)
     return TrackedMethod(method, rows, labels_by_layer, mass_by_transition, table, lo=lo, measure=measure,
                          null=null)
+
+
+def overlap_note(table_rows: Sequence[Mapping[str, Any]]) -> str:
+    """'; events agree with direct overlap on: m1 x %, ...' (mean over the method's rows) for the methods
+    that have the agreement (residual sites), else ''."""
+    per: dict[str, list[float]] = {}
+    for r in table_rows:
+        if r.get("kind") == "method" and r.get("overlap_agree_%", "") not in ("", None):
+            per.setdefault(str(r["base_method"]), []).append(float(r["overlap_agree_%"]))
+    if not per:
+        return ""
+    return ("; events agree with direct overlap (best Jaccard >= 0.5 exactly when persist / split / merge) on "
+            + ", ".join(f"{m} {np.mean(v):.1f} %" for m, v in sorted(per.items())) + " of source coalitions")
 
 
 def rule_text(measure: str, hi: float, lo: float, *, null: str = "config", z_min: float | None = Z_MIN,
