@@ -1,26 +1,28 @@
 """Persist / merge / split / vanish events between the coalitions of consecutive layers (paper 3.4, Table 3).
 
-Given an interaction-mass matrix M (n_coal x n_coal', rows = source coalitions at layer l, columns =
-target coalitions at layer l+1), coalitions are aligned by a maximum-weight bipartite matching
-(``scipy.optimize.linear_sum_assignment``, maximize=True; a match of zero weight counts as unmatched)
-and each source gets alpha (the share of its outgoing mass that goes to its partner) and beta (the
-share of the partner's incoming mass that comes from it).
+Given the interaction mass of a transition, coalitions are aligned by a maximum-weight bipartite
+matching (``scipy.optimize.linear_sum_assignment``, maximize=True; a match of zero weight counts as
+unmatched) and each source gets alpha (the share of its mass that goes to its partner) and beta (the
+share of the partner's mass that comes from it). Three measures (docs/tracking.md says why):
 
-Two measures (docs/tracking.md says why the default changed, DESIGN trap 10):
-
-* ``excess`` (default): every link is read against a null, the mass C would send to a size-matched
-  random group of next-layer neurons (closed form from the row and column sums of the total mass
-  T = |C||C'| M, ``null_mass``). The matching maximises the size-normalised excess, and alpha / beta
-  are chance-corrected shares, (observed - expected) / (most possible - expected), so a layer whose
-  dense weights spread every coalition evenly reads 0 instead of 1 / n_coal;
+* ``relative`` (default): every link read against size-matched random groups of players and against
+  what an identical coalition would carry (``relative_shares``): alpha = the link's excess over a
+  random group of the target's size, out of the excess of the best group of the source's size (at a
+  residual site: the identical coalition); beta likewise from the target's side. A share counts only
+  when the link's z over random groups reaches ``z_min``; a merge or split also needs its weaker share
+  to reach ``floor``. Needs the player-level mass of ``mass.residual_transition`` /
+  ``mass.mlp_transition``. Random redraws of the next layer's partition say which events are beyond
+  chance (``chance_draws``; ``chance_gate`` makes the others vanish);
+* ``excess``: chance-corrected shares of a coalition's whole row / column of mass against the
+  configuration (or size) null, ``null_mass``; reads an M matrix alone;
 * ``raw``: the paper's rule on M itself, alpha = M(C, C') / sum_D' M(C, D'),
   beta = M(C, C') / sum_D M(D, C').
 
-Events (DESIGN section 3): persist alpha >= hi and beta >= hi; merge alpha >= hi and beta < hi;
-split alpha < hi and beta >= hi; vanish otherwise. Under ``excess`` a source that the one-to-one
-matching leaves unmatched, or pairs with a target other than the one taking alpha >= hi of its mass,
-is read against its best target (so two coalitions feeding one both read merge). ``lo`` is the
-smallest share drawn as a link in the views and counted in ``n_links``.
+Events: persist alpha >= hi and beta >= hi; merge alpha >= hi and beta >= floor; split beta >= hi and
+alpha >= floor; vanish otherwise (floor 0 is the paper's rule). Except under ``raw`` a source that the
+one-to-one matching leaves unmatched, or pairs with a target other than the one taking alpha >= hi of
+its mass, is read against its best target (so two coalitions feeding one both read merge). ``lo`` is
+the smallest share drawn as a link in the views and counted in ``n_links``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from hedonic_neurons.tracking.mass import coalition_ids
+from hedonic_neurons.tracking.mass import _aggregate, coalition_ids, coalition_sizes
 
 __all__ = ["EVENTS", "EVENT_COLORS", "MEASURES", "NULLS", "Z_MIN", "P_MAX", "FLOOR", "CHANCE_DRAWS", "CHANCE_P",
            "bonferroni_z", "classify",
@@ -258,13 +260,10 @@ def _decide(M: np.ndarray, A: np.ndarray, B: np.ndarray, W: np.ndarray, hi: floa
 
 
 def _chance_hits(events: list[str], forward: np.ndarray, backward_players: np.ndarray, labels_next: np.ndarray,
-                 sizes: Any, hi: float, floor: float, z_min: tuple[float, float], many_to_one: bool,
-                 backward_exact: bool,
-                 draws: int, rng: np.random.Generator) -> np.ndarray:
+                 sizes: np.ndarray, hi: float, floor: float, z_min: tuple[float, float], many_to_one: bool,
+                 backward_exact: bool, draws: int, rng: np.random.Generator) -> np.ndarray:
     """Per source: in how many of ``draws`` random redraws of the next layer's partition (labels permuted)
     it gets an event of the class of its observed one (persist: persist; merge / split: any but vanish)."""
-    from hedonic_neurons.tracking.mass import _aggregate, coalition_sizes
-
     F = np.asarray(forward, dtype=np.float64)
     S = np.asarray(backward_players, dtype=np.float64)
     s1 = np.asarray(sizes, dtype=np.float64)
@@ -352,7 +351,8 @@ def track_transition(
     gate = (measure == "relative" and chance_draws > 0 and labels_next is not None
             and backward_players is not None and forward is not None)
     if gate:
-        hits = _chance_hits(events, forward, backward_players, np.asarray(labels_next), sizes, hi, floor, (za, zb),
+        hits = _chance_hits(events, forward, backward_players, np.asarray(labels_next), _sizes(sizes, n_s, "sizes"),
+                            hi, floor, (za, zb),
                             many_to_one, backward_exact, chance_draws, np.random.default_rng(random_state))
         p_chance = (1.0 + hits) / (chance_draws + 1.0)
     best = A.argmax(axis=1) if measure != "raw" else M.argmax(axis=1)
