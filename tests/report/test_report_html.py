@@ -200,3 +200,13 @@ def test_paper_columns_are_reference_marks_not_bars(tmp_path):
     assert _paper_column("dAcc_pp", ["dAcc_pp", "paper_dAcc"]) == "paper_dAcc"
     assert parse_ci("1.49 ± 0.23 (sd)") == (1.49, 0.23) and parse_ci("0.25 (1 seed, no CI)") == (0.25, 0.0)
     assert synergy_bars_png(rows, tmp_path / "t6.png", method_col="algorithm", group_col="task").stat().st_size > 0
+
+
+def test_cli_report_keeps_the_papers_rule_and_prints_the_controls(small_run, capsys):
+    rd, _ = small_run
+    assert main(["--quiet", "report", str(rd.root), "--measure", "raw", "--no-derive"]) == 0
+    out = capsys.readouterr().out
+    assert "Tracking controls (measure = raw" in out and "random_partition" in out
+    assert "measure = raw" in (rd.root / "tables" / "tracking_events.md").read_text()
+    assert main(["--quiet", "report", str(rd.root), "--floor", "0.3", "--chance-draws", "0", "--no-derive"]) == 0
+    assert "floor = 0.3" in (rd.root / "tables" / "tracking_events.md").read_text()
