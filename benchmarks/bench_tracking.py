@@ -4,10 +4,11 @@ Real pieces end to end: the embedded SmolLM2-135M weights (GGUF of the `llm-smol
 activations g = silu(gate(x)) * up(x) from a real forward pass over text token positions, OCA of
 those activations, ``HedonicPartition`` per layer, then the timed tracking: coalition writes, MLP
 interaction masses with the next layer's up/gate weights folded with its input-norm gain, matching and
-events (the default chance-corrected excess measure), the Table-3 table, Sankey views (plotly JSON +
-HTML) and the static Sankey PNG. Then, untimed: the same tracking on size-matched random partitions
-and on the weights shuffled within each matrix (the controls), for every solver seed, and the Table 3
-with controls and the paper's numbers beside ours.
+events (the default relative measure, with its chance redraws of the next partition), the Table-3
+table, Sankey views (plotly JSON + HTML) and the static Sankey PNG. Then, untimed: the same tracking on
+size-matched random partitions drawn per layer and on the weights shuffled within each matrix (the
+negative controls; an MLP site has no same-players positive control), for every solver seed, and the
+Table 3 with controls and the paper's numbers beside ours.
 
 The base model carries no LoRA, so the weights are the base ones; a LoRA run passes merged weights of
 the same shapes and costs the same. Texts: the embedded IR passage pool when `hedonic-neurons fetch ir`
@@ -88,12 +89,13 @@ def main() -> None:
     from hedonic_neurons.report.html import build_report
     from hedonic_neurons.tracking import (
         coalition_write,
-        mlp_interaction_mass,
         random_partition_like,
         track_layers,
         transition_table,
     )
-    from hedonic_neurons.tracking.run import write_tracking
+    from hedonic_neurons.tracking.events import CHANCE_DRAWS
+    from hedonic_neurons.tracking.mass import mlp_transition
+    from hedonic_neurons.tracking.run import _layer_rng, write_tracking
     from hedonic_neurons.valuations.oca import oca
 
     t0 = time.perf_counter()
@@ -173,10 +175,13 @@ def main() -> None:
           f"{time.perf_counter() - t0:7.2f} s   (not part of tracking)")
     labels = labels_by_seed[0]
 
+    absmean = {la: np.abs(A[la]).mean(axis=0) for la in layers}
+
     def masses_of(lab, Wd):
         R = {la: coalition_write(Wd[la]["down"], A[la], lab[str(la)]) for la in layers[:-1]}
-        return {(str(la), str(lb)): mlp_interaction_mass(R[la], Wd[lb]["up"], Wd[lb]["gate"], Wd[lb]["gain"],
-                                                         lab[str(la)], lab[str(lb)])
+        return {(str(la), str(lb)): mlp_transition(R[la], Wd[lb]["up"], Wd[lb]["gate"], Wd[lb]["gain"],
+                                                   lab[str(la)], lab[str(lb)], W_down=Wd[la]["down"],
+                                                   acts_abs_mean=absmean[la])
                 for la, lb in zip(layers[:-1], layers[1:], strict=True)}
 
     # tracking (the timed target) --------------------------------------------------------------------
@@ -194,46 +199,49 @@ def main() -> None:
     R = {la: coalition_write(W[la]["down"], A[la], labels[str(la)]) for la in layers[:-1]}
     lap(f"coalition writes R ({len(layers) - 1} layers)", t0)
     t0 = clock()
-    mass = {(str(la), str(lb)): mlp_interaction_mass(R[la], W[lb]["up"], W[lb]["gate"], W[lb]["gain"],
-                                                     labels[str(la)], labels[str(lb)])
+    mass = {(str(la), str(lb)): mlp_transition(R[la], W[lb]["up"], W[lb]["gate"], W[lb]["gain"],
+                                               labels[str(la)], labels[str(lb)], W_down=W[la]["down"],
+                                               acts_abs_mean=absmean[la])
             for la, lb in zip(layers[:-1], layers[1:], strict=True)}
-    lap(f"interaction masses M ({len(mass)} transitions)", t0)
-    t0 = clock()
-    rows = track_layers(labels, mass)
-    transition_table(rows)  # timed: what Table 3 costs
-    lap("null + matching + events + Table 3", t0)
+    lap(f"interaction masses M + player-level mass ({len(mass)} transitions)", t0)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_tracking_"))
     t0 = clock()
-    write_tracking(out, "hedonic_oca", labels, mass, paper_task=args.paper_task)
-    lap(f"write tables + Sankey views ({len(mass) + 1}) + PNG", t0)
+    tracked0 = write_tracking(out, "hedonic_oca", labels, mass, paper_task=args.paper_task)
+    rows = tracked0.rows
+    lap(f"events ({CHANCE_DRAWS} chance redraws) + Table 3 + tables", t0)
+    t0 = clock()
+    from hedonic_neurons.report.sankey import draw_tracking
+
+    draw_tracking(out, {"hedonic_oca": tracked0})
+    lap(f"Sankey views ({len(mass) + 1}) + PNG", t0)
     lap("TRACKING TOTAL (target <= 60 s on 2 cores)", t_all)
+    t0 = clock()
+    transition_table(track_layers(labels, mass, chance_draws=0))
+    lap("  of which: events + Table 3 without the chance redraws", t0)
 
     # controls, and the other seeds (not part of the target: each is one more tracking pass) ------------
     t0 = clock()
-    rng = np.random.default_rng(0)
     for seed, lab in enumerate(labels_by_seed):
         name = "hedonic_oca" if seed == 0 else f"hedonic_oca.s{seed}"
         m_seed = mass if seed == 0 else masses_of(lab, W)
         ctrl = {}
-        for _draw in range(args.draws):
-            rlab = {k: random_partition_like(v, rng) for k, v in lab.items()}
+        for draw in range(args.draws):
+            # every layer drawn with its own seed (a shared draw would repeat the random groups)
+            rlab = {k: random_partition_like(v, _layer_rng(seed, draw, name, k)) for k, v in lab.items()}
             ctrl.setdefault("random_partition", []).append(track_layers(rlab, masses_of(rlab, W)))
-            Wsh = {la: {k: (rng.permutation(v.ravel()).reshape(v.shape) if k != "gain" else v)
-                        for k, v in W[la].items()} for la in layers}
+            Wsh = {la: {k: (_layer_rng(seed, draw, la, k).permutation(v.ravel()).reshape(v.shape)
+                            if k != "gain" else v) for k, v in W[la].items()} for la in layers}
             ctrl.setdefault("shuffled_weights", []).append(track_layers(lab, masses_of(lab, Wsh)))
-        tracked = write_tracking(out, name, lab, m_seed, control_rows=ctrl, paper_task=args.paper_task)
-        if seed == 0:  # tracking returns data, the report draws it
-            from hedonic_neurons.report.sankey import draw_tracking
-
-            draw_tracking(out, {name: tracked})
+        write_tracking(out, name, lab, m_seed, control_rows=ctrl, paper_task=args.paper_task)
     lap(f"controls ({args.draws} draw(s) x 2 kinds) x {args.seeds} seed(s) (not in the target)", t0)
     load = os.getloadavg()[0]
     print(f"stage                                        wall s    CPU s (both threads; load avg {load:.1f} "
           f"on {os.cpu_count()} cores)")
     for k, (w, c) in times.items():
         print(f"  {k:42s} {w:7.2f}  {c:7.2f}")
-    for measure in ("excess", "raw"):
-        r = rows if measure == "excess" else track_layers(labels, mass, measure="raw")
+    for measure in ("relative", "excess", "raw"):
+        r = rows if measure == "relative" else track_layers(labels, {k: v["M"] for k, v in mass.items()},
+                                                             measure=measure)
         alpha = np.array([x["alpha"] for x in r])
         beta = np.array([x["beta"] for x in r])
         q = [0.5, 0.9, 0.99, 1.0]
@@ -252,17 +260,18 @@ def main() -> None:
     from hedonic_neurons.rundir import read_table
 
     ev = ["persist", "merge", "split", "vanish"]
-    print(f"Table 3, SmolLM2-135M base, OCA partitions, seed 0 (measure = excess); paper: LLaMA-3.1, "
+    print(f"Table 3, SmolLM2-135M base, OCA partitions, seed 0 (measure = relative; 'beyond chance': the "
+          f"events that stand against {CHANCE_DRAWS} random redraws of the next partition); paper: LLaMA-3.1, "
           f"{args.paper_task}, fine-tuned (the paper's own numbers, for comparison only)")
-    print("| transition | kind | n_source | " + " | ".join(f"{e} %" for e in ev) + " | paper "
+    print("| transition | kind | n_source | " + " | ".join(f"{e} %" for e in ev) + " | beyond chance % | paper "
           + " / ".join(ev) + " % |")
-    print("|---|---|---|" + "---|" * len(ev) + "---|")
+    print("|---|---|---|" + "---|" * len(ev) + "---|---|")
     for t in read_table(out / "tables" / "tracking_events.csv"):
         if t["method"] != "hedonic_oca":
             continue
         paper = " / ".join(t.get(f"paper_{e}_%", "") for e in ev) if t.get("paper_source") else ""
         print(f"| {t['transition']} | {t['kind']} | {t['n_source']} | " + " | ".join(t[f"{e}_%"] for e in ev)
-              + f" | {paper} |")
+              + f" | {t.get('beyond_chance_%', '')} | {paper} |")
     print()
     print(f"Summary: mean over transitions, mean ± sd over {args.seeds} solver seed(s) "
           f"(controls: {args.draws} draw(s) per seed)")
@@ -271,6 +280,16 @@ def main() -> None:
     for t in read_table(out / "tables" / "tracking_summary.csv"):
         cells = [f"{t[f'{e}_%']} ± {t[f'{e}_sd']}" if t[f"{e}_sd"] != "" else t[f"{e}_%"] for e in ev]
         print(f"| {t['method']} | {t['kind']} | " + " | ".join(cells) + " |")
+    print()
+    print("Controls (tables/tracking_controls.md): % of sources of >= 2 neurons reading the expected event by "
+          "the link rule and against chance, mean ± sd over seeds")
+    print("| method | kind | expected | link rule % | against chance % | beyond chance % (all sources) |")
+    print("|---|---|---|---|---|---|")
+    for t in read_table(out / "tables" / "tracking_controls.csv"):
+        def cell(q, t=t):
+            return f"{t[q + '_%']} ± {t[q + '_sd']}" if t[q + "_%"] != "" else ""
+        print(f"| {t['method']} | {t['kind']} | {t['expected_event']} | {cell('expected_2')} | "
+              f"{cell('expected_2_chance')} | {cell('beyond_chance')} |")
 
 
 if __name__ == "__main__":

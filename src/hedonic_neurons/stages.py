@@ -39,6 +39,8 @@ class Stage:
     fields: tuple[str, ...] = ()
     upstream: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    # bumped when the stage's code changes what it writes, so markers written by older code go stale
+    version: int = 0
 
 
 def _field_value(cfg: Mapping[str, Any], path: str) -> Any:
@@ -65,9 +67,9 @@ class StageRunner:
         self._fp: dict[str, str] = {}
 
     def add(self, name: str, fields: Iterable[str] = (), upstream: Iterable[str] = (),
-            outputs: Iterable[str] = ()) -> Stage:
-        """Declare a stage (upstream stages first)."""
-        st = Stage(name, tuple(fields), tuple(upstream), tuple(outputs))
+            outputs: Iterable[str] = (), version: int = 0) -> Stage:
+        """Declare a stage (upstream stages first); ``version`` > 0 when its code changed what it writes."""
+        st = Stage(name, tuple(fields), tuple(upstream), tuple(outputs), int(version))
         missing = [u for u in st.upstream if u not in self.stages]
         if missing:
             raise ValueError(f"stage {name!r} names upstream stages {missing} that are not declared before it")
@@ -79,6 +81,8 @@ class StageRunner:
             st = self.stages[name]
             payload = {"fields": {f: _field_value(self._cfg, f) for f in st.fields},
                        "upstream": {u: self.fingerprint(u) for u in st.upstream}}
+            if st.version:  # version 0 leaves the fingerprints of unversioned stages as they were
+                payload["version"] = st.version
             self._fp[name] = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
         return self._fp[name]
 

@@ -13,7 +13,6 @@ from hedonic_neurons.report.plots import parse_ci, phi_heatmap_png, zipf_fit
 from hedonic_neurons.report.sankey import sankey_data, track_and_draw
 from hedonic_neurons.rundir import RunDir, read_table
 from hedonic_neurons.tracking import track_layers
-from hedonic_neurons.tracking.run import track_run
 
 
 def test_track_run_writes_tables_views_and_figures(small_run):
@@ -44,23 +43,28 @@ def test_track_run_writes_tables_views_and_figures(small_run):
         assert fig["data"][0]["type"] == "sankey"
     assert (rd.root / "views" / "plotly.min.js").exists()   # the standalone views work offline too
     assert (rd.root / "figures" / "sankey_hedonic_pas_all.png").stat().st_size > 5000
-    # the mass matrices are saved and re-track to the same rows
+    # the mass matrices are saved; what tracking returned re-tracks to the same rows
     from safetensors.numpy import load_file
 
-    mass = {tuple(k.split("->")): v for k, v in
-            load_file(str(rd.root / "tracking" / "mass_hedonic_pas.safetensors")).items()}
+    from hedonic_neurons.tracking.events import mass_matrix
+    from hedonic_neurons.tracking.run import track_methods
+
+    tracked = track_methods(rd.root, ["hedonic_pas"])["hedonic_pas"]
+    saved = load_file(str(rd.root / "tracking" / "mass_hedonic_pas.safetensors"))
+    for (a, b), m in tracked.masses.items():
+        np.testing.assert_allclose(saved[f"{a}->{b}"], mass_matrix(m))
     lab = {str(k): v for k, v in labels.items()}
-    again = track_layers(lab, mass)
+    again = track_layers(lab, tracked.masses)
     assert [r["event"] for r in again] == [r["event"] for r in out["hedonic_pas"]]
 
 
 def test_sankey_links_respect_lo(small_run):
     rd, labels = small_run
-    out = track_run(rd.root, methods=["hedonic_pas"])
-    from safetensors.numpy import load_file
+    from hedonic_neurons.tracking.run import track_methods
 
-    mass = {tuple(k.split("->")): v for k, v in
-            load_file(str(rd.root / "tracking" / "mass_hedonic_pas.safetensors")).items()}
+    tracked = track_methods(rd.root, ["hedonic_pas"])["hedonic_pas"]
+    out = {"hedonic_pas": tracked.rows}
+    mass = tracked.masses
     lab = {str(k): v for k, v in labels.items()}
     for lo in (0.1, 0.3):
         data = sankey_data(lab, mass, out["hedonic_pas"], lo=lo)
@@ -196,3 +200,13 @@ def test_paper_columns_are_reference_marks_not_bars(tmp_path):
     assert _paper_column("dAcc_pp", ["dAcc_pp", "paper_dAcc"]) == "paper_dAcc"
     assert parse_ci("1.49 ± 0.23 (sd)") == (1.49, 0.23) and parse_ci("0.25 (1 seed, no CI)") == (0.25, 0.0)
     assert synergy_bars_png(rows, tmp_path / "t6.png", method_col="algorithm", group_col="task").stat().st_size > 0
+
+
+def test_cli_report_keeps_the_papers_rule_and_prints_the_controls(small_run, capsys):
+    rd, _ = small_run
+    assert main(["--quiet", "report", str(rd.root), "--measure", "raw", "--no-derive"]) == 0
+    out = capsys.readouterr().out
+    assert "Tracking controls (measure = raw" in out and "random_partition" in out
+    assert "measure = raw" in (rd.root / "tables" / "tracking_events.md").read_text()
+    assert main(["--quiet", "report", str(rd.root), "--floor", "0.3", "--chance-draws", "0", "--no-derive"]) == 0
+    assert "floor = 0.3" in (rd.root / "tables" / "tracking_events.md").read_text()

@@ -1,6 +1,7 @@
 """Persist / split / merge / vanish on hand-built mass matrices, and the Table-3 percentages.
 
-The paper's rule (measure="raw") and the default chance-corrected excess (measure="excess").
+The paper's rule (measure="raw") and the chance-corrected excess (measure="excess"), which read an M matrix
+alone; the default relative measure, which needs player-level mass, is tested in test_tracking_relative.py.
 """
 
 import numpy as np
@@ -22,7 +23,7 @@ def _by_source(rows):
 
 def test_pure_persist():
     M = np.diag([3.0, 2.0, 1.0])
-    rows = track_transition(M)
+    rows = track_transition(M, measure="excess")
     assert [r["event"] for r in rows] == ["persist"] * 3
     assert [r["target"] for r in rows] == [0, 1, 2]
     assert all(r["alpha"] == 1.0 and r["beta"] == 1.0 for r in rows)
@@ -34,11 +35,11 @@ def test_persist_with_leak_below_hi():
     assert [r["event"] for r in track_transition(M, measure="raw")] == ["persist", "persist"]
     assert [r["event"] for r in track_transition(M, hi=0.9, measure="raw")] == ["vanish", "vanish"]
     # excess: chance gives 50 %, so 80 % observed is (0.8 - 0.5) / (1 - 0.5) = 0.6 beyond chance
-    rows = track_transition(M)
+    rows = track_transition(M, measure="excess")
     assert [r["alpha"] for r in rows] == pytest.approx([0.6, 0.6])
     assert [r["beta"] for r in rows] == pytest.approx([0.6, 0.6])
     assert [r["event"] for r in rows] == ["vanish", "vanish"]
-    assert [r["event"] for r in track_transition(M, hi=0.6)] == ["persist", "persist"]
+    assert [r["event"] for r in track_transition(M, hi=0.6, measure="excess")] == ["persist", "persist"]
 
 
 def test_clean_two_way_split():
@@ -51,7 +52,7 @@ def test_clean_two_way_split():
     assert rows[0]["n_links"] == 2
     assert rows[1]["event"] == "persist"
     # excess: T row sums (2, 1), column sums (1, 1, 1): N(0, t) = 2/3, E(0, 0) = 1/3, alpha = (1/3) / (4/3)
-    rows = _by_source(track_transition(M))
+    rows = _by_source(track_transition(M, measure="excess"))
     assert rows[0]["event"] == "split" and rows[0]["n_links"] == 2
     assert rows[0]["alpha"] == pytest.approx(0.25) and rows[0]["beta"] == pytest.approx(1.0)
     assert rows[0]["expected"] == pytest.approx(2 / 3)
@@ -76,14 +77,14 @@ def test_two_into_one_merge_excess():
     # two sources into target 0 (and a third source persisting into target 1, so the null is not trivial):
     # the matched one merges, and the unmatched one merges into its best target too (many_to_one)
     M = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
-    rows = track_transition(M)
+    rows = track_transition(M, measure="excess")
     assert [r["event"] for r in rows] == ["merge", "merge", "persist"]
     assert sorted(r["matched"] for r in rows[:2]) == [False, True]
     assert all(r["target"] == 0 and r["alpha"] == pytest.approx(1.0) for r in rows[:2])
     # beta: (1 - 1 * 2/4) / (2 - 1 * 2/4) = 1/3 for each of the two merging sources
     assert [r["beta"] for r in rows[:2]] == pytest.approx([1 / 3, 1 / 3])
     # the paper's one-to-one reading: the unmatched one vanishes
-    events = [r["event"] for r in track_transition(M, many_to_one=False)]
+    events = [r["event"] for r in track_transition(M, many_to_one=False, measure="excess")]
     assert sorted(events[:2]) == ["merge", "vanish"]
 
 
@@ -96,7 +97,7 @@ def test_vanish():
     assert rows[0]["event"] == "vanish" and rows[0]["n_links"] == 5
     assert all(rows[s]["event"] == "persist" for s in range(1, 6))
     # excess: source 0 sends each target exactly what the null expects, so no link at all
-    rows = _by_source(track_transition(M))
+    rows = _by_source(track_transition(M, measure="excess"))
     assert rows[0]["event"] == "vanish" and rows[0]["n_links"] == 0 and rows[0]["alpha"] == 0.0
     assert all(rows[s]["event"] == "persist" for s in range(1, 6))
     # a source with no outgoing mass at all vanishes unmatched
@@ -145,17 +146,17 @@ def test_track_layers_and_table():
 
 def test_errors_name_the_fix():
     with pytest.raises(ValueError, match="lo <= hi"):
-        track_transition(np.eye(2), hi=0.1, lo=0.7)
+        track_transition(np.eye(2), hi=0.1, lo=0.7, measure="excess")
     with pytest.raises(ValueError, match="non-negative"):
-        track_transition(-np.eye(2))
+        track_transition(-np.eye(2), measure="excess")
     with pytest.raises(ValueError, match="no labels for layer"):
-        track_layers({"1": np.array([0])}, {("1", "2"): np.eye(1)})
+        track_layers({"1": np.array([0])}, {("1", "2"): np.eye(1)}, measure="excess")
     with pytest.raises(ValueError, match="measure must be one of"):
         track_transition(np.eye(2), measure="kappa")
     with pytest.raises(ValueError, match="sizes"):
-        track_transition(np.eye(2), sizes=[1, 2, 3])
+        track_transition(np.eye(2), sizes=[1, 2, 3], measure="excess")
     with pytest.raises(ValueError, match="recompute"):
-        track_layers({"1": np.array([0, 1]), "2": np.array([0])}, {("1", "2"): np.eye(1)})
+        track_layers({"1": np.array([0, 1]), "2": np.array([0])}, {("1", "2"): np.eye(1)}, measure="excess")
 
 
 def test_excess_is_size_aware_and_scale_free():
@@ -163,8 +164,8 @@ def test_excess_is_size_aware_and_scale_free():
     rng = np.random.default_rng(0)
     M = rng.random((4, 5))
     s1, s2 = np.array([1, 2, 3, 4]), np.array([2, 2, 1, 5, 3])
-    a = track_transition(M, sizes=s1, sizes_next=s2)
-    b = track_transition(7.0 * M, sizes=s1, sizes_next=s2)
+    a = track_transition(M, sizes=s1, sizes_next=s2, measure="excess")
+    b = track_transition(7.0 * M, sizes=s1, sizes_next=s2, measure="excess")
     assert [(r["target"], r["event"]) for r in a] == [(r["target"], r["event"]) for r in b]
     np.testing.assert_allclose([r["alpha"] for r in a], [r["alpha"] for r in b])
     T = M * np.outer(s1, s2)
@@ -173,5 +174,5 @@ def test_excess_is_size_aware_and_scale_free():
     np.testing.assert_allclose(N.sum(axis=0), T.sum(axis=0))
     Ns = null_mass(T, s2, "size")                                    # uniform random target group
     np.testing.assert_allclose(Ns[:, 0] / Ns[:, 3], 2 / 5)
-    L = link_shares(M, s1, s2)
+    L = link_shares(M, s1, s2, measure="excess")
     assert np.all((L["alpha"] >= 0) & (L["alpha"] <= 1)) and np.all((L["beta"] >= 0) & (L["beta"] <= 1))

@@ -36,11 +36,18 @@ def test_track_run_residual_sites(tmp_path):
     # the skip connection makes the Jacobian close to the identity: a coalition flows mostly to the
     # coalition holding the same coordinates, so relabelling layer 2 like layer 1 gives persistence
     table = read_table(rd.root / "tables" / "tracking_events.csv")
-    # one row per transition for the method and for each of its two controls
+    # one row per transition for the method and for each control (residual sites: positive ones too)
+    kinds = ("method", "random_partition", "shuffled_weights", "same_partition", "split_partition",
+             "merge_partition")
     assert sorted((t["kind"], t["transition"]) for t in table) == sorted(
-        (k, tr) for k in ("method", "random_partition", "shuffled_weights") for tr in ("h1->h2", "h2->h3"))
+        (k, tr) for k in kinds for tr in ("h1->h2", "h2->h3"))
     summary = read_table(rd.root / "tables" / "tracking_summary.csv")
-    assert [r["kind"] for r in summary] == ["method", "random_partition", "shuffled_weights", "paper"]
+    assert [r["kind"] for r in summary] == [*kinds, "paper"]
+    # residual sites: every row has its direct overlap and Table 3 the agreement with it
+    assert all(0 < float(r["jaccard"]) <= 1 for r in read_table(rd.root / "tracking" / "transitions.csv"))
+    assert all(t["overlap_agree_%"] != "" for t in table)
+    controls = {r["kind"]: r for r in read_table(rd.root / "tables" / "tracking_controls.csv")}
+    assert float(controls["same_partition"]["expected_2_%"]) == 100.0
     # on track_run's own output: every h1 coalition is matched to its namesake in h2 and persists; the
     # differently partitioned h2 -> h3 does not persist throughout
     first = [r for r in rows if r["transition"] == "h1->h2"]
@@ -75,7 +82,7 @@ def test_write_tracking_one_view_per_network(tmp_path):
     rng = np.random.default_rng(1)
     labels = {f"seed{s}_h{h}": rng.integers(0, 3, 9) for s in (0, 1) for h in (2, 3, 4)}
     mass = {(f"seed{s}_h{h}", f"seed{s}_h{h + 1}"): rng.random((3, 3)) for s in (0, 1) for h in (2, 3)}
-    draw_tracking(tmp_path, {"hedonic_pas": write_tracking(tmp_path, "hedonic_pas", labels, mass)})
+    draw_tracking(tmp_path, {"hedonic_pas": write_tracking(tmp_path, "hedonic_pas", labels, mass, measure="excess")})
     views = sorted(p.stem for p in (tmp_path / "views").glob("*_all.html"))
     assert views == ["sankey_hedonic_pas_seed0_all", "sankey_hedonic_pas_seed1_all"]
     assert (tmp_path / "figures" / "sankey_hedonic_pas_seed1_all.png").exists()

@@ -252,7 +252,7 @@ def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: MnistSplit,
     """{half: {method: labels}}: on each half, Hedonic-OCA, Hedonic-PAS, Leiden (positive part of the PAS
     phi) and the baselines matched to Hedonic-PAS (I.4-I.5) on that half's activation profiles."""
     from hedonic_neurons.baselines import LeidenPartition, matched_baselines
-    from hedonic_neurons.metrics.crossfit import half_seed
+    from hedonic_neurons.metrics.crossfit import half_seed, layer_seed
 
     rd = sr.rd
     stage = f"partitions_{key}"
@@ -286,10 +286,13 @@ def stage_partitions(sr: StageRunner, cfg: MnistConfig, model, data: MnistSplit,
                                   "max_size": cfg.solver.max_size, "valuation": "positive part of PAS",
                                   "fitted_on": f"half {h}", "seed": hseed, "seconds": time.time() - t0})
         res["leiden"] = np.asarray(ld.labels_)
+        # the baselines draw afresh on every layer: one random state for all layers would give the random
+        # baseline (nearly) the same coalitions of residual dimensions at every layer
+        bseed = layer_seed(hseed, layer)
         for method, labels in matched_baselines(H_all[mats[f"half_{h}_idx"]].T, res["hedonic_pas"],
-                                                random_state=hseed).items():
+                                                random_state=bseed).items():
             rd.save_partition(key, part_name(method, h), labels,
-                              params={"matched_to": "hedonic_pas", "seed": hseed, "fitted_on": f"half {h}"})
+                              params={"matched_to": "hedonic_pas", "seed": bseed, "fitted_on": f"half {h}"})
             res[method] = labels
         out[h] = {m: res[m] for m in methods}
     sr.done(stage)
@@ -397,7 +400,9 @@ def plan_stages(rd: RunDir, cfg: MnistConfig, report: bool = False) -> StageRunn
             sr.add(f"valuations_{key}", ("crossfit", "crossfit_seed", "oca_weight", "verify", "loss_delta_images"),
                    (f"model_{variant}",), outputs=(f"matrices/{key}.safetensors", f"verification/{key}.json",
                                                    f"verification/{key}.md"))
-            sr.add(f"partitions_{key}", ("solver",), (f"valuations_{key}",), outputs=(f"partitions/{key}",))
+            # version 1: the matched baselines' random state is drawn per layer (crossfit.layer_seed)
+            sr.add(f"partitions_{key}", ("solver",), (f"valuations_{key}",), outputs=(f"partitions/{key}",),
+                   version=1)
             sr.add(f"metrics_{key}", ("top_k",), (f"partitions_{key}",), outputs=(f"metrics/{key}.json",))
             metrics.append(f"metrics_{key}")
     # the tables read every metrics file (so a new seed or layer rebuilds them) and the first seed's

@@ -262,9 +262,10 @@ class RerankerExperiment:
             sr.add(f"valuations:{layer}", ("crossfit", "verify", "direct_pas_limit", "agreement_pairs"), ("finetune",),
                    outputs=(f"matrices/{layer}.safetensors", f"activations/{layer}.safetensors"))
             for seed in range(c.seeds):
+                # version 1: the matched baselines' random state is drawn per layer (crossfit.layer_seed)
                 sr.add(f"partitions:{layer}:{seed}", ("solver",), (f"valuations:{layer}",),
                        outputs=tuple(f"partitions/{layer}/{partition_name(m, h, seed)}.json" for m in METHODS
-                                     for h in ("a", "b")))
+                                     for h in ("a", "b")), version=1)
             for seed in range(c.seeds):
                 sr.add(f"evaluate:{layer}:{seed}", ("n_ood_drop", "n_largest", "n_random", "coalition_batch",
                                                     "eval_batch", "synergy_pairs"), (f"partitions:{layer}:{seed}",),
@@ -449,7 +450,7 @@ class RerankerExperiment:
         """On each half of the probe pairs: Hedonic-PAS, Hedonic-OCA, Leiden (positive part of the PAS phi)
         and the baselines matched to Hedonic-PAS on that half's activations."""
         from hedonic_neurons.baselines import LeidenPartition, matched_baselines
-        from hedonic_neurons.metrics.crossfit import half_seed
+        from hedonic_neurons.metrics.crossfit import half_seed, layer_seed
 
         c = self.cfg
         mats = self.rd.load_matrices(str(layer))
@@ -475,8 +476,9 @@ class RerankerExperiment:
                                            "max_size": c.solver.max_size, "valuation": "positive part of PAS"},
                                    extra={"seed": seed, "half": h})
             out[h]["leiden"] = int(ld.n_coalitions_)
+            # drawn afresh on every layer (one random state for all would repeat the random groups)
             for method, lab in matched_baselines(acts[mats[f"half_{h}_idx"]].T, labels["hedonic_pas"],
-                                                 random_state=hseed).items():
+                                                 random_state=layer_seed(hseed, layer)).items():
                 self.rd.save_partition(str(layer), partition_name(method, h, seed), lab,
                                        params={"matched_to": "hedonic_pas"}, extra={"seed": seed, "half": h})
         return {"n_coalitions": out}

@@ -34,6 +34,19 @@ def half_seed(seed: int, half: str) -> int:
     return int(seed) if half == "a" else int(seed) + HALF_B_SEED_OFFSET
 
 
+def layer_seed(seed: int, layer: str | int) -> int:
+    """The random state a seeded draw gets on one layer: differs per layer (and per seed).
+
+    A size-matched random partition drawn with the same random state on every layer is (nearly) the
+    same set of players at every layer; at residual sites, where a player is the same dimension at
+    every layer, consecutive layers' random coalitions then coincide and read as persisting.
+    """
+    import zlib
+
+    ss = np.random.SeedSequence([int(seed), zlib.crc32(str(layer).encode())])
+    return int(ss.generate_state(1, dtype=np.uint32)[0])
+
+
 def split_halves(n: int, seed: int, *, min_half: int, groups=None, what: str = "inputs"
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Two disjoint halves (sorted index arrays) of range(n), drawn with `seed`.
@@ -161,7 +174,7 @@ def crossfit_synergy(labels: Mapping[str, np.ndarray], psi_pair: Mapping[str, np
     return out
 
 
-__all__ = ["HALVES", "OTHER", "half_seed", "split_halves", "crossfit_halves", "fit_halves", "eval_half",
+__all__ = ["HALVES", "OTHER", "half_seed", "layer_seed", "split_halves", "crossfit_halves", "fit_halves", "eval_half",
            "partition_name", "split_half_ari", "coverage", "coalitions_of", "synergy_rows", "crossfit_synergy",
            "versus_best", "beats_all", "ordering_holds", "held_words"]
 

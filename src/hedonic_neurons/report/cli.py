@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -12,14 +13,19 @@ def _run(args: argparse.Namespace) -> int:
     from hedonic_neurons.report.html import build_report
 
     track: bool | str = {"auto": "auto", "yes": True, "no": False}[args.track]
-    if args.hi is not None or args.lo is not None or args.measure is not None or args.paper_task is not None:
+    rule = {k: getattr(args, k) for k in ("hi", "lo", "measure", "floor", "z_min", "chance_draws", "paper_task")
+            if getattr(args, k) is not None}
+    if args.chance_gate:
+        rule["chance_gate"] = True
+    if rule or track is True:
         from hedonic_neurons.report.sankey import track_and_draw
 
-        track_and_draw(args.run_dir, hi=args.hi if args.hi is not None else 0.7,
-                  lo=args.lo if args.lo is not None else 0.1, measure=args.measure or "excess",
-                  paper_task=args.paper_task)
+        track_and_draw(args.run_dir, **rule)
         track = False
     path = build_report(args.run_dir, derive=not args.no_derive, track=track)
+    controls = Path(args.run_dir) / "tables" / "tracking_controls.md"
+    if controls.exists() and (rule or args.track == "yes"):
+        print(controls.read_text().rstrip())
     print(path)
     if args.open:
         import webbrowser
@@ -38,12 +44,25 @@ def register(subparsers) -> None:
     p.add_argument("--open", action="store_true", help="open the report in the default browser")
     p.add_argument("--track", choices=["auto", "yes", "no"], default="auto",
                    help="run cross-layer tracking first: auto = only when tracking/ is empty (default)")
-    p.add_argument("--hi", type=float, default=None, help="tracking threshold hi (default 0.7); re-tracks")
+    p.add_argument("--hi", type=float, default=None, help="tracking threshold hi (default 0.7); re-tracks "
+                   "(--track yes, or any tracking option, re-tracks and prints the control figures)")
     p.add_argument("--lo", type=float, default=None,
                    help="smallest link share drawn (default 0.1); re-tracks")
-    p.add_argument("--measure", choices=["excess", "raw"], default=None,
-                   help="tracking measure: excess over a size-matched random group (default) or the paper's raw "
-                        "share; re-tracks")
+    p.add_argument("--measure", choices=["relative", "excess", "raw"], default=None,
+                   help="tracking measure: relative (default: a link's excess over size-matched random groups out "
+                        "of what an identical coalition would carry, significance-gated), excess (over random "
+                        "groups only) or raw (the paper's share); re-tracks")
+    p.add_argument("--floor", type=float, default=None,
+                   help="relative measure: the weaker share of a merge or split must reach it (default 0.4; "
+                        "0 is the paper's rule); re-tracks")
+    p.add_argument("--z-min", type=float, default=None,
+                   help="relative measure: z a link must reach over random groups (default: Bonferroni at 0.05 "
+                        "over the transition's links); re-tracks")
+    p.add_argument("--chance-draws", type=int, default=None,
+                   help="random redraws of the next layer's partition for the *_chance_%% columns (default 19; "
+                        "0 skips them); re-tracks")
+    p.add_argument("--chance-gate", action="store_true",
+                   help="read events that are not beyond chance as vanish in the event columns too; re-tracks")
     p.add_argument("--paper-task", choices=["cqtr", "mtfl", "relevance"], default=None,
                    help="print the paper's Table 3 for this task beside ours; re-tracks")
     p.add_argument("--no-derive", action="store_true",

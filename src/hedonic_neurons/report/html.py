@@ -430,16 +430,21 @@ def build_report(run_dir: str | Path, *, derive: bool = True, track: bool | str 
         body = []
         if trans.exists():
             body.append("<p class='note'>Events per source coalition (tracking/transitions.csv): persist "
-                        "alpha &ge; hi and beta &ge; hi; merge alpha &ge; hi, beta &lt; hi; "
-                        "split alpha &lt; hi, beta &ge; hi; vanish otherwise. By default alpha and beta are "
-                        "read against chance: the share of a coalition's outgoing (the target's incoming) "
-                        "mass on a link beyond what a size-matched random group of neurons would carry, "
-                        "(observed &minus; expected) / (most possible &minus; expected); the paper's raw "
-                        "shares are <code>measure=\"raw\"</code> (docs/tracking.md). The table "
-                        "tracking_events (Table 3) puts each method beside the same tracking on "
-                        "size-matched random partitions and on weights shuffled within each matrix, and "
-                        "the paper's own percentages; tracking_summary gives the mean and spread over "
-                        "seeds. The Sankey captions repeat the controls' event shares.</p>")
+                        "alpha &ge; hi and beta &ge; hi; merge alpha &ge; hi, beta &ge; floor; split beta "
+                        "&ge; hi, alpha &ge; floor; vanish otherwise. By default (measure relative) alpha is "
+                        "the excess of a link's mass over what a size-matched random group of next-layer "
+                        "neurons would get, out of the same excess for the group of that size the coalition "
+                        "writes to most (at a residual site: the identical coalition), so 1 means the link "
+                        "carries all that an identical coalition would; beta the same from the target's "
+                        "side; a share counts only when its link is significant (z &ge; 2 over random "
+                        "groups). The *_chance_% columns keep only the events that random redraws of the "
+                        "next layer's partition rarely give. The paper's raw shares are "
+                        "<code>measure=\"raw\"</code> (docs/tracking.md). Table 3 (tracking_events) puts "
+                        "each method beside the same tracking on size-matched random partitions and on "
+                        "shuffled weights (negative controls), and at residual sites on the partition "
+                        "carried across unchanged, cut in two or merged in pairs (positive controls); "
+                        "tracking_controls gives the control figures and the agreement with direct overlap; "
+                        "tracking_summary the mean and spread over seeds.</p>")
             body.append("<details><summary>per-coalition transitions</summary>"
                         + _html_table(_read_csv(trans)) + "</details>")
         body.extend(view_html(v) for v in sankeys)

@@ -3,12 +3,12 @@
 Nodes are coalitions, one column per layer, coloured by the event of the coalition as a source
 (persist green, split orange, merge blue, vanish grey; the last layer's coalitions are neutral).
 A link C -> C' is drawn when C's share of outgoing mass on it (alpha of that link under the tracking
-measure: by default the chance-corrected excess over a size-matched random group,
-``tracking.events.link_shares``) is at least ``lo``; its width is that share times |C| (so a
-source's outflow is at most its size in neurons) and its colour is the source's event. The share a
-coalition does not send through a drawn link goes to one grey "vanished" node per transition, so
-disappearance is visible as in the paper's figure. A caption (the controls' event shares) is
-printed under the title and the legend.
+measure: by default the relative share, the excess over a size-matched random group out of what an
+identical coalition would carry, ``tracking.events.link_shares``) is at least ``lo``; its width is
+that share times |C| and its colour is the source's event. The share a coalition does not send
+through a drawn link (under the relative measure: 1 - alpha x beta of its best link) goes to one grey
+"vanished" node per transition, so disappearance is visible as in the paper's figure. A caption (the
+controls' event shares) is printed under the title and the legend.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from hedonic_neurons.tracking.controls import CONTROLS
-from hedonic_neurons.tracking.events import EVENT_COLORS, EVENTS, layer_group, layer_sort_key, link_shares
+from hedonic_neurons.tracking.events import EVENT_COLORS, EVENTS, _parts, layer_group, layer_sort_key, link_shares
 from hedonic_neurons.tracking.mass import coalition_ids, coalition_sizes
 
 __all__ = ["sankey_data", "sankey_figure", "sankey_png", "save_view", "write_sankey_views"]
@@ -39,7 +39,7 @@ def _rgba(hex_color: str, alpha: float) -> str:
 def sankey_data(
     labels_by_layer: Mapping[Any, np.ndarray], mass_by_transition: Mapping[tuple, np.ndarray],
     rows: Sequence[dict], lo: float = 0.1, max_nodes_per_layer: int | None = None, *,
-    measure: str = "excess", null: str = "config",
+    measure: str = "relative", null: str = "config",
 ) -> dict[str, Any]:
     """Nodes and links (plain lists) for the transitions in ``mass_by_transition``; see module doc.
 
@@ -71,11 +71,14 @@ def sankey_data(
                           "label": f"L{lay} C{int(ids[j])} ({int(sizes[j])})"})
     links: list[dict] = []
     for l1, l2 in transitions:
-        M = np.asarray(mass_by_transition[(l1, l2)], dtype=np.float64)
+        parts = _parts(mass_by_transition[(l1, l2)])
+        M = np.asarray(parts.pop("M"), dtype=np.float64)
+        parts.pop("backward_players", None)
         ids1 = coalition_ids(labels_by_layer[l1])
         ids2 = coalition_ids(labels_by_layer[l2])
         shares = link_shares(M, coalition_sizes(labels_by_layer[l1]), coalition_sizes(labels_by_layer[l2]),
-                             measure=measure, null=null)["alpha"]
+                             measure=measure, null=null, **parts)
+        shares, betas = shares["alpha"], shares["beta"]
         out = M.sum(axis=1)
         sink = None
         for a, ca in enumerate(ids1.tolist()):
@@ -91,7 +94,10 @@ def sankey_data(
                     continue
                 links.append({"source": src, "target": index[(l2, cb)], "share": float(share[b]),
                               "value": float(share[b]) * nodes[src]["size"], "event": ev})
-                drawn += float(share[b])
+                # relative shares are each out of what an identical coalition would carry, so they do
+                # not add up: what a vanishing source lacks is 1 - its best link's alpha x beta
+                drawn = (max(drawn, float(share[b] * betas[a, b])) if measure == "relative"
+                         else drawn + float(share[b]))
             if ev == "vanish" and drawn < 1.0:
                 if sink is None:
                     sink = len(nodes)
@@ -283,7 +289,7 @@ def sankey_png(data: dict, path: str | Path, title: str = "", caption: str = "")
 
 def write_sankey_views(
     rd: Any, method: str, labels_by_layer: Mapping[Any, np.ndarray], mass_by_transition: Mapping[tuple, np.ndarray],
-    rows: Sequence[dict], *, lo: float = 0.1, measure: str = "excess", null: str = "config",
+    rows: Sequence[dict], *, lo: float = 0.1, measure: str = "relative", null: str = "config",
     caption: Any = None, max_nodes_all: int | None = 120, max_nodes_transition: int | None = 200,
 ) -> list[Path]:
     """Write one method's Sankey views into the run directory ``rd`` (a ``RunDir``).

@@ -6,9 +6,14 @@ imported here; ``run.track_run`` reads and writes a run directory.
 
 from hedonic_neurons.tracking.controls import (
     CONTROLS,
+    EXPECTED,
     PAPER_TABLE3,
+    POSITIVE_CONTROLS,
+    best_jaccard,
+    merge_partition,
     random_partition_like,
     shuffle_tracking_inputs,
+    split_partition,
     summarize_events,
 )
 from hedonic_neurons.tracking.events import (
@@ -19,6 +24,7 @@ from hedonic_neurons.tracking.events import (
     classify,
     link_shares,
     null_mass,
+    relative_shares,
     track_layers,
     track_transition,
     transition_table,
@@ -28,15 +34,18 @@ from hedonic_neurons.tracking.mass import (
     coalition_sizes,
     coalition_write,
     mlp_interaction_mass,
+    mlp_transition,
     residual_interaction_mass,
+    residual_transition,
 )
 
 __all__ = [
-    "EVENTS", "EVENT_COLORS", "MEASURES", "NULLS", "classify", "null_mass", "link_shares", "track_transition",
-    "track_layers", "transition_table", "CONTROLS", "PAPER_TABLE3", "random_partition_like",
+    "EVENTS", "EVENT_COLORS", "MEASURES", "NULLS", "classify", "null_mass", "relative_shares", "link_shares",
+    "track_transition", "track_layers", "transition_table", "CONTROLS", "POSITIVE_CONTROLS", "EXPECTED",
+    "PAPER_TABLE3", "random_partition_like", "split_partition", "merge_partition", "best_jaccard",
     "shuffle_tracking_inputs", "summarize_events",
-    "coalition_ids", "coalition_sizes", "coalition_write", "mlp_interaction_mass",
-    "residual_interaction_mass", "track_run",
+    "coalition_ids", "coalition_sizes", "coalition_write", "mlp_interaction_mass", "mlp_transition",
+    "residual_interaction_mass", "residual_transition", "track_run",
 ]
 
 

@@ -1,12 +1,20 @@
-"""What chance gives in Table 3: control partitions and weights, the paper's percentages, spread over seeds.
+"""What chance and known answers give in Table 3: control partitions and weights, direct overlap, the
+paper's percentages, spread over seeds.
 
-numpy only. Two controls are tracked with the very code that tracks a method (docs/tracking.md):
+numpy only. The controls are tracked with the very code that tracks a method (docs/tracking.md).
+Negative controls, which should read *vanish*:
 
 * ``random_partition``: at every layer, the method's labels permuted uniformly at random (the size
-  histogram is kept exactly; each layer is drawn independently), on the real weights and activations;
+  histogram is kept exactly; each layer drawn with its own seed), on the real weights and activations;
 * ``shuffled_weights``: the method's own partition, with the entries of every tracking matrix
   (W_down, W_up, W_gate, or the residual Jacobian) permuted within that matrix; activations, norm
   gains and partitions untouched.
+
+Positive controls, at residual sites only (a player is the same residual dimension on both sides, so a
+known answer exists): the method's partition of layer l is carried to layer l+1 unchanged
+(``same_partition``: *persist*), with every coalition of >= 2 cut in two random halves
+(``split_partition``: *split*), or with coalitions merged in pairs of equal (or nearest) size
+(``merge_partition``: *merge*), on the real Jacobian of the block between them.
 
 ``PAPER_TABLE3`` holds the paper's Table 3 (percent of source coalitions per event, layers 7 -> 14,
 three tasks x three LLMs) so our tables can print it beside our numbers, labelled as the paper's.
@@ -22,10 +30,15 @@ import numpy as np
 
 from hedonic_neurons.tracking.events import EVENTS
 
-__all__ = ["CONTROLS", "WEIGHT_KEYS", "random_partition_like", "shuffle_tracking_inputs", "PAPER_TABLE3",
+__all__ = ["CONTROLS", "POSITIVE_CONTROLS", "EXPECTED", "WEIGHT_KEYS", "random_partition_like",
+           "split_partition", "merge_partition", "best_jaccard", "shuffle_tracking_inputs", "PAPER_TABLE3",
            "PAPER_TASKS", "paper_table3", "paper_mean", "method_seed", "summarize_events"]
 
 CONTROLS = ("random_partition", "shuffled_weights")
+POSITIVE_CONTROLS = ("same_partition", "split_partition", "merge_partition")
+# the event each control should read (for coalitions of >= 2 players)
+EXPECTED = {"random_partition": "vanish", "shuffled_weights": "vanish", "same_partition": "persist",
+            "split_partition": "split", "merge_partition": "merge"}
 # the tracking matrices whose entries the shuffled-weights control permutes (docs/tracking.md)
 WEIGHT_KEYS = ("track_W_down", "track_W_up", "track_W_gate", "track_J_abs")
 
@@ -37,6 +50,48 @@ def random_partition_like(labels: np.ndarray, rng: np.random.Generator) -> np.nd
     """
     labels = np.asarray(labels)
     return labels[rng.permutation(labels.size)]
+
+
+def split_partition(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Every coalition of >= 2 players cut in two random halves (sizes floor(k/2), ceil(k/2)); singletons and
+    unassigned players kept."""
+    labels = np.asarray(labels)
+    out = labels.copy()
+    nxt = int(labels.max()) + 1
+    for c in np.unique(labels[labels >= 0]):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        if members.size >= 2:
+            out[members[: members.size // 2]] = nxt
+            nxt += 1
+    return out
+
+
+def merge_partition(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Coalitions merged in pairs: sorted by size (ties in random order), neighbours paired, so the two
+    parts of a merged coalition have equal or nearest sizes; with an odd count the largest stays alone."""
+    labels = np.asarray(labels)
+    ids, sizes = np.unique(labels[labels >= 0], return_counts=True)
+    order = ids[np.lexsort((rng.random(ids.size), sizes))]
+    out = labels.copy()
+    for a, b in zip(order[0::2], order[1::2], strict=False):
+        out[labels == b] = a
+    return out
+
+
+def best_jaccard(labels: np.ndarray, labels_next: np.ndarray) -> np.ndarray:
+    """Per coalition of ``labels`` (``coalition_ids`` order), its largest Jaccard index |C & C'| / |C | C'|
+    with a coalition of ``labels_next``: direct overlap of members, meaningful where player i is the same
+    unit on both sides (residual sites)."""
+    from hedonic_neurons.tracking.mass import indicator
+
+    labels, labels_next = np.asarray(labels), np.asarray(labels_next)
+    if labels.shape != labels_next.shape:
+        raise ValueError(f"direct overlap needs the same players on both sides; got {labels.size} and "
+                         f"{labels_next.size} players")
+    A, B = indicator(labels), indicator(labels_next)
+    inter = A.T @ B
+    union = A.sum(axis=0)[:, None] + B.sum(axis=0)[None, :] - inter
+    return (inter / np.maximum(union, 1)).max(axis=1)
 
 
 def shuffle_tracking_inputs(mats: Mapping[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -125,17 +180,20 @@ def summarize_events(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
     ``rows`` are Table-3 rows with ``method``, ``kind``, ``seed`` and ``<event>_%``. A seed's value is
     its mean over transitions (and over control draws); the sd is over seeds (0 with one seed). The
-    mean alpha and beta of the sources (``alpha_mean``, ``beta_mean``) are summarised the same way.
+    mean alpha and beta of the sources (``alpha_mean``, ``beta_mean``), the share of sources with an
+    event beyond chance and the agreement with direct overlap are summarised the same way (blank where
+    not computed).
     """
     per: dict[tuple[str, str], dict[str, list[list[float]]]] = {}
     for r in rows:
         key = (str(r["base_method"]), str(r["kind"]))
         vals = [float(r[f"{e}_%"]) for e in EVENTS]
-        vals += [float(r[q]) if r.get(q, "") != "" else np.nan for q in ("alpha_mean", "beta_mean")]
+        vals += [float(r[q]) if r.get(q, "") not in ("", None) else np.nan
+                 for q in ("alpha_mean", "beta_mean", "beyond_chance_%", "overlap_agree_%")]
         per.setdefault(key, {}).setdefault(str(r["seed"]), []).append(vals)
     out = []
     for (method, kind), by_seed in per.items():
-        seeds = np.array([np.mean(v, axis=0) for v in by_seed.values()])   # (n_seeds, 4)
+        seeds = np.array([np.mean(v, axis=0) for v in by_seed.values()])   # (n_seeds, 8)
         row: dict[str, Any] = {"method": method, "kind": kind, "n_seeds": len(by_seed),
                                "n_transitions": int(np.mean([len(v) for v in by_seed.values()]))}
         for j, e in enumerate(EVENTS):
@@ -144,8 +202,14 @@ def summarize_events(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         for j, q in enumerate(("alpha_mean", "beta_mean"), start=len(EVENTS)):
             row[q] = float(seeds[:, j].mean())
             row[q.replace("_mean", "_sd")] = float(seeds[:, j].std(ddof=1)) if len(seeds) > 1 else 0.0
+        for j, q in enumerate(("beyond_chance_%", "overlap_agree_%"), start=len(EVENTS) + 2):
+            col = seeds[:, j]
+            ok = ~np.isnan(col)
+            row[q] = round(float(col[ok].mean()), 1) if ok.any() else ""
+            row[q.replace("_%", "_sd")] = (round(float(col[ok].std(ddof=1)), 1) if ok.sum() > 1
+                                           else (0.0 if ok.any() else ""))
         out.append(row)
-    order = {"method": 0, **{c: i + 1 for i, c in enumerate(CONTROLS)}}
+    order = {"method": 0, **{c: i + 1 for i, c in enumerate(CONTROLS + POSITIVE_CONTROLS)}}
     out.sort(key=lambda r: (r["method"], order.get(r["kind"], 9)))
     return out
 

@@ -12,6 +12,14 @@ loop over coalition pairs:
   h_l in place of the weights, for residual sites (MNIST), where the players are the coordinates p of
   h_l themselves and a coalition writes E_x |a_p(x)| on its own coordinates.
 
+For the default ``relative`` reading of events (``events.relative_shares``) a transition also needs
+where the mass lands player by player (``residual_transition``, ``mlp_transition``): ``forward``
+(n_coal, n') the mass each coalition sends to each next-layer player, and ``backward`` (n, n_coal')
+the mass each next-layer coalition receives from each source player (``backward_players`` (n, n'),
+player to player, lets the next layer's partition be redrawn at random: the chance gate). From them come the mass a
+size-matched random group would carry (mean and spread) and the most a group of a given size can
+carry (the sum of its best members).
+
 Coalition rows/columns follow ``coalition_ids(labels)``: the distinct labels >= 0 in increasing order.
 Negative labels mean "not in any coalition" and are left out.
 """
@@ -27,6 +35,8 @@ __all__ = [
     "coalition_write",
     "mlp_interaction_mass",
     "residual_interaction_mass",
+    "residual_transition",
+    "mlp_transition",
 ]
 
 
@@ -195,3 +205,61 @@ def residual_interaction_mass(J_abs: np.ndarray, acts: np.ndarray, labels, label
     T = _aggregate(J * A[None, :], labels)                          # (d', n_coal): sum over p in C
     M = _aggregate(T.T, labels_next)                                # (n_coal, n_coal'): sum over q in C'
     return M / (coalition_sizes(labels)[:, None] * coalition_sizes(labels_next)[None, :])
+
+
+def residual_transition(J_abs: np.ndarray, acts: np.ndarray, labels, labels_next) -> dict[str, np.ndarray]:
+    """``M`` (as ``residual_interaction_mass``), ``forward`` (n_coal, d') and ``backward`` (d, n_coal') at a
+    residual site, where mass is additive over source and target players alike (both are exact)."""
+    J = np.asarray(J_abs, dtype=np.float64)
+    if J.ndim != 2:
+        raise ValueError(f"J_abs must be (d_next, d); got shape {J.shape}")
+    acts = np.asarray(acts, dtype=np.float64)
+    A = np.abs(acts).mean(axis=0) if acts.ndim == 2 else np.abs(acts)
+    if A.shape != (J.shape[1],):
+        raise ValueError(f"acts describe {A.shape[0]} coordinates but J_abs has {J.shape[1]} columns; "
+                         "pass h_l as (samples, d)")
+    labels = _labels(labels, J.shape[1], "labels")
+    labels_next = _labels(labels_next, J.shape[0], "labels_next")
+    P = J * A[None, :]                                              # (d', d): mass from p to q
+    forward = _aggregate(P, labels).T                               # (n_coal, d')
+    backward = _aggregate(P.T, labels_next)                         # (d, n_coal')
+    M = _aggregate(forward, labels_next)
+    M = M / (coalition_sizes(labels)[:, None] * coalition_sizes(labels_next)[None, :])
+    return {"M": M, "forward": forward, "backward": backward, "backward_players": np.ascontiguousarray(P.T),
+            "backward_exact": np.array(True)}
+
+
+def mlp_transition(
+    R: np.ndarray, W_up_next: np.ndarray, W_gate_next: np.ndarray | None, norm_gain_next: np.ndarray | None,
+    labels, labels_next, *, W_down: np.ndarray | None = None, acts_abs_mean: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """``M`` (as ``mlp_interaction_mass``), ``forward`` (n_coal, n') and, when ``W_down`` (d, n) and
+    ``acts_abs_mean`` (n,) = E_x |a_i(x)| are given, ``backward`` (n, n_coal').
+
+    A coalition's write is not additive over its members (|sum| <= sum |.|), so ``backward`` is what each
+    player would write on its own, E_x |W_down[p, i] a_i(x)| = |W_down[p, i]| E_x |a_i(x)|, pushed through
+    the next layer (``backward_exact`` False: the shares rescale it to the coalitions' own totals).
+    """
+    R = np.asarray(R, dtype=np.float64)
+    sizes = coalition_sizes(_labels(labels, None, "labels"))
+    if R.ndim != 2 or R.shape[0] != sizes.size:
+        raise ValueError(f"R has shape {R.shape} but labels define {sizes.size} coalitions; "
+                         "compute R with coalition_write(W_down, acts, labels) for the same labels")
+    W = _fold_next(W_up_next, W_gate_next, norm_gain_next)          # (n', d)
+    if W.shape[1] != R.shape[1]:
+        raise ValueError(f"R writes {R.shape[1]} residual dimensions but the next layer reads "
+                         f"{W.shape[1]}; pass W_up_next as (d_ff_next, d_model)")
+    labels_next = _labels(labels_next, W.shape[0], "labels_next")
+    forward = R @ W.T                                               # (n_coal, n')
+    M = _aggregate(forward, labels_next) / (sizes[:, None] * coalition_sizes(labels_next)[None, :])
+    out = {"M": M, "forward": forward, "backward_exact": np.array(False)}
+    if W_down is not None and acts_abs_mean is not None:
+        Wd = np.abs(np.asarray(W_down, dtype=np.float64))           # (d, n)
+        a = np.asarray(acts_abs_mean, dtype=np.float64).ravel()
+        if Wd.shape != (R.shape[1], a.size):
+            raise ValueError(f"W_down has shape {Wd.shape} but R writes {R.shape[1]} dimensions and "
+                             f"acts_abs_mean has {a.size} players; pass W_down as (d_model, d_ff)")
+        single = Wd.T * a[:, None]                                  # (n, d): each player's own write
+        out["backward_players"] = single @ W.T                      # (n, n'): player to player
+        out["backward"] = _aggregate(out["backward_players"], labels_next)   # (n, n_coal')
+    return out
