@@ -46,6 +46,7 @@ from hedonic_neurons.metrics.crossfit import (
     eval_half,
     fit_halves,
     half_seed,
+    layer_seed,
     partition_name,
     split_half_ari,
 )
@@ -382,8 +383,10 @@ class Study:
                                    extra={"seed": c.seed, "half": h})
             out[h]["leiden"] = int(ld.n_coalitions_)
             if c.baselines:
+                # drawn afresh on every layer (layer_seed): one random state for all layers would give the random
+                # baseline nearly the same coalitions at every layer, which tracking would read as persisting
                 for method, lab in matched_baselines(acts[mats[f"half_{h}_idx"]].T, hp.labels_,
-                                                     random_state=hseed).items():
+                                                     random_state=layer_seed(hseed, layer)).items():
                     self.rd.save_partition(str(layer), partition_name(method, h), lab,
                                            params={"matched_to": "hedonic_pas"}, extra={"seed": c.seed, "half": h})
                     out[h][method] = int(np.unique(lab).size)
