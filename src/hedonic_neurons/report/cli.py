@@ -37,15 +37,15 @@ def register(subparsers) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (the --out of mnist/reranker)")
     p.add_argument("--open", action="store_true", help="open the report in the default browser")
     p.add_argument("--track", choices=["auto", "yes", "no"], default="auto",
-                   help="run cross-layer tracking first: auto = only when tracking/ is empty (default)")
-    p.add_argument("--hi", type=float, default=None, help="tracking threshold hi (default 0.7); re-tracks")
+                   help="run cross-layer tracking first: auto = only when tracking/ is empty (default: %(default)s)")
+    p.add_argument("--hi", type=float, default=None, help="tracking threshold hi; re-tracks (default: 0.7)")
     p.add_argument("--lo", type=float, default=None,
-                   help="smallest link share drawn (default 0.1); re-tracks")
+                   help="smallest link share drawn; re-tracks (default: 0.1)")
     p.add_argument("--measure", choices=["excess", "raw"], default=None,
-                   help="tracking measure: excess over a size-matched random group (default) or the paper's raw "
-                        "share; re-tracks")
+                   help="tracking measure: excess over a size-matched random group or the paper's raw share; "
+                        "re-tracks (default: excess)")
     p.add_argument("--paper-task", choices=["cqtr", "mtfl", "relevance"], default=None,
-                   help="print the paper's Table 3 for this task beside ours; re-tracks")
+                   help="print the paper's Table 3 for this task beside ours; re-tracks (default: none)")
     p.add_argument("--no-derive", action="store_true",
                    help="only assemble what is on disk (no size/stability/phi/synergy figures)")
     p.set_defaults(func=_run)
