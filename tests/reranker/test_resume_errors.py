@@ -6,8 +6,8 @@ import os
 import pytest
 
 from hedonic_neurons.cli import main
-from hedonic_neurons.layers import parse_layers
 from hedonic_neurons.experiments.reranker import RerankerExperiment, run_reranker
+from hedonic_neurons.layers import parse_layers
 
 
 def test_resume_recomputes_only_the_deleted_stage(pool, tmp_path, make_model, make_config):
