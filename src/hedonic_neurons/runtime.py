@@ -15,11 +15,15 @@ from hedonic_neurons.rundir import RunDir, write_json
 
 
 def pick_threads(threads: int | None) -> int:
-    """Torch threads: as asked, else every core. The results are the same for any count (MKL's strict mode,
-    docs/mnist.md "Threads"), so the count is only about speed; a busy machine is the user's to judge
-    (--threads)."""
+    """Torch threads: as asked, else OMP_NUM_THREADS where it is set (the usual way to tell a process how many
+    cores it may use, e.g. one per pytest-xdist worker), else every core. The results are the same for any
+    count (MKL's strict mode, docs/mnist.md "Threads"), so the count is only about speed; whether a machine is
+    too busy for all cores is the user's to judge (--threads), not a load average's."""
     if threads:
         return max(1, int(threads))
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     return available_cores()
 
 

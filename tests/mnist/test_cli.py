@@ -22,7 +22,8 @@ def test_cli_end_to_end(tmp_path, digits_npz, capsys, monkeypatch):
     argv = ["mnist", "--seeds", "2", "--layers", "4", "--control-layer", "4", "--control-seeds", "2",
             "--loss-delta-images", "32",
             "--out", str(out), "--data", str(digits_npz),
-            "--n-train", "400", "--n-test", "128", "--epochs", "2", "--m", "2000", "--omega", "200", "--quiet"]
+            "--n-train", "400", "--n-test", "128", "--epochs", "2", "--m", "2000", "--omega", "200", "--threads", "1",
+            "--quiet"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "report" in printed.strip().splitlines()[-1]

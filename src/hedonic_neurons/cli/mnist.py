@@ -94,7 +94,7 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs per network "
                    "(default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch threads; the results do not depend on it "
-                   "(default: every core)")
+                   "(default: OMP_NUM_THREADS where it is set, else every core)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes for the partition and metric stages "
                    "of different layers; same results, docs/scale.md (default: %(default)s)")
     p.add_argument("--control-layer", default=d.control_layer.removeprefix("h"),
