@@ -16,22 +16,25 @@ MNIST_LAYERS = range(1, 6)
 _WHAT = "the MNIST network's hidden states h1..h5"
 
 
-def mnist_layers(spec: str) -> list[str]:
+def mnist_layers(spec: str, flag: str = "--layers") -> list[str]:
     """--layers in the common syntax ('1-5', '2,3', '3') -> the experiment's layer names ['h1', ...]."""
     try:
         parsed = parse_layers(spec)
     except ValueError:
-        raise ValueError(f"--layers {spec!r}: write the hidden states h1..h5 as layers 1-5, e.g. '1-5', '2,3' "
+        raise ValueError(f"{flag} {spec!r}: write the hidden states h1..h5 as layers 1-5, e.g. '1-5', '2,3' "
                          "or '3'") from None
-    layers = check_layers(parsed or (), MNIST_LAYERS, _WHAT)
+    try:
+        layers = check_layers(parsed or (), MNIST_LAYERS, _WHAT)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("--layers", flag)) from None
     if not layers:
-        raise ValueError(f"--layers {spec!r}: name at least one layer within 1-5 (h1..h5)")
+        raise ValueError(f"{flag} {spec!r}: name at least one layer within 1-5 (h1..h5)")
     return [f"h{i}" for i in layers]
 
 
 def control_layer(spec: str) -> str:
     """--control-layer: exactly one layer in the common syntax ('3') -> 'h3'."""
-    layers = mnist_layers(spec)
+    layers = mnist_layers(spec, "--control-layer")
     if len(layers) != 1:
         raise ValueError(f"--control-layer {spec!r}: name one layer within 1-5 (e.g. 3 for h3)")
     return layers[0]
