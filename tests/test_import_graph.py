@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "hedonic_neurons"
 # Within a rank the graph must still be acyclic.
 RANKS: dict[str, int] = {
     **dict.fromkeys(["game", "parallel", "distributed", "rundir", "configs", "stages", "notices", "runtime", "lazy",
-                     "data", "ir", "valuations"], 0),
+                     "layers", "data", "ir", "valuations"], 0),
     **dict.fromkeys(["partition", "baselines", "models"], 1),
     # metrics score what models/ computes (coalition ablation lives in models.ablate), as DESIGN 6 orders them
     **dict.fromkeys(["metrics", "tracking"], 2),
