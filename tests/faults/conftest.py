@@ -109,13 +109,15 @@ _CTX = None
 
 
 def _context():
-    """One forkserver for the session, with torch, transformers and the package already imported."""
+    """One forkserver for the session, with torch, transformers, peft and the package already imported."""
     global _CTX
     if _CTX is None:
         sys.path.insert(0, str(Path(__file__).parent))  # so that the server can import _runner
         _CTX = multiprocessing.get_context("forkserver")
-        _CTX.set_forkserver_preload(["hedonic_neurons", "torch", "transformers", "sklearn.cluster",
-                                     "hedonic_neurons.cli", "hedonic_neurons.experiments.mnist",
+        # peft (LoRA: the reranker's fine-tuning and every later stage) and leidenalg too: each attempt is a
+        # fresh child, and importing peft alone took 10 s per attempt on the loaded machine
+        _CTX.set_forkserver_preload(["hedonic_neurons", "torch", "transformers", "sklearn.cluster", "peft",
+                                     "leidenalg", "hedonic_neurons.cli", "hedonic_neurons.experiments.mnist",
                                      "hedonic_neurons.experiments.reranker", "_runner"])
     return _CTX
 
