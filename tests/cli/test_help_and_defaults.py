@@ -41,7 +41,11 @@ def test_every_option_has_help_stating_its_default(command):
         if not text.strip():
             missing.append(flag)
             continue
-        if _switch(action) or action.required:
+        if _switch(action):
+            continue
+        if action.required:  # no default to state: the help says it must be given
+            if "required" not in text:
+                no_default.append(f"{flag} (required): {text!r}")
             continue
         if not re.search(r"\(default\b|\bdefault:", text):
             no_default.append(f"{flag}: {text!r}")
