@@ -100,12 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     best = max(others, key=lambda k: others[k][0][0])
     apart = p0[1] > max(v[0][2] for v in others.values())
     print()
-    if p0[0] > others[best][0][0]:
-        if len(seeds) < 2:
-            print(f"{ref} held-out Pair is above every other method (one seed: no CI, so 'CIs apart' is untested).")
-        else:
-            print(f"{ref} held-out Pair is above every other method"
-                  + (" with the 95 % CIs apart." if apart else f" on the means only (CI overlaps {best})."))
+    if len(seeds) < 2:  # one seed has no 95 % CI: the means alone decide nothing
+        gap = others[best][0][0] - p0[0]
+        means = ("above every other method" if gap < 0 else
+                 f"below {best} by {gap:.3g} ({p0[0] / others[best][0][0]:.2f} of it)")
+        print(f"{ref} held-out Pair against every other method: undecided (fewer than 2 seeds: no 95 % CI); "
+              f"on the means it is {means}.")
+    elif p0[0] > others[best][0][0]:
+        print(f"{ref} held-out Pair is above every other method"
+              + (" with the 95 % CIs apart." if apart else f" on the means only (CI overlaps {best})."))
     else:
         gap = others[best][0][0] - p0[0]
         print(f"{ref} held-out Pair is NOT above every method: {best} is higher by {gap:.3g} "

@@ -3,7 +3,7 @@
 import json
 
 from hedonic_neurons.rundir import RunDir
-from hedonic_neurons.runtime import pick_threads, record_runtime
+from hedonic_neurons.runtime import available_cores, pick_threads, record_runtime
 
 
 def test_record_runtime_appends_one_entry_per_invocation(tmp_path):
@@ -17,7 +17,14 @@ def test_record_runtime_appends_one_entry_per_invocation(tmp_path):
     assert "world_size" not in runs[2] and "torch" in runs[2]
 
 
-def test_pick_threads_takes_what_is_asked():
+def test_pick_threads_takes_what_is_asked_else_every_core(monkeypatch):
     assert pick_threads(3) == 3
     assert pick_threads(-2) == 1
-    assert pick_threads(None) >= 1
+    # the results do not depend on the thread count, so a busy machine no longer drops the default to 1
+    monkeypatch.setattr("os.getloadavg", lambda: (64.0, 64.0, 64.0), raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert pick_threads(None) == available_cores() >= 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # e.g. one per pytest-xdist worker (tests/conftest.py)
+    assert pick_threads(None) == 1 and pick_threads(2) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    assert pick_threads(None) == available_cores()

@@ -53,20 +53,44 @@ def config_fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
     return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
 
 
+def shown_default(value: Any) -> str:
+    """A default as the user would type it: None -> 'none', True -> 'on', 800000 -> '800000'."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _metavar(kind: Any, tp: Any) -> str:
+    """What a flag's value looks like in --help: N (an integer), FLOAT, TEXT, or their union ('N|auto')."""
+    names = {int: "N", float: "FLOAT", str: "TEXT"}
+    if kind in names:
+        return names[kind]
+    members = [a for a in typing.get_args(tp) if a is not type(None)]
+    parts = [names[a] for a in (int, float, str) if a in members]
+    return "|".join(parts + (["none"] if type(None) in typing.get_args(tp) else []))
+
+
 def add_config_flags(parser: argparse.ArgumentParser | Any, config: Any, *, fields: Iterable[str] | None = None,
                      exclude: Iterable[str] = (), dest_prefix: str = "",
                      aliases: Mapping[str, Iterable[str]] | None = None,
-                     flags: Mapping[str, str] | None = None) -> list[str]:
+                     flags: Mapping[str, str] | None = None, notes: Mapping[str, str] | None = None) -> list[str]:
     """Add one flag per field of the dataclass instance ``config`` (its values are the defaults shown).
 
     ``fields`` (default: every non-dataclass field, minus ``exclude``) names them; help comes from the
-    class's ``HELP`` dict and choices from its ``CHOICES`` dict. ``dest_prefix`` keeps several configs
-    apart in one namespace; ``flags`` renames a field's flag where two configs share a name (the
-    LoRA ``alpha`` beside the solver's). Returns the field names added, for ``config_from_args``.
+    class's ``HELP`` dict, choices from its ``CHOICES`` dict and value names from its ``METAVAR`` dict (else
+    from the type). ``dest_prefix`` keeps several configs apart in one namespace; ``flags`` renames a field's
+    flag where two configs share a name (the LoRA ``alpha`` beside the solver's); ``notes`` adds to a flag's
+    help, e.g. why a command's default differs from the class's. Returns the field names added, for
+    ``config_from_args``.
     """
     cls = type(config)
     helps = getattr(cls, "HELP", {})
     choices = getattr(cls, "CHOICES", {})
+    metavars = getattr(cls, "METAVAR", {})
     declared = config_fields(cls)
     names = list(fields) if fields is not None else [
         n for n, (_, tp) in declared.items() if not dataclasses.is_dataclass(tp)]
@@ -77,15 +101,36 @@ def add_config_flags(parser: argparse.ArgumentParser | Any, config: Any, *, fiel
         flag = (flags or {}).get(name) or "--" + name.replace("_", "-")
         extra = [*(aliases or {}).get(name, ())]
         kind, is_bool = _flag_type(tp)
-        text = helps.get(name, "")
-        text = (text + "; " if text else "") + f"default {default!r}".replace("%", "%%")
+        text = helps.get(name, "") or name.replace("_", " ")
+        note = (notes or {}).get(name)
+        text = f"{text} (default: {shown_default(default)}{'; ' + note if note else ''})".replace("%", "%%")
         if is_bool:
             parser.add_argument(flag, *extra, dest=dest_prefix + name, action=argparse.BooleanOptionalAction,
                                 default=default, help=text)
+            continue
+        options = choices.get(name)
+        if options is not None:
+            metavar = "{" + ",".join(shown_default(c) for c in options) + "}"
+            # choices are checked here, not by argparse, so that --preset none (None) is one of them
+            kind = _choice_parser(kind, options, flag)
         else:
-            parser.add_argument(flag, *extra, dest=dest_prefix + name, type=kind, default=default,
-                                choices=choices.get(name), help=text, metavar=None if name in choices else "X")
+            metavar = metavars.get(name) or _metavar(kind, tp)
+        parser.add_argument(flag, *extra, dest=dest_prefix + name, type=kind, default=default, help=text,
+                            metavar=metavar)
     return names
+
+
+def _choice_parser(kind: Any, options: list, flag: str) -> Any:
+    """`kind`, then a check that the value is one of `options` (None written 'none')."""
+    def parse(text: str) -> Any:
+        value = kind(text) if kind is not None else text
+        if value not in options:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: choose from {', '.join(shown_default(c) for c in options)}")
+        return value
+
+    parse.__name__ = flag
+    return parse
 
 
 def config_from_args(config: Any, args: argparse.Namespace, names: Iterable[str], dest_prefix: str = "") -> Any:

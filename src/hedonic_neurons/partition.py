@@ -51,8 +51,9 @@ from hedonic_neurons.game.utility import (
 
 # Named settings: a preset fills every parameter left at its constructor default.
 PRESETS: dict[str | None, dict] = {
-    None: {},  # the default: fractional utility, tau at the 90th percentile of the positive phi, dynamics in
-    # the priority order, then the players left alone group among themselves at the 86th percentile
+    None: {},  # the default: fractional utility, tau at the 97th percentile of the positive phi (TAU_DEFAULT),
+    # dynamics in the priority order, then the players left alone group among themselves at the 84th
+    # percentile (ABSORB_DEFAULT)
     # the previous default: two tiers at q90 / q86, 8 random-order runs, the best welfare kept
     "random-order": {"order": "random", "tau_quantile": 0.9, "absorb_quantile": 0.86},
     "fractional": {"absorb_quantile": None, "order": "random", "tau_quantile": 0.9},  # before: one tier, q90
@@ -97,8 +98,8 @@ class SolverConfig:
                   "priority order: 1)",
         "max_sweeps": "cap on best-response sweeps",
         "sampler": "D of PAC-Top-Cover and of the blocking certificate",
-        "m": "PAC-Top-Cover reservoir size",
-        "omega": "PAC-Top-Cover samples per round",
+        "m": "PAC-Top-Cover reservoir size (the MFC utilities sum / mean only)",
+        "omega": "PAC-Top-Cover samples per round (the MFC utilities sum / mean only)",
         "min_size": "smallest sampled coalition",
         "max_size": "largest sampled coalition; caps best-response coalitions and Leiden communities",
         "epsilon": "PAC target epsilon (checked by the certificate)",
@@ -109,6 +110,10 @@ class SolverConfig:
         "cover_all": "top up players no sample of a round contains",
         "n_certificate": "fresh samples for the blocking certificate (none: from epsilon, delta)",
         "random_state": "solver seed",
+    }
+    METAVAR: ClassVar[dict[str, str]] = {
+        "threshold": "{auto,quantile,significance,none}|TAU", "tau_quantile": "Q", "absorb_quantile": "Q|none",
+        "n_init": "auto|N", "n_certificate": "N|none",
     }
     CHOICES: ClassVar[dict[str, list]] = {
         "preset": [None, "random-order", "fractional", "topk", "paper"],

@@ -15,19 +15,24 @@ from hedonic_neurons.rundir import RunDir, write_json
 
 
 def pick_threads(threads: int | None) -> int:
-    """Torch threads: as asked, else the core count, or 1 when the cores are already busy.
-
-    On an oversubscribed machine torch's intra-op thread barriers make 2 threads several times slower
-    than 1 (measured here: one training epoch 8x slower), so the automatic choice backs off.
-    """
-    cores = os.cpu_count() or 1
+    """Torch threads: as asked, else OMP_NUM_THREADS where it is set (the usual way to tell a process how many
+    cores it may use, e.g. one per pytest-xdist worker), else every core. The results are the same for any
+    count (MKL's strict mode, docs/mnist.md "Threads"), so the count is only about speed; whether a machine is
+    too busy for all cores is the user's to judge (--threads), not a load average's."""
     if threads:
         return max(1, int(threads))
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return available_cores()
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports one, else the core count)."""
     try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return 1 if load >= cores - 0.5 else cores
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def record_runtime(rd: RunDir, threads: int, jobs: int = 1, **extra: int) -> None:
@@ -44,4 +49,4 @@ def record_runtime(rd: RunDir, threads: int, jobs: int = 1, **extra: int) -> Non
     write_json(path, runs)
 
 
-__all__ = ["pick_threads", "record_runtime"]
+__all__ = ["pick_threads", "available_cores", "record_runtime"]

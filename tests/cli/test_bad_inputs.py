@@ -126,7 +126,8 @@ CASES = [
     ("fetch", "interrupted wheel download", lambda t: ["fetch", "ir", "--data-dir", str(t / "d")],
      r"truncated or corrupt.*deleted.*re-run `hedonic-neurons fetch ir`"),
     # mnist
-    ("mnist", "unknown layer", lambda t: ["mnist", "--layers", "h9", "--out", str(t / "run")], r"unknown layers.*h1"),
+    ("mnist", "unknown layer", lambda t: ["mnist", "--layers", "9", "--out", str(t / "run")],
+     r"layer\(s\) 9 outside .*h1\.\.h5.*within 1-5"),
     ("mnist", "no seeds", lambda t: ["mnist", "--seeds", "0", "--out", str(t / "run")], r"at least one seed"),
     ("mnist", "negative n-train", lambda t: ["mnist", "--n-train", "-5", "--out", str(t / "run")],
      r"--n-train -5.*positive integer"),
@@ -147,7 +148,7 @@ CASES = [
     ("reranker", "unknown model", lambda t: ["reranker", "--model", "no-such-model", "--task", "cqtr", "--out",
                                              str(t / "run")], r"not a local path.*huggingface-cli download"),
     ("reranker", "bad layer range", lambda t: ["reranker", "--model", "minilm", "--task", "cqtr", "--layers", "x-y",
-                                               "--out", str(t / "run")], r"bad layer range.*'7-14'"),
+                                               "--out", str(t / "run")], r"bad layer list.*'3-6'"),
     ("reranker", "unknown device", lambda t: ["reranker", "--model", "minilm", "--task", "cqtr", "--device", "tpu",
                                               "--out", str(t / "run")], r"use cpu or cuda"),
     ("reranker", "empty model folder", lambda t: ["reranker", "--model", _mkdir(t / "model"), "--task", "cqtr",

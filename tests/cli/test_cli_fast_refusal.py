@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import subprocess
 import sys
 
@@ -81,3 +82,58 @@ def test_cli_refuses_without_importing_torch(tmp_path):
     assert r.stdout.split() == ["False", "False"]
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "Conv1D" in err[0] and "--adapter module:Class" in err[0]
+
+
+def _gguf(path, arch: str, blocks: int):
+    """A GGUF header with general.architecture, a tokenizer array before it and <arch>.block_count."""
+    import struct
+
+    def s(text):
+        b = text.encode()
+        return struct.pack("<Q", len(b)) + b
+
+    kvs = [s("general.architecture") + struct.pack("<I", 8) + s(arch),
+           s("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2) + s("a") + s("bc"),
+           s(f"{arch}.block_count") + struct.pack("<II", 4, blocks)]
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, len(kvs)) + b"".join(kvs))
+    return path
+
+
+def test_layer_count_from_files_alone(tmp_path):
+    from hedonic_neurons.models.precheck import model_n_layers, precheck_layers
+
+    assert model_n_layers("minilm") == 6 and model_n_layers("smollm2") == 30  # the packaged models
+    assert model_n_layers(str(_cfg(tmp_path, "llama", model_type="llama", num_hidden_layers=4))) == 4
+    assert model_n_layers(str(_cfg(tmp_path, "gpt2", model_type="gpt2", n_layer=2))) == 2
+    assert model_n_layers(str(_cfg(tmp_path, "mm", model_type="llava", text_config={"num_hidden_layers": 7}))) == 7
+    assert model_n_layers(str(_gguf(tmp_path / "m.gguf", "llama", 12))) == 12
+    ad = tmp_path / "adapter"
+    ad.mkdir()
+    (ad / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "minilm"}))
+    assert model_n_layers(str(ad)) == 6
+    assert model_n_layers(str(_cfg(tmp_path, "custom", model_type="x"))) is None  # cannot tell: loader checks
+    precheck_layers("minilm", (0, 5))
+    with pytest.raises(ValueError, match=r"layer\(s\) 6-7 outside this model \(6 layers\): use --layer within 0-5"):
+        precheck_layers("minilm", (4, 6, 7), flag="--layer")
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    # a mistyped model path is reported as such, not as the embedded IR data it would read next
+    (["valuations", "./no_such_model", "--layer", "1"], r"model path ./no_such_model does not exist"),
+    (["reranker", "--model", "./no_such_model"], r"model path ./no_such_model does not exist"),
+    # a layer outside the model, from its config, in the common layer syntax
+    (["valuations", "minilm", "--layer", "9"], r"layer\(s\) 9 outside this model \(6 layers\): use --layer within 0-5"),
+    (["reranker", "--model", "minilm", "--layers", "3-8"], r"layer\(s\) 6-8 outside .*--layers within 0-5"),
+    (["valuations", "minilm", "--layer", "1-2"], r"one layer, e.g. --layer 7"),
+    (["mnist", "--layers", "h1..h5"], r"h1\.\.h5 as layers 1-5"),
+    (["mnist", "--control-layer", "2,3"], r"--control-layer '2,3': name one layer"),
+])
+def test_refused_before_data_or_weights(argv, pattern, tmp_path, monkeypatch, capsys):
+    """One line, from files alone: the data the command would read next is not even looked for."""
+    monkeypatch.setenv("HEDONIC_NEURONS_DATA", str(tmp_path / "no_data"))  # the data would fail differently
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert cli.main(["--quiet", *argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(pattern, err[0]), err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "no_data").exists()

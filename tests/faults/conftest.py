@@ -109,13 +109,16 @@ _CTX = None
 
 
 def _context():
-    """One forkserver for the session, with torch, transformers and the package already imported."""
+    """One forkserver for the session, with torch, transformers, peft and the package already imported."""
     global _CTX
     if _CTX is None:
         sys.path.insert(0, str(Path(__file__).parent))  # so that the server can import _runner
         _CTX = multiprocessing.get_context("forkserver")
-        _CTX.set_forkserver_preload(["hedonic_neurons", "torch", "transformers", "sklearn.cluster",
-                                     "hedonic_neurons.cli", "hedonic_neurons.experiments.mnist",
+        # each attempt is a fresh child, so whatever it imports beyond these it imports again: peft (LoRA, the
+        # reranker's fine-tuning and every later stage), torch._dynamo (imported by the first AdamW, i.e. by
+        # every training) and leidenalg took 10 s, 9 s and 3 s per attempt on the loaded machine
+        _CTX.set_forkserver_preload(["hedonic_neurons", "torch", "torch._dynamo", "transformers", "sklearn.cluster",
+                                     "peft", "leidenalg", "hedonic_neurons.cli", "hedonic_neurons.experiments.mnist",
                                      "hedonic_neurons.experiments.reranker", "_runner"])
     return _CTX
 

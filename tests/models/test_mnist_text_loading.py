@@ -151,5 +151,5 @@ def test_cli_valuations_writes_files(tmp_path, capsys):
     assert v.n_samples == 5 and v.phi_pas.shape == (12, 12) and v.phi_oca.shape == (12, 12)
     assert main(["--quiet", "valuations", str(tmp_path / "model"), "--layer", "5", "--texts", str(texts),
                  "--out", str(out)]) == 2
-    assert "out of range" in capsys.readouterr().err
+    assert "use --layer within 0-1" in capsys.readouterr().err  # from config.json, before the weights load
     assert main(["--quiet", "valuations", "minilm", "--layer", "1", "--texts", str(tmp_path / "nope.txt")]) == 2

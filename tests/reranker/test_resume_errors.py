@@ -6,8 +6,8 @@ import os
 import pytest
 
 from hedonic_neurons.cli import main
-from hedonic_neurons.cli.reranker import parse_layers
 from hedonic_neurons.experiments.reranker import RerankerExperiment, run_reranker
+from hedonic_neurons.layers import parse_layers
 
 
 def test_resume_recomputes_only_the_deleted_stage(pool, tmp_path, make_model, make_config):
@@ -74,8 +74,9 @@ def test_bad_input_one_line_errors(pool, tmp_path, capsys, monkeypatch):
     err = _cli_error(capsys, ["reranker", "--model", "minilm", "--layers", "3-9", "--out", out,
                               "--data-dir", str(pool), "--quiet"])
     assert "outside" in err and "--layers" in err
+    assert "within 0-5" in err  # from MiniLM's config, before its weights load
     err = _cli_error(capsys, ["reranker", "--model", "minilm", "--layers", "7-x", "--out", out])
-    assert "7-14" in err
+    assert "'3-6'" in err
     (pool / "ir" / "candidates.train.jsonl").write_text("")
     err = _cli_error(capsys, ["reranker", "--model", "minilm", "--layers", "1-2", "--out", str(tmp_path / "y"),
                               "--data-dir", str(pool), "--quiet"])
@@ -86,7 +87,7 @@ def test_parse_layers():
     assert parse_layers("7-14") == tuple(range(7, 15))
     assert parse_layers("1,3,5") == (1, 3, 5)
     assert parse_layers(None) is None
-    with pytest.raises(ValueError, match="7-14"):
+    with pytest.raises(ValueError, match="'3-6'"):
         parse_layers("14-7")
 
 

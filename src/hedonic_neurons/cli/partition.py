@@ -151,23 +151,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("partition", help="partition the players of a saved phi matrix (hedonic game)")
     p.add_argument("phi", nargs="+", help="phi as .safetensors (with --key) or .npy, n x n with zero diagonal; "
                    "several files (e.g. one per layer) are partitioned side by side (--jobs), one JSON each")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes for several phi files")
-    p.add_argument("--key", help="tensor name inside the .safetensors file")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes for several phi files "
+                   "(default: %(default)s)")
+    p.add_argument("--key", help="tensor name inside the .safetensors file (default: its only tensor)")
     p.add_argument("--se", help="file with per-pair standard errors (default: the phi file, with --se-key)")
-    p.add_argument("--se-key", help="tensor name of the standard errors")
+    p.add_argument("--se-key", help="tensor name of the standard errors (default: none, no standard errors)")
     p.add_argument("--out", default="partition.json",
-                   help="output JSON (labels, coalitions, certificate); a directory for several phi files")
+                   help="output JSON (labels, coalitions, certificate); a directory for several phi files "
+                   "(default: %(default)s, or partitions/ for several)")
     g = p.add_argument_group("solver (SolverConfig)")
     p.set_defaults(solver_fields=add_config_flags(g, SolverConfig(), exclude=["random_state"]))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="solver seed (default: %(default)s)")
     p.set_defaults(func=_partition)
 
     q = sub.add_parser("planted", help="solve a planted game and print how well it was recovered")
-    q.add_argument("--n", type=int, default=2000)
-    q.add_argument("--noise", type=float, default=0.2)
-    # the demo's own sizes (a 2,000-player planted game needs fewer samples than a real layer)
+    q.add_argument("--n", type=int, default=2000, help="players (default: %(default)s)")
+    q.add_argument("--noise", type=float, default=0.2, help="standard deviation of the noise added to phi "
+                   "(default: %(default)s)")
+    # the same solver defaults as `partition` but m / omega, which only the MFC presets (topk, paper) use
+    sizes = ("planted's own, measured: a 2,000-player game needs fewer samples than SolverConfig's 8e5 / 8e4 "
+             "(the paper's, for 14,336 players): --preset topk recovers the same ARI 0.930 in 14 s instead of "
+             "104 s")
     q.set_defaults(solver_fields=add_config_flags(q, SolverConfig(m=200_000, omega=20_000),
-                                                  fields=["k", "preset", "sampler", "m", "omega"]))
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--out", help="optional JSON with labels, planted labels and the certificate")
+                                                  fields=["k", "preset", "sampler", "m", "omega"],
+                                                  notes={"m": sizes, "omega": sizes}))
+    q.add_argument("--seed", type=int, default=0, help="seed of the game and the solver (default: %(default)s)")
+    q.add_argument("--out", help="optional JSON with labels, planted labels and the certificate (default: none)")
     q.set_defaults(func=_planted)

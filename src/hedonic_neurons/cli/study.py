@@ -45,34 +45,39 @@ def register(subparsers) -> None:
         description="Find coalitions of MLP channels in MODEL on the texts of --texts, over several layers: "
                     "valuations (exact pairwise ablation synergy on the model's own target), partitions fitted on "
                     "one half of the texts and scored on the other, Leiden and matched baselines beside them, "
-                    "tracking across the layers, a card per coalition and report.html (docs/study.md).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "tracking across the layers, a card per coalition and report.html (docs/study.md).")
     p.add_argument("model", help="'smollm2', 'minilm', a local model or PEFT adapter directory, a .gguf file, or a "
-                   "hub id (downloaded when online; from the local cache when HF_HUB_OFFLINE=1)")
+                   "hub id (downloaded when online; from the local cache when HF_HUB_OFFLINE=1); required")
     p.add_argument("--texts", default=None, help="a UTF-8 file: one text per line, or .jsonl with {\"text\", "
-                   "\"label\"} per line, or .csv/.tsv with text and label columns; default: the embedded "
-                   "Wikipedia passage pool (hedonic-neurons fetch ir)")
-    p.add_argument("--layers", default=None, help="layers to study, e.g. 3-6 or 2,5,9 (0-based); default: four "
-                   "layers around the middle of the model")
-    p.add_argument("--out", default="runs/study", help="run directory (an existing one is resumed)")
+                   "\"label\"} per line, or .csv/.tsv with text and label columns (default: the embedded "
+                   "Wikipedia passage pool of hedonic-neurons fetch ir)")
+    p.add_argument("--layers", default=None, help="layers to study, e.g. 3-6 or 2,5,9 (0-based) (default: four "
+                   "layers around the middle of the model)")
+    p.add_argument("--out", default="runs/study",
+                   help="run directory, an existing one is resumed (default: %(default)s)")
     p.add_argument("--target", default=d.target, choices=TARGETS,
                    help="what the ablations are measured on: next-token (a causal LM's logit of the observed next "
                    "token), label (a classifier's gold-label logit; labels from the file), predicted (a "
                    "classifier's predicted class), head (a head you trained; the pooled position); auto picks "
-                   "next-token for a causal LM and label / predicted for a classifier")
+                   "next-token for a causal LM and label / predicted for a classifier (default: %(default)s)")
     p.add_argument("--positions", default=d.positions, choices=("all", "last"),
-                   help="next-token target: every position with an observed next token, or only the last one")
+                   help="next-token target: every position with an observed next token, or only the last one "
+                   "(default: %(default)s)")
     p.add_argument("--max-samples", type=int, default=d.max_samples,
-                   help="(text, position) samples drawn at random (seeded) when there are more; 0 = all")
+                   help="(text, position) samples drawn at random (seeded) when there are more; 0 = all "
+                   "(default: %(default)s)")
     p.add_argument("--allow-new-head", action="store_true",
                    help="measure a newly initialised (random) classification head knowingly; it is then said so in "
                    "the summary, the report and the valuations")
-    p.add_argument("--max-length", type=int, default=d.max_length, help="tokens per text (longer ones are cut)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="texts per forward pass")
-    p.add_argument("--device", default=d.device, help="cpu or cuda")
+    p.add_argument("--max-length", type=int, default=d.max_length,
+                   help="tokens per text, longer ones are cut (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="texts per forward pass (default: %(default)s)")
+    p.add_argument("--device", default=d.device, help="cpu or cuda (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the sample draw, the halves, the solver and "
-                   "the baselines")
-    p.add_argument("--examples", type=int, default=d.n_examples, help="top-activating examples per coalition card")
+                   "the baselines (default: %(default)s)")
+    p.add_argument("--examples", type=int, default=d.n_examples,
+                   help="top-activating examples per coalition card (default: %(default)s)")
     p.add_argument("--no-crossfit", action="store_true", help="fit and score on all samples (in-sample scores, "
                    "labelled so); default: fit on one half of the texts, score on the other")
     p.add_argument("--no-baselines", action="store_true", help="skip the random, k-means and Ward baselines "

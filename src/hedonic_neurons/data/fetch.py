@@ -39,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("fetch", help="download the embedded data sets (MNIST digits, IR pool)")
     p.add_argument("what", choices=[*FETCHERS, "all"], help="which data set")
-    p.add_argument("--data-dir", default=None, help="target folder (default $HEDONIC_NEURONS_DATA or ./data)")
+    p.add_argument("--data-dir", default=None, help="target folder (default: $HEDONIC_NEURONS_DATA or ./data)")
     p.set_defaults(func=run)

@@ -107,8 +107,8 @@ class RerankerConfig:
     # channels of MiniLM / SmolLM2 get 1e5 (65 per player): the same ratio, an 8x cheaper fit.
     # solver.max_size also caps the Leiden communities; random_state is set per seed. MLP channels' positive
     # PAS is heavy-tailed, so a second tier in the 80s admits few of the channels the first leaves alone:
-    # tiers q90 / q70 (docs/solver.md, MiniLM: 56 % in coalitions of 2-10 against 40 %; the MNIST default
-    # q97 / q84 gives 43 %).
+    # tiers q90 / q70 (docs/solver.md, MiniLM: 56 % in coalitions of 2-10 against 40 % at q90 / q86; the
+    # library default q97 / q84 gives 43 %). `hedonic-neurons reranker --help` gives the same reason.
     solver: SolverConfig = field(default_factory=lambda: SolverConfig(m=100_000, omega=10_000, tau_quantile=0.9,
                                                                       absorb_quantile=0.7))
     # cross-fitting: the probe pairs are split into two seeded halves of whole queries; partitions

@@ -176,23 +176,37 @@ def crossfit_synergy(labels: Mapping[str, np.ndarray], psi_pair: Mapping[str, np
 
 __all__ = ["HALVES", "OTHER", "half_seed", "layer_seed", "split_halves", "crossfit_halves", "fit_halves", "eval_half",
            "partition_name", "split_half_ari", "coverage", "coalitions_of", "synergy_rows", "crossfit_synergy",
-           "versus_best", "beats_all", "ordering_holds", "held_words"]
+           "versus_best", "has_ci", "fmt_mean_ci", "beats_all", "ordering_holds", "held_words"]
+
+
+def has_ci(t: tuple[float, float, float]) -> bool:
+    """Whether (mean, lo, hi) carries a 95 % interval: at least 2 seeds (`stats.mean_lo_hi` gives NaN ends for one)."""
+    return bool(np.isfinite(t[1]) and np.isfinite(t[2]))
+
+
+def fmt_mean_ci(t: tuple[float, float, float]) -> str:
+    """'4.74e-05 [4.16e-05, 5.32e-05]', or '4.74e-05 (no CI: one seed)' when there is no interval."""
+    return f"{t[0]:.3g} [{t[1]:.3g}, {t[2]:.3g}]" if has_ci(t) else f"{t[0]:.3g} (no CI: one seed)"
 
 
 def versus_best(ref: tuple[float, float, float], others: Mapping[str, tuple[float, float, float]],
                 labels: Mapping[str, str]) -> tuple[str, str]:
     """(best other method, plain-words verdict): is `ref` (mean, lo, hi) above every other method's mean,
-    and with its 95 % CI above every other CI? `others` holds finite (mean, lo, hi) per method."""
+    and with its 95 % CI above every other CI? `others` holds finite means per method. Undecided when a CI is
+    missing (fewer than 2 seeds): a mean alone decides nothing, so the means are only reported."""
     m0 = ref[0]
     best = max(others, key=lambda m: others[m][0])
     mb = others[best][0]
+    if not (has_ci(ref) and all(has_ci(o) for o in others.values())):
+        means = ("above every other method" if m0 > mb else
+                 f"below {labels[best]} by {mb - m0:.3g} ({(m0 / mb if mb else float('nan')):.2f} of it)")
+        return best, f"undecided (fewer than 2 seeds: no 95 % CI; on the means it is {means})"
     if m0 > mb and ref[1] > max(o[2] for o in others.values()):
         return best, "above every other method with the 95 % CIs apart"
     if m0 > mb:
         return best, f"above every other method on the means only (its CI overlaps {labels[best]}'s)"
     return best, (f"NOT above every method: it falls short of {labels[best]} by {mb - m0:.3g} "
                   f"({(m0 / mb if mb else float('nan')):.2f} of it)")
-
 
 
 def beats_all(values: Mapping[str, float], ref: str, others: Sequence[str]) -> bool | None:

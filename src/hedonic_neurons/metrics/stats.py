@@ -40,7 +40,8 @@ def nanmean_noted(values, what: str | None = None, labels: Sequence | None = Non
 
 def mean_ci95(values, what: str | None = None, labels: Sequence | None = None,
               unit: str = "value") -> tuple[float, float]:
-    """Mean and the half-width of its two-sided 95 % t interval (0 for a single value: see `fmt_ci`).
+    """Mean and the half-width of its two-sided 95 % t interval; NaN half-width for a single value (one seed
+    has no interval: a 0 would read as a certain mean and let a verdict call intervals apart; `fmt_ci` says so).
 
     Non-finite values are left out; with `what` given, a ResultWarning names them.
     """
@@ -48,7 +49,7 @@ def mean_ci95(values, what: str | None = None, labels: Sequence | None = None,
     if x.size == 0:
         raise ValueError("mean_ci95 got no finite values")
     if x.size == 1:
-        return float(x[0]), 0.0
+        return float(x[0]), float("nan")
     half = stats.t.ppf(0.975, df=x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
     return float(x.mean()), float(half)
 
@@ -69,7 +70,8 @@ def fmt_ci(values, digits: int = 3, what: str | None = None, labels: Sequence | 
 
 
 def mean_lo_hi(values) -> tuple[float, float, float]:
-    """(mean, lower, upper end of its 95 % t interval) over the finite values; NaNs when there is none."""
+    """(mean, lower, upper end of its 95 % t interval) over the finite values; NaNs when there is none, and
+    NaN ends for a single value (no interval)."""
     x = finite(values)
     if x.size == 0:
         return float("nan"), float("nan"), float("nan")

@@ -8,15 +8,35 @@ import logging
 log = logging.getLogger(__name__)
 
 
-def run(args: argparse.Namespace) -> int:
-    from hedonic_neurons.models.precheck import check_layers_config, loads_as_causal_lm, precheck_config
+def one_layer(spec: str) -> int:
+    """--layer in the common layer syntax, one layer only ('7')."""
+    from hedonic_neurons.layers import parse_layers
 
-    check_layers_config(args.model, [args.layer])  # from config.json: before torch and before any weight
+    layers = parse_layers(spec)
+    if not layers or len(layers) != 1:
+        raise ValueError(f"--layer {spec!r}: valuations are of one layer, e.g. --layer 7; run once per layer")
+    return layers[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    from hedonic_neurons.models.precheck import (
+        check_layers_config,
+        check_model_exists,
+        loads_as_causal_lm,
+        precheck_config,
+        precheck_layers,
+    )
+
+    layer = one_layer(args.layer)
+    # files only, seconds: a mistyped model path is reported before any input data is looked for, and an
+    # unsupported architecture or a layer outside the model before torch is imported or a weight is read
+    check_model_exists(args.model)
+    check_layers_config(args.model, [layer])
     if args.max_samples is not None and args.max_samples < 2:
         raise ValueError(f"--max-samples {args.max_samples}: valuations need at least 2 samples")
     if not args.adapter:
-        # seconds: refuse what is certainly unsupported before importing torch
         precheck_config(args.model, causal=loads_as_causal_lm(args.model, args.target))
+        precheck_layers(args.model, (layer,), flag="--layer")
     labels = None
     if args.texts:
         from hedonic_neurons.data.texts import read_texts
@@ -52,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
         adapter = load_adapter_class(args.adapter)
     # one process, or every rank of a torchrun launch (docs/scale.md); only rank 0 gets the result back
-    v = valuations_any(args.model, texts, args.layer, methods=methods, ablation=args.ablation,
+    v = valuations_any(args.model, texts, layer, methods=methods, ablation=args.ablation,
                        batch_size=args.batch_size, max_length=args.max_length, device=args.device,
                        pas_dtype=np.dtype(args.pas_dtype), load_kwargs=placement_kwargs(args),
                        verify=not args.no_verify, adapter=adapter, target=args.target, positions=args.positions,
@@ -104,35 +124,49 @@ def register(subparsers) -> None:
         description="Valuations of one layer of a model: 'smollm2', 'minilm', a local model or PEFT adapter "
                     "directory, or a cached hub id. Writes valuations.safetensors + valuations.json.")
     p.add_argument("model", help="smollm2 | minilm | PATH (model or PEFT adapter dir) | cached hub id")
-    p.add_argument("--layer", type=int, required=True, help="0-based layer index")
+    p.add_argument("--layer", required=True, help="the one layer to value, a 0-based index such as 7 (the "
+                   "layer syntax of every command; required)")
     p.add_argument("--texts", help="inputs: one text per line, a .jsonl of {\"text\", \"label\"}, or a .tsv/.csv "
                                    "with text and label columns (default: embedded query-passage pairs)")
     p.add_argument("--target", choices=["next-token", "label", "predicted", "head"], default=None,
                    help="what the local logit reads: next-token (a causal LM's own logit of the observed next "
-                        "token; its default), label (a trained classifier's gold label, labels from --texts), "
-                        "predicted (its argmax class; a K-class classifier's default), head (the head as it is)")
+                        "token), label (a trained classifier's gold label, labels from --texts), predicted (its "
+                        "argmax class), head (the head as it is) (default: next-token for a causal LM, label / "
+                        "predicted for a classifier)")
     p.add_argument("--positions", choices=["all", "last"], default="all",
-                   help="next-token: every position with an observed next token, or the last one per text")
+                   help="next-token: every position with an observed next token, or the last one per text "
+                        "(default: %(default)s)")
     p.add_argument("--max-samples", type=_max_samples, default=4096,
-                   help="next-token: draw this many (text, position) samples at random (--seed); 'all' keeps all")
+                   help="next-token: draw this many (text, position) samples at random (--seed); 'all' keeps all "
+                        "(default: %(default)s)")
     p.add_argument("--allow-new-head", action="store_true",
                    help="measure a newly initialised (random) classification head knowingly (recorded)")
     # --n-inputs: under torchrun, whose parser takes the bare `--n` for an abbreviation of its own options
     p.add_argument("--n", "--n-inputs", dest="n", type=int, default=512,
-                   help="number of embedded pairs when --texts is not given")
-    p.add_argument("--split", default="train", choices=["train", "ood"])
-    p.add_argument("--seed", type=int, default=0, help="embedded pairs and the next-token sample draw")
-    p.add_argument("--methods", default="oca,pas,hessian")
-    p.add_argument("--ablation", default="auto", choices=["auto", "lora", "zero", "mean"])
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--pas-dtype", default="float64", choices=["float64", "float32"])
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--out", default="valuations", help="output directory")
+                   help="number of embedded pairs when --texts is not given (default: %(default)s)")
+    p.add_argument("--split", default="train", choices=["train", "ood"],
+                   help="embedded pairs: MS MARCO training queries or the TREC DL OOD queries "
+                   "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the embedded pairs' draw and of the next-token "
+                   "sample draw (default: %(default)s)")
+    p.add_argument("--methods", default="oca,pas,hessian",
+                   help="comma list of oca, pas (exact), hessian (default: %(default)s)")
+    p.add_argument("--ablation", default="auto", choices=["auto", "lora", "zero", "mean"],
+                   help="how a channel is removed: auto = revert LoRA where the layer's MLP has it, else zero "
+                   "(default: %(default)s)")
+    # the API's default (compute_valuations(batch_size=8)); tests/cli checks that the two agree
+    p.add_argument("--batch-size", type=int, default=8, help="inputs per forward pass; the valuations are the same "
+                   "up to float rounding (default: %(default)s)")
+    p.add_argument("--max-length", type=int, default=256, help="tokens per input, longer ones truncated "
+                   "(default: %(default)s)")
+    p.add_argument("--pas-dtype", default="float64", choices=["float64", "float32"],
+                   help="accumulator of the exact PAS sums (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--out", default="valuations", help="output directory (default: %(default)s)")
     add_placement_args(p)
     p.add_argument("--adapter", metavar="MODULE:CLASS",
                    help="a ModelAdapter subclass for an architecture that is not found automatically "
-                        "(importable module or path/to/file.py; docs/models.md)")
+                        "(importable module or path/to/file.py; docs/models.md) (default: found from the model)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the self-verification against direct ablation through the model's modules")
     p.set_defaults(func=run)

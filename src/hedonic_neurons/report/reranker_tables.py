@@ -167,7 +167,7 @@ def write_tables(rd: RunDir, cfg: Any) -> dict:
 def summary_md(rd: RunDir, cfg: Any, means: dict, per_seed: dict | None = None,
                all_rows: list[dict] | None = None) -> str:
     """summary.md: the fine-tuning result and, claim by claim, whether the paper's ordering held."""
-    from hedonic_neurons.metrics.crossfit import beats_all, held_words, versus_best
+    from hedonic_neurons.metrics.crossfit import beats_all, fmt_mean_ci, has_ci, held_words, versus_best
     from hedonic_neurons.metrics.stats import mean_lo_hi
 
     c = cfg
@@ -203,9 +203,12 @@ def summary_md(rd: RunDir, cfg: Any, means: dict, per_seed: dict | None = None,
         sep = ""
         if per_seed is not None and pas_ok:
             best = max(("random", "kmeans", "ward"), key=lambda m: v[m])
-            sep = (" (the 95 % CIs of Hedonic-PAS and the best of them do not overlap)"
-                   if lo_hi("hedonic_pas", key)[1] > lo_hi(best, key)[2] else
-                   " (on the means only: the 95 % CIs of Hedonic-PAS and the best of them overlap)")
+            if not (has_ci(lo_hi("hedonic_pas", key)) and has_ci(lo_hi(best, key))):
+                sep = " (on the means only: with fewer than 2 seeds there is no 95 % CI, so beyond them undecided)"
+            elif lo_hi("hedonic_pas", key)[1] > lo_hi(best, key)[2]:
+                sep = " (the 95 % CIs of Hedonic-PAS and the best of them do not overlap)"
+            else:
+                sep = " (on the means only: the 95 % CIs of Hedonic-PAS and the best of them overlap)"
         lines.append(f"- {name}: {order}. The paper's ordering (Hedonic-PAS above the three paper baselines) "
                      f"{held_words(pas_ok, v, METHOD_LABELS)}{sep}; Hedonic-OCA above them "
                      f"{held_words(oca_ok, v, METHOD_LABELS)}; Hedonic-PAS above Leiden: "
@@ -221,9 +224,8 @@ def summary_md(rd: RunDir, cfg: Any, means: dict, per_seed: dict | None = None,
                 lines.append(f"- {name}: not finite for Hedonic-PAS or the others")
                 continue
             best, verdict = versus_best((m0, lo0, hi0), others, METHOD_LABELS)
-            mb, lob, hib = others[best]
-            lines.append(f"- {name}: Hedonic (PAS) {m0:.3g} [{lo0:.3g}, {hi0:.3g}] vs best other "
-                         f"{METHOD_LABELS[best]} {mb:.3g} [{lob:.3g}, {hib:.3g}]: {verdict}.")
+            lines.append(f"- {name}: Hedonic (PAS) {fmt_mean_ci((m0, lo0, hi0))} vs best other "
+                         f"{METHOD_LABELS[best]} {fmt_mean_ci(others[best])}: {verdict}.")
         if c.crossfit:
             a0, al = means["hedonic_pas"]["ari"], means["leiden"]["ari"]
             lines.append(f"- Split-half ARI: Hedonic (PAS) {a0:.3f}, Leiden {al:.3f}: "
