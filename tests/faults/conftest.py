@@ -113,6 +113,11 @@ def _context():
     global _CTX
     if _CTX is None:
         sys.path.insert(0, str(Path(__file__).parent))  # so that the server can import _runner
+        # OpenMP threads that sleep instead of spinning while they wait: the 2-thread run shares the cores with
+        # the other xdist worker, and spinning threads made a 2-thread training loop 20-40x slower than with 1
+        # thread on the loaded 2-core machine (PASSIVE: 2x). Scheduling only: the results are the same. Read
+        # once, when the server imports torch, so it is set before the server starts.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         _CTX = multiprocessing.get_context("forkserver")
         # each attempt is a fresh child, so whatever it imports beyond these it imports again: peft (LoRA, the
         # reranker's fine-tuning and every later stage), torch._dynamo (imported by the first AdamW, i.e. by
