@@ -135,3 +135,36 @@ class ForkedRanks:
 def forked_ranks(tmp_path) -> ForkedRanks:
     """A ForkedRanks writing tracebacks into this test's tmp_path."""
     return ForkedRanks(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# browser tests: Debian's chromium driven by playwright
+# ---------------------------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def chromium():
+    """`open_page(path)` -> (page, console errors, requested URLs) in one headless Chromium per test; skipped
+    where Debian's chromium (`make browser`) or python playwright is missing."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian chromium is not installed at /usr/bin/chromium (`make browser` installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+        def open_page(path, width: int = 1400, height: int = 1000):
+            page = browser.new_page(viewport={"width": width, "height": height})
+            errors: list[str] = []
+            requests: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(Path(path).resolve().as_uri(), wait_until="load")
+            return page, errors, requests
+
+        yield open_page
+        browser.close()

@@ -1,59 +1,40 @@
 """Headless Chromium opens the report of a small end-to-end run: no console errors, Sankey drawn (SVG
 nodes), every table non-empty, a screenshot saved (issue 6)."""
 
-import os
-from pathlib import Path
 
 import pytest
 
 from hedonic_neurons.report.html import build_report
 from hedonic_neurons.report.sankey import track_and_draw
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason="Debian chromium is not installed at /usr/bin/chromium "
-                              "(`make browser` installs it)"),
 ]
 
 
-def test_report_renders_in_chromium(small_run, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
+def test_report_renders_in_chromium(small_run, tmp_path, chromium):
     rd, _ = small_run
     track_and_draw(rd.root)
     report = build_report(rd.root)
-    errors: list[str] = []
-    requests: list[str] = []
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda r: requests.append(r.url))
-        page.goto(Path(report).resolve().as_uri(), wait_until="load")
-        page.wait_for_function("typeof Plotly !== 'undefined'")
-        # views render when scrolled into view; draw them all, then wait for the Sankey SVG nodes
-        page.evaluate("window.drawAllViews()")
-        page.wait_for_selector("g.sankey-node", state="attached", timeout=30_000)
-        n_views = page.locator("div.plotly-view").count()
-        n_drawn = page.locator("div.plotly-view .main-svg").count()
-        n_nodes = page.locator("g.sankey-node").count()
-        n_links = page.locator("path.sankey-link").count()
-        tables = page.locator("table.data")
-        n_tables = tables.count()
-        row_counts = [tables.nth(i).locator("tbody tr").count() for i in range(n_tables)]
-        n_images = page.locator("figure img").count()
-        img_ok = page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-        page.locator("#tracking").scroll_into_view_if_needed()
-        page.wait_for_timeout(300)
-        shot = tmp_path / "report.png"
-        page.screenshot(path=str(shot), full_page=False)
-        page.screenshot(path=str(tmp_path / "report_full.png"), full_page=True)
-        browser.close()
+    page, errors, requests = chromium(report)
+    page.wait_for_function("typeof Plotly !== 'undefined'")
+    # views render when scrolled into view; draw them all, then wait for the Sankey SVG nodes
+    page.evaluate("window.drawAllViews()")
+    page.wait_for_selector("g.sankey-node", state="attached", timeout=30_000)
+    n_views = page.locator("div.plotly-view").count()
+    n_drawn = page.locator("div.plotly-view .main-svg").count()
+    n_nodes = page.locator("g.sankey-node").count()
+    n_links = page.locator("path.sankey-link").count()
+    tables = page.locator("table.data")
+    n_tables = tables.count()
+    row_counts = [tables.nth(i).locator("tbody tr").count() for i in range(n_tables)]
+    n_images = page.locator("figure img").count()
+    img_ok = page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    page.locator("#tracking").scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot), full_page=False)
+    page.screenshot(path=str(tmp_path / "report_full.png"), full_page=True)
     print(f"screenshot: {shot}")
     assert not errors, f"console errors: {errors}"
     external = [u for u in requests if not u.startswith(("file:", "data:", "about:", "blob:"))]

@@ -3,23 +3,14 @@ word texts, HedonicPartition on exact PAS, tracking): no console errors, no netw
 the layer and size filters hide cards, a token search keeps only the cards showing that token, tokens are
 shaded and odd tokens are shown as text."""
 
-import os
-from pathlib import Path
 
 import pytest
 
 from hedonic_neurons.report.html import build_report
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.heavy(20),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason="Debian chromium is not installed at /usr/bin/chromium "
-                              "(`make browser` installs it)"),
 ]
 
 
@@ -29,8 +20,7 @@ def _words(card):
     return {w for w in ws if w}
 
 
-def test_cards_explorer_in_chromium(cards_run, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
+def test_cards_explorer_in_chromium(cards_run, tmp_path, chromium):
     rd, cards, _ = cards_run
     report = build_report(rd.root, out=tmp_path / "report.html")
     # a token that some cards show and others do not (exact token, so substring hits are counted too)
@@ -42,61 +32,52 @@ def test_cards_explorer_in_chromium(cards_run, tmp_path):
     expect = sum(1 for c in cards if any(token in w for w in _words(c)))
     assert 0 < expect < len(cards)
     layers = sorted({c["layer"] for c in cards})
-    errors: list[str] = []
-    requests: list[str] = []
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda r: requests.append(r.url))
-        page.goto(Path(report).resolve().as_uri(), wait_until="load")
-        box = page.locator("#cards-explorer")
-        shown = box.locator("div.card")
+    page, errors, requests = chromium(report)
+    box = page.locator("#cards-explorer")
+    shown = box.locator("div.card")
 
-        def ids():
-            return [shown.nth(i).get_attribute("data-id") for i in range(shown.count())]
+    def ids():
+        return [shown.nth(i).get_attribute("data-id") for i in range(shown.count())]
 
-        n_all = shown.count()
-        first = ids()
-        assert first == [c["id"] for c in cards]  # held-out Pair order, as in cards.json
-        box.locator("button.cards-sort[data-key='size']").click()
-        by_size = ids()
-        sizes = [int(shown.nth(i).get_attribute("data-size")) for i in range(shown.count())]
-        box.locator("button.cards-sort[data-key='size']").click()  # second click: smallest first
-        sizes_up = [int(shown.nth(i).get_attribute("data-size")) for i in range(shown.count())]
-        box.locator("button.cards-sort[data-key='pair']").click()
-        back = ids()
-        # layer filter
-        box.locator("#cards-layer").select_option(layers[-1])
-        layer_ids = ids()
-        layer_attrs = {shown.nth(i).get_attribute("data-layer") for i in range(shown.count())}
-        box.locator("#cards-layer").select_option("")
-        # size filter
-        box.locator("#cards-size").select_option("3")
-        size_attrs = {shown.nth(i).get_attribute("data-size") for i in range(shown.count())}
-        n_size3 = shown.count()
-        box.locator("#cards-size").select_option("")
-        # token search
-        box.locator("#cards-search").fill(token.upper())
-        n_search = shown.count()
-        search_ids = ids()
-        box.locator("#cards-search").fill('"w1"')  # quoted: the whole token only (not w10, w11 ...)
-        n_exact = shown.count()
-        box.locator("#cards-search").fill("")
-        # shading: token spans with an activation-scaled background
-        n_tok = box.locator("span.tok").count()
-        shaded = page.evaluate("Array.from(document.querySelectorAll('#cards-explorer span.tok'))"
-                               ".filter(s => /rgba\\(255, 140, 0, 0\\.[1-9]|rgba\\(255, 140, 0, 1\\)/"
-                               ".test(s.style.backgroundColor)).length")
-        n_peak = box.locator("span.tok.peak").count()
-        odd = page.evaluate("Array.from(document.querySelectorAll('#cards-explorer span.tok, "
-                            "#cards-explorer span.chip')).map(s => s.textContent)"
-                            ".filter(t => ['<b>', '\"q\"', 'a&b', '</script>'].includes(t)).length")
-        n_partner = box.locator("div.partner").count()
-        box.scroll_into_view_if_needed()
-        page.screenshot(path=str(tmp_path / "cards.png"), full_page=False)
-        browser.close()
+    n_all = shown.count()
+    first = ids()
+    assert first == [c["id"] for c in cards]  # held-out Pair order, as in cards.json
+    box.locator("button.cards-sort[data-key='size']").click()
+    by_size = ids()
+    sizes = [int(shown.nth(i).get_attribute("data-size")) for i in range(shown.count())]
+    box.locator("button.cards-sort[data-key='size']").click()  # second click: smallest first
+    sizes_up = [int(shown.nth(i).get_attribute("data-size")) for i in range(shown.count())]
+    box.locator("button.cards-sort[data-key='pair']").click()
+    back = ids()
+    # layer filter
+    box.locator("#cards-layer").select_option(layers[-1])
+    layer_ids = ids()
+    layer_attrs = {shown.nth(i).get_attribute("data-layer") for i in range(shown.count())}
+    box.locator("#cards-layer").select_option("")
+    # size filter
+    box.locator("#cards-size").select_option("3")
+    size_attrs = {shown.nth(i).get_attribute("data-size") for i in range(shown.count())}
+    n_size3 = shown.count()
+    box.locator("#cards-size").select_option("")
+    # token search
+    box.locator("#cards-search").fill(token.upper())
+    n_search = shown.count()
+    search_ids = ids()
+    box.locator("#cards-search").fill('"w1"')  # quoted: the whole token only (not w10, w11 ...)
+    n_exact = shown.count()
+    box.locator("#cards-search").fill("")
+    # shading: token spans with an activation-scaled background
+    n_tok = box.locator("span.tok").count()
+    shaded = page.evaluate("Array.from(document.querySelectorAll('#cards-explorer span.tok'))"
+                           ".filter(s => /rgba\\(255, 140, 0, 0\\.[1-9]|rgba\\(255, 140, 0, 1\\)/"
+                           ".test(s.style.backgroundColor)).length")
+    n_peak = box.locator("span.tok.peak").count()
+    odd = page.evaluate("Array.from(document.querySelectorAll('#cards-explorer span.tok, "
+                        "#cards-explorer span.chip')).map(s => s.textContent)"
+                        ".filter(t => ['<b>', '\"q\"', 'a&b', '</script>'].includes(t)).length")
+    n_partner = box.locator("div.partner").count()
+    box.scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "cards.png"), full_page=False)
     assert not errors, f"console errors: {errors}"
     external = [u for u in requests if not u.startswith(("file:", "data:", "about:", "blob:"))]
     assert not external, f"the report reached for the network: {external[:5]}"

@@ -192,24 +192,14 @@ def residual_interaction_mass(J_abs: np.ndarray, acts: np.ndarray, labels, label
     (``tracking.jacobian.residual_jacobian_abs``); ``acts`` (N, d) the coordinates of h_l, or their
     mean absolute values (d,) directly.
     """
-    J = np.asarray(J_abs, dtype=np.float64)
-    if J.ndim != 2:
-        raise ValueError(f"J_abs must be (d_next, d); got shape {J.shape}")
-    acts = np.asarray(acts, dtype=np.float64)
-    A = np.abs(acts).mean(axis=0) if acts.ndim == 2 else np.abs(acts)
-    if A.shape != (J.shape[1],):
-        raise ValueError(f"acts describe {A.shape[0]} coordinates but J_abs has {J.shape[1]} columns; "
-                         "pass h_l as (samples, d)")
-    labels = _labels(labels, J.shape[1], "labels")
-    labels_next = _labels(labels_next, J.shape[0], "labels_next")
+    J, A, labels, labels_next = _residual_inputs(J_abs, acts, labels, labels_next)
     T = _aggregate(J * A[None, :], labels)                          # (d', n_coal): sum over p in C
     M = _aggregate(T.T, labels_next)                                # (n_coal, n_coal'): sum over q in C'
     return M / (coalition_sizes(labels)[:, None] * coalition_sizes(labels_next)[None, :])
 
 
-def residual_transition(J_abs: np.ndarray, acts: np.ndarray, labels, labels_next) -> dict[str, np.ndarray]:
-    """``M`` (as ``residual_interaction_mass``), ``forward`` (n_coal, d') and ``backward`` (d, n_coal') at a
-    residual site, where mass is additive over source and target players alike (both are exact)."""
+def _residual_inputs(J_abs, acts, labels, labels_next) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(J, mean |h_l| per coordinate, labels, labels_next) checked against each other (one-line errors)."""
     J = np.asarray(J_abs, dtype=np.float64)
     if J.ndim != 2:
         raise ValueError(f"J_abs must be (d_next, d); got shape {J.shape}")
@@ -220,6 +210,13 @@ def residual_transition(J_abs: np.ndarray, acts: np.ndarray, labels, labels_next
                          "pass h_l as (samples, d)")
     labels = _labels(labels, J.shape[1], "labels")
     labels_next = _labels(labels_next, J.shape[0], "labels_next")
+    return J, A, labels, labels_next
+
+
+def residual_transition(J_abs: np.ndarray, acts: np.ndarray, labels, labels_next) -> dict[str, np.ndarray]:
+    """``M`` (as ``residual_interaction_mass``), ``forward`` (n_coal, d') and ``backward`` (d, n_coal') at a
+    residual site, where mass is additive over source and target players alike (both are exact)."""
+    J, A, labels, labels_next = _residual_inputs(J_abs, acts, labels, labels_next)
     P = J * A[None, :]                                              # (d', d): mass from p to q
     forward = _aggregate(P, labels).T                               # (n_coal, d')
     backward = _aggregate(P.T, labels_next)                         # (d, n_coal')
