@@ -174,7 +174,7 @@ CASES = [
                                           "--out", str(t / "run")], r"holds 3 text.*at least 8"),
     ("study", "layer outside the model", lambda t: ["study", _planted(t), "--texts", _texts(t, _SENTENCES),
                                                     "--layers", "1-5", "--out", str(t / "run")],
-     r"layer 2 is out of range.*0\.\.1"),
+     r"layer\(s\) 2-5 outside this model.*within 0-1"),
     ("study", "next token of an encoder", lambda t: ["study", _classifier(t), "--texts", _texts(t, _SENTENCES),
                                                      "--target", "next-token", "--out", str(t / "run")],
      r"next-token needs a causal"),

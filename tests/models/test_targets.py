@@ -396,7 +396,7 @@ def test_cli_valuations_next_token(tmp_path, capsys):
     assert (out / "verification.csv").is_file()
     # refusals: a layer outside the model (from config.json, before the weights), a classifier target
     assert main(["--quiet", "valuations", str(tmp_path / "lm"), "--layer", "7", "--out", str(tmp_path / "x")]) == 2
-    assert "layer 7 is out of range" in capsys.readouterr().err
+    assert "layer(s) 7 outside this model (2 layers): use --layer within 0-1" in capsys.readouterr().err
     assert main(["--quiet", "valuations", str(tmp_path / "lm"), "--layer", "1", "--texts", str(texts),
                  "--target", "head", "--out", str(tmp_path / "x")]) == 2
     assert "--allow-new-head" in capsys.readouterr().err
@@ -410,7 +410,7 @@ def test_cli_layer_refused_before_weights(tmp_path, capsys, saved):
     assert main(["--quiet", "valuations", str(saved / "config_only"), "--layer", "3", "--out",
                  str(tmp_path / "v")]) == 2
     err = capsys.readouterr().err
-    assert "layer 3 is out of range" in err and "use 0..2" in err
+    assert "layer(s) 3 outside" in err and "within 0-2" in err
 
 
 def test_cli_valuations_label_from_jsonl(tmp_path, capsys):

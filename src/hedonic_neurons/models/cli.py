@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     # files only, seconds: a mistyped model path is reported before any input data is looked for, and an
     # unsupported architecture or a layer outside the model before torch is imported or a weight is read
     check_model_exists(args.model)
-    check_layers_config(args.model, [layer])
+    check_layers_config(args.model, [layer], flag="--layer")
     if args.max_samples is not None and args.max_samples < 2:
         raise ValueError(f"--max-samples {args.max_samples}: valuations need at least 2 samples")
     if not args.adapter:

@@ -100,26 +100,15 @@ def _conv1d_mlp(model_type: str) -> list[str]:
     return found
 
 
-def check_layers_config(model: str, layers: list[int] | tuple[int, ...]) -> None:
-    """Refuse a layer outside the model from its config.json alone, before torch or any weight loads
-    (silent when no local config can be read: the adapter's own check follows after loading)."""
-    bad = [la for la in layers if int(la) < 0]
-    folder = config_dir(model)
-    n = None
-    if folder is not None:
-        try:
-            cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            cfg = {}
-        if isinstance(cfg, dict):
-            text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
-            n = next((text[k] for k in ("num_hidden_layers", "n_layer", "num_layers") if isinstance(text.get(k), int)),
-                     None)
-    if n is not None:
-        bad += [la for la in layers if int(la) >= n]
-    if bad:
-        rng = f"use 0..{n - 1} (the model has {n} layers)" if n is not None else "layers count from 0"
-        raise ValueError(f"layer {bad[0]} is out of range for {model}: {rng}")
+def check_layers_config(model: str, layers: Iterable[int], flag: str = "--layers") -> None:
+    """Refuse a layer outside the model from its config.json (or GGUF header) alone, before torch or any weight
+    loads, naming the valid range in the common layer syntax; silent when the files cannot tell (the adapter's
+    own check follows after loading)."""
+    layers = [int(la) for la in layers]
+    neg = [la for la in layers if la < 0]
+    if neg:
+        raise ValueError(f"layer {neg[0]} is negative: layers are 0-based indices; write {flag} like 3-6")
+    precheck_layers(model, layers, flag=flag)
 
 
 def loads_as_causal_lm(model: str, target: str | None = None) -> bool:

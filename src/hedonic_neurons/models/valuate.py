@@ -380,7 +380,7 @@ def compute_valuations(
         from .loading import load_model
         from .precheck import check_layers_config
 
-        check_layers_config(str(model), [layer])  # from config.json, before any weight is read
+        check_layers_config(str(model), [layer], flag="layer")  # from config.json, before any weight is read
         model, tok = load_model(model, dtype=dtype, check=adapter is None, target=target,
                                 allow_new_head=allow_new_head, labels_given=labels is not None)
         tokenizer = tokenizer or tok
