@@ -54,10 +54,10 @@ PRESETS: dict[str | None, dict] = {
     None: {},  # the default: fractional utility, tau at the 97th percentile of the positive phi (TAU_DEFAULT),
     # dynamics in the priority order, then the players left alone group among themselves at the 84th
     # percentile (ABSORB_DEFAULT)
-    # the previous default: two tiers at q90 / q86, 8 random-order runs, the best welfare kept
+    # two tiers at q90 / q86, random turn orders (8 runs, the best welfare kept)
     "random-order": {"order": "random", "tau_quantile": 0.9, "absorb_quantile": 0.86},
-    "fractional": {"absorb_quantile": None, "order": "random", "tau_quantile": 0.9},  # before: one tier, q90
-    "topk": {"utility": "sum"},  # the previous default: MFC top-k above a significance tau, PAC-Top-Cover
+    "fractional": {"absorb_quantile": None, "order": "random", "tau_quantile": 0.9},  # one tier, q90
+    "topk": {"utility": "sum"},  # the MFC top-k utility above a significance tau, PAC-Top-Cover
     "paper": {"utility": "mean", "threshold": None, "sampler": "uniform", "emit": "one", "cover_all": False},
 }
 
@@ -84,7 +84,7 @@ class SolverConfig:
 
     HELP: ClassVar[dict[str, str]] = {
         "k": "partners in a choice set (MFC, section 3.2)",
-        "preset": "random-order: tiers q90 / q86, random turn orders (the previous default); fractional: one "
+        "preset": "random-order: tiers q90 / q86, random turn orders (8 runs); fractional: one "
                   "tier, q90, random orders; topk: the MFC top-k utility with PAC-Top-Cover; paper: Algorithm 1 "
                   "as written",
         "utility": "fractional / additive (best-response dynamics) or sum / mean (MFC, PAC-Top-Cover)",
@@ -187,8 +187,8 @@ class HedonicPartition:
 
     Parameters
     ----------
-    preset: None (the default below), "random-order" (the previous default: tiers at q90 / q86 with 8
-        random turn orders, the best welfare kept), "fractional" (one tier, q90, random orders), "topk" (MFC
+    preset: None (the default below), "random-order" (tiers at q90 / q86 with 8 random turn orders,
+        the best welfare kept), "fractional" (one tier, q90, random orders), "topk" (MFC
         top-k utility "sum" with a significance tau, PAC-Top-Cover) or "paper" (Algorithm 1 as written:
         utility "mean", no tau, the uniform D, one sink SCC per round, no top-up). A preset fills every
         parameter left at its constructor default; parameters given explicitly win.
