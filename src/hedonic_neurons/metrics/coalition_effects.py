@@ -101,7 +101,7 @@ def _per_sample_norm(cache, coals: list[np.ndarray], members: np.ndarray) -> lis
             idx = torch.as_tensor(np.array([[pos[int(x)] for x in coals[c]] for c in cs]), dtype=torch.long)
             S_al = alpha[idx].sum(1)  # (B, N)
             singles_sum = single[idx].sum(1)
-            if affine:  # l is affine in h: every interaction vanishes exactly (DESIGN trap 1)
+            if affine:  # l is affine in h: every interaction vanishes exactly (no norm to couple the writes)
                 pair = torch.zeros_like(S_al)
                 joint = S_al
             elif k == 1:

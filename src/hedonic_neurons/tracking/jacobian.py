@@ -1,4 +1,4 @@
-"""Mean absolute Jacobian of a residual block, for tracking at residual sites (MNIST; DESIGN section 3).
+"""Mean absolute Jacobian of a residual block, for tracking at residual sites (MNIST).
 
 The only part of ``tracking`` that imports torch: the Jacobian of h_{l+1} = block(h_l) with respect to
 h_l is taken per sample with ``torch.func.jacrev`` vectorised by ``vmap``, on a sample subset, in

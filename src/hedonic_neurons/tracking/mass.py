@@ -1,4 +1,4 @@
-"""Interaction mass between the coalitions of consecutive layers (paper section 3.4, DESIGN section 3).
+"""Interaction mass between the coalitions of consecutive layers (paper section 3.4).
 
 numpy only. Every quantity is a matrix product over a coalition-indicator structure, never a Python
 loop over coalition pairs:
@@ -90,7 +90,8 @@ def coalition_write(
     W_down: np.ndarray, acts: np.ndarray, labels, *, chunk_bytes: int = 2 << 20,
     dtype=np.float32,
 ) -> np.ndarray:
-    """R (n_coal, d) with R[C, p] = E_x |sum_{i in C} W_down[p, i] a_i(x)| (DESIGN 3, cross-layer tracking).
+    """R (n_coal, d) with R[C, p] = E_x |sum_{i in C} W_down[p, i] a_i(x)|: each coalition's mean absolute write
+    to residual dimension p.
 
     ``W_down`` is the (LoRA-merged) down projection (d, n), ``acts`` the players' activations (N, n)
     at the readout position. Coalitions of equal size are stacked and their writes W_C a_C(x) computed
