@@ -448,39 +448,13 @@ class RerankerExperiment:
 
     def stage_partitions(self, layer: int, seed: int) -> dict:
         """On each half of the probe pairs: Hedonic-PAS, Hedonic-OCA, Leiden (positive part of the PAS phi)
-        and the baselines matched to Hedonic-PAS on that half's activations."""
-        from hedonic_neurons.baselines import LeidenPartition, matched_baselines
-        from hedonic_neurons.metrics.crossfit import half_seed, layer_seed
+        and the baselines matched to Hedonic-PAS on that half's activations (`experiments.common`)."""
+        from hedonic_neurons.experiments.common import fit_half_partitions
 
-        c = self.cfg
         mats = self.rd.load_matrices(str(layer))
         acts = self._acts(layer)["acts_probe"]
-        out: dict[str, dict[str, int]] = {}
-        for h in fit_halves(self.cfg.crossfit):
-            labels = {}
-            out[h] = {}
-            hseed = half_seed(seed, h)  # its own random state per half (see crossfit.half_seed)
-            for method, phi, se in (("hedonic_pas", mats[f"phi_pas_{h}"], mats.get(f"pas_se_{h}")),
-                                    ("hedonic_oca", mats[f"phi_oca_{h}"], mats[f"oca_se_{h}"])):
-                hp = c.solver.to_estimator(random_state=hseed)
-                hp.fit(np.asarray(phi, dtype=np.float64), None if se is None else np.asarray(se, dtype=np.float64))
-                labels[method] = hp.labels_
-                self.rd.save_partition(str(layer), partition_name(method, h, seed), hp.labels_, stability=hp.stability_,
-                                       params=hp.params_, extra={"seed": seed, "half": h,
-                                                                 "threshold": float(hp.threshold_)})
-                out[h][method] = int(np.unique(hp.labels_).size)
-            ld = LeidenPartition(max_size=c.solver.max_size, random_state=hseed).fit(
-                np.asarray(mats[f"phi_pas_{h}"], dtype=np.float64))
-            self.rd.save_partition(str(layer), partition_name("leiden", h, seed), ld.labels_,
-                                   params={"resolution_rule": ld.resolution_rule_, "resolution": ld.resolution_,
-                                           "max_size": c.solver.max_size, "valuation": "positive part of PAS"},
-                                   extra={"seed": seed, "half": h})
-            out[h]["leiden"] = int(ld.n_coalitions_)
-            # drawn afresh on every layer (one random state for all would repeat the random groups)
-            for method, lab in matched_baselines(acts[mats[f"half_{h}_idx"]].T, labels["hedonic_pas"],
-                                                 random_state=layer_seed(hseed, layer)).items():
-                self.rd.save_partition(str(layer), partition_name(method, h, seed), lab,
-                                       params={"matched_to": "hedonic_pas"}, extra={"seed": seed, "half": h})
+        out = {h: fit_half_partitions(self.rd, layer, h, mats, acts, self.cfg.solver, seed, valuations=("pas", "oca"))
+               for h in fit_halves(self.cfg.crossfit)}
         return {"n_coalitions": out}
 
     def _acts(self, layer: int) -> dict[str, np.ndarray]:

@@ -45,8 +45,6 @@ from hedonic_neurons.metrics.crossfit import (
     crossfit_halves,
     eval_half,
     fit_halves,
-    half_seed,
-    layer_seed,
     partition_name,
     split_half_ari,
 )
@@ -359,37 +357,15 @@ class Study:
         return out
 
     def stage_partitions(self, layer: int) -> dict:
-        from hedonic_neurons.baselines import LeidenPartition, matched_baselines
+        """On each half: the default solver on PAS, Leiden on the same PAS and the matched baselines, fitted and saved
+        as the reranker experiment does (`experiments.common.fit_half_partitions`)."""
+        from hedonic_neurons.experiments.common import fit_half_partitions
 
         c = self.cfg
         mats = self.rd.load_matrices(str(layer))
-        acts = self._acts(layer)
-        out: dict[str, dict[str, int]] = {}
-        for h in fit_halves(c.crossfit):
-            hseed = half_seed(c.seed, h)
-            hp = c.solver.to_estimator(random_state=hseed)
-            se = mats.get(f"pas_se_{h}")
-            hp.fit(np.asarray(mats[f"phi_pas_{h}"], dtype=np.float64),
-                   None if se is None else np.asarray(se, dtype=np.float64))
-            self.rd.save_partition(str(layer), partition_name("hedonic_pas", h), hp.labels_, stability=hp.stability_,
-                                   params=hp.params_, extra={"seed": c.seed, "half": h,
-                                                             "threshold": float(hp.threshold_)})
-            out[h] = {"hedonic_pas": int(np.unique(hp.labels_).size)}
-            ld = LeidenPartition(max_size=c.solver.max_size, random_state=hseed).fit(
-                np.asarray(mats[f"phi_pas_{h}"], dtype=np.float64))
-            self.rd.save_partition(str(layer), partition_name("leiden", h), ld.labels_,
-                                   params={"resolution_rule": ld.resolution_rule_, "resolution": ld.resolution_,
-                                           "max_size": c.solver.max_size, "valuation": "positive part of PAS"},
-                                   extra={"seed": c.seed, "half": h})
-            out[h]["leiden"] = int(ld.n_coalitions_)
-            if c.baselines:
-                # drawn afresh on every layer (layer_seed): one random state for all layers would give the random
-                # baseline nearly the same coalitions at every layer, which tracking would read as persisting
-                for method, lab in matched_baselines(acts[mats[f"half_{h}_idx"]].T, hp.labels_,
-                                                     random_state=layer_seed(hseed, layer)).items():
-                    self.rd.save_partition(str(layer), partition_name(method, h), lab,
-                                           params={"matched_to": "hedonic_pas"}, extra={"seed": c.seed, "half": h})
-                    out[h][method] = int(np.unique(lab).size)
+        # one partition per method and half, whatever the seed: files under the plain method names
+        out = {h: fit_half_partitions(self.rd, layer, h, mats, self._acts(layer), c.solver, c.seed,
+                                      baselines=c.baselines, name_seed=0) for h in fit_halves(c.crossfit)}
         return {"n_coalitions": out}
 
     def _acts(self, layer: int) -> np.ndarray:
