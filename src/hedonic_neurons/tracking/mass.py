@@ -161,16 +161,10 @@ def _aggregate(A: np.ndarray, labels_next: np.ndarray) -> np.ndarray:
     return np.add.reduceat(A[:, order], starts, axis=1)
 
 
-def mlp_interaction_mass(
-    R: np.ndarray, W_up_next: np.ndarray, W_gate_next: np.ndarray | None,
-    norm_gain_next: np.ndarray | None, labels, labels_next,
-) -> np.ndarray:
-    """M (n_coal, n_coal') = 1/(|C||C'|) sum_{q in C'} sum_p (|W_up'[q,p]| + |W_gate'[q,p]|) r_C(p).
-
-    The next layer's weights are LoRA-merged (n', d) and folded with its input-norm gain (d,) when
-    given. ``R`` comes from ``coalition_write`` with ``labels``; ``labels_next`` partitions the n'
-    next-layer players. Two matrix products: (n_coal x d) @ (d x n'), then the column aggregation.
-    """
+def _mlp_inputs(R, W_up_next, W_gate_next, norm_gain_next, labels, labels_next
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(R, source coalition sizes, the next layer's folded input weights (n', d), labels_next), checked against
+    each other (one-line errors)."""
     R = np.asarray(R, dtype=np.float64)
     sizes = coalition_sizes(_labels(labels, None, "labels"))
     if R.ndim != 2 or R.shape[0] != sizes.size:
@@ -181,6 +175,20 @@ def mlp_interaction_mass(
         raise ValueError(f"R writes {R.shape[1]} residual dimensions but the next layer reads "
                          f"{W.shape[1]}; pass W_up_next as (d_ff_next, d_model)")
     labels_next = _labels(labels_next, W.shape[0], "labels_next")
+    return R, sizes, W, labels_next
+
+
+def mlp_interaction_mass(
+    R: np.ndarray, W_up_next: np.ndarray, W_gate_next: np.ndarray | None,
+    norm_gain_next: np.ndarray | None, labels, labels_next,
+) -> np.ndarray:
+    """M (n_coal, n_coal') = 1/(|C||C'|) sum_{q in C'} sum_p (|W_up'[q,p]| + |W_gate'[q,p]|) r_C(p).
+
+    The next layer's weights are LoRA-merged (n', d) and folded with its input-norm gain (d,) when
+    given. ``R`` comes from ``coalition_write`` with ``labels``; ``labels_next`` partitions the n'
+    next-layer players. Two matrix products: (n_coal x d) @ (d x n'), then the column aggregation.
+    """
+    R, sizes, W, labels_next = _mlp_inputs(R, W_up_next, W_gate_next, norm_gain_next, labels, labels_next)
     sizes_next = coalition_sizes(labels_next)
     M = _aggregate(R @ W.T, labels_next)                            # (n_coal, n_coal')
     return M / (sizes[:, None] * sizes_next[None, :])
@@ -238,16 +246,7 @@ def mlp_transition(
     player would write on its own, E_x |W_down[p, i] a_i(x)| = |W_down[p, i]| E_x |a_i(x)|, pushed through
     the next layer (``backward_exact`` False: the shares rescale it to the coalitions' own totals).
     """
-    R = np.asarray(R, dtype=np.float64)
-    sizes = coalition_sizes(_labels(labels, None, "labels"))
-    if R.ndim != 2 or R.shape[0] != sizes.size:
-        raise ValueError(f"R has shape {R.shape} but labels define {sizes.size} coalitions; "
-                         "compute R with coalition_write(W_down, acts, labels) for the same labels")
-    W = _fold_next(W_up_next, W_gate_next, norm_gain_next)          # (n', d)
-    if W.shape[1] != R.shape[1]:
-        raise ValueError(f"R writes {R.shape[1]} residual dimensions but the next layer reads "
-                         f"{W.shape[1]}; pass W_up_next as (d_ff_next, d_model)")
-    labels_next = _labels(labels_next, W.shape[0], "labels_next")
+    R, sizes, W, labels_next = _mlp_inputs(R, W_up_next, W_gate_next, norm_gain_next, labels, labels_next)
     forward = R @ W.T                                               # (n_coal, n')
     M = _aggregate(forward, labels_next) / (sizes[:, None] * coalition_sizes(labels_next)[None, :])
     out = {"M": M, "forward": forward, "backward_exact": np.array(False)}
