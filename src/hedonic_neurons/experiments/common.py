@@ -11,7 +11,7 @@ from hedonic_neurons.metrics.crossfit import half_seed, layer_seed, partition_na
 from hedonic_neurons.partition import SolverConfig
 from hedonic_neurons.rundir import RunDir
 
-__all__ = ["fit_half_partitions"]
+__all__ = ["fit_half_partitions", "tracking_inputs", "mlp_input_norm_gain"]
 
 
 def fit_half_partitions(rd: RunDir, layer: int | str, half: str, mats: Mapping[str, np.ndarray], acts: np.ndarray,
@@ -55,4 +55,55 @@ def fit_half_partitions(rd: RunDir, layer: int | str, half: str, mats: Mapping[s
             rd.save_partition(str(layer), partition_name(method, half, stem), lab,
                               params={"matched_to": "hedonic_pas"}, extra={"seed": seed, "half": half})
             out[method] = int(np.unique(lab).size)
+    return out
+
+
+# where a pre-norm block keeps the norm in front of its MLP (LLaMA / Mistral / Qwen / GPT-NeoX, Gemma-2, GPT-2 style)
+_MLP_INPUT_NORMS = ("post_attention_layernorm", "pre_feedforward_layernorm", "ln_2", "ffn_norm",
+                    "post_attention_norm")
+
+
+def mlp_input_norm_gain(adapter, layer: int) -> np.ndarray | None:
+    """The effective gain of the norm in front of `layer`'s MLP (1 + w for Gemma's RMSNorm), or None where the MLP
+    reads the residual without one (post-LN models) or the layout is not one we know."""
+    from hedonic_neurons.valuations.tail import norm_params
+
+    for name in _MLP_INPUT_NORMS:
+        try:
+            norm = adapter.module(f"{adapter.layer_path(layer)}.{name}")
+        except (AttributeError, KeyError, ValueError):
+            continue
+        w = getattr(norm, "weight", None)
+        if w is None:
+            return None
+        try:
+            _, gain, _, _ = norm_params(norm)
+        except ValueError:
+            gain = w.detach().double().cpu().numpy()
+        return np.asarray(gain, dtype=np.float32)
+    return None
+
+
+def tracking_inputs(model, layer: int, W_down: np.ndarray, acts: np.ndarray) -> dict[str, np.ndarray]:
+    """What tracking reads of one MLP layer (docs/tracking.md): ``track_W_down``, ``track_acts`` (the samples the
+    tracked partitions are scored on), the LoRA-merged ``track_W_up`` / ``track_W_gate`` read when the layer is
+    the target of a transition, and ``track_norm_gain``, the gain of the norm in front of the MLP that tracking
+    folds into those weights. A decoder whose MLP norm is not found is tracked without it, with a warning."""
+    from hedonic_neurons.models import get_adapter
+    from hedonic_neurons.models.lora import merged_weight
+
+    ad = get_adapter(model)
+    mods = ad.mlp_modules(layer)
+    out = {"track_W_down": W_down, "track_acts": acts,
+           "track_W_up": merged_weight(mods["up"]).detach().float().cpu().numpy()}
+    if "gate" in mods:
+        out["track_W_gate"] = merged_weight(mods["gate"]).detach().float().cpu().numpy()
+    gain = mlp_input_norm_gain(ad, layer)
+    if gain is not None:
+        out["track_norm_gain"] = gain
+    elif ad.pooling == "last":  # a pre-norm decoder: the gain exists, and was not found
+        from hedonic_neurons.notices import warn
+
+        warn(f"layer {layer}: the MLP's input norm was not found (looked for {', '.join(_MLP_INPUT_NORMS)}): "
+             "tracking runs without its gain (track_norm_gain), every residual dimension weighted 1")
     return out

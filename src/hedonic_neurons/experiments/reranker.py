@@ -361,9 +361,7 @@ class RerankerExperiment:
         return mats, info
 
     def stage_valuations(self, layer: int) -> dict:
-        from hedonic_neurons.models import get_adapter
         from hedonic_neurons.models.extract import layer_cache, text_batches
-        from hedonic_neurons.models.lora import merged_weight
 
         c = self.cfg
         data = load_data(self.rd)
@@ -394,27 +392,10 @@ class RerankerExperiment:
         ood_acts = cache.other_acts[0] if self.dist.world > 1 else layer_cache(
             pm, text_batches(tok, data["ood"].texts, batch_size=16, max_length=c.max_length), layer,
             device=c.device, progress=prog).acts
-        ad = get_adapter(pm)
-        mods = ad.mlp_modules(layer)
+        from hedonic_neurons.experiments.common import tracking_inputs
+
         # tracking follows the half-a partitions (plain method names): their evaluation half's activations
-        mats.update({"track_W_down": cache.W_down, "track_acts": cache.acts[idx[eval_half("a", self.cfg.crossfit)]],
-                     "track_W_up": merged_weight(mods["up"]).cpu().numpy()})
-        if "gate" in mods:
-            mats["track_W_gate"] = merged_weight(mods["gate"]).cpu().numpy()
-        # the norm in front of this layer's MLP: tracking folds its gain into the next layer's weights
-        try:
-            norm = ad.module(f"{ad.layer_path(layer)}.post_attention_layernorm")
-        except (AttributeError, KeyError, ValueError) as exc:
-            norm = None  # post-LN models (BERT) have no norm between the residual and the MLP
-            from hedonic_neurons.models.adapters import DecoderAdapter, GPTNeoXAdapter
-
-            if isinstance(ad, DecoderAdapter | GPTNeoXAdapter):  # pre-norm: the gain exists, and was not found
-                from hedonic_neurons.notices import warn
-
-                warn(f"layer {layer}: the MLP's input norm was not found ({exc}): tracking runs without its gain "
-                     "(track_norm_gain), every residual dimension weighted 1")
-        if norm is not None and getattr(norm, "weight", None) is not None:
-            mats["track_norm_gain"] = norm.weight.detach().float().cpu().numpy()
+        mats.update(tracking_inputs(pm, layer, cache.W_down, cache.acts[idx[eval_half("a", self.cfg.crossfit)]]))
         pas_kind = info["a"]["pas"]
         self.rd.save_matrices(str(layer), mats, metadata={
             "task": c.task, "n_samples": cache.n_samples, "ablation": cache.ablation, "pas": pas_kind,

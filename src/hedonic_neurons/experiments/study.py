@@ -312,7 +312,10 @@ class Study:
                 info[h]["verification"] = self._verify(layer, v, ix)
             mats.update({f"{k}_{h}": val for k, val in m_h.items()})
             mats[f"half_{h}_idx"] = np.asarray(ix, dtype=np.int64)
-        mats.update(self._tracking_inputs(layer, cache, idx))
+        from hedonic_neurons.experiments.common import tracking_inputs
+
+        model, _ = self.model()
+        mats.update(tracking_inputs(model, layer, cache.W_down, cache.acts[idx[eval_half("a", self.cfg.crossfit)]]))
         mats["sample_text"] = self.sample_text
         if self.sample_pos is not None:
             mats["sample_pos"] = self.sample_pos
@@ -335,26 +338,11 @@ class Study:
         from hedonic_neurons.models.verify import save_verification, verify_valuations
 
         model, _ = self.model()
-        res = verify_valuations(model, subset_batches(self.samples(), ix), v, device=self.cfg.device)
+        from hedonic_neurons.models.targets import subset_sample_batches
+
+        res = verify_valuations(model, subset_sample_batches(self.samples(), ix), v, device=self.cfg.device)
         save_verification(res, self.rd.root / "verification", stem=str(layer))
         return {"passed": bool(res.get("passed")), "tolerance": res.get("tolerance")}
-
-    def _tracking_inputs(self, layer: int, cache, idx: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from hedonic_neurons.models import get_adapter
-        from hedonic_neurons.models.lora import merged_weight
-
-        model, _ = self.model()
-        ad = get_adapter(model)
-        mods = ad.mlp_modules(layer)
-        out = {"track_W_down": cache.W_down,
-               "track_acts": cache.acts[idx[eval_half("a", self.cfg.crossfit)]],
-               "track_W_up": merged_weight(mods["up"]).detach().float().cpu().numpy()}
-        if "gate" in mods:
-            out["track_W_gate"] = merged_weight(mods["gate"]).detach().float().cpu().numpy()
-        gain = mlp_input_norm_gain(ad, layer)
-        if gain is not None:
-            out["track_norm_gain"] = np.asarray(gain, dtype=np.float32)
-        return out
 
     def stage_partitions(self, layer: int) -> dict:
         """On each half: the default solver on PAS, Leiden on the same PAS and the matched baselines, fitted and saved
@@ -552,58 +540,6 @@ class Study:
             self.cards = json.loads((self.rd.root / "cards.json").read_text())["cards"]
         if not self.target:
             self.target = _target_from_disk(self.rd.root, self.cfg.layers)
-
-
-_MLP_INPUT_NORMS = ("post_attention_layernorm", "pre_feedforward_layernorm", "ln_2", "ffn_norm",
-                    "post_attention_norm")
-
-
-def mlp_input_norm_gain(adapter, layer: int) -> np.ndarray | None:
-    """The gain of the norm in front of `layer`'s MLP (tracking folds it into the next layer's input weights), or
-    None where the MLP reads the residual without one (post-LN models) or the layout is not one we know."""
-    for name in _MLP_INPUT_NORMS:
-        try:
-            norm = adapter.module(f"{adapter.layer_path(layer)}.{name}")
-        except (AttributeError, KeyError, ValueError):
-            continue
-        w = getattr(norm, "weight", None)
-        if w is None:
-            return None
-        from hedonic_neurons.valuations.tail import norm_params
-
-        try:
-            _, gain, _, _ = norm_params(norm)  # the effective gain (1 + w for Gemma's RMSNorm)
-        except ValueError:
-            gain = w.detach().double().cpu().numpy()
-        return np.asarray(gain, dtype=np.float32)
-    return None
-
-
-def subset_batches(batches: Sequence[dict], keep: np.ndarray) -> list[dict]:
-    """The sample batches restricted to the samples (cache rows) in `keep`, in the same order as
-    `subset_cache(cache, keep)` (sorted `keep`): what self-verification of one half re-runs."""
-    import torch
-
-    keep_set = {int(i) for i in np.asarray(keep).reshape(-1)}
-    out, k = [], 0
-    for b in batches:
-        if "sample_row" in b:
-            idx = torch.as_tensor(b["index"]).reshape(-1)
-            sel = torch.as_tensor([int(i) in keep_set for i in idx.tolist()])
-            nb = {key: (v[sel] if key in ("sample_row", "sample_pos", "sample_text", "labels", "index") else v)
-                  for key, v in b.items()}
-            k += int(idx.numel())
-        else:
-            n = int(b["input_ids"].shape[0])
-            idx = torch.as_tensor(b["index"]).reshape(-1) if b.get("index") is not None else torch.arange(k, k + n)
-            sel = torch.as_tensor([int(i) in keep_set for i in idx.tolist()])
-            nb = {key: (v[sel] if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == n else v)
-                  for key, v in b.items()}
-            nb["index"] = idx[sel]
-            k += n
-        if int(sel.sum()):
-            out.append(nb)
-    return out
 
 
 def _nash_stable(stab: dict) -> bool | None:

@@ -25,7 +25,7 @@ from .precheck import ENCODER_TYPES
 
 __all__ = ["TARGETS", "POSITIONS", "MAX_SAMPLES", "ENCODER_TYPES", "default_target", "model_target",
            "check_target", "describe_target", "samples_for_target", "draw_samples", "text_lengths", "batch_lengths",
-           "target_batches", "predicted_labels", "new_head_error", "format_target"]
+           "target_batches", "predicted_labels", "new_head_error", "format_target", "subset_sample_batches"]
 
 TARGETS = ("next-token", "label", "predicted", "head")
 POSITIONS = ("all", "last")
@@ -403,3 +403,28 @@ def format_target(t: dict[str, Any]) -> str:
     if t.get("head_is_new"):
         parts.append("- NEW RANDOM HEAD (--allow-new-head)")
     return " ".join(parts)
+
+
+def subset_sample_batches(batches: Sequence[dict], keep: np.ndarray) -> list[dict]:
+    """The sample batches restricted to the samples (cache rows) in `keep`, in the same order as
+    `subset_cache(cache, keep)` (sorted `keep`): what self-verification of one half re-runs."""
+    keep_set = {int(i) for i in np.asarray(keep).reshape(-1)}
+    out, k = [], 0
+    for b in batches:
+        if "sample_row" in b:
+            idx = torch.as_tensor(b["index"]).reshape(-1)
+            sel = torch.as_tensor([int(i) in keep_set for i in idx.tolist()])
+            nb = {key: (v[sel] if key in ("sample_row", "sample_pos", "sample_text", "labels", "index") else v)
+                  for key, v in b.items()}
+            k += int(idx.numel())
+        else:
+            n = int(b["input_ids"].shape[0])
+            idx = torch.as_tensor(b["index"]).reshape(-1) if b.get("index") is not None else torch.arange(k, k + n)
+            sel = torch.as_tensor([int(i) in keep_set for i in idx.tolist()])
+            nb = {key: (v[sel] if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == n else v)
+                  for key, v in b.items()}
+            nb["index"] = idx[sel]
+            k += n
+        if int(sel.sum()):
+            out.append(nb)
+    return out
