@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from hedonic_neurons.layers import format_layers, parse_layers
+from hedonic_neurons.layers import check_layers, format_layers, parse_layers
 from hedonic_neurons.metrics.crossfit import (
     coalitions_of,
     coverage,
@@ -181,10 +181,7 @@ class Study:
         c = self.cfg
         if c.layers is None:
             c.layers = default_study_layers(n_layers)
-        bad = [x for x in c.layers if not 0 <= x < n_layers]
-        if bad:
-            raise ValueError(f"layer(s) {format_layers(bad)} outside this model's {n_layers} layers: use --layers "
-                             f"within 0-{n_layers - 1} (e.g. {format_layers(default_study_layers(n_layers))})")
+        check_layers(c.layers, range(n_layers), f"this model ({n_layers} layers)")
 
     def model(self):
         """(model, tokenizer), loaded once for the target asked for; the target is resolved and checked."""
@@ -365,32 +362,32 @@ class Study:
         return METHODS if self.cfg.baselines else METHODS[:2]
 
     def stage_evaluate(self, layer: int) -> dict:
+        """Held-out Pair and Ratio (each half's partition scored with the other half's PAS, both directions pooled;
+        `metrics.partition_metrics.synergy_by_half`), 95 % CI over coalitions, in-sample Pair beside it."""
+        from hedonic_neurons.metrics.partition_metrics import synergy_by_half
         from hedonic_neurons.metrics.stats import mean_lo_hi
-        from hedonic_neurons.metrics.synergy import pair_synergy
 
         c = self.cfg
         mats = self.rd.load_matrices(str(layer))
         fit = fit_halves(c.crossfit)
+        parts = {h: {m: self.rd.load_partition(str(layer), partition_name(m, h)) for m in self.methods()}
+                 for h in fit}
+        syn = synergy_by_half({h: {m: p["labels"] for m, p in by.items()} for h, by in parts.items()}, mats,
+                              c.crossfit, self.methods())
         per_method: dict[str, dict] = {}
         for m in self.methods():
-            parts = {h: self.rd.load_partition(str(layer), partition_name(m, h)) for h in fit}
-            held, insample, sizes = [], [], []
-            for h in fit:
-                e = eval_half(h, c.crossfit)
-                for coal in coalitions_of(parts[h]["labels"], 2):
-                    held.append(pair_synergy(mats[f"phi_pas_{e}"], coal))
-                    insample.append(pair_synergy(mats[f"phi_pas_{h}"], coal))
-                    sizes.append(int(coal.size))
-            mean, lo, hi = mean_lo_hi(held)
-            stab = parts["a"].get("stability") or {}
+            rows = [r for h in fit for r in syn[h][m]]
+            mean, lo, hi = mean_lo_hi([r["pair"] for r in rows])
+            labels = {h: parts[h][m]["labels"] for h in fit}
             per_method[m] = {
                 "pair": mean, "pair_lo": lo, "pair_hi": hi,
-                "pair_in_sample": float(np.mean(insample)) if insample else float("nan"),
-                "ari": split_half_ari(parts["a"]["labels"], parts["b"]["labels"]) if "b" in parts else float("nan"),
-                "coverage": float(np.mean([coverage(parts[h]["labels"], 2, c.solver.max_size) for h in fit])),
-                "n_coalitions_ge2": int(np.mean([len(coalitions_of(parts[h]["labels"], 2)) for h in fit])),
-                "n_scored": len(held),
-                "nash_stable": _nash_stable(stab) if m == "hedonic_pas" else None,
+                "ratio": float(np.nanmean([r["ratio"] for r in rows])) if rows else float("nan"),
+                "pair_in_sample": float(np.mean([r["pair_in_sample"] for r in rows])) if rows else float("nan"),
+                "ari": split_half_ari(labels["a"], labels["b"]) if "b" in labels else float("nan"),
+                "coverage": float(np.mean([coverage(labels[h], 2, c.solver.max_size) for h in fit])),
+                "n_coalitions_ge2": int(np.mean([len(coalitions_of(labels[h], 2)) for h in fit])),
+                "n_scored": len(rows),
+                "nash_stable": _nash_stable(parts["a"][m].get("stability") or {}) if m == "hedonic_pas" else None,
                 "scored_on": "the other half (cross-fitted)" if c.crossfit else "the same inputs (in-sample)",
             }
         write_json(self.rd.root / "eval" / f"{layer}.json", {"layer": layer, "per_method": per_method})
