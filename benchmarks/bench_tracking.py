@@ -93,6 +93,7 @@ def main() -> None:
         track_layers,
         transition_table,
     )
+    from hedonic_neurons.tracking.controls import MIN_SIZE, coalitions_only
     from hedonic_neurons.tracking.events import CHANCE_DRAWS
     from hedonic_neurons.tracking.mass import mlp_transition
     from hedonic_neurons.tracking.run import _layer_rng, write_tracking
@@ -166,11 +167,13 @@ def main() -> None:
         labels = {}
         for la in layers:
             hp = HedonicPartition(m=args.m, omega=args.omega, random_state=seed).fit(phis[la])
-            labels[str(la)] = hp.labels_
+            # lone players are in no coalition (tracking's min_size, as track_methods does)
+            labels[str(la)] = coalitions_only(hp.labels_, MIN_SIZE)
         labels_by_seed.append(labels)
-        print(f"  seed {seed}: coalitions per layer "
-              f"{[int(np.unique(v).size) for v in labels.values()]}, largest "
-              f"{[int(np.bincount(v).max()) for v in labels.values()]}")
+        print(f"  seed {seed}: coalitions of >= {MIN_SIZE} per layer "
+              f"{[int(np.unique(v[v >= 0]).size) for v in labels.values()]}, largest "
+              f"{[int(np.bincount(v[v >= 0]).max()) for v in labels.values()]}, neurons in one "
+              f"{[int((v >= 0).sum()) for v in labels.values()]}")
     print(f"OCA + HedonicPartition (m={args.m}, omega={args.omega}), {len(layers)} layers x {args.seeds} seed(s) "
           f"{time.perf_counter() - t0:7.2f} s   (not part of tracking)")
     labels = labels_by_seed[0]
@@ -247,7 +250,8 @@ def main() -> None:
         q = [0.5, 0.9, 0.99, 1.0]
         print(f"{measure:6s} alpha quantiles (50/90/99/100 %):", np.round(np.quantile(alpha, q), 4).tolist(),
               " beta:", np.round(np.quantile(beta, q), 4).tolist())
-    print("1 / (number of target coalitions):", round(1 / np.mean([np.unique(v).size for v in labels.values()]), 5))
+    n_targets = np.mean([np.unique(v[v >= 0]).size for v in labels.values()])
+    print("1 / (number of target coalitions):", round(1 / n_targets, 5))
     t0 = time.perf_counter()
     for la in layers:
         from hedonic_neurons.rundir import RunDir
@@ -281,15 +285,15 @@ def main() -> None:
         cells = [f"{t[f'{e}_%']} ± {t[f'{e}_sd']}" if t[f"{e}_sd"] != "" else t[f"{e}_%"] for e in ev]
         print(f"| {t['method']} | {t['kind']} | " + " | ".join(cells) + " |")
     print()
-    print("Controls (tables/tracking_controls.md): % of sources of >= 2 neurons reading the expected event by "
-          "the link rule and against chance, mean ± sd over seeds")
-    print("| method | kind | expected | link rule % | against chance % | beyond chance % (all sources) |")
+    print("Controls (tables/tracking_controls.md): % of source coalitions reading the expected event by the "
+          "events (link rule and beyond chance) and by the link rule alone, mean ± sd over seeds")
+    print("| method | kind | expected | events % | link rule alone % | beyond chance % (all sources) |")
     print("|---|---|---|---|---|---|")
     for t in read_table(out / "tables" / "tracking_controls.csv"):
         def cell(q, t=t):
             return f"{t[q + '_%']} ± {t[q + '_sd']}" if t[q + "_%"] != "" else ""
-        print(f"| {t['method']} | {t['kind']} | {t['expected_event']} | {cell('expected_2')} | "
-              f"{cell('expected_2_chance')} | {cell('beyond_chance')} |")
+        print(f"| {t['method']} | {t['kind']} | {t['expected_event']} | {cell('expected')} | "
+              f"{cell('expected_link')} | {cell('beyond_chance')} |")
 
 
 if __name__ == "__main__":

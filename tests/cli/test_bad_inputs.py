@@ -118,6 +118,11 @@ CASES = [
     ("report", "a file, not a folder", lambda t: ["report", _bytes(t, "x.json", b"{}")], r"does not exist.*--out"),
     ("report", "hi out of range", lambda t: ["report", _run_with_partitions(t), "--hi", "1.5", "--no-derive"],
      r"hi.*lo"),
+    ("report", "min-size below 1", lambda t: ["report", _run_with_partitions(t), "--min-size", "0", "--no-derive"],
+     r"min_size must be >= 1"),
+    ("report", "negative chance draws",
+     lambda t: ["report", _run_with_partitions(t), "--chance-draws", "-1", "--no-derive"],
+     r"chance_draws must be >= 0"),
     # fetch
     ("fetch", "data dir is a file", lambda t: ["fetch", "mnist", "--data-dir", _bytes(t, "f", b"x")],
      r"is a file.*folder"),

@@ -20,7 +20,8 @@ def test_track_run_writes_tables_views_and_figures(small_run):
     out = track_and_draw(rd.root)
     assert set(out) == {"hedonic_pas", "random"}
     rows = read_table(rd.root / "tracking" / "transitions.csv")
-    n_source = sum(np.unique(labels[layer]).size for layer in (1, 2))
+    # lone players are in no coalition and not tracked
+    n_source = sum(int((np.unique(labels[layer], return_counts=True)[1] >= 2).sum()) for layer in (1, 2))
     assert len(rows) == 2 * n_source
     table = read_table(rd.root / "tables" / "tracking_events.csv")
     assert {r["method"] for r in table} == {"hedonic_pas", "random"} and len(table) == 12
@@ -53,7 +54,7 @@ def test_track_run_writes_tables_views_and_figures(small_run):
     saved = load_file(str(rd.root / "tracking" / "mass_hedonic_pas.safetensors"))
     for (a, b), m in tracked.masses.items():
         np.testing.assert_allclose(saved[f"{a}->{b}"], mass_matrix(m))
-    lab = {str(k): v for k, v in labels.items()}
+    lab = tracked.labels   # the labels tracked: lone players already marked as in no coalition
     again = track_layers(lab, tracked.masses)
     assert [r["event"] for r in again] == [r["event"] for r in out["hedonic_pas"]]
 
@@ -65,7 +66,7 @@ def test_sankey_links_respect_lo(small_run):
     tracked = track_methods(rd.root, ["hedonic_pas"])["hedonic_pas"]
     out = {"hedonic_pas": tracked.rows}
     mass = tracked.masses
-    lab = {str(k): v for k, v in labels.items()}
+    lab = tracked.labels   # the labels tracked: lone players already marked as in no coalition
     for lo in (0.1, 0.3):
         data = sankey_data(lab, mass, out["hedonic_pas"], lo=lo)
         coalition_links = [lk for lk in data["links"] if data["nodes"][lk["target"]]["coalition"] >= 0]

@@ -45,17 +45,22 @@ def test_track_run_residual_sites(tmp_path):
     assert [r["kind"] for r in summary] == [*kinds, "paper"]
     # residual sites: every row has its direct overlap and Table 3 the agreement with it
     assert all(0 < float(r["jaccard"]) <= 1 for r in read_table(rd.root / "tracking" / "transitions.csv"))
-    assert all(t["overlap_agree_%"] != "" for t in table)
+    # (not under shuffled weights: a player no longer feeds its namesake, so overlap checks nothing there)
+    assert all((t["overlap_agree_%"] != "") == (t["kind"] != "shuffled_weights") for t in table)
     controls = {r["kind"]: r for r in read_table(rd.root / "tables" / "tracking_controls.csv")}
-    assert float(controls["same_partition"]["expected_2_%"]) == 100.0
+    # 4 coalitions of 12 dimensions: the link rule reads them all persist, but a random redraw of so small
+    # a partition gives some of them back often enough that not all are beyond chance
+    assert float(controls["same_partition"]["expected_link_%"]) == 100.0
+    assert float(controls["same_partition"]["expected_%"]) >= 50.0
     # on track_run's own output: every h1 coalition is matched to its namesake in h2 and persists; the
     # differently partitioned h2 -> h3 does not persist throughout
     first = [r for r in rows if r["transition"] == "h1->h2"]
-    assert len(first) == 4 and all(r["event"] == "persist" and r["target"] == r["source"] for r in first)
+    assert len(first) == 4 and all(r["event_link"] == "persist" and r["target"] == r["source"] for r in first)
     assert all(r["alpha"] >= 0.7 and r["beta"] >= 0.7 for r in first)
     assert any(r["event"] != "persist" for r in rows if r["transition"] == "h2->h3")
     ev = {(t["kind"], t["transition"]): t for t in table}
-    assert float(ev[("method", "h1->h2")]["persist_%"]) == 100.0
+    assert float(ev[("method", "h1->h2")]["persist_link_%"]) == 100.0
+    assert float(ev[("method", "h1->h2")]["persist_%"]) == float(ev[("method", "h1->h2")]["beyond_chance_%"])
 
 
 def test_track_run_skips_and_errors(tmp_path):

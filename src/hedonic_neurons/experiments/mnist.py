@@ -39,6 +39,7 @@ from hedonic_neurons.report.mnist_tables import (
 from hedonic_neurons.rundir import RunDir, matrix_key, write_json
 from hedonic_neurons.runtime import pick_threads, record_runtime
 from hedonic_neurons.stages import StageRunner
+from hedonic_neurons.tracking.events import RULE_VERSION as TRACKING_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -410,7 +411,7 @@ def plan_stages(rd: RunDir, cfg: MnistConfig, report: bool = False) -> StageRunn
     sr.add("tables", ("n_grids", "control_layer"), tuple(metrics))
     if report:
         if len(cfg.layers) > 1:
-            sr.add("tracking", (), ("tables",), outputs=("tracking",))
+            sr.add("tracking", (), ("tables",), outputs=("tracking",), version=TRACKING_VERSION)
         sr.add("report", (), ("tracking",) if len(cfg.layers) > 1 else ("tables",), outputs=("report.html",))
     return sr
 

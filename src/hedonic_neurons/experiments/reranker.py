@@ -69,6 +69,7 @@ from hedonic_neurons.report.reranker_tables import METHODS, finetune_table, subs
 from hedonic_neurons.rundir import RunDir, write_json
 from hedonic_neurons.runtime import record_runtime
 from hedonic_neurons.stages import StageRunner, StageTimer
+from hedonic_neurons.tracking.events import RULE_VERSION as TRACKING_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ class RerankerExperiment:
         sr.add("tables", (), tuple(evals))
         last = "tables"
         if c.track:
-            sr.add("tracking", (), ("tables",), outputs=("tracking",))
+            sr.add("tracking", (), ("tables",), outputs=("tracking",), version=TRACKING_VERSION)
             last = "tracking"
         if c.report:
             sr.add("report", (), (last,), outputs=("report.html",))

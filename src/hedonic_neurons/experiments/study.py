@@ -51,6 +51,7 @@ from hedonic_neurons.metrics.crossfit import (
 from hedonic_neurons.partition import SolverConfig
 from hedonic_neurons.rundir import RunDir, write_json
 from hedonic_neurons.stages import StageRunner, StageTimer
+from hedonic_neurons.tracking.events import RULE_VERSION as TRACKING_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ class Study:
         sr.add("tables", (), tuple(evals), outputs=("tables/heldout.csv", "tables/heldout.md", "summary.md"))
         last = "tables"
         if c.track and len(c.layers) > 1:
-            sr.add("tracking", (), (last,), outputs=("tracking",))
+            sr.add("tracking", (), (last,), outputs=("tracking",), version=TRACKING_VERSION)
             last = "tracking"
         if c.cards:
             sr.add("cards", ("n_examples", "n_tokens", "max_length", "batch_size"), (last,),

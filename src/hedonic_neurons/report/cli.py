@@ -13,10 +13,11 @@ def _run(args: argparse.Namespace) -> int:
     from hedonic_neurons.report.html import build_report
 
     track: bool | str = {"auto": "auto", "yes": True, "no": False}[args.track]
-    rule = {k: getattr(args, k) for k in ("hi", "lo", "measure", "floor", "z_min", "chance_draws", "paper_task")
+    rule = {k: getattr(args, k) for k in ("hi", "lo", "measure", "floor", "z_min", "chance_draws", "paper_task",
+                                          "min_size")
             if getattr(args, k) is not None}
-    if args.chance_gate:
-        rule["chance_gate"] = True
+    if args.chance_gate is not None:
+        rule["chance_gate"] = args.chance_gate == "yes"
     if rule or track is True:
         from hedonic_neurons.report.sankey import track_and_draw
 
@@ -58,10 +59,14 @@ def register(subparsers) -> None:
     p.add_argument("--z-min", type=float, default=None,
                    help="relative measure: z a link must reach over random groups; re-tracks (default: 2)")
     p.add_argument("--chance-draws", type=int, default=None,
-                   help="random redraws of the next layer's partition for the *_chance_%% columns (0 skips them); "
-                        "re-tracks (default: 19)")
-    p.add_argument("--chance-gate", action="store_true",
-                   help="read events that are not beyond chance as vanish in the event columns too; re-tracks")
+                   help="random redraws of the next layer's partition that an event must beat (0 skips the test); "
+                        "re-tracks (default: 49)")
+    p.add_argument("--chance-gate", choices=["yes", "no"], default=None,
+                   help="yes: an event that random redraws of the next partition give as often reads vanish; no: the "
+                        "link rule alone decides (the *_link_%% columns either way); re-tracks (default: yes)")
+    p.add_argument("--min-size", type=int, default=None,
+                   help="smallest group tracked as a coalition; 1 also tracks lone players (the paper's tables "
+                        "may count them); re-tracks (default: 2)")
     p.add_argument("--paper-task", choices=["cqtr", "mtfl", "relevance"], default=None,
                    help="print the paper's Table 3 for this task beside ours; re-tracks (default: none)")
     p.add_argument("--no-derive", action="store_true",

@@ -375,5 +375,9 @@ def track_and_draw(run_dir: str | Path, methods: Sequence[str] | None = None, *,
     from hedonic_neurons.tracking.run import track_methods
 
     tracked = track_methods(run_dir, methods, **kw)
+    if methods is None:  # the whole run re-tracked: no view of an older rule or an untracked method stays
+        root = Path(run_dir)
+        for old in [*root.glob("views/sankey_*"), *root.glob("figures/sankey_*")]:
+            old.unlink()
     draw_tracking(run_dir, tracked, max_nodes_all=max_nodes_all, max_nodes_transition=max_nodes_transition)
     return {m: t.rows for m, t in tracked.items()}

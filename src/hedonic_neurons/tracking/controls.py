@@ -30,17 +30,39 @@ import numpy as np
 
 from hedonic_neurons.tracking.events import EVENTS
 
-__all__ = ["CONTROLS", "POSITIVE_CONTROLS", "EXPECTED", "WEIGHT_KEYS", "random_partition_like",
+__all__ = ["CONTROLS", "POSITIVE_CONTROLS", "EXPECTED", "MIN_SIZE", "expected_min_size", "coalitions_only",
+            "WEIGHT_KEYS", "random_partition_like",
            "split_partition", "merge_partition", "best_jaccard", "shuffle_tracking_inputs", "PAPER_TABLE3",
            "PAPER_TASKS", "paper_table3", "paper_mean", "method_seed", "summarize_events"]
 
 CONTROLS = ("random_partition", "shuffled_weights")
 POSITIVE_CONTROLS = ("same_partition", "split_partition", "merge_partition")
-# the event each control should read (for coalitions of >= 2 players)
+# the smallest group tracked as a coalition: a player alone is in no coalition (as in coverage), so a
+# coalition whose members all end up alone has vanished, not split (docs/tracking.md)
+MIN_SIZE = 2
+# the event each control should read (over the sources of ``expected_min_size``)
 EXPECTED = {"random_partition": "vanish", "shuffled_weights": "vanish", "same_partition": "persist",
             "split_partition": "split", "merge_partition": "merge"}
 # the tracking matrices whose entries the shuffled-weights control permutes (docs/tracking.md)
 WEIGHT_KEYS = ("track_W_down", "track_W_up", "track_W_gate", "track_J_abs")
+
+
+def expected_min_size(kind: str, min_size: int = MIN_SIZE) -> int:
+    """The smallest source a control's expected event is counted over: ``min_size`` (at least 2), and for
+    ``split_partition`` twice that, since only a coalition of 2 x min_size players is cut into two
+    coalitions (a pair cut in two leaves two lone players: it dissolves)."""
+    base = max(int(min_size), 2)
+    return 2 * base if kind == "split_partition" else base
+
+
+def coalitions_only(labels: np.ndarray, min_size: int = 2) -> np.ndarray:
+    """``labels`` with every coalition of fewer than ``min_size`` players marked as in no coalition (-1)."""
+    labels = np.asarray(labels)
+    if min_size <= 1:
+        return labels
+    ids, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    small = (counts < min_size) | (ids < 0)
+    return np.where(small[inv.ravel()], -1, labels)
 
 
 def random_partition_like(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

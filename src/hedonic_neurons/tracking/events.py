@@ -11,8 +11,9 @@ share of the partner's mass that comes from it). Three measures (docs/tracking.m
   residual site: the identical coalition); beta likewise from the target's side. A share counts only
   when the link's z over random groups reaches ``z_min``; a merge or split also needs its weaker share
   to reach ``floor``. Needs the player-level mass of ``mass.residual_transition`` /
-  ``mass.mlp_transition``. Random redraws of the next layer's partition say which events are beyond
-  chance (``chance_draws``; ``chance_gate`` makes the others vanish);
+  ``mass.mlp_transition``. An event must also be beyond chance: random redraws of the next layer's
+  partition (sizes kept) must rarely give the source as strong a link of its kind (``chance_draws``;
+  ``chance_gate=False`` keeps the link rule alone);
 * ``excess``: chance-corrected shares of a coalition's whole row / column of mass against the
   configuration (or size) null, ``null_mass``; reads an M matrix alone;
 * ``raw``: the paper's rule on M itself, alpha = M(C, C') / sum_D' M(C, D'),
@@ -37,6 +38,7 @@ from scipy.optimize import linear_sum_assignment
 from hedonic_neurons.tracking.mass import _aggregate, coalition_ids, coalition_sizes
 
 __all__ = ["EVENTS", "EVENT_COLORS", "MEASURES", "NULLS", "Z_MIN", "P_MAX", "FLOOR", "CHANCE_DRAWS", "CHANCE_P",
+           "CHANCE_GATE", "RULE_VERSION",
            "bonferroni_z", "classify",
            "null_mass",
            "relative_shares", "link_shares", "mass_matrix",
@@ -76,8 +78,14 @@ P_MAX = 0.05
 Z_MIN = 2.0
 FLOOR = 0.4
 # the chance gate: redraws of the next layer's partition, and the p an event must reach against them
-CHANCE_DRAWS = 19
+CHANCE_DRAWS = 49
 CHANCE_P = 0.05
+# the event rule's version: the experiments put it in their tracking stage's fingerprint, so a run
+# directory tracked under an older rule is re-tracked when it is resumed
+RULE_VERSION = 1
+# an event must also be beyond chance (docs/tracking.md: without it a random partition of the next layer
+# or a shuffled Jacobian reads persist / merge / split for 5-20 % of pairs)
+CHANCE_GATE = True
 
 
 def bonferroni_z(n_links: int, p_max: float = P_MAX) -> float:
@@ -130,15 +138,31 @@ def null_mass(T: np.ndarray, sizes_next: np.ndarray | None = None, null: str = "
 
 def _top_k_sums(X: np.ndarray, k: np.ndarray, axis: int) -> np.ndarray:
     """Per row (axis=1) or column (axis=0) of X: the sum of its k largest entries, k one value per row/column."""
+    n = X.shape[axis]
+    k = np.clip(np.asarray(k, dtype=np.int64), 1, n)
+    kmax = int(k.max()) if k.size else 1
+    if kmax < n:  # coalitions are small next to a layer: select the top kmax in linear time, sort only those
+        X = -np.partition(-X, kmax - 1, axis=axis).take(np.arange(kmax), axis=axis)
     srt = -np.sort(-X, axis=axis)
     cs = np.cumsum(srt, axis=axis)
-    k = np.clip(np.asarray(k, dtype=np.int64), 1, X.shape[axis]) - 1
-    return cs[np.arange(X.shape[0]), k] if axis == 1 else cs[k, np.arange(X.shape[1])]
+    return cs[np.arange(X.shape[0]), k - 1] if axis == 1 else cs[k - 1, np.arange(X.shape[1])]
+
+
+def _source_side(F: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """alpha's chance and ceiling, which depend on the source's forward mass and the coalition sizes only
+    (so random redraws of the next partition, which keep its sizes, reuse them): E_rand, the best |C|
+    players' excess, and the random groups' sd."""
+    n2 = F.shape[1]
+    mF, sdF = F.mean(axis=1), F.std(axis=1)
+    e_a = np.outer(mF, s2)                                          # random |C'| target players
+    ceil_a = _top_k_sums(F, s1, axis=1) - s1 * mF                  # best |C| target players
+    sd_a = sdF[:, None] * np.sqrt(np.clip(s2 * (n2 - s2), 0, None) / max(n2 - 1, 1))[None, :]
+    return e_a, ceil_a, sd_a
 
 
 def relative_shares(
     M: np.ndarray, sizes: np.ndarray, sizes_next: np.ndarray, forward: np.ndarray, backward: np.ndarray, *,
-    backward_exact: bool = True,
+    backward_exact: bool = True, source_side: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every link read against size-matched random groups and against what an identical coalition carries.
 
@@ -155,7 +179,8 @@ def relative_shares(
     * z_alpha, z_beta: the excess in standard deviations of the mass a random group of that size would
       carry (drawn without replacement: var = k sd^2 (n - k) / (n - 1)), the significance of the link.
 
-    ``weight`` = alpha * beta (matched on), ``expected`` = E_rand in the units of M.
+    ``weight`` = alpha * beta (matched on), ``expected`` = E_rand in the units of M. ``source_side``: the
+    result of ``_source_side`` for these F and sizes, when already computed.
     """
     M = np.asarray(M, dtype=np.float64)
     s1 = np.asarray(sizes, dtype=np.float64)
@@ -171,14 +196,11 @@ def relative_shares(
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.where(B.sum(axis=0) > 0, T.sum(axis=0) / B.sum(axis=0), 0.0)
         B = B * scale[None, :]
-    n2, n1 = F.shape[1], B.shape[0]
-    mF, sdF = F.mean(axis=1), F.std(axis=1)
+    n1 = B.shape[0]
+    e_a, ceil_a, sd_a = _source_side(F, s1, s2) if source_side is None else source_side
     mB, sdB = B.mean(axis=0), B.std(axis=0)
-    e_a = np.outer(mF, s2)                                          # random |C'| target players
     e_b = np.outer(s1, mB)                                          # random |C| source players
-    ceil_a = _top_k_sums(F, s1, axis=1) - s1 * mF                  # best |C| target players
     ceil_b = _top_k_sums(B, s2, axis=0) - s2 * mB                  # best |C'| source players
-    sd_a = sdF[:, None] * np.sqrt(np.clip(s2 * (n2 - s2), 0, None) / max(n2 - 1, 1))[None, :]
     sd_b = np.sqrt(np.clip(s1 * (n1 - s1), 0, None) / max(n1 - 1, 1))[:, None] * sdB[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         alpha = np.where(ceil_a[:, None] > 0, (T - e_a) / ceil_a[:, None], 0.0)
@@ -259,27 +281,34 @@ def _decide(M: np.ndarray, A: np.ndarray, B: np.ndarray, W: np.ndarray, hi: floa
     return partner, matched, events
 
 
-def _chance_hits(events: list[str], forward: np.ndarray, backward_players: np.ndarray, labels_next: np.ndarray,
-                 sizes: np.ndarray, hi: float, floor: float, z_min: tuple[float, float], many_to_one: bool,
-                 backward_exact: bool, draws: int, rng: np.random.Generator) -> np.ndarray:
+def _chance_hits(events: list[str], scores: np.ndarray, forward: np.ndarray, backward_players: np.ndarray,
+                 labels_next: np.ndarray, sizes: np.ndarray, hi: float, floor: float, z_min: tuple[float, float],
+                 many_to_one: bool, backward_exact: bool, draws: int, rng: np.random.Generator) -> np.ndarray:
     """Per source: in how many of ``draws`` random redraws of the next layer's partition (labels permuted)
-    it gets an event of the class of its observed one (persist: persist; merge / split: any but vanish)."""
+    it gets an event of the class of its observed one (persist: persist; merge / split: any but vanish)
+    with a link at least as strong (alpha x beta of its partner >= the observed ``scores``)."""
     F = np.asarray(forward, dtype=np.float64)
     S = np.asarray(backward_players, dtype=np.float64)
     s1 = np.asarray(sizes, dtype=np.float64)
     s2 = coalition_sizes(labels_next).astype(np.float64)
     want_persist = np.array([e == "persist" for e in events])
     hits = np.zeros(len(events))
+    if not np.any(np.array(events) != "vanish"):  # nothing to test against chance
+        return hits
+    fixed = _source_side(F, s1, s2)
+    Ft, St = np.ascontiguousarray(F.T), np.ascontiguousarray(S.T)   # aggregated under every redraw
     for _ in range(draws):
         lab = labels_next[rng.permutation(labels_next.size)]
-        T = _aggregate(F, lab)
+        T = _aggregate(F, lab, At=Ft)
         M = T / np.outer(s1, s2)
-        L = relative_shares(M, s1, s2, F, _aggregate(S, lab), backward_exact=backward_exact)
+        L = relative_shares(M, s1, s2, F, _aggregate(S, lab, At=St), backward_exact=backward_exact, source_side=fixed)
         A = np.where(L["z_alpha"] >= z_min[0], L["alpha"], 0.0)
         B = np.where(L["z_beta"] >= z_min[1], L["beta"], 0.0)
-        _, _, ev = _decide(M, A, B, A * B, hi, floor, many_to_one, "relative")
+        W = A * B
+        partner, _, ev = _decide(M, A, B, W, hi, floor, many_to_one, "relative")
         ev = np.array(ev)
-        hits += np.where(want_persist, ev == "persist", ev != "vanish")
+        score = np.where(partner >= 0, W[np.arange(W.shape[0]), np.maximum(partner, 0)], 0.0)
+        hits += np.where(want_persist, ev == "persist", ev != "vanish") & (score >= scores - 1e-12)
     return hits
 
 
@@ -290,7 +319,7 @@ def track_transition(
     many_to_one: bool | None = None, forward: np.ndarray | None = None, backward: np.ndarray | None = None,
     backward_exact: bool = True, z_min: float | None = Z_MIN, floor: float | None = None,
     labels_next: np.ndarray | None = None, backward_players: np.ndarray | None = None,
-    chance_draws: int = CHANCE_DRAWS, chance_p: float = CHANCE_P, chance_gate: bool = False,
+    chance_draws: int = CHANCE_DRAWS, chance_p: float = CHANCE_P, chance_gate: bool = CHANCE_GATE,
     random_state: Any = 0,
 ) -> list[dict[str, Any]]:
     """One row per source coalition (row of M): its partner, alpha, beta, event and link count.
@@ -312,10 +341,11 @@ def track_transition(
 
     Chance gate (``relative`` with ``labels_next`` and ``backward_players`` given, ``chance_draws`` > 0):
     the next layer's partition is redrawn ``chance_draws`` times at random (its labels permuted, sizes
-    kept) and every source tracked again; an event is *beyond chance* when chance gives the source an
-    event of its class (persist; or any of persist / merge / split) rarely enough, p = (1 + hits) /
-    (draws + 1) <= ``chance_p`` (``p_chance``, ``beyond_chance`` in the row). With ``chance_gate`` an
-    event that is not beyond chance reads vanish (``event_link`` keeps the event before the gate).
+    kept) and every source tracked again; a redraw is a hit when it gives the source an event of its
+    class (persist; or any of persist / merge / split) through a link at least as strong (alpha x beta of
+    the partner); the event is *beyond chance* when p = (1 + hits) / (draws + 1) <= ``chance_p``
+    (``p_chance``, ``beyond_chance`` in the row). With ``chance_gate`` (default) an event that is not
+    beyond chance reads vanish (``event_link`` keeps the event of the link rule alone).
     """
     _check_thresholds(hi, lo)
     _check_measure(measure, null)
@@ -351,9 +381,10 @@ def track_transition(
     gate = (measure == "relative" and chance_draws > 0 and labels_next is not None
             and backward_players is not None and forward is not None)
     if gate:
-        hits = _chance_hits(events, forward, backward_players, np.asarray(labels_next), _sizes(sizes, n_s, "sizes"),
-                            hi, floor, (za, zb),
-                            many_to_one, backward_exact, chance_draws, np.random.default_rng(random_state))
+        obs = np.where(partner >= 0, W[np.arange(n_s), np.maximum(partner, 0)], 0.0)
+        hits = _chance_hits(events, obs, forward, backward_players, np.asarray(labels_next),
+                            _sizes(sizes, n_s, "sizes"), hi, floor, (za, zb), many_to_one, backward_exact,
+                            chance_draws, np.random.default_rng(random_state))
         p_chance = (1.0 + hits) / (chance_draws + 1.0)
     best = A.argmax(axis=1) if measure != "raw" else M.argmax(axis=1)
     has_best = A[np.arange(n_s), best] > 0 if measure != "raw" else out_mass > 0
@@ -428,7 +459,7 @@ def track_layers(
     labels_by_layer: Mapping[Any, np.ndarray], mass_by_transition: Mapping[tuple, Any],
     hi: float = 0.7, lo: float = 0.1, *, measure: str = "relative", null: str = "config",
     many_to_one: bool | None = None, z_min: float | None = Z_MIN, floor: float | None = None,
-    chance_draws: int = CHANCE_DRAWS, chance_p: float = CHANCE_P, chance_gate: bool = False,
+    chance_draws: int = CHANCE_DRAWS, chance_p: float = CHANCE_P, chance_gate: bool = CHANCE_GATE,
     random_state: int = 0,
 ) -> list[dict[str, Any]]:
     """Track every transition given per-layer labels and the mass of each (l, l2) pair.

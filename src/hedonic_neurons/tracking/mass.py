@@ -155,10 +155,23 @@ def _fold_next(W_up_next, W_gate_next, norm_gain_next) -> np.ndarray:
     return W
 
 
-def _aggregate(A: np.ndarray, labels_next: np.ndarray) -> np.ndarray:
-    """Sum the columns of A (rows, n') by next-layer coalition: A @ indicator(labels_next)."""
-    order, starts = _sorted_groups(labels_next)
-    return np.add.reduceat(A[:, order], starts, axis=1)
+def _indicator_t(labels: np.ndarray, dtype=np.float64):
+    """Sparse (n_coal, n) CSR transpose of ``indicator(labels)``: one entry per assigned player."""
+    from scipy.sparse import csr_matrix
+
+    labels = np.asarray(labels)
+    keep = np.flatnonzero(labels >= 0)
+    ids, row = np.unique(labels[keep], return_inverse=True)
+    return csr_matrix((np.ones(keep.size, dtype=dtype), (row.ravel(), keep)), shape=(ids.size, labels.size))
+
+
+def _aggregate(A: np.ndarray, labels_next: np.ndarray, *, At: np.ndarray | None = None) -> np.ndarray:
+    """Sum the columns of A (rows, n') by next-layer coalition: A @ indicator(labels_next), as a sparse
+    product (one entry per player). ``At``: a C-contiguous copy of A.T, for callers that aggregate the same
+    A under many partitions (the chance test's redraws), so that it is not transposed every time."""
+    if At is None:
+        At = np.ascontiguousarray(np.asarray(A).T)
+    return (_indicator_t(labels_next, At.dtype) @ At).T
 
 
 def _mlp_inputs(R, W_up_next, W_gate_next, norm_gain_next, labels, labels_next

@@ -33,10 +33,13 @@ from hedonic_neurons.rundir import RunDir
 from hedonic_neurons.tracking.controls import (
     CONTROLS,
     EXPECTED,
+    MIN_SIZE,
     PAPER_TABLE3,
     PAPER_TASKS,
     POSITIVE_CONTROLS,
     best_jaccard,
+    coalitions_only,
+    expected_min_size,
     merge_partition,
     method_seed,
     paper_mean,
@@ -48,6 +51,7 @@ from hedonic_neurons.tracking.controls import (
 )
 from hedonic_neurons.tracking.events import (
     CHANCE_DRAWS,
+    CHANCE_GATE,
     CHANCE_P,
     EVENTS,
     FLOOR,
@@ -71,8 +75,8 @@ TRANSITION_COLUMNS = ["method", "transition", "from_layer", "to_layer", "source"
                       "jaccard", "mass", "expected", "out_mass",
                       "in_mass", "best_target", "n_links"]
 TABLE3_COLUMNS = ["method", "kind", "transition", "n_source", "n_matched", *(f"{e}_%" for e in EVENTS), "alpha_mean",
-                  "beta_mean", "beyond_chance_%", *(f"{e}_chance_%" for e in EVENTS), "n_draws", "expected_event",
-                  "n_source_2", "expected_2_%", "expected_2_chance_%", "overlap_agree_%",
+                  "beta_mean", "beyond_chance_%", *(f"{e}_link_%" for e in EVENTS), "n_draws", "expected_event",
+                  "n_expected", "expected_%", "expected_link_%", "overlap_agree_%",
                   "base_method", "seed", "paper_source", *(f"paper_{e}_%" for e in EVENTS)]
 # the direct-overlap check: a coalition is tracked by overlap when its best Jaccard reaches this
 OVERLAP_JACCARD = 0.5
@@ -172,7 +176,7 @@ def add_overlap(rows: list[dict[str, Any]], labels_by_layer: Mapping[Any, np.nda
 
 
 def _table3(method: str, kind: str, rows_by_draw: Sequence[list[dict[str, Any]]], paper_task: str | None,
-            paper_model: str) -> list[dict[str, Any]]:
+            paper_model: str, min_size: int = MIN_SIZE) -> list[dict[str, Any]]:
     """Table-3 rows of one method (or one of its controls, averaged over draws), one per transition."""
     tables = [transition_table(rows) for rows in rows_by_draw if rows]
     if not tables:
@@ -195,23 +199,23 @@ def _table3(method: str, kind: str, rows_by_draw: Sequence[list[dict[str, Any]]]
         row["n_draws"] = len(cells)
         trs = [[r for r in rows if r["transition"] == t["transition"]] for rows in rows_by_draw if rows]
         chance = all(gated_event(r) is not None for rs in trs for r in rs)
-        if chance:  # the events that stand against random redraws of the next layer's partition
+        if chance:  # which events stand against random redraws of the next layer's partition
             row["beyond_chance_%"] = round(float(np.mean([100.0 * np.mean([gated_event(r) != "vanish" for r in rs])
                                                           for rs in trs])), 1)
-            for e in EVENTS:
-                row[f"{e}_chance_%"] = round(float(np.mean([100.0 * np.mean([gated_event(r) == e for r in rs])
-                                                            for rs in trs])), 1)
+            for e in EVENTS:  # the link rule alone, before the chance gate
+                row[f"{e}_link_%"] = round(float(np.mean([100.0 * np.mean([r["event_link"] == e for r in rs])
+                                                          for rs in trs])), 1)
         expected = EXPECTED.get(kind)
-        if expected is not None:  # the control's known answer, over coalitions of >= 2 players
-            big = [[r for r in rs if int(r["size"]) >= 2] for rs in trs]
+        if expected is not None:  # the control's known answer, over the sources it applies to
+            big = [[r for r in rs if int(r["size"]) >= expected_min_size(kind, min_size)] for rs in trs]
             row["expected_event"] = expected
-            row["n_source_2"] = round(float(np.mean([len(b) for b in big])), 1)
-            if row["n_source_2"] > 0:
-                row["expected_2_%"] = round(float(np.mean([100.0 * np.mean([r["event"] == expected for r in b])
-                                                            for b in big if b])), 1)
+            row["n_expected"] = round(float(np.mean([len(b) for b in big])), 1)
+            if row["n_expected"] > 0:
+                row["expected_%"] = round(float(np.mean([100.0 * np.mean([r["event"] == expected for r in b])
+                                                         for b in big if b])), 1)
                 if chance:
-                    row["expected_2_chance_%"] = round(float(np.mean(
-                        [100.0 * np.mean([gated_event(r) == expected for r in b]) for b in big if b])), 1)
+                    row["expected_link_%"] = round(float(np.mean(
+                        [100.0 * np.mean([r["event_link"] == expected for r in b]) for b in big if b])), 1)
         if all(r.get("jaccard", "") != "" for rs in trs for r in rs):
             row["overlap_agree_%"] = round(float(np.mean([100.0 * np.mean([overlap_agrees(r) for r in rs])
                                                           for rs in trs])), 1)
@@ -228,7 +232,8 @@ def write_tracking(
     mass_by_transition: Mapping[tuple, Any], hi: float = 0.7, lo: float = 0.1, *,
     measure: str = "relative", null: str = "config", control_rows: Mapping[str, Sequence[list[dict]]] | None = None,
     paper_task: str | None = None, paper_model: str = "LLaMA", z_min: float | None = Z_MIN, floor: float | None = None,
-    overlap: bool = False, chance_draws: int = CHANCE_DRAWS, chance_gate: bool = False, seed: int = 0,
+    overlap: bool = False, chance_draws: int = CHANCE_DRAWS, chance_gate: bool = CHANCE_GATE, seed: int = 0,
+    min_size: int = MIN_SIZE, fresh: bool = False,
 ) -> TrackedMethod:
     """Track one method's layers from masses already computed and write its tables (see module doc).
 
@@ -238,12 +243,17 @@ def write_tracking(
     ``paper_model``) beside ours for transitions 7->8 .. 13->14. A mass is an M matrix or the dict of
     ``mass.*_transition`` (``measure="relative"`` needs the latter); ``z_min``, ``floor``,
     ``chance_draws``, ``chance_gate`` as in ``events.track_transition`` (``seed`` seeds the chance draws).
+    ``min_size``: the smallest coalition tracked; the labels must already mark smaller groups as in no
+    coalition (``controls.coalitions_only``, which ``track_methods`` applies); it sets which sources a
+    control's expected event is counted over and goes into the table titles.
     ``overlap``: both layers partition the same players (residual sites),
     so every row gets its direct-overlap ``jaccard`` and Table 3 the agreement with it.
 
     Returns a ``TrackedMethod`` whose ``rows`` are the ``track_layers`` rows with a ``method`` column
     (``report.sankey.draw_tracking`` draws it). The transitions and Table-3 files keep
-    the rows of other methods already on disk, so methods can be written one after another.
+    the rows of other methods already on disk, so methods can be written one after another; ``fresh``
+    drops them instead (a run re-tracked as a whole starts its tables over, so no rows of an older rule or
+    of methods no longer tracked stay behind).
     """
     from safetensors.numpy import save_file
 
@@ -274,16 +284,16 @@ def write_tracking(
 
     def merge(path: Path, new_rows: list[dict]) -> list[dict]:
         old = ([{k: num(v) for k, v in r.items()} for r in read_table(path) if r.get("method") != method]
-               if path.exists() else [])
+               if path.exists() and not fresh else [])
         return old + new_rows
 
     rule = rule_text(measure, hi, lo, null=null, z_min=z_min, floor=floor, chance_draws=chance_draws,
-                     chance_gate=chance_gate)
+                     chance_gate=chance_gate, min_size=min_size)
     all_rows = merge(tdir / "transitions.csv", rows)
     write_table(all_rows, tdir / "transitions", TRANSITION_COLUMNS, title=f"Coalition transitions ({rule})")
-    table = _table3(method, "method", [rows], paper_task, paper_model)
+    table = _table3(method, "method", [rows], paper_task, paper_model, min_size)
     for kind, draws in (control_rows or {}).items():
-        table += _table3(method, kind, list(draws), paper_task, paper_model)
+        table += _table3(method, kind, list(draws), paper_task, paper_model, min_size)
     table_rows = merge(rd.root / "tables" / "tracking_events.csv", table)
     agreement = overlap_note(table_rows)
     rd.save_table("tracking_events", table_rows, TABLE3_COLUMNS,
@@ -295,8 +305,12 @@ def write_tracking(
                         "positive, residual sites only: same_partition, the source partition carried to "
                         "the next layer unchanged, should read persist; split_partition, each coalition "
                         "cut in two, split; merge_partition, coalitions merged in pairs, merge), n_draws "
-                        "control draws averaged; expected_2_%: % of the sources of >= 2 players that read "
-                        "the control's expected_event; overlap_agree_%: % of sources whose event agrees "
+                        "control draws averaged; expected_%: % of the sources a control applies to "
+                        "(n_expected: coalitions of >= min_size players; split_partition: those cut into two "
+                        "coalitions) that read the control's expected_event, expected_link_% the same by the "
+                        "link rule before the chance gate; <event>_link_%: the link rule alone; "
+                        "beyond_chance_%: sources whose event stands against random redraws of the next "
+                        "partition; overlap_agree_%: % of sources whose event agrees "
                         "with direct overlap of members (best Jaccard >= 0.5 exactly when persist, split "
                         "or merge; residual sites); paper_*: the paper's own Table 3 numbers, for "
                         "comparison only")
@@ -333,18 +347,22 @@ def overlap_note(table_rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def rule_text(measure: str, hi: float, lo: float, *, null: str = "config", z_min: float | None = Z_MIN,
-              floor: float | None = None, chance_draws: int = CHANCE_DRAWS, chance_gate: bool = False) -> str:
+              floor: float | None = None, chance_draws: int = CHANCE_DRAWS, chance_gate: bool = CHANCE_GATE,
+              min_size: int = MIN_SIZE) -> str:
     """The event rule in one line, for table titles."""
+    ms = f", coalitions of >= {min_size} players" if min_size > 1 else ", every group including lone players"
     if measure == "relative":
         f = FLOOR if floor is None else floor
         z = "Bonferroni at 0.05 over a source's / target's links" if z_min is None else z_min
         ch = (f"; chance: {chance_draws} redraws of the next partition, p <= {CHANCE_P}"
-              + (", gating the events" if chance_gate else ", in the *_chance_% columns") if chance_draws else "")
-        return f"measure = relative, hi = {hi}, floor = {f}, z_min = {z}, lo = {lo}{ch}"
-    return f"measure = {measure}" + (f", null = {null}" if measure == "excess" else "") + f", hi = {hi}, lo = {lo}"
+              + (", an event must be beyond chance" if chance_gate else ", not gating the events")
+              if chance_draws else "")
+        return f"measure = relative, hi = {hi}, floor = {f}, z_min = {z}, lo = {lo}{ms}{ch}"
+    return (f"measure = {measure}" + (f", null = {null}" if measure == "excess" else "") + f", hi = {hi}, lo = {lo}"
+            + ms)
 
 
-SUMMARY_COLS = ("expected_2_%", "expected_2_chance_%", "overlap_agree_%", "beyond_chance_%")
+SUMMARY_COLS = ("expected_%", "expected_link_%", "overlap_agree_%", "beyond_chance_%")
 
 
 def controls_summary(table_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -379,14 +397,14 @@ def write_controls_table(rd: RunDir, table_rows: Sequence[Mapping[str, Any]], ru
     rows = controls_summary(table_rows)
     if rows:
         rd.save_table("tracking_controls", rows,
-                      title=f"Tracking controls ({rule}): per method and control, the % of source coalitions of "
-                            ">= 2 players that read the control's expected event (same_partition persist, "
-                            "split_partition split, merge_partition merge, random_partition and "
-                            "shuffled_weights vanish) by the link rule (expected_2_%) and against chance "
-                            "(expected_2_chance_%: an event stands only when random redraws of the next "
-                            "partition rarely give it), the % of all sources whose link-rule event agrees with "
-                            "direct overlap (best Jaccard >= 0.5 exactly when persist / split / merge; residual "
-                            "sites only), and the % of sources with an event beyond chance; mean over "
+                      title=f"Tracking controls ({rule}): per method and control, the % of the source "
+                            "coalitions a control applies to (split_partition: those cut into two coalitions) "
+                            "that read its expected event (same_partition persist, split_partition split, "
+                            "merge_partition merge, random_partition and shuffled_weights vanish): expected_% by "
+                            "the events, expected_link_% by the link rule before the chance gate; "
+                            "overlap_agree_%: the % of source coalitions whose event agrees with direct overlap "
+                            "(best Jaccard >= 0.5 exactly when persist / split / merge; residual sites only); "
+                            "beyond_chance_%: the % of sources with an event beyond chance; mean over "
                             "transitions, mean and sd over seeds")
     return rows
 
@@ -428,20 +446,28 @@ def track_methods(
     measure: str = "relative", null: str = "config", controls: Sequence[str] = CONTROLS + POSITIVE_CONTROLS,
     n_control: int = 1, seed: int = 0, paper_task: str | None = None, paper_model: str = "LLaMA",
     z_min: float | None = Z_MIN, floor: float | None = None, chance_draws: int = CHANCE_DRAWS,
-    chance_gate: bool = False,
+    chance_gate: bool = CHANCE_GATE, min_size: int = MIN_SIZE,
 ) -> dict[str, TrackedMethod]:
     """Track every method that has partitions on >= 2 layers with saved tracking inputs; returns
     {method: TrackedMethod}. Methods without inputs are skipped with a log line (not an error), so the
     report can call this on any run directory.
 
-    ``methods=None`` tracks every method found on disk (seed variants ``<method>.s<k>`` included).
+    ``methods=None`` tracks every method found on disk (seed variants ``<method>.s<k>`` included; the
+    half-b twins ``<method>.b`` only when named).
     Each method is also tracked under ``controls`` (``n_control`` seeded draws each, random state
     ``seed``, every layer drawn with its own seed; ``tracking.controls``): size-matched random
     partitions and the partition on shuffled weights (negative), and at residual sites the partition
     carried to the next layer unchanged, cut in two or merged in pairs (positive; MLP sites have no
     known answer and skip them). ``paper_task`` prints the paper's Table 3 beside ours. ``measure``,
     ``z_min``, ``floor``, ``chance_draws``, ``chance_gate``: the event rule (``events.track_transition``).
+    ``min_size``: the smallest group tracked as a coalition (default 2: a player alone is in no coalition,
+    as in coverage; 1 tracks lone players too); smaller groups are marked as in no coalition before
+    anything is computed, in the methods' partitions and in every control's.
     """
+    if int(min_size) < 1:
+        raise ValueError(f"min_size must be >= 1 (1 tracks lone players as coalitions); got {min_size}")
+    if int(chance_draws) < 0:
+        raise ValueError(f"chance_draws must be >= 0 (0 skips the chance test); got {chance_draws}")
     _check_thresholds(hi, lo)  # before anything is read or written
     known = CONTROLS + POSITIVE_CONTROLS
     unknown_controls = [c for c in controls if c not in known]
@@ -453,7 +479,10 @@ def track_methods(
     parts = rd.partitions()
     layers = sorted(parts, key=layer_sort_key)
     all_methods = sorted({m for by in parts.values() for m in by})
-    methods = list(methods) if methods is not None else all_methods
+    # by default the partitions fitted on half a (what the report shows); a half-b twin (``<method>.b``,
+    # metrics.crossfit.partition_name) is tracked only when asked for by name
+    fresh = methods is None   # the whole run re-tracked: its tables start over
+    methods = list(methods) if methods is not None else [m for m in all_methods if not m.endswith(".b")]
     unknown = [m for m in methods if m not in all_methods]
     if unknown and len(unknown) == len(methods):
         raise ValueError(f"no partitions on disk for method(s) {unknown}; known: {all_methods}")
@@ -493,8 +522,15 @@ def track_methods(
         if len(mlayers) < 2:
             log.info("tracking: %s has partitions on %d layer(s); need 2", method, len(mlayers))
             continue
-        labels = {lay: rd.load_partition(lay, method)["labels"] for lay in mlayers}
-        pairs = layer_chains(mlayers)
+        labels = {lay: coalitions_only(rd.load_partition(lay, method)["labels"], min_size) for lay in mlayers}
+        pairs = []
+        for a, b in layer_chains(mlayers):
+            empty = [lay for lay in (a, b) if not np.any(np.asarray(labels[lay]) >= 0)]
+            if empty:  # nothing to follow: the solver left every player of that layer alone
+                log.info("tracking: %s has no coalition of >= %d players at %s; %s -> %s skipped", method,
+                         min_size, ", ".join(empty), a, b)
+            else:
+                pairs.append((a, b))
         masses = _masses(method, labels, pairs, mats, rd.root)
         if not masses:
             continue
@@ -521,17 +557,18 @@ def track_methods(
                     for a, b in masses:
                         if not residual(a, b):
                             continue
-                        lab = {a: labels[a], b: make(labels[a], _layer_rng(seed, draw, method, kind, b))}
+                        target = make(labels[a], _layer_rng(seed, draw, method, kind, b))
+                        lab = {a: labels[a], b: coalitions_only(target, min_size)}
                         rows_k += track_layers(lab, _masses(method, lab, [(a, b)], mats), hi, lo, random_state=seed,
                                                **kw)
                         labs.append(lab)
                 if not rows_k:
                     continue
-                if overlap:
+                if overlap and kind != "shuffled_weights":  # shuffled: a player no longer feeds its namesake
                     for lab in labs:
                         add_overlap([r for r in rows_k if r["from_layer"] in lab and r["to_layer"] in lab], lab)
                 control_rows.setdefault(kind, []).append(rows_k)
         out[method] = write_tracking(rd.root, method, labels, masses, hi, lo, control_rows=control_rows,
                                      paper_task=paper_task, paper_model=paper_model, overlap=overlap, seed=seed,
-                                     **kw)
+                                     min_size=min_size, fresh=fresh and not out, **kw)
     return out
