@@ -67,6 +67,10 @@ def test_controls_read_what_they_should(trained_run):
     c = {r["kind"]: r for r in read_table(rd.root / "tables" / "tracking_controls.csv")}
     expected = {"same_partition": "persist", "split_partition": "split", "merge_partition": "merge",
                 "random_partition": "vanish", "shuffled_weights": "vanish"}
+    # printed for docs/tracking.md (python -m pytest tests/tracking/test_tracking_trained.py -s)
+    print("\ntrained network (d = 256), % of coalitions reading the expected event (link rule alone):",
+          "; ".join(f"{k} {c[k]['expected_%']} ({c[k]['expected_link_%']})" for k in expected),
+          f"; agreement with direct overlap {c['method']['overlap_agree_%']}")
     for kind, event in expected.items():
         assert c[kind]["expected_event"] == event
         assert float(c[kind]["expected_%"]) >= 90, kind
