@@ -55,7 +55,7 @@ def expected_min_size(kind: str, min_size: int = MIN_SIZE) -> int:
     return 2 * base if kind == "split_partition" else base
 
 
-def coalitions_only(labels: np.ndarray, min_size: int = 2) -> np.ndarray:
+def coalitions_only(labels: np.ndarray, min_size: int = MIN_SIZE) -> np.ndarray:
     """``labels`` with every coalition of fewer than ``min_size`` players marked as in no coalition (-1)."""
     labels = np.asarray(labels)
     if min_size <= 1:

@@ -281,6 +281,11 @@ def _decide(M: np.ndarray, A: np.ndarray, B: np.ndarray, W: np.ndarray, hi: floa
     return partner, matched, events
 
 
+def _partner_scores(W: np.ndarray, partner: np.ndarray) -> np.ndarray:
+    """alpha x beta of each source's partner (0 without one): the link strength the chance test compares."""
+    return np.where(partner >= 0, W[np.arange(W.shape[0]), np.maximum(partner, 0)], 0.0)
+
+
 def _chance_hits(events: list[str], scores: np.ndarray, forward: np.ndarray, backward_players: np.ndarray,
                  labels_next: np.ndarray, sizes: np.ndarray, hi: float, floor: float, z_min: tuple[float, float],
                  many_to_one: bool, backward_exact: bool, draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -307,8 +312,8 @@ def _chance_hits(events: list[str], scores: np.ndarray, forward: np.ndarray, bac
         W = A * B
         partner, _, ev = _decide(M, A, B, W, hi, floor, many_to_one, "relative")
         ev = np.array(ev)
-        score = np.where(partner >= 0, W[np.arange(W.shape[0]), np.maximum(partner, 0)], 0.0)
-        hits += np.where(want_persist, ev == "persist", ev != "vanish") & (score >= scores - 1e-12)
+        same_class = np.where(want_persist, ev == "persist", ev != "vanish")
+        hits += same_class & (_partner_scores(W, partner) >= scores - 1e-12)
     return hits
 
 
@@ -381,8 +386,7 @@ def track_transition(
     gate = (measure == "relative" and chance_draws > 0 and labels_next is not None
             and backward_players is not None and forward is not None)
     if gate:
-        obs = np.where(partner >= 0, W[np.arange(n_s), np.maximum(partner, 0)], 0.0)
-        hits = _chance_hits(events, obs, forward, backward_players, np.asarray(labels_next),
+        hits = _chance_hits(events, _partner_scores(W, partner), forward, backward_players, np.asarray(labels_next),
                             _sizes(sizes, n_s, "sizes"), hi, floor, (za, zb), many_to_one, backward_exact,
                             chance_draws, np.random.default_rng(random_state))
         p_chance = (1.0 + hits) / (chance_draws + 1.0)

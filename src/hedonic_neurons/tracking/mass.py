@@ -68,13 +68,7 @@ def coalition_sizes(labels) -> np.ndarray:
 
 def indicator(labels, dtype=np.float64) -> np.ndarray:
     """Dense (n, n_coal) 0/1 coalition-indicator matrix (a row of zeros for unassigned players)."""
-    labels = np.asarray(labels)
-    ids = coalition_ids(labels)
-    col = np.searchsorted(ids, labels)
-    out = np.zeros((labels.size, ids.size), dtype=dtype)
-    keep = labels >= 0
-    out[np.flatnonzero(keep), col[keep]] = 1
-    return out
+    return _indicator_t(labels, dtype).T.toarray()
 
 
 def _sorted_groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
